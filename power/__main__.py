@@ -1,0 +1,3 @@
+from power.cli import main
+
+raise SystemExit(main())

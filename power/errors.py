@@ -1,0 +1,120 @@
+"""The exception tree of a3s-power.
+
+Every error the package raises on purpose derives from ``PowerError``; each
+class knows the HTTP status it maps to and the CLI exit code::
+
+    PowerError                      500  (exit 1)
+    ├── InvalidRequest              400
+    │   ├── InvalidName             400  "invalid model name"
+    │   ├── ModelfileError          400
+    │   ├── TemplateError           400
+    │   └── GGUFError               400  (hostile or truncated GGUF)
+    ├── NotFound                    404
+    │   └── ModelNotFound           404
+    ├── Busy                        503  (queue full)
+    ├── Canceled                    499
+    ├── StoreError                  500  (digest mismatch, disk full, ...)
+    │   └── DigestMismatch          400
+    ├── RegistryError               500
+    └── NativeError                 500  (llama.cpp said no; message from llama.cpp)
+        └── EngineError             500
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PowerError", "InvalidRequest", "InvalidName", "ModelfileError", "TemplateError",
+    "GGUFError", "NotFound", "ModelNotFound", "Busy", "Canceled", "StoreError",
+    "DigestMismatch", "RegistryError", "NativeError", "EngineError",
+]
+
+
+class PowerError(Exception):
+    """Root of every error a3s-power raises on purpose."""
+
+    status = 500
+    exit_code = 1
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message or self.__class__.__doc__ or "error"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(PowerError):
+    """The request or input is malformed."""
+
+    status = 400
+
+
+class InvalidName(InvalidRequest):
+    """invalid model name"""
+
+    def __init__(self, message: str = "invalid model name") -> None:
+        super().__init__(message)
+
+
+class ModelfileError(InvalidRequest):
+    """The Modelfile cannot be parsed."""
+
+
+class TemplateError(InvalidRequest):
+    """A prompt template cannot be parsed or rendered."""
+
+
+class GGUFError(InvalidRequest):
+    """The file is not a valid GGUF model."""
+
+
+class NotFound(PowerError):
+    """Not found."""
+
+    status = 404
+
+
+class ModelNotFound(NotFound):
+    """The named model is not in the store."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model '{name}' not found")
+        self.name = name
+
+
+class Busy(PowerError):
+    """server busy, please try again.  maximum pending requests exceeded"""
+
+    status = 503
+
+
+class Canceled(PowerError):
+    """request canceled"""
+
+    status = 499
+
+
+class StoreError(PowerError):
+    """The model store could not complete an operation."""
+
+
+class DigestMismatch(StoreError):
+    """Content does not match its digest."""
+
+    status = 400
+
+
+class RegistryError(PowerError):
+    """A registry answered with an error or could not be reached."""
+
+
+class NativeError(PowerError):
+    """llama.cpp (through the shim) reported a failure."""
+
+    def __init__(self, message: str, code: int = -1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EngineError(NativeError):
+    """The inference engine failed while serving a request."""
