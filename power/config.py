@@ -1,0 +1,140 @@
+"""Settings: TOML file, then environment, then request options.
+
+This is the only module that reads ``os.environ``. ``OLLAMA_*`` names are
+honoured for drop-in use, ``A3S_POWER_*`` for settings of our own.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["Settings", "load_settings", "parse_bool", "parse_host"]
+
+DEFAULT_PORT = 11434
+
+
+def parse_bool(value: str) -> bool:
+    """Read a boolean the way Ollama does: unparsable values count as true."""
+    v = value.strip().strip("'\"").lower()
+    if v in ("", "0", "false", "f", "no", "off"):
+        return False
+    return True
+
+
+def parse_host(value: str) -> tuple[str, str, int]:
+    """Parse ``OLLAMA_HOST`` (``[scheme://]host[:port][/path]``) into scheme, host, port."""
+    v = value.strip().strip("'\"")
+    scheme = "http"
+    if "://" in v:
+        scheme, v = v.split("://", 1)
+    v = v.split("/", 1)[0]
+    default_port = {"http": DEFAULT_PORT, "https": 443}.get(scheme, DEFAULT_PORT)
+    host, port = v, default_port
+    if v.startswith("["):  # [::1]:port
+        end = v.find("]")
+        host = v[1:end]
+        rest = v[end + 1:]
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif v.count(":") == 1:
+        h, p = v.split(":")
+        host = h
+        if p.isdigit():
+            port = int(p)
+    if not host:
+        host = "127.0.0.1"
+    return scheme, host, port
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a3s-power, resolved once."""
+
+    home: Path
+    models: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    scheme: str = "http"
+    keep_alive: str = "5m"
+    num_parallel: int = 1
+    max_loaded_models: int = 0
+    max_queue: int = 512
+    context_length: int = 4096
+    origins: tuple[str, ...] = ()
+    flash_attention: str = "auto"
+    kv_cache_type: str = "f16"
+    noprune: bool = False
+    debug: int = 0
+    load_timeout: float = 300.0
+    api_key: str | None = None
+    num_gpu: int | None = None
+    sched_spread: bool = False
+    prices: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def usage_db(self) -> Path:
+        return self.home / "usage.db"
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip().strip("'\""):
+        return default
+    try:
+        return int(raw.strip().strip("'\""))
+    except ValueError:
+        return default
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings from ``config.toml`` under the home folder and the environment."""
+    env = os.environ if env is None else env
+    home = Path(env.get("A3S_POWER_HOME") or Path.home() / ".a3s" / "power").expanduser()
+    cfg: dict[str, Any] = {}
+    cfg_path = home / "config.toml"
+    if cfg_path.is_file():
+        try:
+            cfg = tomllib.loads(cfg_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            cfg = {}
+    models = Path(env.get("OLLAMA_MODELS") or cfg.get("models") or home / "models").expanduser()
+    scheme, host, port = parse_host(env.get("OLLAMA_HOST") or cfg.get("host") or "127.0.0.1:11434")
+    origins = tuple(o.strip() for o in (env.get("OLLAMA_ORIGINS") or "").split(",") if o.strip())
+    origins += tuple(cfg.get("origins", ()))
+    num_gpu_raw = env.get("OLLAMA_NUM_GPU")
+    return Settings(
+        home=home,
+        models=models,
+        host=host,
+        port=port,
+        scheme=scheme,
+        keep_alive=(env.get("OLLAMA_KEEP_ALIVE") or str(cfg.get("keep_alive", "5m"))).strip().strip("'\""),
+        num_parallel=max(1, _int(env, "OLLAMA_NUM_PARALLEL", int(cfg.get("num_parallel", 1)))),
+        max_loaded_models=_int(env, "OLLAMA_MAX_LOADED_MODELS", int(cfg.get("max_loaded_models", 0))),
+        max_queue=_int(env, "OLLAMA_MAX_QUEUE", int(cfg.get("max_queue", 512))),
+        context_length=_int(env, "OLLAMA_CONTEXT_LENGTH", int(cfg.get("context_length", 4096))) or 4096,
+        origins=origins,
+        flash_attention=(env.get("OLLAMA_FLASH_ATTENTION") or str(cfg.get("flash_attention", "auto"))).lower(),
+        kv_cache_type=(env.get("OLLAMA_KV_CACHE_TYPE") or str(cfg.get("kv_cache_type", "f16"))).lower(),
+        noprune=parse_bool(env["OLLAMA_NOPRUNE"]) if "OLLAMA_NOPRUNE" in env else False,
+        debug=_int(env, "OLLAMA_DEBUG", 0),
+        load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),
+        api_key=env.get("A3S_POWER_API_KEY") or cfg.get("api_key") or None,
+        num_gpu=int(num_gpu_raw) if num_gpu_raw and num_gpu_raw.strip().lstrip("-").isdigit() else None,
+        sched_spread=parse_bool(env["OLLAMA_SCHED_SPREAD"]) if "OLLAMA_SCHED_SPREAD" in env else False,
+        prices=cfg.get("prices", {}),
+    )
