@@ -1,0 +1,825 @@
+// power_shim: the C API a3s-power loads with cffi (see power_shim.h).
+//
+// One engine = one llama_context serving up to n_seq sequences with
+// continuous batching: every pw_step builds one llama_batch holding one token
+// for every generating sequence plus prompt chunks of new ones, decodes it,
+// then samples, detokenises and checks end-of-generation for each sequence in
+// C. Idle sequences keep their KV cells so that a new request can reuse the
+// longest cached prefix.
+
+#include "power_shim.h"
+
+#include "ggml-backend.h"
+#include "llama.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#ifndef POWER_LLAMA_COMMIT
+#define POWER_LLAMA_COMMIT "unknown"
+#endif
+
+// ---- errors and logging ----------------------------------------------------
+
+static thread_local std::string g_error;
+static thread_local std::string g_last_log_error;
+
+static int32_t fail(int32_t code, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    g_error = buf;
+    return code;
+}
+
+static std::mutex g_log_mutex;
+static pw_log_fn g_log_fn = nullptr;
+static void *g_log_data = nullptr;
+static int32_t g_log_min = GGML_LOG_LEVEL_WARN;
+
+static void log_trampoline(enum ggml_log_level level, const char *text, void *) {
+    if (level == GGML_LOG_LEVEL_ERROR && text) {
+        // llama.cpp reports most failures only through the log: keep the
+        // latest error line of this thread for pw_last_error().
+        std::string line(text);
+        while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+        if (!line.empty()) g_last_log_error = line;
+    }
+    pw_log_fn fn;
+    void *data;
+    int32_t min_level;
+    {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        fn = g_log_fn;
+        data = g_log_data;
+        min_level = g_log_min;
+    }
+    if (fn && (int32_t)level >= min_level && level != GGML_LOG_LEVEL_CONT) fn((int)level, text, data);
+}
+
+// The reason llama.cpp gave last on this thread, for messages of our own.
+static std::string llama_reason() {
+    std::string r = g_last_log_error;
+    g_last_log_error.clear();
+    return r.empty() ? std::string("see the log for details") : r;
+}
+
+extern "C" {
+
+int32_t pw_abi_version(void) { return PW_ABI_VERSION; }
+const char *pw_llama_commit(void) { return POWER_LLAMA_COMMIT; }
+const char *pw_system_info(void) { return llama_print_system_info(); }
+const char *pw_last_error(void) { return g_error.c_str(); }
+
+void pw_set_log(pw_log_fn fn, void *user_data, int32_t min_level) {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    g_log_fn = fn;
+    g_log_data = user_data;
+    g_log_min = min_level;
+}
+
+void pw_init(const char *backend_dir) {
+    static std::once_flag once;
+    std::string dir = backend_dir ? backend_dir : "";
+    std::call_once(once, [&dir] {
+        llama_log_set(log_trampoline, nullptr);
+        if (!dir.empty()) ggml_backend_load_all_from_path(dir.c_str());
+        llama_backend_init();
+    });
+}
+
+int32_t pw_device_count(void) { return (int32_t)ggml_backend_dev_count(); }
+
+int32_t pw_device_get(int32_t index, pw_device *out) {
+    if (!out || index < 0 || (size_t)index >= ggml_backend_dev_count()) return fail(PW_E_INVALID, "no device %d", index);
+    ggml_backend_dev_t dev = ggml_backend_dev_get((size_t)index);
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", ggml_backend_dev_name(dev));
+    snprintf(out->description, sizeof out->description, "%s", ggml_backend_dev_description(dev));
+    switch (ggml_backend_dev_type(dev)) {
+        case GGML_BACKEND_DEVICE_TYPE_CPU: out->type = 0; break;
+        case GGML_BACKEND_DEVICE_TYPE_GPU: out->type = 1; break;
+        case GGML_BACKEND_DEVICE_TYPE_IGPU: out->type = 2; break;
+        default: out->type = 3; break;
+    }
+    size_t free_b = 0, total_b = 0;
+    ggml_backend_dev_memory(dev, &free_b, &total_b);
+    out->memory_free = free_b;
+    out->memory_total = total_b;
+    return PW_OK;
+}
+
+bool pw_supports_gpu_offload(void) { return llama_supports_gpu_offload(); }
+
+}  // extern "C"
+
+// ---- model -------------------------------------------------------------------
+
+struct pw_model {
+    llama_model *model = nullptr;
+    const llama_vocab *vocab = nullptr;
+    ~pw_model() {
+        if (model) llama_model_free(model);
+    }
+};
+
+extern "C" {
+
+pw_model_params pw_model_default_params(void) {
+    pw_model_params p;
+    memset(&p, 0, sizeof p);
+    p.n_gpu_layers = -1;
+    p.main_gpu = 0;
+    p.use_mmap = true;
+    return p;
+}
+
+int32_t pw_model_load(const char *path, const pw_model_params *params, pw_model **out) {
+    if (!path || !out) return fail(PW_E_INVALID, "model path is required");
+    *out = nullptr;
+    pw_init(nullptr);
+    pw_model_params p = params ? *params : pw_model_default_params();
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = p.n_gpu_layers;
+    mp.main_gpu = p.main_gpu;
+    if (p.use_mmap && p.use_mlock) mp.load_mode = LLAMA_LOAD_MODE_MMAP_MLOCK;
+    else if (p.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_MMAP;
+    else if (p.use_mlock) mp.load_mode = LLAMA_LOAD_MODE_MLOCK;
+    else mp.load_mode = LLAMA_LOAD_MODE_NONE;
+    mp.vocab_only = p.vocab_only;
+    mp.progress_callback = p.progress;
+    mp.progress_callback_user_data = p.progress_data;
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail(PW_E_LOAD, "cannot open model file %s", path);
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    if (got != 4 || memcmp(magic, "GGUF", 4) != 0) return fail(PW_E_LOAD, "%s is not a GGUF file", path);
+    g_last_log_error.clear();
+    llama_model *m = llama_model_load_from_file(path, mp);
+    if (!m) return fail(PW_E_LOAD, "failed to load model %s: %s", path, llama_reason().c_str());
+    auto *pm = new (std::nothrow) pw_model;
+    if (!pm) {
+        llama_model_free(m);
+        return fail(PW_E_NOMEM, "out of memory");
+    }
+    pm->model = m;
+    pm->vocab = llama_model_get_vocab(m);
+    *out = pm;
+    return PW_OK;
+}
+
+void pw_model_free(pw_model *model) { delete model; }
+
+int32_t pw_model_get_info(const pw_model *pm, pw_model_info *out) {
+    if (!pm || !out) return fail(PW_E_INVALID, "null model");
+    const llama_model *m = pm->model;
+    memset(out, 0, sizeof *out);
+    out->n_ctx_train = llama_model_n_ctx_train(m);
+    out->n_embd = llama_model_n_embd(m);
+    out->n_embd_out = llama_model_n_embd_out(m);
+    out->n_layer = llama_model_n_layer(m);
+    out->n_head = llama_model_n_head(m);
+    out->n_head_kv = llama_model_n_head_kv(m);
+    out->n_vocab = llama_vocab_n_tokens(pm->vocab);
+    out->n_swa = llama_model_n_swa(m);
+    out->size = llama_model_size(m);
+    out->n_params = llama_model_n_params(m);
+    out->token_bos = llama_vocab_bos(pm->vocab);
+    out->token_eos = llama_vocab_eos(pm->vocab);
+    out->token_eot = llama_vocab_eot(pm->vocab);
+    out->ftype = (int32_t)llama_model_ftype(m);
+    out->add_bos = llama_vocab_get_add_bos(pm->vocab);
+    out->add_eos = llama_vocab_get_add_eos(pm->vocab);
+    out->has_encoder = llama_model_has_encoder(m);
+    out->has_decoder = llama_model_has_decoder(m);
+    out->is_recurrent = llama_model_is_recurrent(m);
+    return PW_OK;
+}
+
+int32_t pw_model_meta_count(const pw_model *pm) { return pm ? llama_model_meta_count(pm->model) : 0; }
+
+int32_t pw_model_meta_key(const pw_model *pm, int32_t i, char *buf, int32_t size) {
+    if (!pm) return -1;
+    return llama_model_meta_key_by_index(pm->model, i, buf, (size_t)size);
+}
+
+int32_t pw_model_meta_value(const pw_model *pm, int32_t i, char *buf, int32_t size) {
+    if (!pm) return -1;
+    return llama_model_meta_val_str_by_index(pm->model, i, buf, (size_t)size);
+}
+
+int32_t pw_model_meta_get(const pw_model *pm, const char *key, char *buf, int32_t size) {
+    if (!pm || !key) return -1;
+    return llama_model_meta_val_str(pm->model, key, buf, (size_t)size);
+}
+
+int32_t pw_model_desc(const pw_model *pm, char *buf, int32_t size) {
+    if (!pm) return -1;
+    return llama_model_desc(pm->model, buf, (size_t)size);
+}
+
+const char *pw_model_chat_template(const pw_model *pm, const char *name) {
+    return pm ? llama_model_chat_template(pm->model, name) : nullptr;
+}
+
+int32_t pw_tokenize(const pw_model *pm, const char *text, int32_t len, int32_t *out, int32_t cap, bool add_special,
+                    bool parse_special) {
+    if (!pm || (!text && len > 0)) return fail(PW_E_INVALID, "null argument");
+    int32_t n = llama_tokenize(pm->vocab, text, len, out, cap, add_special, parse_special);
+    if (n == INT32_MIN) return fail(PW_E_TOOLONG, "text too long to tokenize");
+    return n;  // negative = -(tokens needed)
+}
+
+int32_t pw_detokenize(const pw_model *pm, const int32_t *tokens, int32_t n, char *out, int32_t cap,
+                      bool remove_special, bool unparse_special) {
+    if (!pm || (!tokens && n > 0)) return fail(PW_E_INVALID, "null argument");
+    const int32_t n_vocab = llama_vocab_n_tokens(pm->vocab);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) return fail(PW_E_INVALID, "token %d out of range", tokens[i]);
+    return llama_detokenize(pm->vocab, tokens, n, out, cap, remove_special, unparse_special);
+}
+
+int32_t pw_token_piece(const pw_model *pm, int32_t token, char *buf, int32_t size, bool special) {
+    if (!pm || token < 0 || token >= llama_vocab_n_tokens(pm->vocab)) return fail(PW_E_INVALID, "bad token");
+    return llama_token_to_piece(pm->vocab, token, buf, size, 0, special);
+}
+
+bool pw_token_is_eog(const pw_model *pm, int32_t token) { return pm && llama_vocab_is_eog(pm->vocab, token); }
+
+int32_t pw_quantize(const char *src, const char *dst, int32_t ftype, int32_t n_threads) {
+    if (!src || !dst) return fail(PW_E_INVALID, "source and destination are required");
+    pw_init(nullptr);
+    llama_model_quantize_params qp = llama_model_quantize_default_params();
+    qp.ftype = (llama_ftype)ftype;
+    qp.nthread = n_threads;
+    g_last_log_error.clear();
+    uint32_t rc = llama_model_quantize(src, dst, &qp);
+    if (rc != 0) return fail(PW_E_LOAD, "quantization failed: %s", llama_reason().c_str());
+    return PW_OK;
+}
+
+}  // extern "C"
+
+// ---- engine -------------------------------------------------------------------
+
+namespace {
+
+struct sampler_deleter {
+    void operator()(llama_sampler *s) const {
+        if (s) llama_sampler_free(s);
+    }
+};
+using sampler_ptr = std::unique_ptr<llama_sampler, sampler_deleter>;
+
+enum slot_state { SLOT_IDLE, SLOT_PROMPT, SLOT_GEN };
+
+struct slot {
+    int32_t id = 0;
+    slot_state state = SLOT_IDLE;
+    std::vector<llama_token> cache;   // tokens whose KV cells this sequence holds
+    std::vector<llama_token> prompt;  // the request's prompt
+    size_t n_past = 0;                // prompt tokens already in the KV cache
+    int32_t n_cached = 0;
+    int32_t n_gen = 0;
+    int32_t n_predict = -1;
+    int32_t n_logprobs = -1;
+    bool ignore_eos = false;
+    llama_token last = -1;            // sampled, not yet decoded
+    int32_t i_batch = -1;             // batch index of this sequence's output
+    bool in_batch = false;            // has tokens in the current step's batch
+    bool cancel = false;
+    sampler_ptr chain;
+    sampler_ptr grammar;
+    std::string pending;              // bytes of an incomplete UTF-8 character
+    int64_t t_start_us = 0;
+    int64_t t_first_us = 0;
+    int64_t t_last_used = 0;
+};
+
+// Length of the longest prefix of s made of complete UTF-8 characters.
+size_t utf8_complete_prefix(const std::string &s) {
+    size_t n = s.size();
+    // Look back at most 3 bytes for the start of the last character.
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        unsigned char c = (unsigned char)s[n - back];
+        if ((c & 0xC0) == 0x80) continue;  // continuation byte
+        size_t need = 1;
+        if ((c & 0xE0) == 0xC0) need = 2;
+        else if ((c & 0xF0) == 0xE0) need = 3;
+        else if ((c & 0xF8) == 0xF0) need = 4;
+        return back >= need ? n : n - back;
+    }
+    return n;  // invalid sequence: let the caller replace it
+}
+
+}  // namespace
+
+struct pw_engine {
+    pw_model *pm = nullptr;
+    llama_context *ctx = nullptr;
+    llama_memory_t mem = nullptr;
+    llama_batch batch{};
+    pw_engine_params params{};
+    uint32_t n_ctx_seq = 0;
+    int32_t n_vocab = 0;
+    std::vector<slot> slots;
+    std::vector<llama_token_data> cur;
+    std::string arena;
+    std::vector<pw_top> tops;
+    llama_adapter_lora *lora = nullptr;
+    int64_t tick = 0;
+    pw_stats stats{};
+
+    ~pw_engine() {
+        for (auto &s : slots) {
+            s.chain.reset();
+            s.grammar.reset();
+        }
+        if (batch.token) llama_batch_free(batch);
+        if (ctx) llama_free(ctx);
+        if (lora) llama_adapter_lora_free(lora);
+    }
+};
+
+namespace {
+
+void slot_release(pw_engine *e, slot &s) {
+    s.state = SLOT_IDLE;
+    s.prompt.clear();
+    s.chain.reset();
+    s.grammar.reset();
+    s.pending.clear();
+    s.cancel = false;
+    s.i_batch = -1;
+    s.last = -1;
+    s.t_last_used = ++e->tick;
+}
+
+sampler_ptr build_chain(const pw_engine *e, const pw_sampling &sp) {
+    llama_sampler_chain_params cp = llama_sampler_chain_default_params();
+    cp.no_perf = true;
+    llama_sampler *ch = llama_sampler_chain_init(cp);
+    int32_t last_n = sp.repeat_last_n < 0 ? (int32_t)e->n_ctx_seq : sp.repeat_last_n;
+    bool penalize = last_n > 0 && (sp.repeat_penalty != 1.0f || sp.presence_penalty != 0.0f ||
+                                   sp.frequency_penalty != 0.0f);
+    if (penalize)
+        llama_sampler_chain_add(ch, llama_sampler_init_penalties(e->n_vocab, last_n, sp.repeat_penalty,
+                                                                 sp.frequency_penalty, sp.presence_penalty));
+    if (sp.temperature <= 0.0f) {
+        llama_sampler_chain_add(ch, llama_sampler_init_greedy());
+        return sampler_ptr(ch);
+    }
+    if (sp.top_k > 0) llama_sampler_chain_add(ch, llama_sampler_init_top_k(sp.top_k));
+    if (sp.typical_p < 1.0f && sp.typical_p > 0.0f) llama_sampler_chain_add(ch, llama_sampler_init_typical(sp.typical_p, 1));
+    if (sp.top_p < 1.0f && sp.top_p > 0.0f) llama_sampler_chain_add(ch, llama_sampler_init_top_p(sp.top_p, 1));
+    if (sp.min_p > 0.0f) llama_sampler_chain_add(ch, llama_sampler_init_min_p(sp.min_p, 1));
+    llama_sampler_chain_add(ch, llama_sampler_init_temp(sp.temperature));
+    llama_sampler_chain_add(ch, llama_sampler_init_dist(sp.seed));
+    return sampler_ptr(ch);
+}
+
+void fill_candidates(pw_engine *e, const float *logits, llama_token_data_array &arr) {
+    e->cur.resize((size_t)e->n_vocab);
+    for (int32_t t = 0; t < e->n_vocab; t++) e->cur[(size_t)t] = llama_token_data{t, logits[t], 0.0f};
+    arr = llama_token_data_array{e->cur.data(), e->cur.size(), -1, false};
+}
+
+// Sample with the chain; check only the chosen token against the grammar and
+// resample with the grammar applied when it is rejected (grammars are slow on
+// large vocabularies).
+llama_token sample(pw_engine *e, slot &s, const float *logits) {
+    llama_token_data_array arr;
+    fill_candidates(e, logits, arr);
+    llama_sampler_apply(s.chain.get(), &arr);
+    llama_token tok = arr.data[arr.selected].id;
+    if (s.grammar) {
+        llama_token_data one{tok, 1.0f, 0.0f};
+        llama_token_data_array single{&one, 1, -1, false};
+        llama_sampler_apply(s.grammar.get(), &single);
+        if (std::isinf(one.logit) && one.logit < 0) {
+            fill_candidates(e, logits, arr);
+            llama_sampler_apply(s.grammar.get(), &arr);
+            llama_sampler_apply(s.chain.get(), &arr);
+            tok = arr.data[arr.selected].id;
+        }
+        llama_sampler_accept(s.grammar.get(), tok);
+    }
+    llama_sampler_accept(s.chain.get(), tok);
+    return tok;
+}
+
+// Log-probability of tok under the model's raw distribution, and the top n.
+float logprobs(pw_engine *e, const float *logits, llama_token tok, int32_t n_top) {
+    float mx = -INFINITY;
+    for (int32_t t = 0; t < e->n_vocab; t++) mx = std::max(mx, logits[t]);
+    double sum = 0.0;
+    for (int32_t t = 0; t < e->n_vocab; t++) sum += std::exp((double)(logits[t] - mx));
+    const float lse = mx + (float)std::log(sum);
+    if (n_top > 0) {
+        std::vector<llama_token> idx((size_t)e->n_vocab);
+        for (int32_t t = 0; t < e->n_vocab; t++) idx[(size_t)t] = t;
+        int32_t k = std::min(n_top, e->n_vocab);
+        std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                          [logits](llama_token a, llama_token b) { return logits[a] > logits[b]; });
+        for (int32_t j = 0; j < k; j++) e->tops.push_back(pw_top{idx[(size_t)j], logits[idx[(size_t)j]] - lse});
+    }
+    return logits[tok] - lse;
+}
+
+size_t common_prefix(const std::vector<llama_token> &a, const int32_t *b, size_t nb) {
+    size_t n = std::min(a.size(), nb), i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+void batch_add(llama_batch &b, llama_token tok, llama_pos pos, llama_seq_id seq, bool logits) {
+    int32_t i = b.n_tokens++;
+    b.token[i] = tok;
+    b.pos[i] = pos;
+    b.n_seq_id[i] = 1;
+    b.seq_id[i][0] = seq;
+    b.logits[i] = logits;
+}
+
+}  // namespace
+
+extern "C" {
+
+pw_engine_params pw_engine_default_params(void) {
+    pw_engine_params p;
+    memset(&p, 0, sizeof p);
+    p.n_ctx = 4096;
+    p.n_seq = 1;
+    p.n_batch = 512;
+    p.n_ubatch = 512;
+    p.n_threads = 0;
+    p.n_threads_batch = 0;
+    p.flash_attn = -1;
+    p.type_k = GGML_TYPE_F16;
+    p.type_v = GGML_TYPE_F16;
+    p.pooling = -1;
+    return p;
+}
+
+pw_sampling pw_sampling_default(void) {
+    pw_sampling s;
+    memset(&s, 0, sizeof s);
+    s.seed = 0xFFFFFFFFu;
+    s.top_k = 40;
+    s.top_p = 0.9f;
+    s.min_p = 0.0f;
+    s.typical_p = 1.0f;
+    s.temperature = 0.8f;
+    s.repeat_last_n = 64;
+    s.repeat_penalty = 1.0f;
+    s.n_predict = -1;
+    s.n_logprobs = -1;
+    return s;
+}
+
+int32_t pw_engine_create(pw_model *pm, const pw_engine_params *params, pw_engine **out) {
+    if (!pm || !out) return fail(PW_E_INVALID, "null argument");
+    *out = nullptr;
+    pw_engine_params p = params ? *params : pw_engine_default_params();
+    if (p.n_seq < 1 || p.n_seq > llama_max_parallel_sequences())
+        return fail(PW_E_INVALID, "parallel sequences must be 1..%zu", llama_max_parallel_sequences());
+    if (p.n_ctx < 8) p.n_ctx = 8;
+    if (p.n_batch < 1) p.n_batch = 512;
+    if (p.n_ubatch < 1 || p.n_ubatch > p.n_batch) p.n_ubatch = p.n_batch;
+    if (p.embeddings) p.n_ubatch = p.n_batch;  // non-causal models need the whole input in one ubatch
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = p.n_ctx * p.n_seq;
+    cp.n_seq_max = p.n_seq;
+    cp.n_batch = p.n_batch;
+    cp.n_ubatch = p.n_ubatch;
+    int32_t nt = p.n_threads > 0 ? p.n_threads : (int32_t)cp.n_threads;
+    cp.n_threads = nt;
+    cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : nt;
+    cp.flash_attn_type = (enum llama_flash_attn_type)p.flash_attn;
+    cp.type_k = (ggml_type)p.type_k;
+    cp.type_v = (ggml_type)p.type_v;
+    cp.embeddings = p.embeddings;
+    cp.pooling_type = (enum llama_pooling_type)p.pooling;
+    cp.kv_unified = false;  // each sequence gets its own num_ctx, as Ollama sizes it
+    cp.swa_full = true;     // keep SWA cells so prefixes can be reused
+    cp.no_perf = true;
+    g_last_log_error.clear();
+    llama_context *ctx = llama_init_from_model(pm->model, cp);
+    if (!ctx) return fail(PW_E_NOMEM, "failed to create context: %s", llama_reason().c_str());
+    auto *e = new (std::nothrow) pw_engine;
+    if (!e) {
+        llama_free(ctx);
+        return fail(PW_E_NOMEM, "out of memory");
+    }
+    e->pm = pm;
+    e->ctx = ctx;
+    e->mem = llama_get_memory(ctx);
+    e->params = p;
+    e->n_ctx_seq = llama_n_ctx_seq(ctx);
+    e->n_vocab = llama_vocab_n_tokens(pm->vocab);
+    e->batch = llama_batch_init((int32_t)p.n_batch, 0, 1);
+    e->slots.resize(p.n_seq);
+    for (uint32_t i = 0; i < p.n_seq; i++) e->slots[i].id = (int32_t)i;
+    e->stats.n_seq = (int32_t)p.n_seq;
+    e->stats.n_ctx = llama_n_ctx(ctx);
+    e->stats.n_ctx_seq = e->n_ctx_seq;
+    *out = e;
+    return PW_OK;
+}
+
+void pw_engine_free(pw_engine *e) { delete e; }
+
+int32_t pw_engine_set_lora(pw_engine *e, const char *path, float scale) {
+    if (!e || !path) return fail(PW_E_INVALID, "null argument");
+    g_last_log_error.clear();
+    llama_adapter_lora *a = llama_adapter_lora_init(e->pm->model, path);
+    if (!a) return fail(PW_E_LOAD, "failed to load adapter %s: %s", path, llama_reason().c_str());
+    float scales[1] = {scale};
+    if (llama_set_adapters_lora(e->ctx, &a, 1, scales) != 0) {
+        llama_adapter_lora_free(a);
+        return fail(PW_E_LOAD, "failed to apply adapter %s", path);
+    }
+    if (e->lora) llama_adapter_lora_free(e->lora);
+    e->lora = a;
+    llama_memory_clear(e->mem, true);
+    for (auto &s : e->slots) s.cache.clear();
+    return PW_OK;
+}
+
+int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampling *sp) {
+    if (!e || !tokens || n <= 0 || !sp) return fail(PW_E_INVALID, "a request needs at least one token");
+    if (e->params.embeddings) return fail(PW_E_INVALID, "this engine serves embeddings only");
+    if ((uint32_t)n >= e->n_ctx_seq)
+        return fail(PW_E_TOOLONG, "prompt of %d tokens does not fit the context of %u", n, e->n_ctx_seq);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->n_vocab) return fail(PW_E_INVALID, "token %d out of range", tokens[i]);
+    // The idle sequence sharing the longest prefix, else the least recently used.
+    slot *best = nullptr;
+    size_t best_lcp = 0;
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_IDLE) continue;
+        size_t lcp = common_prefix(s.cache, tokens, (size_t)n);
+        if (!best || lcp > best_lcp || (lcp == best_lcp && s.t_last_used < best->t_last_used)) {
+            best = &s;
+            best_lcp = lcp;
+        }
+    }
+    if (!best) return fail(PW_E_BUSY, "all %u sequences are busy", e->params.n_seq);
+    slot &s = *best;
+    sampler_ptr grammar;
+    if (sp->grammar && sp->grammar[0]) {
+        g_last_log_error.clear();
+        grammar.reset(llama_sampler_init_grammar(e->pm->vocab, sp->grammar, "root"));
+        if (!grammar) return fail(PW_E_GRAMMAR, "invalid grammar: %s", llama_reason().c_str());
+    }
+    // At least the last prompt token is evaluated again to get its logits.
+    size_t keep = std::min(best_lcp, (size_t)n - 1);
+    if (!llama_memory_seq_rm(e->mem, s.id, (llama_pos)keep, -1)) {
+        llama_memory_seq_rm(e->mem, s.id, -1, -1);
+        keep = 0;
+    }
+    s.cache.assign(tokens, tokens + keep);
+    s.prompt.assign(tokens, tokens + n);
+    s.n_past = keep;
+    s.n_cached = (int32_t)keep;
+    s.n_gen = 0;
+    s.n_predict = sp->n_predict;
+    s.n_logprobs = sp->n_logprobs > 20 ? 20 : sp->n_logprobs;
+    s.ignore_eos = sp->ignore_eos;
+    s.chain = build_chain(e, *sp);
+    s.grammar = std::move(grammar);
+    // Penalties see the prompt, as in llama-server.
+    for (int32_t i = 0; i < n; i++) llama_sampler_accept(s.chain.get(), tokens[i]);
+    s.pending.clear();
+    s.cancel = false;
+    s.last = -1;
+    s.i_batch = -1;
+    s.t_start_us = llama_time_us();
+    s.t_first_us = 0;
+    s.t_last_used = ++e->tick;
+    s.state = SLOT_PROMPT;
+    e->stats.n_reused_tokens += (int64_t)keep;
+    return s.id;
+}
+
+int32_t pw_cancel(pw_engine *e, int32_t seq) {
+    if (!e || seq < 0 || (size_t)seq >= e->slots.size()) return fail(PW_E_INVALID, "no sequence %d", seq);
+    if (e->slots[(size_t)seq].state != SLOT_IDLE) e->slots[(size_t)seq].cancel = true;
+    return PW_OK;
+}
+
+static void emit(pw_engine *e, slot &s, pw_event *ev, llama_token tok, int32_t finish, const std::string &text,
+                 float lp, int32_t top_off, int32_t n_top) {
+    ev->seq = s.id;
+    ev->token = tok;
+    ev->finish = finish;
+    ev->text_off = (int32_t)e->arena.size();
+    ev->text_len = (int32_t)text.size();
+    e->arena += text;
+    ev->logprob = lp;
+    ev->top_off = top_off;
+    ev->n_top = n_top;
+    ev->n_prompt = (int32_t)s.prompt.size();
+    ev->n_cached = s.n_cached;
+    ev->n_gen = s.n_gen;
+    int64_t now = llama_time_us();
+    ev->t_prompt_us = (s.t_first_us ? s.t_first_us : now) - s.t_start_us;
+    ev->t_gen_us = s.t_first_us ? now - s.t_first_us : 0;
+}
+
+int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
+    if (!e || !events || !out || cap < (int32_t)e->slots.size()) return fail(PW_E_INVALID, "event buffer too small");
+    e->arena.clear();
+    e->tops.clear();
+    int32_t n_ev = 0;
+    llama_batch &b = e->batch;
+    b.n_tokens = 0;
+    const int32_t n_batch = (int32_t)e->params.n_batch;
+    for (auto &s : e->slots) s.in_batch = false;
+
+    // Cancelled sequences end now, before they cost another decode.
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_IDLE && s.cancel) {
+            emit(e, s, &events[n_ev++], -1, PW_FINISH_CANCEL, s.pending, 0.0f, 0, 0);
+            slot_release(e, s);
+        }
+    }
+    // Generating sequences first: one token each.
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_GEN) continue;
+        s.i_batch = b.n_tokens;
+        s.in_batch = true;
+        batch_add(b, s.last, (llama_pos)s.cache.size(), s.id, true);
+        s.cache.push_back(s.last);
+    }
+    // Prompt chunks fill the rest of the batch.
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_PROMPT) continue;
+        s.in_batch = s.n_past < s.prompt.size() && b.n_tokens < n_batch;
+        while (s.n_past < s.prompt.size() && b.n_tokens < n_batch) {
+            bool is_last = s.n_past + 1 == s.prompt.size();
+            if (is_last) s.i_batch = b.n_tokens;
+            batch_add(b, s.prompt[s.n_past], (llama_pos)s.n_past, s.id, is_last);
+            s.cache.push_back(s.prompt[s.n_past]);
+            s.n_past++;
+            e->stats.n_prompt_tokens++;
+        }
+    }
+    out->n_decoded = b.n_tokens;
+    if (b.n_tokens > 0) {
+        int64_t t0 = llama_time_us();
+        int32_t rc = llama_decode(e->ctx, b);
+        e->stats.t_decode_us += llama_time_us() - t0;
+        e->stats.n_decode++;
+        if (rc != 0) {
+            fail(PW_E_DECODE, "llama_decode failed (%d): %s", rc, llama_reason().c_str());
+            // The batch's sequences end with an error; their cells are dropped.
+            for (auto &s : e->slots) {
+                if (s.state == SLOT_IDLE || !s.in_batch) continue;
+                emit(e, s, &events[n_ev++], -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
+                llama_memory_seq_rm(e->mem, s.id, -1, -1);
+                s.cache.clear();
+                slot_release(e, s);
+            }
+            out->text = e->arena.data();
+            out->top = e->tops.data();
+            out->n_events = n_ev;
+            out->n_active = 0;
+            for (auto &s : e->slots) out->n_active += s.state != SLOT_IDLE;
+            return n_ev;
+        }
+    }
+    // Sample for every sequence that produced logits.
+    char piece[256];
+    for (auto &s : e->slots) {
+        if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
+        const float *logits = llama_get_logits_ith(e->ctx, s.i_batch);
+        s.i_batch = -1;
+        if (s.state == SLOT_PROMPT) {
+            s.state = SLOT_GEN;
+            s.t_first_us = llama_time_us();
+        }
+        llama_token tok = sample(e, s, logits);
+        float lp = 0.0f;
+        int32_t top_off = (int32_t)e->tops.size(), n_top = 0;
+        if (s.n_logprobs >= 0) {
+            lp = logprobs(e, logits, tok, s.n_logprobs);
+            n_top = (int32_t)e->tops.size() - top_off;
+        }
+        s.n_gen++;
+        e->stats.n_gen_tokens++;
+        int32_t finish = PW_FINISH_NONE;
+        if (!s.ignore_eos && llama_vocab_is_eog(e->pm->vocab, tok)) {
+            finish = PW_FINISH_STOP;
+        } else {
+            int32_t n = llama_token_to_piece(e->pm->vocab, tok, piece, sizeof piece, 0, false);
+            if (n > 0) s.pending.append(piece, (size_t)n);
+            if (s.n_predict >= 0 && s.n_gen >= s.n_predict) finish = PW_FINISH_LENGTH;
+            else if (s.cache.size() + 1 >= e->n_ctx_seq) finish = PW_FINISH_CONTEXT;
+        }
+        std::string text;
+        if (finish != PW_FINISH_NONE) {
+            text.swap(s.pending);
+        } else {
+            size_t ok = utf8_complete_prefix(s.pending);
+            text = s.pending.substr(0, ok);
+            s.pending.erase(0, ok);
+        }
+        emit(e, s, &events[n_ev++], tok, finish, text, lp, top_off, n_top);
+        if (finish != PW_FINISH_NONE) {
+            // The last token was never decoded: the cache ends before it.
+            slot_release(e, s);
+        } else {
+            s.last = tok;
+        }
+    }
+    out->text = e->arena.data();
+    out->top = e->tops.data();
+    out->n_events = n_ev;
+    out->n_active = 0;
+    for (auto &s : e->slots) out->n_active += s.state != SLOT_IDLE;
+    return n_ev;
+}
+
+int32_t pw_embed(pw_engine *e, const int32_t *tokens, const int32_t *lengths, int32_t n_inputs, float *out,
+                 int32_t n_out, bool normalize) {
+    if (!e || !tokens || !lengths || !out || n_inputs < 0) return fail(PW_E_INVALID, "null argument");
+    if (!e->params.embeddings) return fail(PW_E_INVALID, "this engine was not created for embeddings");
+    const int32_t dim = llama_model_n_embd_out(e->pm->model);
+    if (n_out < dim * n_inputs) return fail(PW_E_INVALID, "output buffer too small");
+    const int32_t n_batch = (int32_t)e->params.n_batch;
+    const int32_t n_seq = (int32_t)e->params.n_seq;
+    std::vector<int32_t> offsets((size_t)n_inputs + 1, 0);
+    for (int32_t i = 0; i < n_inputs; i++) {
+        if (lengths[i] <= 0) return fail(PW_E_INVALID, "input %d is empty", i);
+        if ((uint32_t)lengths[i] > e->n_ctx_seq || lengths[i] > n_batch)
+            return fail(PW_E_TOOLONG, "input %d has %d tokens, more than the context of %u", i, lengths[i],
+                        std::min(e->n_ctx_seq, (uint32_t)n_batch));
+        offsets[(size_t)i + 1] = offsets[(size_t)i] + lengths[i];
+    }
+    llama_batch &b = e->batch;
+    int32_t i = 0;
+    while (i < n_inputs) {
+        if (e->mem) llama_memory_clear(e->mem, true);
+        b.n_tokens = 0;
+        int32_t first = i;
+        while (i < n_inputs && i - first < n_seq && b.n_tokens + lengths[i] <= n_batch) {
+            for (int32_t j = 0; j < lengths[i]; j++)
+                batch_add(b, tokens[offsets[(size_t)i] + j], j, i - first, j == lengths[i] - 1);
+            i++;
+        }
+        g_last_log_error.clear();
+        int64_t t0 = llama_time_us();
+        int32_t rc = llama_decode(e->ctx, b);
+        e->stats.t_decode_us += llama_time_us() - t0;
+        e->stats.n_decode++;
+        e->stats.n_prompt_tokens += b.n_tokens;
+        if (rc != 0) return fail(PW_E_DECODE, "embedding decode failed (%d): %s", rc, llama_reason().c_str());
+        for (int32_t k = first; k < i; k++) {
+            const float *v = llama_get_embeddings_seq(e->ctx, k - first);
+            if (!v) v = llama_get_embeddings_ith(e->ctx, offsets[(size_t)k + 1] - offsets[(size_t)first] - 1);
+            if (!v) return fail(PW_E_INTERNAL, "model produced no embedding");
+            float *dst = out + (size_t)k * (size_t)dim;
+            double norm = 0.0;
+            for (int32_t d = 0; d < dim; d++) norm += (double)v[d] * v[d];
+            float scale = (normalize && norm > 0.0) ? (float)(1.0 / std::sqrt(norm)) : 1.0f;
+            for (int32_t d = 0; d < dim; d++) dst[d] = v[d] * scale;
+        }
+    }
+    if (e->mem) llama_memory_clear(e->mem, true);
+    return dim;
+}
+
+int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {
+    if (!e || !out) return fail(PW_E_INVALID, "null argument");
+    *out = e->stats;
+    out->n_active = 0;
+    out->kv_used = 0;
+    for (auto &s : e->slots) {
+        out->n_active += s.state != SLOT_IDLE;
+        out->kv_used += (int64_t)s.cache.size();
+    }
+    return PW_OK;
+}
+
+int32_t pw_engine_clear(pw_engine *e) {
+    if (!e) return fail(PW_E_INVALID, "null argument");
+    for (auto &s : e->slots)
+        if (s.state != SLOT_IDLE) return fail(PW_E_BUSY, "sequences are active");
+    if (e->mem) llama_memory_clear(e->mem, true);
+    for (auto &s : e->slots) s.cache.clear();
+    return PW_OK;
+}
+
+}  // extern "C"

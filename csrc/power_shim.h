@@ -1,0 +1,224 @@
+/*
+ * power_shim: the small, versioned C API between a3s-power and llama.cpp.
+ *
+ * Python never sees llama.h: it sees only the declarations between the CDEF
+ * markers below, from which power/native.py derives its cffi cdef. Handles are
+ * opaque; calls return integer status codes (PW_OK or a negative PW_E_*) and
+ * leave a message for pw_last_error() on the calling thread.
+ *
+ * Threading: tokenize/detokenize/metadata are safe from any thread. An engine
+ * (one llama_context) must be driven by one thread at a time: pw_submit,
+ * pw_step, pw_cancel and pw_embed are not thread-safe with each other.
+ *
+ * The per-token work (batching, sampling, end-of-generation checks,
+ * detokenising, UTF-8 hold-back) happens in pw_step, so the caller does a
+ * constant amount of work per step, not per sampler stage.
+ */
+#ifndef POWER_SHIM_H
+#define POWER_SHIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define PW_API __declspec(dllexport)
+#else
+#define PW_API __attribute__((visibility("default")))
+#endif
+
+/* CDEF-BEGIN */
+enum pw_abi { PW_ABI_VERSION = 1 };
+
+enum pw_status {
+    PW_OK = 0,
+    PW_E_INVALID = -1,   /* bad argument */
+    PW_E_LOAD = -2,      /* model or adapter failed to load */
+    PW_E_NOMEM = -3,     /* allocation or KV space */
+    PW_E_BUSY = -4,      /* no free sequence */
+    PW_E_DECODE = -5,    /* llama_decode failed */
+    PW_E_GRAMMAR = -6,   /* grammar did not parse */
+    PW_E_TOOLONG = -7,   /* input longer than the context */
+    PW_E_CANCELED = -8,  /* stopped by a callback */
+    PW_E_INTERNAL = -9
+};
+
+enum pw_finish {
+    PW_FINISH_NONE = 0,    /* still generating */
+    PW_FINISH_STOP = 1,    /* end-of-generation token */
+    PW_FINISH_LENGTH = 2,  /* n_predict reached */
+    PW_FINISH_CONTEXT = 3, /* sequence filled its context */
+    PW_FINISH_CANCEL = 4,  /* pw_cancel */
+    PW_FINISH_ERROR = 5    /* decode failed; see pw_last_error */
+};
+
+typedef struct pw_model pw_model;
+typedef struct pw_engine pw_engine;
+
+typedef void (*pw_log_fn)(int level, const char *text, void *user_data);
+typedef bool (*pw_progress_fn)(float progress, void *user_data);
+
+typedef struct pw_model_params {
+    int32_t n_gpu_layers;   /* -1 = all */
+    int32_t main_gpu;
+    bool use_mmap;
+    bool use_mlock;
+    bool vocab_only;
+    pw_progress_fn progress; /* may be NULL; return false to cancel */
+    void *progress_data;
+} pw_model_params;
+
+typedef struct pw_model_info {
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_embd_out;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t n_vocab;
+    int32_t n_swa;
+    uint64_t size;      /* bytes of weights */
+    uint64_t n_params;
+    int32_t token_bos;
+    int32_t token_eos;
+    int32_t token_eot;
+    int32_t ftype;
+    bool add_bos;
+    bool add_eos;
+    bool has_encoder;
+    bool has_decoder;
+    bool is_recurrent;
+} pw_model_info;
+
+typedef struct pw_engine_params {
+    uint32_t n_ctx;        /* per sequence */
+    uint32_t n_seq;        /* parallel sequences */
+    uint32_t n_batch;
+    uint32_t n_ubatch;
+    int32_t n_threads;
+    int32_t n_threads_batch;
+    int32_t flash_attn;    /* -1 auto, 0 off, 1 on */
+    int32_t type_k;        /* ggml_type: 1 f16, 8 q8_0, 2 q4_0 */
+    int32_t type_v;
+    bool embeddings;       /* an embedding engine (pw_embed only) */
+    int32_t pooling;       /* -1 model default, 0 none, 1 mean, 2 cls, 3 last */
+} pw_engine_params;
+
+typedef struct pw_sampling {
+    uint32_t seed;          /* 0xFFFFFFFF = random */
+    int32_t top_k;          /* <= 0 off */
+    float top_p;            /* >= 1 off */
+    float min_p;            /* <= 0 off */
+    float typical_p;        /* >= 1 off */
+    float temperature;      /* <= 0 greedy */
+    int32_t repeat_last_n;  /* 0 off, -1 = context */
+    float repeat_penalty;   /* 1 off */
+    float presence_penalty;
+    float frequency_penalty;
+    int32_t n_predict;      /* < 0 unlimited */
+    int32_t n_logprobs;     /* -1 none; 0 chosen token only; 1..20 plus top */
+    bool ignore_eos;
+    const char *grammar;    /* GBNF or NULL */
+} pw_sampling;
+
+typedef struct pw_event {
+    int32_t seq;
+    int32_t token;          /* the sampled token, or -1 */
+    int32_t finish;         /* enum pw_finish */
+    int32_t text_off;       /* complete UTF-8 bytes in the step's text arena */
+    int32_t text_len;
+    float logprob;
+    int32_t top_off;        /* entries in the step's top-logprob arena */
+    int32_t n_top;
+    int32_t n_prompt;       /* prompt tokens of the request */
+    int32_t n_cached;       /* of which were reused from the KV cache */
+    int32_t n_gen;          /* tokens generated so far */
+    int64_t t_prompt_us;    /* prompt evaluation time */
+    int64_t t_gen_us;       /* generation time after the first token */
+} pw_event;
+
+typedef struct pw_top {
+    int32_t token;
+    float logprob;
+} pw_top;
+
+typedef struct pw_step_out {
+    const char *text;       /* arena of this step's text, valid until the next call */
+    const pw_top *top;
+    int32_t n_events;
+    int32_t n_active;       /* sequences still busy after this step */
+    int32_t n_decoded;      /* tokens decoded in this step */
+} pw_step_out;
+
+typedef struct pw_stats {
+    int32_t n_seq;
+    int32_t n_active;
+    uint32_t n_ctx;          /* whole context (all sequences) */
+    uint32_t n_ctx_seq;
+    int64_t kv_used;         /* cells holding tokens, all sequences */
+    int64_t n_decode;        /* llama_decode calls */
+    int64_t t_decode_us;
+    int64_t n_prompt_tokens;
+    int64_t n_gen_tokens;
+    int64_t n_reused_tokens;
+} pw_stats;
+
+typedef struct pw_device {
+    char name[128];
+    char description[256];
+    int32_t type;           /* 0 cpu, 1 gpu, 2 igpu, 3 accel */
+    uint64_t memory_free;
+    uint64_t memory_total;
+} pw_device;
+
+PW_API int32_t pw_abi_version(void);
+PW_API const char *pw_llama_commit(void);
+PW_API const char *pw_system_info(void);
+PW_API const char *pw_last_error(void);
+PW_API void pw_init(const char *backend_dir);
+PW_API void pw_set_log(pw_log_fn fn, void *user_data, int32_t min_level);
+PW_API int32_t pw_device_count(void);
+PW_API int32_t pw_device_get(int32_t index, pw_device *out);
+PW_API bool pw_supports_gpu_offload(void);
+
+PW_API pw_model_params pw_model_default_params(void);
+PW_API int32_t pw_model_load(const char *path, const pw_model_params *params, pw_model **out);
+PW_API void pw_model_free(pw_model *model);
+PW_API int32_t pw_model_get_info(const pw_model *model, pw_model_info *out);
+PW_API int32_t pw_model_meta_count(const pw_model *model);
+PW_API int32_t pw_model_meta_key(const pw_model *model, int32_t i, char *buf, int32_t size);
+PW_API int32_t pw_model_meta_value(const pw_model *model, int32_t i, char *buf, int32_t size);
+PW_API int32_t pw_model_meta_get(const pw_model *model, const char *key, char *buf, int32_t size);
+PW_API int32_t pw_model_desc(const pw_model *model, char *buf, int32_t size);
+PW_API const char *pw_model_chat_template(const pw_model *model, const char *name);
+PW_API int32_t pw_tokenize(const pw_model *model, const char *text, int32_t len, int32_t *out, int32_t cap,
+                           bool add_special, bool parse_special);
+PW_API int32_t pw_detokenize(const pw_model *model, const int32_t *tokens, int32_t n, char *out, int32_t cap,
+                             bool remove_special, bool unparse_special);
+PW_API int32_t pw_token_piece(const pw_model *model, int32_t token, char *buf, int32_t size, bool special);
+PW_API bool pw_token_is_eog(const pw_model *model, int32_t token);
+PW_API int32_t pw_quantize(const char *src, const char *dst, int32_t ftype, int32_t n_threads);
+
+PW_API pw_engine_params pw_engine_default_params(void);
+PW_API pw_sampling pw_sampling_default(void);
+PW_API int32_t pw_engine_create(pw_model *model, const pw_engine_params *params, pw_engine **out);
+PW_API void pw_engine_free(pw_engine *engine);
+PW_API int32_t pw_engine_set_lora(pw_engine *engine, const char *path, float scale);
+PW_API int32_t pw_submit(pw_engine *engine, const int32_t *tokens, int32_t n_tokens, const pw_sampling *sampling);
+PW_API int32_t pw_cancel(pw_engine *engine, int32_t seq);
+PW_API int32_t pw_step(pw_engine *engine, pw_event *events, int32_t cap, pw_step_out *out);
+PW_API int32_t pw_embed(pw_engine *engine, const int32_t *tokens, const int32_t *lengths, int32_t n_inputs,
+                        float *out, int32_t n_out, bool normalize);
+PW_API int32_t pw_engine_stats(const pw_engine *engine, pw_stats *out);
+PW_API int32_t pw_engine_clear(pw_engine *engine);
+/* CDEF-END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* POWER_SHIM_H */

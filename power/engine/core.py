@@ -1,0 +1,404 @@
+"""One loaded model serving many requests with continuous batching.
+
+A single loop thread owns the llama context: it admits waiting requests into
+free sequences, calls ``Context.step`` (one batched decode for every active
+sequence, sampling in C), and hands each sequence's new text to its request.
+Python's work per step is constant per active sequence: decode the bytes C
+already made whole, match stop strings, push one chunk.
+
+Context overflow: a prompt longer than the context is truncated, keeping the
+first ``num_keep`` tokens and the most recent tail (as Ollama does), so that a
+quarter of the context (or ``num_predict`` tokens) is left for the answer;
+with ``truncate=False`` it is refused instead. Generation that fills the
+sequence's context ends with ``done_reason`` "length".
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from power import native
+from power.engine.options import LoadOptions, RequestOptions, parse_options
+from power.engine.stops import StopMatcher
+from power.errors import EngineError, InvalidRequest, NativeError
+
+__all__ = ["Engine", "Request", "Chunk", "TokenLogprob", "EmbedResult"]
+
+log = logging.getLogger(__name__)
+
+_DONE_REASON = {native.FINISH_STOP: "stop", native.FINISH_LENGTH: "length", native.FINISH_CONTEXT: "length",
+                native.FINISH_CANCEL: "cancel", native.FINISH_ERROR: "error"}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a request's output; the last one has ``done`` set and the timings (nanoseconds)."""
+
+    text: str = ""
+    tokens: tuple[int, ...] = ()
+    done: bool = False
+    done_reason: str | None = None
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    load_duration: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    embeddings: list[list[float]]
+    prompt_eval_count: int
+    load_duration: int = 0
+
+
+_END = object()
+
+
+class Request:
+    """A submitted generation. Iterate it for chunks; ``cancel()`` from any thread."""
+
+    def __init__(self, engine: "Engine", tokens: list[int], opts: RequestOptions, sampling: native.Sampling,
+                 truncated: bool, load_duration: int) -> None:
+        self.engine = engine
+        self.prompt_tokens = tokens
+        self.truncated = truncated
+        self.output_tokens: list[int] = []
+        self.opts = opts
+        self.sampling = sampling
+        self.load_duration = load_duration
+        self.seq = -1
+        self.finished = False
+        self.cancel_reason: str | None = None
+        self._stops = StopMatcher(opts.stop)
+        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.submitted_at = time.monotonic_ns()
+
+    # ---- consumer side -------------------------------------------------------
+    def __iter__(self) -> Iterator[Chunk]:
+        while True:
+            item = self._q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def result(self) -> Chunk:
+        """Wait for the whole answer as one chunk."""
+        parts: list[str] = []
+        tokens: list[int] = []
+        lps: list[TokenLogprob] = []
+        last = Chunk()
+        for c in self:
+            parts.append(c.text)
+            tokens.extend(c.tokens)
+            lps.extend(c.logprobs)
+            last = c
+        return Chunk("".join(parts), tuple(tokens), True, last.done_reason, last.prompt_eval_count,
+                     last.prompt_eval_duration, last.eval_count, last.eval_duration, last.load_duration, tuple(lps))
+
+    def cancel(self, reason: str = "cancel") -> None:
+        self.engine._cancel(self, reason)
+
+    # ---- engine side (loop thread) -------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        if not self.finished:
+            self.finished = True
+            self._q.put(exc)
+            self._q.put(_END)
+
+    def _finish(self, text: str, tokens: tuple[int, ...], reason: str, ev: native.Event | None,
+                lps: tuple[TokenLogprob, ...] = (), eval_count: int | None = None) -> None:
+        self.finished = True
+        n_prompt = ev.n_prompt - ev.n_cached if ev else 0
+        self._q.put(Chunk(text, tokens, True, reason, n_prompt, (ev.t_prompt_us if ev else 0) * 1000,
+                          eval_count if eval_count is not None else len(self.output_tokens),
+                          (ev.t_gen_us if ev else 0) * 1000, self.load_duration, lps))
+        self._q.put(_END)
+
+    def _on_event(self, ev: native.Event, lps: tuple[TokenLogprob, ...]) -> bool:
+        """Deliver one event; return True when the request wants its sequence stopped."""
+        if self.finished:
+            return False
+        finish = ev.finish
+        if finish == native.FINISH_ERROR:
+            self._fail(EngineError(f"inference failed: {native_error_text()}"))
+            return False
+        if finish == native.FINISH_CANCEL:
+            self._finish(self._stops.flush(), (), self.cancel_reason or "cancel", ev)
+            return False
+        tokens: tuple[int, ...] = ()
+        if ev.token >= 0 and finish != native.FINISH_STOP:
+            self.output_tokens.append(ev.token)
+            tokens = (ev.token,)
+        text, stopped = self._stops.feed(ev.text.decode("utf-8", "replace")) if ev.text else ("", False)
+        if stopped:
+            self._finish(text, tokens, "stop", ev, lps)
+            return True
+        if finish != native.FINISH_NONE:
+            text += self._stops.flush()
+            self._finish(text, tokens, _DONE_REASON[finish], ev, lps)
+            return False
+        if text or tokens:
+            self._q.put(Chunk(text, tokens, logprobs=lps))
+        return False
+
+
+def native_error_text() -> str:
+    try:
+        return native._ffi.string(native._lib.pw_last_error()).decode("utf-8", "replace")
+    except Exception:  # pragma: no cover - defensive
+        return "unknown error"
+
+
+class Engine:
+    """A GGUF model loaded for serving: generation with continuous batching, and embeddings."""
+
+    def __init__(self, model_path: str, load: LoadOptions | None = None, *,
+                 adapters: Sequence[tuple[str, float]] = (), progress: Callable[[float], bool] | None = None,
+                 embedding_only: bool | None = None) -> None:
+        self.load = load or LoadOptions()
+        t0 = time.monotonic_ns()
+        self.model = native.Model(model_path, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
+                                  use_mmap=self.load.use_mmap, progress=progress)
+        self.info = self.model.info
+        self.arch = self.model.meta("general.architecture") or ""
+        pooling = self.model.meta(f"{self.arch}.pooling_type")
+        self.embedding_only = bool(pooling and pooling != "0") if embedding_only is None else embedding_only
+        n_ctx = min(self.load.num_ctx, self.info.n_ctx_train) if self.info.n_ctx_train > 0 else self.load.num_ctx
+        self.num_ctx = max(4, n_ctx)
+        self.adapters = list(adapters)
+        self._ctx: native.Context | None = None
+        self._embed_ctx: native.Context | None = None
+        self._embed_lock = threading.Lock()
+        try:
+            if not self.embedding_only:
+                self._ctx = self._make_context(embeddings=False)
+                for path, scale in self.adapters:
+                    self._ctx.set_lora(path, scale)
+        except BaseException:
+            self.model.close()
+            raise
+        self.n_ctx_seq = self._ctx.n_ctx_seq if self._ctx else self.num_ctx
+        self.load_duration = time.monotonic_ns() - t0
+        self._load_reported = False
+        self._lock = threading.Condition()
+        self._pending: deque[Request] = deque()
+        self._cancels: list[Request] = []
+        self._active: dict[int, Request] = {}
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if self._ctx is not None:
+            self._thread = threading.Thread(target=self._loop, name="power-engine", daemon=True)
+            self._thread.start()
+
+    def _make_context(self, *, embeddings: bool) -> native.Context:
+        lo = self.load
+        kv = lo.kv_cache_type if lo.kv_cache_type in native.GGML_TYPES else "f16"
+        return native.Context(self.model, n_ctx=self.num_ctx, n_seq=1 if embeddings else lo.num_parallel,
+                              n_batch=max(lo.num_batch, self.num_ctx) if embeddings else lo.num_batch,
+                              n_ubatch=lo.num_batch, n_threads=lo.threads, n_threads_batch=lo.threads,
+                              flash_attn=lo.flash_attn_mode, type_k=kv, type_v=kv if kv == "f16" or
+                              lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
+                              pooling=-1 if self.embedding_only else 1)
+
+    # ---- tokens --------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.model.detokenize(tokens)
+
+    def _take_load_duration(self) -> int:
+        if self._load_reported:
+            return 0
+        self._load_reported = True
+        return self.load_duration
+
+    def _fit(self, tokens: list[int], opts: RequestOptions, truncate: bool) -> tuple[list[int], bool]:
+        n_ctx = self.n_ctx_seq
+        reserve = opts.num_predict if 0 < opts.num_predict < n_ctx // 2 else max(1, n_ctx // 4)
+        limit = max(1, n_ctx - 1 - reserve)
+        if len(tokens) <= limit:
+            return tokens, False
+        if not truncate:
+            raise InvalidRequest("the input length exceeds the context length")
+        keep = max(0, min(opts.num_keep, limit - 1))
+        if self.info.add_bos and tokens and tokens[0] == self.info.token_bos:
+            keep = max(keep, 1)
+        tail = limit - keep
+        log.warning("truncating input prompt limit=%d prompt=%d keep=%d", limit, len(tokens), keep)
+        return tokens[:keep] + tokens[len(tokens) - tail:], True
+
+    # ---- generation ----------------------------------------------------------
+    def submit(self, prompt: str | Sequence[int], options: RequestOptions | Mapping[str, Any] | None = None, *,
+               grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
+               truncate: bool = True) -> Request:
+        """Queue a generation; it joins the running batch at the next step."""
+        if self._ctx is None:
+            raise InvalidRequest("this model does not support generate")
+        opts = options if isinstance(options, RequestOptions) else RequestOptions.from_options(
+            parse_options(options or {}))
+        tokens = self.tokenize(prompt, add_special=add_special) if isinstance(prompt, str) else list(prompt)
+        if not tokens:
+            raise InvalidRequest("prompt is empty")
+        tokens, truncated = self._fit(tokens, opts, truncate)
+        sampling = native.Sampling(
+            seed=opts.seed, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, typical_p=opts.typical_p,
+            temperature=opts.temperature, repeat_last_n=opts.repeat_last_n, repeat_penalty=opts.repeat_penalty,
+            presence_penalty=opts.presence_penalty, frequency_penalty=opts.frequency_penalty,
+            num_predict=opts.num_predict, logprobs=logprobs, grammar=grammar)
+        req = Request(self, tokens, opts, sampling, truncated, self._take_load_duration())
+        with self._lock:
+            if self._closed:
+                raise EngineError("model is unloading")
+            self._pending.append(req)
+            self._lock.notify()
+        return req
+
+    def _cancel(self, req: Request, reason: str) -> None:
+        with self._lock:
+            if req.finished:
+                return
+            req.cancel_reason = reason
+            self._cancels.append(req)
+            self._lock.notify()
+
+    def _admit(self, ctx: native.Context) -> None:
+        """Move waiting requests into free sequences (loop thread, lock held)."""
+        for req in self._cancels:
+            if req in self._pending:
+                self._pending.remove(req)
+                req._finish("", (), req.cancel_reason or "cancel", None)
+            elif req.seq >= 0 and not req.finished:
+                ctx.cancel(req.seq)
+        self._cancels.clear()
+        while self._pending and len(self._active) < ctx.n_seq:
+            req = self._pending.popleft()
+            try:
+                req.seq = ctx.submit(req.prompt_tokens, req.sampling)
+            except native.GrammarError as exc:
+                req._fail(exc)
+                continue
+            except NativeError as exc:
+                req._fail(EngineError(str(exc)))
+                continue
+            self._active[req.seq] = req
+
+    def _logprobs(self, ev: native.Event, req: Request) -> tuple[TokenLogprob, ...]:
+        if req.sampling.logprobs < 0 or ev.token < 0:
+            return ()
+        tb = self.model.token_bytes
+        top = tuple((tb(t).decode("utf-8", "replace"), lp, tuple(tb(t))) for t, lp in ev.top)
+        b = tb(ev.token)
+        return (TokenLogprob(b.decode("utf-8", "replace"), ev.logprob, tuple(b), top),)
+
+    def _loop(self) -> None:
+        ctx = self._ctx
+        assert ctx is not None
+        while True:
+            with self._lock:
+                while not self._closed and not self._pending and not self._active and not self._cancels:
+                    self._lock.wait()
+                if self._closed:
+                    break
+                self._admit(ctx)
+                if not self._active:
+                    continue
+            try:
+                res = ctx.step()
+            except NativeError as exc:  # pragma: no cover - step fails only on bad arguments
+                log.error("engine step failed: %s", exc)
+                with self._lock:
+                    for req in self._active.values():
+                        req._fail(EngineError(str(exc)))
+                    self._active.clear()
+                continue
+            for ev in res.events:
+                req = self._active.get(ev.seq)
+                if req is None:
+                    continue
+                if ev.finish != native.FINISH_NONE:
+                    del self._active[ev.seq]
+                try:
+                    stop = req._on_event(ev, self._logprobs(ev, req))
+                except Exception as exc:  # a broken request must not take the loop down
+                    log.exception("request failed")
+                    req._fail(EngineError(str(exc)))
+                    stop = ev.finish == native.FINISH_NONE
+                if stop:
+                    ctx.cancel(ev.seq)
+        with self._lock:
+            for req in list(self._active.values()) + list(self._pending):
+                req._fail(EngineError("model was unloaded"))
+            self._active.clear()
+            self._pending.clear()
+
+    # ---- embeddings ----------------------------------------------------------
+    def embed(self, inputs: Sequence[str], *, normalize: bool = True, truncate: bool = True) -> EmbedResult:
+        """Pooled embedding vectors, one per input (L2-normalised unless asked otherwise)."""
+        load = self._take_load_duration()
+        if not inputs:
+            return EmbedResult([], 0, load)
+        with self._embed_lock:
+            if self._embed_ctx is None:
+                self._embed_ctx = self._make_context(embeddings=True)
+            ectx = self._embed_ctx
+            limit = min(self.num_ctx, self.info.n_ctx_train or self.num_ctx)
+            toks = []
+            for text in inputs:
+                t = self.tokenize(text)
+                if len(t) > limit:
+                    if not truncate:
+                        raise InvalidRequest("the input length exceeds the context length")
+                    t = t[:limit]
+                if not t:
+                    t = [self.info.token_bos if self.info.token_bos >= 0 else 0]
+                toks.append(t)
+            vectors = ectx.embed(toks, normalize=normalize)
+        return EmbedResult(vectors, sum(len(t) for t in toks), load)
+
+    # ---- state ---------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        if self._ctx is None:
+            return {"n_seq": 1, "n_active": 0, "kv_used": 0, "n_ctx_seq": self.n_ctx_seq}
+        st = self._ctx.stats()
+        st["n_waiting"] = len(self._pending)
+        return st
+
+    def close(self) -> None:
+        """Stop the loop (ending every request with an error) and free the model."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        for c in (self._ctx, self._embed_ctx):
+            if c is not None:
+                c.close()
+        self._ctx = self._embed_ctx = None
+        self.model.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

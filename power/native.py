@@ -1,0 +1,463 @@
+"""The C boundary: the only module that touches cffi.
+
+It dlopens ``libpower_shim`` from the package's own ``lib`` folder (cffi ABI
+mode), derives the cdef from the shim's header, checks the ABI version at
+import, and turns every failing status code into a ``NativeError`` carrying
+llama.cpp's message. Every native handle has exactly one owner object that
+frees it (``close()``), with ``ffi.gc`` as a backstop.
+
+cffi releases the GIL around every call, so a long ``step`` or ``embed`` does
+not stall the other Python threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cffi
+
+from power.errors import InvalidRequest, NativeError
+
+__all__ = [
+    "ABI_VERSION", "LIB_DIR", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
+    "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
+    "system_info", "llama_commit",
+]
+
+log = logging.getLogger("power.llama")
+
+ABI_VERSION = 1
+LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
+
+# llama_ftype values for the quantization types `create --quantize` accepts.
+FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
+          "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16,
+          "q5_k_m": 17, "q6_k": 18, "bf16": 32}
+# ggml_type values for the KV cache types Ollama accepts.
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+
+
+class GrammarError(NativeError, InvalidRequest):
+    """A grammar did not parse."""
+
+    status = 400
+
+
+def _cdef_from_header(text: str) -> str:
+    body = text.split("/* CDEF-BEGIN */", 1)[1].split("/* CDEF-END */", 1)[0]
+    return re.sub(r"\bPW_API\s+", "", body)
+
+
+def _lib_name() -> str:
+    if sys.platform == "darwin":
+        return "libpower_shim.dylib"
+    if sys.platform == "win32":
+        return "power_shim.dll"
+    return "libpower_shim.so"
+
+
+def _load() -> tuple[cffi.FFI, object]:
+    header = LIB_DIR / "power_shim.h"
+    path = LIB_DIR / _lib_name()
+    if not path.is_file() or not header.is_file():
+        raise ImportError(f"a3s-power's native libraries are not built: {path} is missing "
+                          "(run the build: see README)")
+    ffi = cffi.FFI()
+    ffi.cdef(_cdef_from_header(header.read_text()))
+    if sys.platform == "win32":
+        os.add_dll_directory(str(LIB_DIR))
+    lib = ffi.dlopen(str(path))
+    if lib.pw_abi_version() != ABI_VERSION:
+        raise ImportError(f"libpower_shim ABI {lib.pw_abi_version()} does not match this package's {ABI_VERSION}")
+    return ffi, lib
+
+
+_ffi, _lib = _load()
+
+_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: logging.DEBUG}
+
+
+@_ffi.callback("void(int, const char *, void *)")
+def _on_log(level: int, text: object, _data: object) -> None:
+    try:
+        msg = _ffi.string(text).decode("utf-8", "replace").rstrip()
+        if msg:
+            log.log(_LEVELS.get(level, logging.INFO), "%s", msg)
+    except Exception:  # a logging failure must never unwind into C
+        pass
+
+
+_lib.pw_set_log(_on_log, _ffi.NULL, 3 if not log.isEnabledFor(logging.DEBUG) else 1)
+_lib.pw_init(str(LIB_DIR).encode())
+
+
+def _error(rc: int) -> NativeError:
+    msg = _ffi.string(_lib.pw_last_error()).decode("utf-8", "replace") or f"native call failed ({rc})"
+    if rc == _lib.PW_E_GRAMMAR:
+        return GrammarError(msg, rc)
+    return NativeError(msg, rc)
+
+
+def _check(rc: int) -> int:
+    if rc < 0:
+        raise _error(rc)
+    return rc
+
+
+def llama_commit() -> str:
+    return _ffi.string(_lib.pw_llama_commit()).decode()
+
+
+def system_info() -> str:
+    return _ffi.string(_lib.pw_system_info()).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    name: str
+    description: str
+    kind: str  # cpu | gpu | igpu | accel
+    memory_free: int
+    memory_total: int
+
+
+def devices() -> list[Device]:
+    """List the compute devices llama.cpp's backends found."""
+    out = []
+    dev = _ffi.new("pw_device *")
+    for i in range(_lib.pw_device_count()):
+        _check(_lib.pw_device_get(i, dev))
+        out.append(Device(_ffi.string(dev.name).decode(), _ffi.string(dev.description).decode(),
+                          ("cpu", "gpu", "igpu", "accel")[min(dev.type, 3)], dev.memory_free, dev.memory_total))
+    return out
+
+
+def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], ftype: str, nthreads: int = 0) -> None:
+    """Quantize a GGUF file (F32/F16/BF16 input) to the named type with llama.cpp's quantizer."""
+    key = ftype.lower()
+    if key not in FTYPES:
+        raise InvalidRequest(f"unsupported quantization type '{ftype}'")
+    _check(_lib.pw_quantize(os.fsencode(src), os.fsencode(dst), FTYPES[key], nthreads))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    n_ctx_train: int
+    n_embd: int
+    n_embd_out: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_vocab: int
+    n_swa: int
+    size: int
+    n_params: int
+    token_bos: int
+    token_eos: int
+    token_eot: int
+    ftype: int
+    add_bos: bool
+    add_eos: bool
+    has_encoder: bool
+    has_decoder: bool
+    is_recurrent: bool
+
+
+class Model:
+    """A loaded GGUF model (weights, vocabulary, metadata)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, n_gpu_layers: int = -1, main_gpu: int = 0,
+                 use_mmap: bool = True, use_mlock: bool = False, vocab_only: bool = False,
+                 progress: Callable[[float], bool] | None = None) -> None:
+        self.path = os.fspath(path)
+        params = _lib.pw_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.main_gpu = main_gpu
+        params.use_mmap = use_mmap
+        params.use_mlock = use_mlock
+        params.vocab_only = vocab_only
+        cb = None
+        if progress is not None:
+            def _progress(p: float, _data: object) -> bool:
+                try:
+                    return bool(progress(p))
+                except Exception:  # never unwind into C; a failing callback cancels
+                    return False
+            cb = _ffi.callback("bool(float, void *)", _progress)
+            params.progress = cb
+        p_params = _ffi.new("pw_model_params *", params)
+        out = _ffi.new("pw_model **")
+        try:
+            rc = _lib.pw_model_load(os.fsencode(self.path), p_params, out)
+        finally:
+            del cb
+        _check(rc)
+        self._h = _ffi.gc(out[0], _lib.pw_model_free)
+        info = _ffi.new("pw_model_info *")
+        _check(_lib.pw_model_get_info(self._h, info))
+        self.info = ModelInfo(**{f: getattr(info, f) for f in ModelInfo.__dataclass_fields__})
+        self._buf = _ffi.new("char[]", 1 << 16)
+
+    @property
+    def handle(self) -> object:
+        if self._h is None:
+            raise NativeError("model is closed")
+        return self._h
+
+    def close(self) -> None:
+        if self._h is not None:
+            h, self._h = self._h, None
+            _ffi.release(h)
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _str(self, fn: Callable[..., int], *args: object) -> str | None:
+        n = fn(self.handle, *args, self._buf, len(self._buf))
+        if n < 0:
+            return None
+        if n >= len(self._buf):
+            big = _ffi.new("char[]", n + 1)
+            n = fn(self.handle, *args, big, n + 1)
+            return _ffi.string(big).decode("utf-8", "replace")
+        return _ffi.string(self._buf).decode("utf-8", "replace")
+
+    def metadata(self) -> dict[str, str]:
+        """Scalar GGUF metadata as strings (arrays are summarised by llama.cpp)."""
+        out = {}
+        for i in range(_lib.pw_model_meta_count(self.handle)):
+            k = self._str(_lib.pw_model_meta_key, i)
+            v = self._str(_lib.pw_model_meta_value, i)
+            if k is not None and v is not None:
+                out[k] = v
+        return out
+
+    def meta(self, key: str) -> str | None:
+        return self._str(_lib.pw_model_meta_get, key.encode())
+
+    def description(self) -> str:
+        return self._str(_lib.pw_model_desc) or ""
+
+    def chat_template(self, name: str | None = None) -> str | None:
+        p = _lib.pw_model_chat_template(self.handle, name.encode() if name else _ffi.NULL)
+        return None if p == _ffi.NULL else _ffi.string(p).decode("utf-8", "replace")
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        out = _ffi.new("int32_t[]", cap)
+        n = _lib.pw_tokenize(self.handle, data, len(data), out, cap, add_special, parse_special)
+        if n < 0 and n != _lib.PW_E_TOOLONG and -n > cap:
+            cap = -n
+            out = _ffi.new("int32_t[]", cap)
+            n = _lib.pw_tokenize(self.handle, data, len(data), out, cap, add_special, parse_special)
+        _check(n)
+        return list(_ffi.unpack(out, n))
+
+    def detokenize(self, tokens: Sequence[int], *, remove_special: bool = False,
+                   unparse_special: bool = False) -> str:
+        n_tok = len(tokens)
+        toks = _ffi.new("int32_t[]", list(tokens)) if n_tok else _ffi.NULL
+        cap = max(64, n_tok * 8)
+        out = _ffi.new("char[]", cap)
+        n = _check_detok(_lib.pw_detokenize(self.handle, toks, n_tok, out, cap, remove_special, unparse_special))
+        if n > cap:
+            cap = n
+            out = _ffi.new("char[]", cap)
+            n = _check(_lib.pw_detokenize(self.handle, toks, n_tok, out, cap, remove_special, unparse_special))
+        return _ffi.unpack(out, n).decode("utf-8", "replace")
+
+    def token_bytes(self, token: int, *, special: bool = True) -> bytes:
+        buf = _ffi.new("char[]", 256)
+        n = _lib.pw_token_piece(self.handle, token, buf, 256, special)
+        if n < -256:
+            buf = _ffi.new("char[]", -n)
+            n = _lib.pw_token_piece(self.handle, token, buf, -n, special)
+        return _ffi.unpack(buf, _check(n))
+
+    def is_eog(self, token: int) -> bool:
+        return bool(_lib.pw_token_is_eog(self.handle, token))
+
+
+def _check_detok(n: int) -> int:
+    # pw_detokenize answers -(bytes needed) when the buffer is small.
+    if n < 0 and n not in (_lib.PW_E_INVALID, _lib.PW_E_INTERNAL):
+        return -n
+    return _check(n)
+
+
+@dataclass(slots=True)
+class Sampling:
+    """Sampler settings of one request (Ollama's names and defaults)."""
+
+    seed: int = -1
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    temperature: float = 0.8
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    num_predict: int = -1
+    logprobs: int = -1  # -1 none, 0 chosen token, N also the top N
+    ignore_eos: bool = False
+    grammar: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What one step produced for one sequence."""
+
+    seq: int
+    token: int
+    finish: int
+    text: bytes
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+    n_prompt: int
+    n_cached: int
+    n_gen: int
+    t_prompt_us: int
+    t_gen_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    events: list[Event]
+    n_active: int
+    n_decoded: int
+
+
+FINISH_NONE, FINISH_STOP, FINISH_LENGTH, FINISH_CONTEXT, FINISH_CANCEL, FINISH_ERROR = range(6)
+
+
+class Context:
+    """One llama_context serving up to ``n_seq`` sequences (continuous batching)."""
+
+    def __init__(self, model: Model, *, n_ctx: int = 4096, n_seq: int = 1, n_batch: int = 512,
+                 n_ubatch: int = 512, n_threads: int = 0, n_threads_batch: int = 0, flash_attn: int = -1,
+                 type_k: str = "f16", type_v: str = "f16", embeddings: bool = False, pooling: int = -1) -> None:
+        self.model = model
+        p = _lib.pw_engine_default_params()
+        p.n_ctx = n_ctx
+        p.n_seq = n_seq
+        p.n_batch = n_batch
+        p.n_ubatch = min(n_ubatch, n_batch)
+        p.n_threads = n_threads
+        p.n_threads_batch = n_threads_batch or n_threads
+        p.flash_attn = flash_attn
+        try:
+            p.type_k = GGML_TYPES[type_k.lower()]
+            p.type_v = GGML_TYPES[type_v.lower()]
+        except KeyError as exc:
+            raise InvalidRequest(f"unsupported KV cache type {exc.args[0]!r}") from None
+        p.embeddings = embeddings
+        p.pooling = pooling
+        out = _ffi.new("pw_engine **")
+        _check(_lib.pw_engine_create(model.handle, _ffi.new("pw_engine_params *", p), out))
+        self._h = _ffi.gc(out[0], _lib.pw_engine_free)
+        self.n_seq = n_seq
+        self.embeddings = embeddings
+        self._events = _ffi.new("pw_event[]", n_seq)
+        self._out = _ffi.new("pw_step_out *")
+        self._sp = _ffi.new("pw_sampling *")
+        st = self.stats()
+        self.n_ctx_seq = int(st["n_ctx_seq"])
+
+    @property
+    def handle(self) -> object:
+        if self._h is None:
+            raise NativeError("engine is closed")
+        return self._h
+
+    def close(self) -> None:
+        if self._h is not None:
+            h, self._h = self._h, None
+            _ffi.release(h)
+
+    def set_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> None:
+        _check(_lib.pw_engine_set_lora(self.handle, os.fsencode(path), scale))
+
+    def submit(self, tokens: Sequence[int], s: Sampling) -> int:
+        """Start a sequence; returns its id. The idle sequence with the longest cached prefix is reused."""
+        sp = self._sp
+        sp.seed = 0xFFFFFFFF if s.seed < 0 else s.seed & 0xFFFFFFFF
+        sp.top_k = s.top_k
+        sp.top_p = s.top_p
+        sp.min_p = s.min_p
+        sp.typical_p = s.typical_p
+        sp.temperature = s.temperature
+        sp.repeat_last_n = s.repeat_last_n
+        sp.repeat_penalty = s.repeat_penalty
+        sp.presence_penalty = s.presence_penalty
+        sp.frequency_penalty = s.frequency_penalty
+        sp.n_predict = s.num_predict
+        sp.n_logprobs = s.logprobs
+        sp.ignore_eos = s.ignore_eos
+        grammar = _ffi.new("char[]", s.grammar.encode()) if s.grammar else _ffi.NULL
+        sp.grammar = grammar
+        toks = _ffi.new("int32_t[]", list(tokens))
+        return _check(_lib.pw_submit(self.handle, toks, len(tokens), sp))
+
+    def cancel(self, seq: int) -> None:
+        _check(_lib.pw_cancel(self.handle, seq))
+
+    def step(self) -> StepResult:
+        """Run one batched decode for every active sequence and return what each produced."""
+        n = _check(_lib.pw_step(self.handle, self._events, self.n_seq, self._out))
+        out = self._out
+        events = []
+        if n:
+            evs = self._events
+            total = 0
+            for i in range(n):
+                e = evs[i]
+                total = max(total, e.text_off + e.text_len)
+            arena = _ffi.buffer(out.text, total)[:] if total else b""
+            for i in range(n):
+                e = evs[i]
+                top: tuple[tuple[int, float], ...] = ()
+                if e.n_top:
+                    top = tuple((out.top[j].token, out.top[j].logprob) for j in range(e.top_off, e.top_off + e.n_top))
+                events.append(Event(e.seq, e.token, e.finish, arena[e.text_off:e.text_off + e.text_len],
+                                    e.logprob, top, e.n_prompt, e.n_cached, e.n_gen, e.t_prompt_us, e.t_gen_us))
+        return StepResult(events, out.n_active, out.n_decoded)
+
+    def embed(self, inputs: Sequence[Sequence[int]], *, normalize: bool = True) -> list[list[float]]:
+        """Pooled embeddings, one per input (each input a list of tokens)."""
+        if not inputs:
+            return []
+        dim = self.model.info.n_embd_out or self.model.info.n_embd
+        flat = [t for toks in inputs for t in toks]
+        lengths = [len(toks) for toks in inputs]
+        out = _ffi.new("float[]", dim * len(inputs))
+        _check(_lib.pw_embed(self.handle, _ffi.new("int32_t[]", flat), _ffi.new("int32_t[]", lengths),
+                             len(inputs), out, dim * len(inputs), normalize))
+        vals = _ffi.unpack(out, dim * len(inputs))
+        return [list(vals[i * dim:(i + 1) * dim]) for i in range(len(inputs))]
+
+    def stats(self) -> dict[str, int]:
+        st = _ffi.new("pw_stats *")
+        _check(_lib.pw_engine_stats(self.handle, st))
+        return {k: int(getattr(st, k)) for k in ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode",
+                                                   "t_decode_us", "n_prompt_tokens", "n_gen_tokens",
+                                                   "n_reused_tokens")}
+
+    def clear(self) -> None:
+        _check(_lib.pw_engine_clear(self.handle))
+
+
+def load_vocab(path: str | os.PathLike[str]) -> Model:
+    """Load only a model's vocabulary (tokenizer tests, token counting)."""
+    return Model(path, vocab_only=True, use_mmap=True)

@@ -1,0 +1,129 @@
+"""Tiny llama-architecture GGUF models written with the `gguf` package.
+
+They load and generate in milliseconds through the real engine. The
+vocabulary is byte-level BPE (GPT-2 style: the 256 bytes, a few merges, and
+control tokens), so any text tokenizes. Weights are random but seeded, and
+shaped so the outcome of end-of-generation is chosen by the caller:
+
+* residual stream: embedding column 0 is 1.0 for every token and the
+  attention / feed-forward output projections are small, so after the final
+  norm column 0 is large and positive;
+* output row of EOS: column 0 is ``eos_bias`` (negative: EOS is never
+  sampled; positive: always sampled first).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gguf import GGUFWriter, LlamaFileType, TokenType
+
+SPECIALS = ["<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("Ġ", "a"), ("o", "n"), ("r", "e")]
+
+CHATML_TOOLS_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}{%- endif %}"
+    "{{- '\\n\\n# Tools\\n<tools>' }}{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\nReturn <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (tools and message['role'] == 'system') %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def _byte_unicode() -> list[str]:
+    """GPT-2's reversible map from bytes to printable characters."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = {}
+    extra = 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def vocabulary() -> tuple[list[str], list[int]]:
+    tokens = _byte_unicode() + [a + b for a, b in MERGES] + SPECIALS
+    types = [int(TokenType.NORMAL)] * (len(tokens) - len(SPECIALS)) + [int(TokenType.CONTROL)] * len(SPECIALS)
+    return tokens, types
+
+
+def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
+                n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -10.0,
+                chat_template: str | None = None, pooling: int | None = None, name: str = "tiny",
+                f16: bool = False) -> Path:
+    """Write a tiny llama GGUF and return its path."""
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    tokens, types = vocabulary()
+    n_vocab = len(tokens)
+    bos, eos = tokens.index("<|bos|>"), tokens.index("<|eos|>")
+    head_dim = n_embd // n_head
+    dtype = np.float16 if f16 else np.float32
+
+    w = GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(n_ctx_train)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(LlamaFileType.MOSTLY_F16 if f16 else LlamaFileType.ALL_F32)
+    if pooling is not None:
+        w.add_pooling_type(pooling)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    w.add_add_bos_token(True)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
+
+    def t(*shape: int, scale: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    embd = t(n_vocab, n_embd, scale=0.3)
+    embd[:, 0] = 1.0
+    w.add_tensor("token_embd.weight", embd.astype(dtype))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    out = t(n_vocab, n_embd, scale=1.0)
+    out[:, 0] = 0.0
+    for special in SPECIALS:  # control tokens are never sampled, except EOS when eos_bias > 0
+        out[tokens.index(special), :] = 0.0
+        out[tokens.index(special), 0] = -10.0
+    out[eos, 0] = eos_bias
+    w.add_tensor("output.weight", out.astype(dtype))
+    kv = head_dim * n_head_kv
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(p + "attn_q.weight", t(n_embd, n_embd, scale=0.3).astype(dtype))
+        w.add_tensor(p + "attn_k.weight", t(kv, n_embd, scale=0.3).astype(dtype))
+        w.add_tensor(p + "attn_v.weight", t(kv, n_embd, scale=0.3).astype(dtype))
+        w.add_tensor(p + "attn_output.weight", t(n_embd, n_embd).astype(dtype))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd, scale=0.3).astype(dtype))
+        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd, scale=0.3).astype(dtype))
+        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff).astype(dtype))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
