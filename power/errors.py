@@ -8,13 +8,15 @@ class knows the HTTP status it maps to and the CLI exit code::
     │   ├── InvalidName             400  "invalid model name"
     │   ├── ModelfileError          400
     │   ├── TemplateError           400
-    │   └── GGUFError               400  (hostile or truncated GGUF)
+    │   ├── GGUFError               400  (hostile or truncated GGUF)
+    │   └── InvalidDigest           400  "invalid digest format"
     ├── NotFound                    404
     │   └── ModelNotFound           404
     ├── Busy                        503  (queue full)
     ├── Canceled                    499
     ├── StoreError                  500  (digest mismatch, disk full, ...)
-    │   └── DigestMismatch          400
+    │   ├── DigestMismatch          400
+    │   └── ManifestError           500  (corrupt manifest or config blob)
     ├── RegistryError               500
     └── NativeError                 500  (llama.cpp said no; message from llama.cpp)
         └── EngineError             500
@@ -25,7 +27,7 @@ from __future__ import annotations
 __all__ = [
     "PowerError", "InvalidRequest", "InvalidName", "ModelfileError", "TemplateError",
     "GGUFError", "NotFound", "ModelNotFound", "Busy", "Canceled", "StoreError",
-    "DigestMismatch", "RegistryError", "NativeError", "EngineError",
+    "DigestMismatch", "InvalidDigest", "ManifestError", "RegistryError", "NativeError", "EngineError",
 ]
 
 
@@ -77,8 +79,8 @@ class NotFound(PowerError):
 class ModelNotFound(NotFound):
     """The named model is not in the store."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"model '{name}' not found")
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"model '{name}' not found")
         self.name = name
 
 
@@ -102,6 +104,17 @@ class DigestMismatch(StoreError):
     """Content does not match its digest."""
 
     status = 400
+
+
+class InvalidDigest(InvalidRequest):
+    """invalid digest format"""
+
+    def __init__(self, message: str = "invalid digest format") -> None:
+        super().__init__(message)
+
+
+class ManifestError(StoreError):
+    """A manifest or config blob on disk is malformed."""
 
 
 class RegistryError(PowerError):

@@ -1,0 +1,362 @@
+"""Create a model: resolve the base, set layers, quantize, write config and manifest.
+
+Mirrors Ollama's create: the same progress statuses (``parsing GGUF``,
+``quantizing F16 model to Q4_K_M``, ``verifying conversion``, ``creating new
+layer sha256:…``, ``using existing layer sha256:…``, ``writing manifest``,
+``success``), identical layers reused by digest, and the manifest written last.
+If any step fails (or the consumer stops iterating) the blobs this create wrote
+are removed again, so the store is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from power.errors import InvalidRequest, ModelNotFound, NativeError, NotFound
+from power.names import ModelName, parse_name
+from power.store.blobs import BlobInfo
+from power.store.gguf import GGUFFile, is_gguf, read_gguf
+from power.store.ggml_types import QUANTIZE_SOURCES, parse_quantize_type
+from power.store.layout import Layout
+from power.store.manifest import (
+    CONFIG_MEDIA_TYPE, MEDIA_ADAPTER, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS,
+    MEDIA_PROJECTOR, MEDIA_PROMPT, MEDIA_SYSTEM, MEDIA_TEMPLATE, Layer, Manifest, ModelConfig,
+    go_json,
+)
+from power.store.record import format_parameter_size
+from power.store.request import CreateRequest
+
+__all__ = ["StoreContext", "Quantizer", "TemplateDetector", "create_model", "collect_garbage"]
+
+log = logging.getLogger(__name__)
+
+Progress = dict[str, Any]
+
+
+class Quantizer(Protocol):
+    def __call__(self, src_path: str, dst_path: str, ftype: str, nthreads: int = 0) -> None: ...
+
+
+# Given a GGUF chat template, return (name, Go template, extra parameters) or None.
+TemplateDetector = Callable[[str], "tuple[str, str, dict[str, Any]] | None"]
+
+
+def _native_quantize(src_path: str, dst_path: str, ftype: str, nthreads: int = 0) -> None:
+    # Imported here so that importing the store (the API server does) never loads native code.
+    try:
+        from power import native
+    except ImportError as exc:
+        raise NativeError(f"quantization needs the native library, which failed to load: {exc}") from exc
+    native.quantize(src_path, dst_path, ftype, nthreads)
+
+
+@dataclass
+class StoreContext:
+    """The store a create runs against and what it shares with garbage collection."""
+
+    layout: Layout
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    inflight: dict[str, int] = field(default_factory=dict)  # digests GC must not touch
+    noprune: bool = False
+    quantizer: Quantizer = _native_quantize
+    quantize_threads: int = 0
+    template_detector: TemplateDetector | None = None
+
+
+@dataclass
+class _Item:
+    layer: Layer
+    gguf: GGUFFile | None = None
+
+
+class _Session:
+    """Blobs written by one create; removed again unless a manifest came to use them."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self.ctx = ctx
+        self.held: list[str] = []
+        self.created: list[str] = []
+        self.existing: set[str] = set()
+
+    def hold(self, digest: str) -> None:
+        with self.ctx.lock:
+            self.ctx.inflight[digest] = self.ctx.inflight.get(digest, 0) + 1
+            self.held.append(digest)
+            self.ctx.layout.blobs.touch(digest)
+
+    def record(self, info: BlobInfo) -> BlobInfo:
+        self.hold(info.digest)
+        if info.created:
+            self.created.append(info.digest)
+        else:
+            self.existing.add(info.digest)
+        return info
+
+    def add_file(self, path: Path) -> BlobInfo:
+        return self.record(self.ctx.layout.blobs.add_file(path))
+
+    def add_bytes(self, data: bytes) -> BlobInfo:
+        with self.ctx.lock:  # GC must not remove a pre-existing blob between check and hold
+            return self.record(self.ctx.layout.blobs.add_bytes(data))
+
+    def rollback(self) -> None:
+        with self.ctx.lock:
+            try:
+                refs = self.ctx.layout.referenced_digests()
+            except Exception:  # a corrupt manifest might name anything: keep everything
+                log.warning("create rollback skipped: manifests unreadable")
+                return
+            for digest in self.created:
+                if digest not in refs and self.ctx.inflight.get(digest, 0) <= self.held.count(digest):
+                    self.ctx.layout.blobs.delete(digest)
+
+    def release(self) -> None:
+        with self.ctx.lock:
+            for digest in self.held:
+                left = self.ctx.inflight.get(digest, 0) - 1
+                if left > 0:
+                    self.ctx.inflight[digest] = left
+                else:
+                    self.ctx.inflight.pop(digest, None)
+            self.held.clear()
+
+
+def create_model(ctx: StoreContext,
+                 request: CreateRequest | Callable[[Callable[[Path], BlobInfo]], CreateRequest],
+                 ) -> Iterator[Progress]:
+    """Create a model; yield Ollama's progress dicts, ending with ``success``.
+
+    ``request`` may instead be a function that builds the request given a way
+    to add a file to the blob store inside this create (the Modelfile form),
+    so that those copies are rolled back on failure too.
+    """
+    session = _Session(ctx)
+    try:
+        if not isinstance(request, CreateRequest):
+            yield {"status": "gathering model components"}
+            request = request(session.add_file)
+        yield from _create(ctx, session, request)
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.release()
+
+
+def _create(ctx: StoreContext, session: _Session, req: CreateRequest) -> Iterator[Progress]:
+    layout = ctx.layout
+    name = layout.canonical(parse_name(req.model))
+    items: list[_Item] = []
+    base_config = ModelConfig()
+    if req.from_:
+        base_config, items = _from_model(layout, session, req.from_)
+    for files, adapters in ((req.files, False), (req.adapters, True)):
+        for key, digest in files.items():
+            yield {"status": "parsing GGUF"}
+            item = _file_item(layout, session, key, digest, adapters)
+            if item.layer.media_type == MEDIA_MODEL:
+                items = [i for i in items if i.layer.media_type != MEDIA_MODEL]
+            items.append(item)
+    if not any(i.layer.media_type == MEDIA_MODEL for i in items):
+        if any(i.layer.media_type == MEDIA_ADAPTER for i in items):
+            raise InvalidRequest("no base model was specified for the adapter")
+        if not items:
+            raise InvalidRequest("neither 'from' or 'files' was specified")
+    if req.quantize:
+        items = yield from _quantize(ctx, session, items, parse_quantize_type(req.quantize))
+    config = _config(items, base_config, req)
+    items = yield from _set_text_layers(ctx, session, items, req)
+
+    layers = [i.layer for i in items]
+    for layer in layers:
+        verb = "using existing" if layer.digest not in session.created else "creating new"
+        yield {"status": f"{verb} layer {layer.digest}"}
+    config = replace(config, diff_ids=tuple(layer.digest for layer in layers))
+    config_info = session.add_bytes(config.to_bytes())
+    manifest = Manifest(Layer(CONFIG_MEDIA_TYPE, config_info.digest, config_info.size), tuple(layers))
+    yield {"status": "writing manifest"}
+    with ctx.lock:
+        old = layout.resolve(name)
+        old_digests = layout.read(old).manifest.digests() if old is not None else set()
+        layout.write(name, manifest)
+        if old_digests and not ctx.noprune:
+            collect_garbage(ctx, old_digests - manifest.digests())
+    yield {"status": "success"}
+
+
+def _from_model(layout: Layout, session: _Session, from_: str) -> tuple[ModelConfig, list[_Item]]:
+    base = parse_name(from_)
+    try:
+        stored = layout.read(base)
+    except ModelNotFound:
+        raise ModelNotFound(base.display(), f"model '{from_}' not found") from None
+    display = stored.name.display()
+    config = ModelConfig.from_bytes(layout.blobs.read_bytes(stored.manifest.config.digest))
+    items = []
+    for layer in stored.manifest.layers:
+        session.hold(layer.digest)
+        session.existing.add(layer.digest)
+        gguf = None
+        if layer.media_type in (MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER):
+            gguf = read_gguf(layout.blobs.path(layer.digest), max_array_items=0)
+        items.append(_Item(replace(layer, from_=display), gguf))
+    return config, items
+
+
+def _file_item(layout: Layout, session: _Session, key: str, digest: str, adapter: bool) -> _Item:
+    path = layout.blobs.path(digest)
+    if not layout.blobs.exists(digest):
+        raise NotFound(f"blob {digest} for {key} not found; upload it first")
+    session.hold(digest)
+    if digest not in session.created:
+        session.existing.add(digest)
+    if key.endswith(".safetensors") or key.endswith(".json"):
+        raise InvalidRequest("safetensors import is not supported; convert the model to GGUF")
+    if not is_gguf(path):
+        raise InvalidRequest(f"{key} is not a GGUF file")
+    gguf = read_gguf(path, max_array_items=0)
+    if adapter or gguf.kind == "adapter":
+        if gguf.kind != "adapter":
+            raise InvalidRequest(f"{key} is not a LoRA adapter (general.type is {gguf.kind!r})")
+        media = MEDIA_ADAPTER
+    elif gguf.kind in ("projector", "mmproj") or gguf.architecture == "clip" or (
+            not gguf.arch_value("block_count") and gguf.arch_value("vision.block_count")):
+        media = MEDIA_PROJECTOR
+    else:
+        media = MEDIA_MODEL
+    return _Item(Layer(media, digest, layout.blobs.size(digest)), gguf)
+
+
+def _quantize(ctx: StoreContext, session: _Session, items: list[_Item],
+              want: str) -> Iterator[Progress]:
+    out: list[_Item] = []
+    for item in items:
+        g = item.gguf
+        if item.layer.media_type != MEDIA_MODEL or g is None or g.file_type_name == want:
+            out.append(item)
+            continue
+        have = g.file_type_name
+        if have not in QUANTIZE_SOURCES:
+            raise InvalidRequest("quantization is only supported for F16, BF16 and F32 models")
+        src = ctx.layout.blobs.path(item.layer.digest)
+        yield {"status": f"quantizing {have} model to {want}", "digest": "0000000000000000",
+               "total": item.layer.size, "completed": 0}
+        tmp = ctx.layout.blobs.temp_path(".gguf")
+        try:
+            ctx.quantizer(str(src), str(tmp), want, ctx.quantize_threads)
+            info = ctx.layout.blobs.adopt(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        session.record(info)
+        yield {"status": f"quantizing {have} model to {want}", "digest": "0000000000000000",
+               "total": item.layer.size, "completed": item.layer.size}
+        yield {"status": "verifying conversion"}
+        new = read_gguf(ctx.layout.blobs.path(info.digest), max_array_items=0)
+        out.append(_Item(Layer(MEDIA_MODEL, info.digest, info.size), new))
+    return out
+
+
+def _config(items: list[_Item], base: ModelConfig, req: CreateRequest) -> ModelConfig:
+    ggufs = [i.gguf for i in items if i.gguf is not None]
+    families: list[str] = []
+    for g in ggufs:
+        if g.architecture and g.architecture not in families:
+            families.append(g.architecture)
+    first = next((i.gguf for i in items if i.layer.media_type == MEDIA_MODEL and i.gguf), None)
+    first = first or (ggufs[0] if ggufs else None)
+    config = base
+    if first is not None:
+        config = replace(base, model_format="gguf", model_family=first.architecture,
+                         model_families=tuple(families),
+                         model_type=format_parameter_size(first.parameter_count),
+                         file_type=first.file_type_name)
+    return replace(config, renderer=req.renderer or base.renderer, parser=req.parser or base.parser,
+                   requires=req.requires or base.requires)
+
+
+def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],
+                     req: CreateRequest) -> Iterator[Progress]:
+    def text_layer(media: str, data: bytes) -> _Item:
+        info = session.add_bytes(data)
+        return _Item(Layer(media, info.digest, info.size))
+
+    def without(*media: str) -> list[_Item]:
+        return [i for i in items if i.layer.media_type not in media]
+
+    params = dict(req.parameters or {})
+    template = req.template
+    model = next((i.gguf for i in items if i.layer.media_type == MEDIA_MODEL and i.gguf), None)
+    has_template = any(i.layer.media_type in (MEDIA_TEMPLATE, MEDIA_PROMPT) for i in items)
+    chat_template = model.get("tokenizer.chat_template") if model is not None else None
+    if (template is None and not has_template and ctx.template_detector is not None
+            and isinstance(chat_template, str)):
+        found = ctx.template_detector(chat_template)
+        if found is not None:
+            yield {"status": f"using autodetected template {found[0]}"}
+            template = found[1]
+            params = {**found[2], **params}
+    if template:
+        items = without(MEDIA_TEMPLATE, MEDIA_PROMPT) + [text_layer(MEDIA_TEMPLATE, template.encode())]
+    if req.system:
+        items = without(MEDIA_SYSTEM) + [text_layer(MEDIA_SYSTEM, req.system.encode())]
+    for text in req.license or ():
+        item = text_layer(MEDIA_LICENSE, text.encode())
+        if all(i.layer.digest != item.layer.digest for i in items):
+            items.append(item)
+    for old in (i for i in items if i.layer.media_type == MEDIA_PARAMS):
+        existing = ctx.layout.blobs.read_bytes(old.layer.digest)
+        params = {**_json_object(existing), **params}
+    if params:
+        items = without(MEDIA_PARAMS) + [text_layer(MEDIA_PARAMS, go_json(params, sort_keys=True, newline=True))]
+    if req.messages is not None:
+        data = go_json([dict(m) for m in req.messages], newline=True)
+        items = without(MEDIA_MESSAGES) + [text_layer(MEDIA_MESSAGES, data)]
+    return items
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def collect_garbage(ctx: StoreContext, candidates: set[str] | None = None,
+                    pinned: Iterable[str] = (), grace: float = 0.0) -> list[str]:
+    """Delete blobs (all, or only ``candidates``) that no manifest names and nothing holds.
+
+    ``grace`` spares blobs touched in the last so many seconds: another process
+    may be creating a model that will name them.
+    """
+    pinned = set(pinned)
+    cutoff = time.time() - grace
+    with ctx.lock:
+        try:
+            refs = ctx.layout.referenced_digests()
+        except Exception as exc:  # one unreadable manifest could name any blob
+            log.warning("garbage collection skipped: %s", exc)
+            return []
+        pool = ctx.layout.blobs.digests() if candidates is None else candidates
+        removed = []
+        for digest in sorted(pool):
+            if digest in refs or digest in ctx.inflight or digest in pinned:
+                continue
+            if grace > 0 and _mtime(ctx.layout.blobs.path(digest)) > cutoff:
+                continue
+            if ctx.layout.blobs.delete(digest):
+                removed.append(digest)
+        return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,127 @@
+"""ModelStore: the one object the server, the CLI and the engine use to reach the store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from power.config import Settings
+from power.names import ModelName, parse_name
+from power.store.blobs import BlobStore
+from power.store.create import (
+    Quantizer, StoreContext, TemplateDetector, _native_quantize, collect_garbage, create_model,
+)
+from power.store.layout import Layout
+from power.store.modelfile import parse_modelfile
+from power.store.ops import (
+    ModelSummary, copy_model, delete_model, list_models, show_model, show_modelfile,
+)
+from power.store.record import ModelRecord, load_record
+from power.store.request import CreateRequest, request_from_modelfile
+
+__all__ = ["ModelStore", "PRUNE_GRACE"]
+
+log = logging.getLogger(__name__)
+
+# Startup prune spares blobs touched this recently: another process may be
+# creating or pulling a model that is about to name them.
+PRUNE_GRACE = 600.0
+
+
+class ModelStore:
+    """A models folder (Ollama's layout) with every operation on it.
+
+    One instance per process: creates and garbage collection in this process
+    are serialised through its lock, and blobs a create is using are never
+    collected. ``in_use`` (optional) returns digests that runners hold open;
+    they are never collected either (P5).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        noprune: bool = False,
+        in_use: Callable[[], Iterable[str]] | None = None,
+        quantizer: Quantizer | None = None,
+        template_detector: TemplateDetector | None = None,
+        max_blob_size: int | None = None,
+    ) -> None:
+        self.layout = Layout(Path(root), BlobStore(Path(root) / "blobs", max_size=max_blob_size))
+        self.ctx = StoreContext(self.layout, threading.RLock(), {}, noprune,
+                                quantizer or _native_quantize, 0, template_detector)
+        self._in_use = in_use
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ModelStore:
+        return cls(settings.models, noprune=settings.noprune, **kwargs)
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.layout.blobs
+
+    def _pinned(self) -> set[str]:
+        return set(self._in_use()) if self._in_use is not None else set()
+
+    # -- lifecycle --------------------------------------------------------------
+    def startup(self) -> list[str]:
+        """Prune unreferenced blobs unless OLLAMA_NOPRUNE; return what was removed."""
+        if self.ctx.noprune:
+            log.info("prune skipped: OLLAMA_NOPRUNE is set")
+            return []
+        return self.prune()
+
+    def prune(self, grace: float = PRUNE_GRACE) -> list[str]:
+        """Remove blobs no manifest names, stale temporary files and empty manifest folders."""
+        self.blobs.remove_stale_temps()
+        removed = collect_garbage(self.ctx, None, self._pinned(), grace)
+        if removed:
+            log.info("pruned unused blobs count=%d", len(removed))
+        return removed
+
+    # -- reading ----------------------------------------------------------------
+    def resolve(self, name: str | ModelName) -> ModelName | None:
+        """The stored name matching ``name`` case-insensitively, or None."""
+        return self.layout.resolve(name)
+
+    def get(self, name: str | ModelName) -> ModelRecord:
+        """Everything the engine needs to load a model (raises ModelNotFound)."""
+        return load_record(self.layout, self.layout.read(name))
+
+    def list(self) -> list[ModelSummary]:
+        return list_models(self.layout)
+
+    def show(self, name: str | ModelName, *, verbose: bool = False, system: str | None = None,
+             options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return show_model(self.layout, name, verbose=verbose, system=system, options=options)
+
+    def modelfile(self, name: str | ModelName) -> str:
+        return show_modelfile(self.get(name))
+
+    # -- writing ----------------------------------------------------------------
+    def copy(self, source: str | ModelName, destination: str | ModelName) -> ModelName:
+        return copy_model(self.ctx, source, destination)
+
+    def delete(self, name: str | ModelName) -> list[str]:
+        """Delete a model and the blobs nothing else uses; return the removed digests."""
+        return delete_model(self.ctx, name, self._pinned())
+
+    def create(self, request: CreateRequest | Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Create from an ``/api/create`` request; yields progress dicts ending in success."""
+        if not isinstance(request, CreateRequest):
+            request = CreateRequest.from_json(request)
+        return create_model(self.ctx, request)
+
+    def create_from_modelfile(self, model: str, modelfile: str | bytes, base_dir: Path, *,
+                              quantize: str = "") -> Iterator[dict[str, Any]]:
+        """Create from Modelfile text whose relative paths start at ``base_dir`` (the CLI form)."""
+        parsed = parse_modelfile(modelfile)
+        parse_name(model)
+        return create_model(self.ctx, lambda add: request_from_modelfile(
+            parsed, model, Path(base_dir), add, quantize=quantize))

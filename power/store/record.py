@@ -1,0 +1,181 @@
+"""A stored model read back whole: its layers resolved, plus details and capabilities.
+
+This is what the engine loads (model, adapter and projector paths, template,
+system prompt, parameters, messages) and what ``show`` and ``tags`` describe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+from power.errors import ManifestError
+from power.names import ModelName
+from power.store.gguf import GGUFFile
+from power.store.layout import Layout, StoredManifest
+from power.store.manifest import (
+    MEDIA_ADAPTER, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_PROJECTOR,
+    MEDIA_PROMPT, MEDIA_SYSTEM, MEDIA_TEMPLATE, Manifest, ModelConfig,
+)
+
+__all__ = ["ModelRecord", "load_record", "details", "capabilities", "template_capabilities",
+           "format_parameter_size", "DEFAULT_TEMPLATE"]
+
+# What Ollama uses when a model has no template layer.
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+_TEXT_LIMIT = 4 << 20
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Everything a stored model's manifest names, read and decoded."""
+
+    name: ModelName
+    digest: str
+    manifest: Manifest
+    config: ModelConfig
+    modified_at: datetime
+    model_path: Path | None
+    parent_model: str
+    adapter_paths: tuple[Path, ...]
+    projector_paths: tuple[Path, ...]
+    template: str | None
+    system: str
+    parameters: Mapping[str, Any]
+    licenses: tuple[str, ...]
+    messages: tuple[Mapping[str, Any], ...]
+
+    @property
+    def size(self) -> int:
+        return self.manifest.size
+
+
+def _json_blob(layout: Layout, digest: str, want: type) -> Any:
+    try:
+        value = json.loads(layout.blobs.read_bytes(digest, _TEXT_LIMIT))
+    except (ValueError, RecursionError) as exc:
+        raise ManifestError(f"layer {digest} is not valid JSON: {exc}") from None
+    if not isinstance(value, want):
+        raise ManifestError(f"layer {digest} is not a JSON {want.__name__}")
+    return value
+
+
+def _text_blob(layout: Layout, digest: str) -> str:
+    return layout.blobs.read_bytes(digest, _TEXT_LIMIT).decode("utf-8", "replace")
+
+
+def load_record(layout: Layout, stored: StoredManifest) -> ModelRecord:
+    """Resolve every layer of a manifest read from ``layout``."""
+    m = stored.manifest
+    config = ModelConfig.from_bytes(layout.blobs.read_bytes(m.config.digest))
+    model_layers = m.layers_of(MEDIA_MODEL)
+    template_layers = m.layers_of(MEDIA_TEMPLATE, MEDIA_PROMPT)
+    system_layers = m.layers_of(MEDIA_SYSTEM)
+    params_layers = m.layers_of(MEDIA_PARAMS)
+    messages_layers = m.layers_of(MEDIA_MESSAGES)
+    messages: tuple[Mapping[str, Any], ...] = ()
+    if messages_layers:
+        raw = _json_blob(layout, messages_layers[-1].digest, list)
+        messages = tuple(x for x in raw if isinstance(x, dict))
+    return ModelRecord(
+        name=stored.name,
+        digest=stored.digest,
+        manifest=m,
+        config=config,
+        modified_at=stored.modified_at,
+        model_path=layout.blobs.path(model_layers[0].digest) if model_layers else None,
+        parent_model=model_layers[0].from_ if model_layers else "",
+        adapter_paths=tuple(layout.blobs.path(x.digest) for x in m.layers_of(MEDIA_ADAPTER)),
+        projector_paths=tuple(layout.blobs.path(x.digest) for x in m.layers_of(MEDIA_PROJECTOR)),
+        template=_text_blob(layout, template_layers[-1].digest) if template_layers else None,
+        system=_text_blob(layout, system_layers[-1].digest) if system_layers else "",
+        parameters=_json_blob(layout, params_layers[-1].digest, dict) if params_layers else {},
+        licenses=tuple(_text_blob(layout, x.digest) for x in m.layers_of(MEDIA_LICENSE)),
+        messages=messages,
+    )
+
+
+def format_parameter_size(count: int) -> str:
+    """Ollama's human parameter count: 8B, 3.2B, 137.5M, 33K."""
+    for unit, scale, decimals in (("B", 1e9, 1), ("M", 1e6, 2)):
+        if count >= scale:
+            value = count / scale
+            if value == int(value):
+                return f"{int(value)}{unit}"
+            return f"{value:.{decimals}f}{unit}"
+    if count >= 1000:
+        return f"{count / 1000:.0f}K"
+    return str(count)
+
+
+def details(config: ModelConfig, parent_model: str = "") -> dict[str, Any]:
+    """The ``details`` object of ``/api/tags`` and ``/api/show``."""
+    out: dict[str, Any] = {
+        "parent_model": parent_model,
+        "format": config.model_format,
+        "family": config.model_family,
+        "families": list(config.model_families) if config.model_families is not None else None,
+        "parameter_size": config.model_type,
+        "quantization_level": config.file_type,
+    }
+    if config.context_length:
+        out["context_length"] = config.context_length
+    if config.embedding_length:
+        out["embedding_length"] = config.embedding_length
+    return out
+
+
+_ACTION = re.compile(r"\{\{-?(.*?)-?\}\}", re.S)
+_THINK_TAGS = re.compile(r"(<[^<>{}\s]+>)\s*\{\{-?\s*\.Thinking\s*-?\}\}\s*(</[^<>{}\s]+>)")
+
+
+def template_capabilities(template: str | None, chat_template: str | None = None) -> set[str]:
+    """Capabilities a prompt template implies: tools (.Tools), insert (.Suffix), thinking.
+
+    Go templates are inspected through their actions; with no Go template, the
+    GGUF Jinja chat template is used (tools, reasoning markers).
+    """
+    found: set[str] = set()
+    if template:
+        actions = " ".join(_ACTION.findall(template))
+        if re.search(r"\.Tools\b", actions):
+            found.add("tools")
+        if re.search(r"\.Suffix\b", actions):
+            found.add("insert")
+        if _THINK_TAGS.search(template):
+            found.add("thinking")
+    elif chat_template:
+        if "tools" in chat_template or "tool_call" in chat_template:
+            found.add("tools")
+        if "<think>" in chat_template or "reasoning_content" in chat_template:
+            found.add("thinking")
+    return found
+
+
+def capabilities(record: ModelRecord, gguf: GGUFFile | None) -> list[str]:
+    """The ``capabilities`` list of ``/api/show``, in Ollama's order."""
+    found: set[str] = set()
+    if gguf is not None:
+        arch = gguf.architecture
+        meta = gguf.metadata
+        found.add("embedding" if f"{arch}.pooling_type" in meta else "completion")
+        if f"{arch}.vision.block_count" in meta:
+            found.add("vision")
+        if f"{arch}.audio.block_count" in meta:
+            found.add("audio")
+        chat_template = meta.get("tokenizer.chat_template")
+        if "embedding" not in found:
+            found |= template_capabilities(
+                record.template, chat_template if isinstance(chat_template, str) else None)
+    elif record.config.capabilities:
+        found |= set(record.config.capabilities)
+    if record.projector_paths:
+        found.add("vision")
+    if record.config.model_family in ("gptoss", "gpt-oss"):
+        found.add("thinking")
+    order = ("completion", "embedding", "tools", "insert", "vision", "thinking", "audio", "image")
+    return [c for c in order if c in found]

@@ -1,0 +1,176 @@
+"""The create request: built from ``/api/create`` JSON or from a Modelfile on disk.
+
+The JSON form names files by blob digest (clients upload with ``POST
+/api/blobs`` first); the Modelfile form resolves ``FROM``/``ADAPTER`` paths
+relative to the Modelfile, copies the files into the blob store, and produces
+the same request, exactly as Ollama's CLI does before it calls the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping
+
+from power.errors import InvalidName, InvalidRequest, ModelfileError
+from power.names import parse_name
+from power.store.blobs import BlobInfo, parse_digest
+from power.store.gguf import is_gguf
+from power.store.modelfile import Modelfile
+from power.store.params import coerce_parameter
+
+__all__ = ["CreateRequest", "request_from_modelfile"]
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What to create: a base (``from_`` and/or ``files``) and the layers to set on it."""
+
+    model: str
+    from_: str = ""
+    files: Mapping[str, str] = field(default_factory=dict)
+    adapters: Mapping[str, str] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    license: tuple[str, ...] | None = None
+    parameters: Mapping[str, Any] | None = None
+    messages: tuple[Mapping[str, str], ...] | None = None
+    quantize: str = ""
+    renderer: str = ""
+    parser: str = ""
+    requires: str = ""
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> CreateRequest:
+        """Validate an ``/api/create`` body (``name`` is accepted for ``model``)."""
+        if not isinstance(body, Mapping):
+            raise InvalidRequest("request body must be a JSON object")
+        model = body.get("model") or body.get("name")
+        if not isinstance(model, str) or not model:
+            raise InvalidName()
+        parse_name(model)
+        from_ = _text(body, "from")
+        files = _digests(body.get("files"), "files")
+        if not from_ and not files:
+            raise InvalidRequest("neither 'from' or 'files' was specified")
+        license_ = body.get("license")
+        if isinstance(license_, str):
+            license_ = [license_]
+        if license_ is not None and not (isinstance(license_, list)
+                                         and all(isinstance(x, str) for x in license_)):
+            raise InvalidRequest("license must be a string or a list of strings")
+        params = body.get("parameters")
+        if params is not None and not isinstance(params, Mapping):
+            raise InvalidRequest("parameters must be an object")
+        return cls(
+            model=model, from_=from_, files=files,
+            adapters=_digests(body.get("adapters"), "adapters"),
+            template=_text(body, "template") or None, system=_text(body, "system") or None,
+            license=tuple(license_) if license_ else None,
+            parameters={k: coerce_parameter(k, v) for k, v in params.items()} if params else None,
+            messages=_messages(body.get("messages")),
+            quantize=_text(body, "quantize") or _text(body, "quantization"),
+            renderer=_text(body, "renderer"), parser=_text(body, "parser"),
+            requires=_text(body, "requires"),
+        )
+
+
+def _text(body: Mapping[str, Any], key: str) -> str:
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{key} must be a string")
+    return value
+
+
+def _digests(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidRequest(f"{what} must be an object of file name to digest")
+    out: dict[str, str] = {}
+    for key, digest in value.items():
+        p = PurePosixPath(str(key))
+        if not key or p.is_absolute() or ".." in p.parts or "\\" in key or "\x00" in key:
+            raise InvalidRequest(f"invalid file name {key!r}: must be a relative path")
+        out[key] = parse_digest(digest)
+    return out
+
+
+def _messages(value: Any) -> tuple[Mapping[str, str], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidRequest("messages must be a list")
+    out = []
+    for m in value:
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) \
+                or not isinstance(m.get("content", ""), str):
+            raise InvalidRequest("each message needs a string role and content")
+        out.append({"role": m["role"], "content": m.get("content", "")})
+    return tuple(out)
+
+
+def _looks_like_path(arg: str) -> bool:
+    if arg.startswith(("/", "./", "../", "~", ".\\")) or arg.lower().endswith((".gguf", ".bin")):
+        return True
+    try:
+        parse_name(arg)
+    except InvalidName:
+        return True
+    return False
+
+
+def _resolve_path(arg: str, base_dir: Path) -> Path:
+    path = Path(arg).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def request_from_modelfile(
+    modelfile: Modelfile,
+    model: str,
+    base_dir: Path,
+    add_file: Callable[[Path], BlobInfo],
+    *,
+    quantize: str = "",
+) -> CreateRequest:
+    """Turn a parsed Modelfile into a create request, copying its files with ``add_file``.
+
+    ``FROM`` takes a GGUF path (absolute, ``~`` or relative to ``base_dir``) or
+    a model name; a path that does not exist or is not GGUF is a ModelfileError
+    naming its line.
+    """
+    parse_name(model)
+    from_, files, adapters = "", {}, {}
+    for cmd in modelfile.commands:
+        if cmd.name not in ("from", "adapter"):
+            continue
+        path = _resolve_path(cmd.args, base_dir)
+        if not path.exists():
+            if cmd.name == "adapter" or _looks_like_path(cmd.args):
+                raise ModelfileError(f"(line {cmd.line}): no such file: {cmd.args}")
+            if from_:
+                raise ModelfileError(f"(line {cmd.line}): only one FROM may name a model")
+            from_ = cmd.args
+            continue
+        if path.is_dir():
+            raise ModelfileError(f"(line {cmd.line}): {cmd.args} is a folder; safetensors import "
+                                 "is not supported, convert the model to GGUF first")
+        if not is_gguf(path):
+            raise ModelfileError(f"(line {cmd.line}): {cmd.args} is not a GGUF file")
+        target = adapters if cmd.name == "adapter" else files
+        key = path.name if path.name not in target else f"{len(target)}-{path.name}"
+        target[key] = add_file(path).digest
+    licenses = modelfile.values("license")
+    return CreateRequest(
+        model=model, from_=from_, files=files, adapters=adapters,
+        template=modelfile.last("template"), system=modelfile.last("system"),
+        license=tuple(licenses) if licenses else None,
+        parameters=modelfile.parameters or None,
+        messages=tuple(modelfile.messages) or None,
+        quantize=quantize,
+        renderer=modelfile.last("renderer") or "", parser=modelfile.last("parser") or "",
+        requires=modelfile.last("requires") or "",
+    )
+
