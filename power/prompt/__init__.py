@@ -1,0 +1,58 @@
+"""Prompting: messages in, prompt text out; model output in, content/thinking/tool calls out.
+
+Pure Python, no I/O; every template renders in a sandbox with limits on steps,
+time, nesting and output, and every failure is a ``TemplateError`` (400) or an
+``InvalidRequest``.
+
+Building prompts::
+
+    source = TemplateSource(go=template_layer_text, jinja=gguf_chat_template,
+                            metadata=gguf_metadata, model="qwen2.5:latest")
+    prompt = render_chat(source, request["messages"], tools=request.get("tools"),
+                         think=request.get("think"), system_default=modelfile_system,
+                         history=modelfile_messages, num_ctx=4096, count_tokens=count)
+    built = build_chat(source, ...)      # ChatPrompt(text, images, truncated)
+    prompt = render_generate(source, "why is the sky blue?", system=None, template=None,
+                             suffix=None, raw=False, images=(), context=detokenized)
+
+``TemplateSource.kind`` says which template renders ("go", "jinja" or "builtin");
+``builtin_format(metadata).stop`` gives stop words for a built-in format.
+
+Reading output (streaming or whole)::
+
+    parser = output_parser(source, prompt=prompt, tools=tools, think=think)
+    for piece in generated_text:
+        delta = parser.feed(piece)       # Delta(content, thinking, tool_calls)
+    delta = parser.finish()
+    delta.tool_calls[0].to_ollama()      # {"id": "call_ab12cd34", "function": {...}}
+    delta.tool_calls[0].to_openai()      # arguments as a JSON string, with index
+
+``ToolCallParser(tools, tag)`` and ``ThinkingParser(open, close)`` are the two
+halves, usable alone (same ``feed``/``finish`` contract). ``capabilities_of(go,
+jinja, metadata)`` gives the template-derived capabilities ("tools", "insert",
+"thinking"); ``tool_call_tag`` and ``thinking_tags`` the tags a template declares.
+"""
+
+from __future__ import annotations
+
+from power.prompt.builtin import BuiltinFormat, builtin_format, fim_template
+from power.prompt.capabilities import capabilities_of
+from power.prompt.chat import (
+    ChatPrompt, TemplateSource, build_chat, render_chat, render_generate, think_values,
+)
+from power.prompt.delta import Delta, ToolCall, new_call_id
+from power.prompt.gotemplate import GoTemplate, parse_template
+from power.prompt.jinja import JinjaTemplate, parse_jinja
+from power.prompt.limits import Limits
+from power.prompt.output import OutputParser, output_parser
+from power.prompt.thinking import ThinkingParser, starts_thinking, thinking_tags
+from power.prompt.tools import ToolCallParser, parse_tool_calls, tool_call_tag
+
+__all__ = [
+    "TemplateSource", "ChatPrompt", "build_chat", "render_chat", "render_generate",
+    "think_values", "capabilities_of", "BuiltinFormat", "builtin_format", "fim_template",
+    "GoTemplate", "parse_template", "JinjaTemplate", "parse_jinja", "Limits",
+    "Delta", "ToolCall", "new_call_id", "OutputParser", "output_parser",
+    "ThinkingParser", "thinking_tags", "starts_thinking",
+    "ToolCallParser", "tool_call_tag", "parse_tool_calls",
+]
