@@ -189,8 +189,10 @@ int32_t pw_model_get_info(const pw_model *pm, pw_model_info *out) {
     out->n_embd = llama_model_n_embd(m);
     out->n_embd_out = llama_model_n_embd_out(m);
     out->n_layer = llama_model_n_layer(m);
-    out->n_head = llama_model_n_head(m);
-    out->n_head_kv = llama_model_n_head_kv(m);
+    if (out->n_layer > 0) {  // a vocabulary-only model has no layers, and these would abort
+        out->n_head = llama_model_n_head(m);
+        out->n_head_kv = llama_model_n_head_kv(m);
+    }
     out->n_vocab = llama_vocab_n_tokens(pm->vocab);
     out->n_swa = llama_model_n_swa(m);
     out->size = llama_model_size(m);
@@ -526,7 +528,7 @@ int32_t pw_engine_create(pw_model *pm, const pw_engine_params *params, pw_engine
     e->ctx = ctx;
     e->mem = llama_get_memory(ctx);
     e->params = p;
-    e->n_ctx_seq = llama_n_ctx_seq(ctx);
+    e->n_ctx_seq = std::min(llama_n_ctx_seq(ctx), p.n_ctx);  // cells are padded; num_ctx is the limit
     e->n_vocab = llama_vocab_n_tokens(pm->vocab);
     e->batch = llama_batch_init((int32_t)p.n_batch, 0, 1);
     e->slots.resize(p.n_seq);

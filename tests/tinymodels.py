@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+import gguf
 from gguf import GGUFWriter, LlamaFileType, TokenType
 
 SPECIALS = ["<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
@@ -84,7 +85,7 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     w.add_vocab_size(n_vocab)
     w.add_file_type(LlamaFileType.MOSTLY_F16 if f16 else LlamaFileType.ALL_F32)
     if pooling is not None:
-        w.add_pooling_type(pooling)
+        w.add_pooling_type(gguf.PoolingType(pooling))
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")
     w.add_token_list(tokens)

@@ -216,7 +216,7 @@ class Engine:
                               n_ubatch=lo.num_batch, n_threads=lo.threads, n_threads_batch=lo.threads,
                               flash_attn=lo.flash_attn_mode, type_k=kv, type_v=kv if kv == "f16" or
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
-                              pooling=-1 if self.embedding_only else 1)
+                              pooling=1 if embeddings and not self.embedding_only else -1)
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
