@@ -171,12 +171,12 @@ class BlobStore:
                 raise DigestMismatch(f"digest mismatch, expected \"{expected}\", got \"{digest}\"")
             final = self.path(digest)
             created = not final.exists()
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, final)
-        except OSError as exc:
-            _unlink(tmp)
-            raise os_error(exc, "write blob") from exc
-        except BaseException:
+            try:
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, final)
+            except OSError as exc:
+                raise os_error(exc, "write blob") from exc
+        except BaseException:  # the source's own errors (a client gone) pass through unchanged
             _unlink(tmp)
             raise
         fsync_dir(self.root)
@@ -229,9 +229,8 @@ class BlobStore:
                     self._check_space(0)
                     next_check = size + _DISK_CHECK_EVERY
                 h.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+                _write(out, chunk)
+            _write(out, b"", sync=True)
         return "sha256:" + h.hexdigest(), size
 
     def _check_space(self, need: int) -> None:
@@ -290,6 +289,17 @@ def _chunks(source: BinaryIO | Iterable[bytes]) -> Iterable[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+def _write(out: BinaryIO, chunk: bytes, sync: bool = False) -> None:
+    try:
+        if chunk:
+            out.write(chunk)
+        if sync:
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise os_error(exc, "write blob") from exc
 
 
 def _unlink(path: Path) -> None:
