@@ -1,0 +1,18 @@
+"""Runner processes (one per loaded model) and the scheduler that decides which exist.
+
+The API server imports this package; it never loads llama.cpp itself: each
+model runs in a spawned ``python -m power.runner`` process that owns one
+``power.engine.Engine`` and speaks ``power.runner.protocol`` over a Unix socket.
+"""
+
+from __future__ import annotations
+
+from power.runner.keepalive import parse_keep_alive
+from power.runner.loaded import ModelSpec, Resolver
+from power.runner.memory import GPU, OutOfMemory, detect_gpus, parse_nvidia_smi
+from power.runner.protocol import RunnerCrashed
+from power.runner.scheduler import Scheduler
+from power.runner.stream import Stream
+
+__all__ = ["Scheduler", "Stream", "ModelSpec", "Resolver", "parse_keep_alive", "RunnerCrashed", "OutOfMemory",
+           "GPU", "detect_gpus", "parse_nvidia_smi"]

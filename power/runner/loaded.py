@@ -1,0 +1,115 @@
+"""A model as the scheduler sees it: what to load (``ModelSpec``) and a loaded runner's state (``Loaded``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
+
+from power.engine.options import LoadOptions
+from power.runner.client import RunnerProcess
+from power.runner.memory import MemoryEstimate, ModelFacts, processor_split
+
+__all__ = ["ModelSpec", "Resolver", "Loaded"]
+
+FOREVER_SPAN = timedelta(days=292 * 365)  # what Ollama shows for keep_alive < 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to start a runner for a named model (from the store, or given by a test)."""
+
+    name: str
+    model_path: str
+    adapters: tuple[tuple[str, float], ...] = ()
+    projector: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # Modelfile PARAMETERs
+    digest: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    size: int = 0  # bytes of model + adapters + projector; 0 = measure the files
+
+    def files_size(self) -> int:
+        if self.size:
+            return self.size
+        total = 0
+        for path in [self.model_path, *(a for a, _ in self.adapters), *([self.projector] if self.projector else [])]:
+            try:
+                total += os.path.getsize(path)
+            except OSError:
+                pass
+        return total
+
+    def same_files(self, other: "ModelSpec") -> bool:
+        return (self.model_path, self.adapters, self.projector) == (other.model_path, other.adapters,
+                                                                   other.projector)
+
+
+Resolver = Callable[[str], ModelSpec]
+
+
+class Loaded:
+    """One model's runner while it lives; touched only in the scheduler's loop thread."""
+
+    def __init__(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, estimate: MemoryEstimate,
+                 size_vram: int) -> None:
+        self.spec = spec
+        self.load = load
+        self.facts = facts
+        self.estimate = estimate
+        self.size_vram = size_vram
+        self.runner: RunnerProcess | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.refs = 0
+        self.keep_alive: float | None = 300.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.expires_at: float | None = None  # wall-clock seconds; None = never
+        self.last_used = time.monotonic()
+        self.load_duration = 0
+        self.closing = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def idle(self) -> bool:
+        return self.refs == 0 and self.ready.done()
+
+    @property
+    def waiting(self) -> int:
+        """Requests the runner holds beyond its parallel sequences (they queue in the engine)."""
+        return max(0, self.refs - self.load.num_parallel)
+
+    def serves(self, spec: ModelSpec, load: LoadOptions) -> bool:
+        return not self.closing and self.load == load and self.spec.same_files(spec)
+
+    def hold(self, keep_alive: float | None) -> None:
+        self.refs += 1
+        self.keep_alive = keep_alive
+        self.last_used = time.monotonic()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def expiry(self) -> datetime:
+        now = datetime.now(timezone.utc).astimezone()
+        if self.keep_alive is None:
+            return now + FOREVER_SPAN
+        if self.refs or self.expires_at is None:
+            return now + timedelta(seconds=self.keep_alive)
+        return datetime.fromtimestamp(self.expires_at, timezone.utc).astimezone()
+
+    def describe(self) -> dict[str, Any]:
+        """The ``/api/ps`` view of this model."""
+        size = self.estimate.total
+        info = self.runner.info if self.runner is not None else {}
+        return {
+            "name": self.spec.name, "model": self.spec.name, "size": size, "size_vram": self.size_vram,
+            "digest": self.spec.digest, "details": dict(self.spec.details), "expires_at": self.expiry(),
+            "context_length": int(info.get("num_ctx", self.load.num_ctx)),
+            "processor": processor_split(size, self.size_vram), "pid": self.runner.pid if self.runner else 0,
+            "num_parallel": self.load.num_parallel, "in_flight": self.refs,
+        }

@@ -1,0 +1,197 @@
+"""How much memory a model needs, how much the machine has, and which GPUs it has.
+
+The estimate is made before a runner starts, from the GGUF header alone (the
+server never loads llama.cpp): weights (the files' sizes), the KV cache for the
+chosen context and type, and the compute buffers llama.cpp allocates for one
+batch. It is deliberately a little pessimistic: refusing a load up front is
+better than a machine that swaps or a runner killed by the OOM killer.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+from power.engine.options import LoadOptions
+from power.errors import PowerError
+
+__all__ = ["ModelFacts", "MemoryEstimate", "OutOfMemory", "GPU", "model_facts", "estimate", "read_meminfo",
+           "parse_nvidia_smi", "detect_gpus", "processor_split"]
+
+log = logging.getLogger(__name__)
+
+_KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
+             "q5_0": 22 / 32, "q5_1": 24 / 32, "iq4_nl": 18 / 32}
+_OVERHEAD = 64 << 20  # interpreter, llama.cpp's own tables, allocator slack
+
+
+class OutOfMemory(PowerError):
+    """The model does not fit in the memory that is available."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the GGUF header says that the scheduler needs."""
+
+    architecture: str = ""
+    n_layer: int = 0
+    n_embd: int = 0
+    n_head: int = 0
+    n_head_kv: int = 0
+    key_length: int = 0
+    value_length: int = 0
+    n_vocab: int = 0
+    n_ctx_train: int = 0
+    embedding: bool = False
+
+
+@lru_cache(maxsize=64)
+def _facts(path: str, mtime_ns: int) -> ModelFacts:
+    from power.store.gguf import read_gguf  # pure Python: no llama.cpp in the server
+
+    f = read_gguf(path, max_array_items=1024)
+
+    def num(suffix: str, default: int = 0) -> int:
+        v = f.arch_value(suffix, default)
+        if isinstance(v, list):  # per-layer arrays (some architectures): take the largest
+            v = max((x for x in v if isinstance(x, int)), default=default)
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+    n_embd, n_head = num("embedding_length"), num("attention.head_count")
+    head_dim = n_embd // n_head if n_head else 0
+    vocab = num("vocab_size") or _array_len(f.get("tokenizer.ggml.tokens"))
+    pooling = f.arch_value("pooling_type")
+    return ModelFacts(
+        architecture=f.architecture, n_layer=num("block_count"), n_embd=n_embd, n_head=n_head,
+        n_head_kv=num("attention.head_count_kv", n_head), key_length=num("attention.key_length", head_dim),
+        value_length=num("attention.value_length", head_dim), n_vocab=vocab, n_ctx_train=num("context_length"),
+        embedding=isinstance(pooling, int) and not isinstance(pooling, bool) and pooling > 0)
+
+
+def _array_len(v: object) -> int:
+    if isinstance(v, list):
+        return len(v)
+    n = getattr(v, "count", None)
+    return int(n) if isinstance(n, int) else 0
+
+
+def model_facts(path: str | Path) -> ModelFacts:
+    """Read (and cache) the facts of a GGUF file; unreadable headers give empty facts."""
+    p = Path(path)
+    try:
+        return _facts(str(p), p.stat().st_mtime_ns)
+    except (OSError, PowerError) as exc:
+        log.warning("cannot read model header path=%s: %s", p, exc)
+        return ModelFacts()
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    kv_cache: int
+    compute: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute
+
+
+def estimate(facts: ModelFacts, weights: int, load: LoadOptions) -> MemoryEstimate:
+    """Estimate the resident size of a runner for ``load`` (bytes)."""
+    n_ctx = load.num_ctx
+    kv_type = load.kv_cache_type if load.kv_cache_type in _KV_BYTES else "f16"
+    per_token = facts.n_layer * facts.n_head_kv * (facts.key_length + facts.value_length) * _KV_BYTES[kv_type]
+    # Each parallel sequence gets its own num_ctx (not a shared, unified cache), as Ollama sizes it.
+    kv = 0 if facts.embedding else int(per_token * n_ctx * load.num_parallel)
+    ubatch = min(load.num_batch, n_ctx)
+    # logits + activations of one micro-batch, and (without flash attention) the attention scores.
+    compute = 4 * ubatch * (facts.n_vocab + 6 * facts.n_embd)
+    if load.flash_attn_mode != 1:
+        compute += 4 * ubatch * facts.n_head * n_ctx
+    return MemoryEstimate(weights, kv, compute + _OVERHEAD)
+
+
+def read_meminfo(path: str = "/proc/meminfo") -> tuple[int, int]:
+    """Return (total, available) system memory in bytes; (0, 0) where unknown."""
+    total = avail = 0
+    try:
+        with open(path) as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("MemTotal", "MemAvailable"):
+                    kib = int(rest.split()[0]) * 1024
+                    if key == "MemTotal":
+                        total = kib
+                    else:
+                        avail = kib
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return total, avail
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    name: str
+    total: int
+    free: int
+
+
+def parse_nvidia_smi(text: str) -> list[GPU]:
+    """Parse ``nvidia-smi --query-gpu=index,name,memory.total,memory.free --format=csv,noheader,nounits``."""
+    gpus = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 4 or not parts[0].isdigit():
+            continue
+        try:
+            gpus.append(GPU(int(parts[0]), parts[1], int(float(parts[2])) << 20, int(float(parts[3])) << 20))
+        except ValueError:
+            continue
+    return gpus
+
+
+def detect_gpus(run: Callable[[Sequence[str]], str] | None = None) -> list[GPU]:
+    """NVIDIA GPUs through nvidia-smi; an empty list where there is none or it fails."""
+    if run is None:
+        exe = shutil.which("nvidia-smi")
+        if exe is None:
+            return []
+
+        def run(cmd: Sequence[str]) -> str:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+
+        cmd = [exe]
+    else:
+        cmd = ["nvidia-smi"]
+    try:
+        out = run(cmd + ["--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"])
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.info("nvidia-smi failed: %s", exc)
+        return []
+    return parse_nvidia_smi(out)
+
+
+def processor_split(size: int, size_vram: int) -> str:
+    """Describe where a model runs, as ``ollama ps`` does ("100% CPU", "48%/52% CPU/GPU")."""
+    if size <= 0 or size_vram <= 0:
+        return "100% CPU"
+    if size_vram >= size:
+        return "100% GPU"
+    gpu = round(100 * size_vram / size)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def vram_share(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, gpus: Sequence[GPU]) -> int:
+    """Bytes of ``est`` that live on GPUs for ``load.num_gpu`` offloaded layers."""
+    if not gpus or load.num_gpu == 0:
+        return 0
+    layers = facts.n_layer + 1
+    if load.num_gpu < 0 or load.num_gpu >= layers:
+        return est.total
+    return est.total * load.num_gpu // layers

@@ -1,0 +1,271 @@
+"""The runner process: one loaded model behind a Unix socket.
+
+Started by the server with ``subprocess`` (a fresh interpreter, never a fork of
+the server), it owns one ``Engine`` and serves the frames of
+``power.runner.protocol`` on the socket it inherited. One thread reads
+requests; one thread per generation drains the engine's chunks into the
+outbox; one writer thread sends whatever is ready in as few writes as
+possible, merging the pending output of a request into a single chunk.
+
+It never outlives the server: ``PR_SET_PDEATHSIG`` asks the kernel to kill it
+when the thread that spawned it ends, end-of-file on the socket ends it, and a
+watchdog polls the parent pid where neither applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from power.errors import PowerError
+from power.runner.protocol import FrameDecoder, chunk_to_wire, encode_many, error_to_wire, merge_chunk
+
+__all__ = ["main", "Outbox"]
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+class Outbox:
+    """Frames waiting to be written; a request's pending chunks merge into one."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._cond = threading.Condition()
+        self._frames: list[dict[str, Any]] = []
+        self._open: dict[int, dict[str, Any]] = {}  # id -> its unsent chunk frame
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="runner-writer", daemon=True)
+        self._thread.start()
+
+    def chunk(self, rid: int, wire: dict[str, Any]) -> None:
+        with self._cond:
+            frame = self._open.get(rid)
+            if frame is None:
+                frame = {"id": rid, "chunks": [wire]}
+                self._open[rid] = frame
+                self._frames.append(frame)
+            else:
+                merge_chunk(frame["chunks"][-1], wire)
+            self._cond.notify()
+
+    def fail(self, rid: int, exc: BaseException) -> None:
+        """End request ``rid`` with an error, after any chunk of it still unsent."""
+        with self._cond:
+            frame = self._open.get(rid)
+            if frame is None:
+                self._frames.append({"id": rid, "error": error_to_wire(exc)})
+            else:
+                frame["error"] = error_to_wire(exc)
+            self._cond.notify()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        with self._cond:
+            self._frames.append(msg)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._frames and not self._closed:
+                    self._cond.wait()
+                if not self._frames:
+                    return
+                frames, self._frames = self._frames, []
+                self._open.clear()
+            try:
+                self._sock.sendall(encode_many(frames))
+            except OSError:
+                # The server is gone: nothing left to serve.
+                os._exit(0)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is left and stop the writer."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+
+class Runner:
+    """Serve one engine's requests from the server's socket."""
+
+    def __init__(self, engine: Any, sock: socket.socket, outbox: Outbox) -> None:
+        self.engine = engine
+        self.sock = sock
+        self.outbox = outbox
+        self.active: dict[int, Any] = {}
+        self.threads: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def serve(self) -> str | None:
+        """Handle frames until end-of-file (None) or a shutdown request (its reason)."""
+        decoder = FrameDecoder()
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                return None
+            if not data:
+                return None
+            for msg in decoder.feed(data):
+                if msg.get("op") == "shutdown":
+                    return str(msg.get("reason") or "unload")
+                self.handle(msg)
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        op, rid = msg.get("op"), int(msg.get("id", 0))
+        try:
+            if op == "submit":
+                self._submit(rid, msg)
+            elif op == "cancel":
+                with self._lock:
+                    req = self.active.get(rid)
+                if req is not None:
+                    req.cancel(str(msg.get("reason") or "cancel"))
+            elif op == "embed":
+                self._start(rid, self._embed, msg)
+            elif op == "tokenize":
+                toks = self.engine.tokenize(msg["text"], add_special=bool(msg.get("add_special", True)),
+                                            parse_special=bool(msg.get("parse_special", True)))
+                self.outbox.send({"id": rid, "result": toks})
+            elif op == "detokenize":
+                self.outbox.send({"id": rid, "result": self.engine.detokenize([int(t) for t in msg["tokens"]])})
+            elif op == "stats":
+                self.outbox.send({"id": rid, "result": self.engine.stats()})
+            elif op == "health":
+                self.outbox.send({"id": rid, "result": {"ok": True, "pid": os.getpid()}})
+            else:
+                self.outbox.fail(rid, PowerError(f"unknown runner op {op!r}"))
+        except Exception as exc:  # one bad request must not end the runner
+            log.debug("runner op failed op=%s id=%d: %s", op, rid, exc)
+            self.outbox.fail(rid, exc)
+
+    def _start(self, rid: int, target: Any, *args: Any) -> None:
+        t = threading.Thread(target=target, args=(rid, *args), name=f"runner-req-{rid}", daemon=True)
+        with self._lock:
+            self.threads[rid] = t
+        t.start()
+
+    def _submit(self, rid: int, msg: dict[str, Any]) -> None:
+        req = self.engine.submit(msg["prompt"], msg.get("options") or {}, grammar=msg.get("grammar"),
+                                 logprobs=int(msg.get("logprobs", -1)),
+                                 add_special=bool(msg.get("add_special", True)),
+                                 truncate=bool(msg.get("truncate", True)))
+        with self._lock:
+            self.active[rid] = req
+        self._start(rid, self._pump, req, bool(msg.get("context")))
+
+    def _pump(self, rid: int, req: Any, context: bool) -> None:
+        try:
+            for chunk in req:
+                wire = chunk_to_wire(chunk)
+                if chunk.done:
+                    wire["truncated"] = bool(req.truncated)
+                    if context:
+                        wire["prompt_tokens"] = list(req.prompt_tokens)
+                self.outbox.chunk(rid, wire)
+        except Exception as exc:
+            self.outbox.fail(rid, exc)
+        finally:
+            with self._lock:
+                self.active.pop(rid, None)
+                self.threads.pop(rid, None)
+
+    def _embed(self, rid: int, msg: dict[str, Any]) -> None:
+        try:
+            res = self.engine.embed(list(msg["inputs"]), normalize=bool(msg.get("normalize", True)),
+                                    truncate=bool(msg.get("truncate", True)))
+            self.outbox.send({"id": rid, "result": {"embeddings": res.embeddings,
+                                                    "prompt_eval_count": res.prompt_eval_count}})
+        except Exception as exc:
+            self.outbox.fail(rid, exc)
+        finally:
+            with self._lock:
+                self.threads.pop(rid, None)
+
+    def drain(self, reason: str, timeout: float = 5.0) -> None:
+        """End every running generation with ``reason`` and wait for their final chunks."""
+        with self._lock:
+            reqs = list(self.active.values())
+            threads = list(self.threads.values())
+        for req in reqs:
+            req.cancel(reason)
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def die_with_parent(parent: int) -> None:
+    """Make sure this process ends when the server does."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+                log.warning("prctl(PR_SET_PDEATHSIG) failed errno=%d", ctypes.get_errno())
+        except (OSError, AttributeError) as exc:  # pragma: no cover - non-glibc systems
+            log.warning("prctl unavailable: %s", exc)
+    if parent and os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    if parent:
+        threading.Thread(target=watch, name="runner-watchdog", daemon=True).start()
+
+
+def _engine_info(engine: Any) -> dict[str, Any]:
+    info = engine.info
+    return {"pid": os.getpid(), "num_ctx": engine.num_ctx, "n_ctx_seq": engine.n_ctx_seq,
+            "load_duration": engine.load_duration, "embedding_only": bool(engine.embedding_only),
+            "n_ctx_train": info.n_ctx_train, "n_embd": info.n_embd, "n_layer": info.n_layer,
+            "n_head": info.n_head, "n_head_kv": info.n_head_kv, "n_vocab": info.n_vocab,
+            "size": info.size, "n_params": info.n_params}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m power.runner", description="serve one model for a3s-power")
+    ap.add_argument("--fd", type=int, required=True, help="inherited Unix socket to serve")
+    ap.add_argument("--model", required=True, help="GGUF file")
+    ap.add_argument("--load", default="{}", help="LoadOptions as JSON")
+    ap.add_argument("--adapters", default="[]", help="LoRA adapters as JSON [[path, scale], ...]")
+    ap.add_argument("--parent", type=int, default=0, help="server pid: exit when it is gone")
+    ap.add_argument("--log-level", default="WARNING")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="runner[%(process)d] %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    die_with_parent(args.parent)
+    sock = socket.socket(fileno=args.fd)
+    outbox = Outbox(sock)
+    try:
+        from power.engine import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
+        adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
+        engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters)
+    except Exception as exc:
+        log.error("model failed to load model=%s: %s", args.model, exc)
+        outbox.send({"op": "failed", "error": error_to_wire(exc)})
+        outbox.close()
+        return 1
+    outbox.send({"op": "ready", "info": _engine_info(engine)})
+    runner = Runner(engine, sock, outbox)
+    reason = runner.serve()
+    if reason is None:  # the server is gone; the kernel frees everything faster than we can
+        os._exit(0)
+    runner.drain(reason)
+    outbox.close()
+    engine.close()
+    return 0

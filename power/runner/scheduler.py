@@ -1,0 +1,347 @@
+"""Which runner serves which model: autoload, parallel slots and queue, keep_alive, LRU, memory, crashes.
+
+The scheduler's state lives in the loop thread (``LoopThread``) and is only
+touched there, so it needs no locks; the public methods are synchronous and
+thread-safe, for the threaded HTTP server. A request for a loaded model with
+the same load options goes straight to its runner; anything else (first use,
+changed options, a runner that died) loads a new runner, one load at a time,
+after evicting idle runners (least recently used first) until both
+``max_loaded_models`` and the memory estimate allow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+from power.config import Settings
+from power.engine.options import LoadOptions, parse_options
+from power.errors import Busy, EngineError
+from power.runner.client import LoopThread, RunnerProcess, gather_quietly
+from power.runner.keepalive import parse_keep_alive
+from power.runner.loaded import Loaded, ModelSpec, Resolver
+from power.runner.memory import (GPU, ModelFacts, OutOfMemory, detect_gpus, estimate, model_facts, read_meminfo,
+                                 vram_share)
+from power.runner.stream import Call, Sink, Stream
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+
+
+class Scheduler:
+    """Loaded models and their runners, shared by every server thread."""
+
+    def __init__(self, settings: Settings, resolve: Resolver, *, gpus: Sequence[GPU] | None = None,
+                 meminfo: Any = read_meminfo, reserve: int = 256 << 20, runner_log_level: str = "WARNING") -> None:
+        self.settings = settings
+        self._resolve = resolve
+        self._gpus = list(detect_gpus() if gpus is None else gpus)
+        self._meminfo = meminfo
+        self._reserve = reserve
+        self._log_level = runner_log_level
+        self._models: dict[str, Loaded] = {}
+        self._pending_loads = 0
+        self._closing = False
+        self._lt = LoopThread()
+        self._load_lock = asyncio.Lock()
+        self._changed = asyncio.Event()  # set whenever a runner goes idle or away
+
+    @property
+    def max_loaded(self) -> int:
+        return self.settings.max_loaded_models or 3 * max(1, len(self._gpus))
+
+    # ---- public API (any thread) -----------------------------------------------------------------
+    def generate(self, name: str, prompt: str | Sequence[int], *, options: Mapping[str, Any] | None = None,
+                 keep_alive: Any = None, grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
+                 truncate: bool = True, context: bool = False) -> Stream:
+        """Start a generation, loading the model if needed; errors before the first chunk raise here."""
+        spec, opts, load, facts = self._prepare(name, options)
+        ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
+        req = {k: v for k, v in opts.items() if k not in ("num_ctx", "num_batch", "num_gpu", "main_gpu",
+                                                          "use_mmap", "num_thread")}
+        box: dict[str, Any] = {}
+        stream = Stream(cancel=lambda reason: self._lt.soon(self._cancel, box, reason))
+        fields = {"prompt": prompt if isinstance(prompt, str) else list(prompt), "options": req,
+                  "grammar": grammar, "logprobs": logprobs, "add_special": add_special, "truncate": truncate,
+                  "context": context}
+        self._lt.call(self._dispatch(spec, load, facts, ka, "submit", stream, fields, box))
+        stream.wait_first()
+        return stream
+
+    def embed(self, name: str, inputs: Sequence[str], *, options: Mapping[str, Any] | None = None,
+              keep_alive: Any = None, truncate: bool = True, normalize: bool = True) -> dict[str, Any]:
+        """Embedding vectors for ``inputs``: ``{"embeddings", "prompt_eval_count", "load_duration"}``."""
+        res, load_ns = self._call(name, options, keep_alive, "embed",
+                                  {"inputs": list(inputs), "truncate": truncate, "normalize": normalize})
+        return {**res, "load_duration": load_ns}
+
+    def tokenize(self, name: str, text: str, *, add_special: bool = True, parse_special: bool = True,
+                 options: Mapping[str, Any] | None = None, keep_alive: Any = None) -> list[int]:
+        res, _ = self._call(name, options, keep_alive, "tokenize",
+                            {"text": text, "add_special": add_special, "parse_special": parse_special})
+        return list(res)
+
+    def detokenize(self, name: str, tokens: Sequence[int], *, options: Mapping[str, Any] | None = None,
+                   keep_alive: Any = None) -> str:
+        res, _ = self._call(name, options, keep_alive, "detokenize", {"tokens": list(tokens)})
+        return str(res)
+
+    def load(self, name: str, options: Mapping[str, Any] | None = None, keep_alive: Any = None) -> int:
+        """Make sure ``name`` is loaded; return the load's duration in ns (0 if it already was)."""
+        _, load_ns = self._call(name, options, keep_alive, "health", {})
+        return load_ns
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """The engine's counters for a loaded model (autoloads it)."""
+        res, _ = self._call(name, None, None, "stats", {})
+        return dict(res)
+
+    def unload(self, name: str) -> bool:
+        """Stop ``name`` now; its in-flight requests end with done_reason "unload". False if not loaded."""
+        return self._lt.call(self._unload(name))
+
+    def ps(self) -> list[dict[str, Any]]:
+        """Loaded models, latest expiry first (see ``Loaded.describe``)."""
+        rows = self._lt.call(self._ps())
+        return sorted(rows, key=lambda r: r["expires_at"], reverse=True)
+
+    def close(self, deadline: float = 30.0) -> None:
+        """Stop accepting, let streams finish for up to ``deadline`` seconds, then end every runner."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._lt.call(self._shutdown(deadline), timeout=deadline + 30)
+        finally:
+            self._lt.stop()
+
+    def __enter__(self) -> "Scheduler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- preparation (caller's thread) -------------------------------------------------------------
+    def _prepare(self, name: str, options: Mapping[str, Any] | None
+                 ) -> tuple[ModelSpec, dict[str, Any], LoadOptions, ModelFacts]:
+        if self._closing:
+            raise EngineError("server is shutting down")
+        spec = self._resolve(name)
+        opts = {**parse_options(spec.options), **parse_options(options)}
+        facts = model_facts(spec.model_path)
+        s = self.settings
+        default_gpu = s.num_gpu if s.num_gpu is not None else (-1 if self._gpus else 0)
+        load = LoadOptions.from_options(opts, default_ctx=s.context_length,
+                                        num_parallel=1 if facts.embedding else s.num_parallel,
+                                        flash_attention=s.flash_attention, kv_cache_type=s.kv_cache_type,
+                                        default_gpu=default_gpu)
+        if facts.n_ctx_train and load.num_ctx > facts.n_ctx_train:
+            load = replace(load, num_ctx=facts.n_ctx_train)  # the engine clamps too; equal options, no reload
+        return spec, opts, load, facts
+
+    def _call(self, name: str, options: Mapping[str, Any] | None, keep_alive: Any, op: str,
+              fields: dict[str, Any]) -> tuple[Any, int]:
+        spec, _, load, facts = self._prepare(name, options)
+        ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
+        call = Call()
+        load_ns = self._lt.call(self._dispatch(spec, load, facts, ka, op, call, fields, {}))
+        return call.wait(), load_ns
+
+    # ---- loop thread -----------------------------------------------------------------------------
+    async def _dispatch(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, ka: float | None, op: str,
+                        sink: Sink, fields: dict[str, Any], box: dict[str, Any]) -> int:
+        if self._closing:
+            raise EngineError("server is shutting down")
+        m, load_ns = await self._acquire(spec, load, facts, ka, strict=op in ("submit", "embed", "health"))
+        sink.on_done = lambda: self._release(m)
+        if isinstance(sink, Stream):
+            sink.load_duration = load_ns
+        assert m.runner is not None
+        box["runner"], box["id"] = m.runner, m.runner.send(op, sink, **fields)
+        return load_ns
+
+    def _cancel(self, box: dict[str, Any], reason: str) -> None:
+        runner: RunnerProcess | None = box.get("runner")
+        if runner is not None:
+            runner.cancel(box["id"], reason)
+
+    def _waiting(self) -> int:
+        return self._pending_loads + sum(m.waiting for m in self._models.values())
+
+    async def _acquire(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, ka: float | None,
+                       strict: bool = True) -> tuple[Loaded, int]:
+        """Hold a ready runner for ``spec``/``load``, loading it first if needed; return it and the load time."""
+        m = self._models.get(spec.name)
+        if m is not None and not strict and not m.closing and m.spec.same_files(spec):
+            load = m.load  # tokenizing needs no particular context: whatever is loaded will do
+        if m is not None and m.serves(spec, load) and m.ready.done() and m.ready.exception() is None:
+            if m.refs >= m.load.num_parallel and self._waiting() >= self.settings.max_queue:
+                raise Busy()
+            m.hold(ka)
+            return m, 0
+        if self._waiting() >= self.settings.max_queue:
+            raise Busy()
+        self._pending_loads += 1
+        try:
+            while True:
+                m = self._models.get(spec.name)
+                if m is not None and m.serves(spec, load):
+                    await asyncio.shield(m.ready)  # raises the load's error
+                    if m.serves(spec, load):  # not retired or crashed while we waited
+                        m.hold(ka)
+                        return m, m.load_duration
+                    continue
+                async with self._load_lock:
+                    if self._models.get(spec.name) is m:
+                        m = await self._load(spec, load, facts)
+                        m.hold(ka)
+                        return m, m.load_duration
+        finally:
+            self._pending_loads -= 1
+
+    async def _load(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts) -> Loaded:
+        old = self._models.get(spec.name)
+        if old is not None:  # other options or files: wait for its requests, then replace it
+            old.closing = True
+            while old.refs:
+                await self._wait_change()
+            await self._stop(old, "unload")
+        est = estimate(facts, spec.files_size(), load)
+        await self._make_room(spec, est.total)
+        m = Loaded(spec, load, facts, est, vram_share(est, load, facts, self._gpus))
+        self._models[spec.name] = m
+        m.runner = RunnerProcess(spec.model_path, load, spec.adapters, log_level=self._log_level,
+                                 on_exit=lambda r: self._on_exit(m, r))
+        t0 = time.monotonic_ns()
+        try:
+            timeout = self.settings.load_timeout if self.settings.load_timeout > 0 else None
+            await m.runner.start(timeout)
+        except BaseException as exc:
+            log.error("model load failed model=%s: %s", spec.name, exc)
+            if self._models.get(spec.name) is m:
+                del self._models[spec.name]
+            m.closing = True
+            m.ready.set_exception(exc)
+            m.ready.exception()  # retrieved: waiters re-raise it themselves
+            self._changed.set()
+            raise
+        m.load_duration = time.monotonic_ns() - t0
+        m.ready.set_result(None)
+        log.info("model loaded model=%s pid=%d load_ms=%.1f num_ctx=%d parallel=%d est_mib=%d", spec.name,
+                 m.runner.pid, m.load_duration / 1e6, load.num_ctx, load.num_parallel, est.total >> 20)
+        return m
+
+    def _budget(self) -> tuple[int, int]:
+        """(what the machine could ever give a model, what it can give now), in bytes."""
+        total, avail = self._meminfo()
+        if not total:
+            return 1 << 62, 1 << 62
+        held = sum(m.estimate.total for m in self._models.values())
+        # MemAvailable counts mmap'd weights as reclaimable cache, so trust our own estimates too.
+        return total - self._reserve, min(avail, total - held) - self._reserve
+
+    async def _make_room(self, spec: ModelSpec, need: int) -> None:
+        ceiling, _ = self._budget()
+        if need > ceiling:
+            raise OutOfMemory(f"model requires more system memory ({need / GiB:.1f} GiB) than is available "
+                              f"({max(0, ceiling) / GiB:.1f} GiB)")
+        while True:
+            _, free = self._budget()
+            if len(self._models) < self.max_loaded and need <= free:
+                return
+            idle = sorted((m for m in self._models.values() if m.idle), key=lambda m: m.last_used)
+            if idle:
+                log.info("evicting idle model model=%s for=%s", idle[0].name, spec.name)
+                await self._stop(idle[0], "unload")
+                continue
+            if not self._models:
+                raise OutOfMemory(f"model requires more system memory ({need / GiB:.1f} GiB) than is "
+                                  f"available ({max(0, free) / GiB:.1f} GiB)")
+            await self._wait_change()
+
+    async def _wait_change(self) -> None:
+        self._changed.clear()
+        timeout = self.settings.load_timeout if self.settings.load_timeout > 0 else None
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise Busy("timed out waiting for a loaded model to become idle") from None
+
+    def _release(self, m: Loaded) -> None:
+        m.refs -= 1
+        m.last_used = time.monotonic()
+        if m.refs > 0:
+            return
+        self._changed.set()
+        if m.closing or m.runner is None or m.runner.closed:
+            return
+        if m.keep_alive is None:
+            m.expires_at = None
+        elif m.keep_alive <= 0:
+            asyncio.get_running_loop().create_task(self._stop(m, "unload"))
+        else:
+            m.expires_at = time.time() + m.keep_alive
+            m.timer = asyncio.get_running_loop().call_later(m.keep_alive, self._expire, m)
+
+    def _expire(self, m: Loaded) -> None:
+        m.timer = None
+        if m.refs == 0 and not m.closing:
+            log.info("keep_alive expired, unloading model=%s", m.name)
+            asyncio.get_running_loop().create_task(self._stop(m, "unload"))
+
+    async def _stop(self, m: Loaded, reason: str) -> None:
+        m.closing = True
+        if m.timer is not None:
+            m.timer.cancel()
+            m.timer = None
+        if self._models.get(m.name) is m:
+            del self._models[m.name]
+        if m.runner is not None:
+            await m.runner.stop(reason)
+        self._changed.set()
+
+    def _on_exit(self, m: Loaded, runner: RunnerProcess) -> None:
+        if not m.closing:
+            log.error("runner for model=%s ended; the next request starts a new one", m.name)
+            m.closing = True
+            if self._models.get(m.name) is m:
+                del self._models[m.name]
+            if m.timer is not None:
+                m.timer.cancel()
+        self._changed.set()
+
+    async def _unload(self, name: str) -> bool:
+        m = self._models.get(name)
+        if m is None:
+            return False
+        if not m.ready.done():
+            try:
+                await asyncio.shield(m.ready)
+            except Exception:
+                return False
+        await self._stop(m, "unload")
+        return True
+
+    async def _ps(self) -> list[dict[str, Any]]:
+        return [m.describe() for m in self._models.values() if m.ready.done() and not m.closing]
+
+    async def _shutdown(self, deadline: float) -> None:
+        end = time.monotonic() + deadline
+        while any(m.refs for m in self._models.values()) and time.monotonic() < end:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.01, end - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+        models = list(self._models.values())
+        for m in models:
+            if m.runner is not None and m.refs:
+                log.warning("shutdown deadline passed, ending %d request(s) of model=%s", m.refs, m.name)
+                m.runner.fail_all(EngineError("server is shutting down"))
+        await gather_quietly([self._stop(m, "unload") for m in models])

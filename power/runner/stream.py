@@ -1,0 +1,168 @@
+"""What a server thread holds while a runner works for it: a stream of chunks, or one pending result.
+
+Both are *sinks*: the event-loop thread feeds them the runner's frames
+(``feed`` returns True once the request is over) or fails them; the server
+thread that waits on them never touches the loop. ``on_done`` runs once, in
+the loop thread, when the request is over for whatever reason.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable, Iterator
+
+from power.errors import PowerError
+from power.runner.protocol import error_from_wire
+
+__all__ = ["Sink", "Stream", "Call"]
+
+_END = object()
+
+
+class Sink:
+    """Base of the loop-side half: once-only completion with a callback."""
+
+    def __init__(self) -> None:
+        self.on_done: Callable[[], None] | None = None
+        self.finished = False
+
+    def _complete(self) -> None:
+        if not self.finished:
+            self.finished = True
+            cb, self.on_done = self.on_done, None
+            if cb is not None:
+                cb()
+
+    def feed(self, msg: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+
+class Stream(Sink):
+    """The chunks of one generation, in order; iterate from any one thread.
+
+    Each item is a dict with ``text``, ``tokens`` and (on the last, whose
+    ``done`` is True) ``done_reason`` and the timings in nanoseconds. A runner
+    that dies mid-stream makes iteration raise ``RunnerCrashed``.
+    """
+
+    def __init__(self, cancel: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._buf: deque[dict[str, Any]] = deque()
+        self._cancel = cancel
+        self._over = False
+        self._first = threading.Event()
+        self.load_duration = 0
+
+    # ---- loop side -------------------------------------------------------------------------------
+    def feed(self, msg: dict[str, Any]) -> bool:
+        chunks = msg.get("chunks")
+        over = False
+        if chunks:
+            self._q.put(chunks)
+            over = bool(chunks[-1].get("done"))
+        if "error" in msg:
+            self._q.put(error_from_wire(msg["error"]))
+            over = True
+        self._first.set()
+        if over:
+            self._complete()
+        return over
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.finished:
+            self._q.put(exc)
+            self._first.set()
+            self._complete()
+
+    # ---- consumer side ---------------------------------------------------------------------------
+    def wait_first(self, timeout: float | None = None) -> None:
+        """Block until the first output or error; raise the error here, before anything is streamed."""
+        self._first.wait(timeout)
+        if self._buf or self._over:
+            return
+        try:
+            item = self._q.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, BaseException):
+            self._over = True
+            raise item
+        self._buf.extend(item)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while not self._buf:
+            if self._over:
+                raise StopIteration
+            item = self._q.get()
+            if item is _END:
+                self._over = True
+                raise StopIteration
+            if isinstance(item, BaseException):
+                self._over = True
+                raise item
+            self._buf.extend(item)
+        chunk = self._buf.popleft()
+        if chunk.get("done"):
+            self._over = True
+            chunk["load_duration"] = self.load_duration
+        return chunk
+
+    def result(self) -> dict[str, Any]:
+        """Consume the stream into one chunk (text, tokens and logprobs concatenated)."""
+        parts: list[str] = []
+        tokens: list[int] = []
+        lps: list[Any] = []
+        last: dict[str, Any] = {}
+        for c in self:
+            parts.append(c["text"])
+            tokens.extend(c["tokens"])
+            lps.extend(c.get("logprobs", ()))
+            last = c
+        return {**last, "text": "".join(parts), "tokens": tokens, "logprobs": lps}
+
+    def cancel(self, reason: str = "cancel") -> None:
+        """Stop the generation (client gone, stop word): its sequence is freed within one engine step."""
+        if self._cancel is not None and not self.finished:
+            self._cancel(reason)
+
+    def close(self) -> None:
+        """Cancel if still running; safe to call more than once."""
+        if not self._over:
+            self.cancel()
+
+
+class Call(Sink):
+    """A request with one answer (embed, tokenize, stats); ``future`` completes in the loop thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.future: Future[Any] = Future()
+
+    def feed(self, msg: dict[str, Any]) -> bool:
+        if "error" in msg:
+            self.fail(error_from_wire(msg["error"]))
+        elif not self.future.done():
+            self.future.set_result(msg.get("result"))
+            self._complete()
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+        self._complete()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        try:
+            return self.future.result(timeout)
+        except TimeoutError as exc:
+            raise PowerError("timed out waiting for the model runner") from exc
