@@ -309,10 +309,9 @@ def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],
         item = text_layer(MEDIA_LICENSE, text.encode())
         if all(i.layer.digest != item.layer.digest for i in items):
             items.append(item)
-    for old in (i for i in items if i.layer.media_type == MEDIA_PARAMS):
-        existing = ctx.layout.blobs.read_bytes(old.layer.digest)
-        params = {**_json_object(existing), **params}
-    if params:
+    if params:  # merged over the base's parameters, the request's values winning
+        for old in (i for i in items if i.layer.media_type == MEDIA_PARAMS):
+            params = {**_json_object(ctx.layout.blobs.read_bytes(old.layer.digest)), **params}
         items = without(MEDIA_PARAMS) + [text_layer(MEDIA_PARAMS, go_json(params, sort_keys=True, newline=True))]
     if req.messages is not None:
         data = go_json([dict(m) for m in req.messages], newline=True)

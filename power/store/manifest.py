@@ -123,7 +123,8 @@ class Manifest:
         if not isinstance(obj, dict):
             raise ManifestError("manifest is not a JSON object")
         version = obj.get("schemaVersion", 2)
-        layers = obj.get("layers") or []
+        layers = obj.get("layers")
+        layers = [] if layers is None else layers
         if not isinstance(version, int) or not isinstance(layers, list) or len(layers) > _MAX_LAYERS:
             raise ManifestError("manifest has a bad schemaVersion or layers")
         media = obj.get("mediaType", MANIFEST_MEDIA_TYPE)

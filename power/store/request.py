@@ -16,6 +16,7 @@ from power.errors import InvalidName, InvalidRequest, ModelfileError
 from power.names import parse_name
 from power.store.blobs import BlobInfo, parse_digest
 from power.store.gguf import is_gguf
+from power.store.ggml_types import parse_quantize_type
 from power.store.modelfile import Modelfile
 from power.store.params import coerce_parameter
 
@@ -69,10 +70,14 @@ class CreateRequest:
             license=tuple(license_) if license_ else None,
             parameters={k: coerce_parameter(k, v) for k, v in params.items()} if params else None,
             messages=_messages(body.get("messages")),
-            quantize=_text(body, "quantize") or _text(body, "quantization"),
+            quantize=_quantize(_text(body, "quantize") or _text(body, "quantization")),
             renderer=_text(body, "renderer"), parser=_text(body, "parser"),
             requires=_text(body, "requires"),
         )
+
+
+def _quantize(text: str) -> str:
+    return parse_quantize_type(text) if text else ""
 
 
 def _text(body: Mapping[str, Any], key: str) -> str:
@@ -169,7 +174,7 @@ def request_from_modelfile(
         license=tuple(licenses) if licenses else None,
         parameters=modelfile.parameters or None,
         messages=tuple(modelfile.messages) or None,
-        quantize=quantize,
+        quantize=_quantize(quantize),
         renderer=modelfile.last("renderer") or "", parser=modelfile.last("parser") or "",
         requires=modelfile.last("requires") or "",
     )
