@@ -39,18 +39,27 @@ def _go_duration(text: str) -> float:
     return sign * total
 
 
+def _setting(default: Any) -> float | None:
+    if default is None or default == "":
+        return 300.0
+    if isinstance(default, str):
+        text = default.strip().strip("'\"")
+        if re.fullmatch(r"[+-]?\d+", text):
+            default = int(text)
+    return parse_keep_alive(default, None)
+
+
 def parse_keep_alive(value: Any, default: Any = "5m") -> float | None:
     """Return seconds to stay loaded after the last request, or ``None`` for forever.
 
     ``value`` comes from the request (None when absent), ``default`` from the
     environment or the config file and is parsed the same way. Numbers are
     seconds; strings are Go durations ("5m", "1h30m", "0"); negative means
-    forever; a unit-less string other than "0" is refused, as Ollama does.
+    forever; in a request a unit-less string other than "0" is refused, as
+    Ollama does, while the setting (``OLLAMA_KEEP_ALIVE``) may be an integer.
     """
     if value is None or value == "":
-        if default is None or default == "":
-            return 300.0
-        return parse_keep_alive(default, None)
+        return _setting(default)
     if isinstance(value, bool):
         raise InvalidRequest("keep_alive must be a duration string or a number of seconds")
     if isinstance(value, (int, float)):
