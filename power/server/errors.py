@@ -1,0 +1,90 @@
+"""Turn exceptions into HTTP answers, once, for the whole app.
+
+Native routes answer ``{"error": "..."}``; ``/v1`` routes answer OpenAI's error
+object. ``PowerError`` carries its own status; Falcon's own errors (unknown
+route, wrong method) keep theirs; anything else is logged and becomes a 500
+without leaking internals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import falcon
+
+from power.errors import Busy, PowerError
+
+__all__ = ["install_error_handlers", "error_body", "openai_error_type", "is_openai_path"]
+
+log = logging.getLogger(__name__)
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") and not path.startswith("/v1/usage")
+
+
+def openai_error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 404:
+        return "not_found_error"
+    if 400 <= status < 500:
+        return "invalid_request_error"
+    return "api_error"
+
+
+def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """The error object of the API that ``path`` belongs to."""
+    if is_openai_path(path):
+        return {"error": {"message": message, "type": openai_error_type(status), "param": None, "code": code}}
+    return {"error": message}
+
+
+def _write(req: falcon.Request, resp: falcon.Response, status: int, message: str,
+           code: str | None = None) -> None:
+    resp.status = falcon.code_to_http_status(status) if status in _KNOWN else f"{status} Error"
+    resp.content_type = "application/json; charset=utf-8"
+    resp.text = json.dumps(error_body(req.path, status, message, code), ensure_ascii=False)
+    resp.stream = None
+
+
+_KNOWN = {400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 415, 429, 431, 500, 501, 502, 503, 504}
+
+
+def _power_error(req: falcon.Request, resp: falcon.Response, ex: PowerError, params: Any) -> None:
+    status = int(getattr(ex, "status", 500))
+    if status >= 500:
+        log.warning("request failed rid=%s status=%d error=%s", req.context.get("rid"), status, ex)
+    if isinstance(ex, Busy):
+        resp.set_header("Retry-After", "1")
+    _write(req, resp, status, str(ex))
+    if status == 499:
+        resp.status = "499 Client Closed Request"
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: Any) -> None:
+    status = int(ex.status_code)
+    message = ex.description or (ex.title or "error").lower()
+    if status == 404 and not ex.description:
+        message = "404 page not found"
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+    _write(req, resp, status, message)
+    resp.status = ex.status
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+    if isinstance(ex, falcon.HTTPError):
+        return _http_error(req, resp, ex, params)
+    if isinstance(ex, falcon.HTTPStatus):
+        raise ex
+    log.exception("unhandled error rid=%s path=%s", req.context.get("rid"), req.path)
+    _write(req, resp, 500, f"internal error: {type(ex).__name__}")
+
+
+def install_error_handlers(app: falcon.App) -> None:
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(PowerError, _power_error)

@@ -1,0 +1,48 @@
+"""gunicorn settings for a3s-power: one worker (the scheduler and its runners live in it), threads for clients.
+
+    gunicorn -c power/server/gunicorn_conf.py 'power.server.app:get_app()'
+
+The bind address comes from ``OLLAMA_HOST`` (through ``power.config``). One
+worker is a must: a second would start a second scheduler with its own runners.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from power.config import load_settings
+
+_settings = load_settings()
+_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
+
+bind = [f"{_host}:{_settings.port}"]
+workers = 1
+worker_class = "gthread"
+threads = max(8, 4 * _settings.num_parallel + 8)
+# Streams can be long: the worker heartbeat is separate from request time in gthread.
+timeout = 0
+graceful_timeout = 30
+keepalive = 5
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 16384
+accesslog = None  # the app logs each request itself, with its request id and without prompt text
+errorlog = "-"
+loglevel = "debug" if _settings.debug else "info"
+proc_name = "a3s-power"
+preload_app = False
+forwarded_allow_ips = "127.0.0.1,::1"
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """End every runner when the worker stops (SIGTERM, SIGINT, reload)."""
+    from power.server import app as app_module
+
+    application = app_module._APP
+    scheduler = getattr(application, "power_scheduler", None) if application is not None else None
+    if scheduler is not None:
+        try:
+            scheduler.close()
+        except Exception:  # the process is going away; say so and go on
+            logging.getLogger("power.server").exception("scheduler close failed")

@@ -1,0 +1,193 @@
+"""Run one generation for any endpoint: options, checks, the scheduler call, parsing, metrics and usage.
+
+Native and OpenAI handlers both build a ``Job`` and iterate a ``Generation``.
+The first chunk is pulled when the generation starts, so every error the
+scheduler raises (model missing, busy, load failed) happens before the response
+begins and keeps its real status; later errors become an error line or event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from power.config import Settings
+from power.engine.options import parse_options
+from power.errors import InvalidRequest, ModelNotFound
+from power.names import parse_name
+from power.prompt import Delta, OutputParser
+from power.runner.keepalive import parse_keep_alive
+from power.server.metrics import Metrics
+from power.server.ports import ModelStore, ModelView, Scheduler
+from power.server.usage import UsageRecord, UsageStore
+
+__all__ = ["Services", "Job", "Piece", "Generation", "lookup", "merged_options", "check_keep_alive",
+           "require_capability", "resolve_think"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The collaborators every resource shares."""
+
+    settings: Settings
+    store: ModelStore
+    scheduler: Scheduler
+    metrics: Metrics
+    usage: UsageStore | None
+    started: float = field(default_factory=time.time)
+
+
+def lookup(services: Services, name: str) -> ModelView:
+    """The stored model for a request's name: 400 for a bad name, 404 ``model 'x' not found``."""
+    parse_name(name)
+    try:
+        return services.store.model(name)
+    except ModelNotFound as exc:
+        raise ModelNotFound(name, f"model '{name}' not found") from exc
+
+
+def require_capability(view: ModelView, capability: str, what: str | None = None) -> None:
+    if capability not in view.capabilities:
+        raise InvalidRequest(f'"{view.name}" does not support {what or capability}')
+
+
+def resolve_think(view: ModelView, think: bool | str | None) -> bool | str | None:
+    """Thinking is on by default for thinking models; asking a non-thinking model to think is a 400."""
+    if "thinking" in view.capabilities:
+        return True if think is None else think
+    if think not in (None, False):
+        raise InvalidRequest(f'"{view.name}" does not support thinking')
+    return None
+
+
+def check_keep_alive(value: Any) -> Any:
+    """Refuse a malformed keep_alive before anything starts; the scheduler applies it."""
+    parse_keep_alive(value)
+    return value
+
+
+def merged_options(view: ModelView, request_options: Mapping[str, Any] | None,
+                   extra_stop: list[str]) -> dict[str, Any]:
+    """Modelfile parameters overlaid by the request's options, type-checked; format stops as fallback."""
+    options = parse_options(dict(view.parameters))
+    options.update(parse_options(request_options))
+    if not options.get("stop") and extra_stop:
+        options["stop"] = list(extra_stop)
+    return options
+
+
+@dataclass
+class Job:
+    """Everything a generation needs, decided by the handler."""
+
+    endpoint: str
+    view: ModelView
+    prompt: str
+    options: dict[str, Any]
+    keep_alive: Any
+    parser: OutputParser | None
+    grammar: str | None = None
+    logprobs: int = -1
+    raw: bool = False
+    truncate: bool = True
+    rid: str = ""
+    context: bool = False  # ask for the prompt's tokens in the final chunk (generate's ``context``)
+
+
+@dataclass
+class Piece:
+    """One step of parsed output; ``final`` is the last chunk's counts when the generation ended."""
+
+    delta: Delta
+    logprobs: list[Any]
+    tokens: list[int]
+    final: dict[str, Any] | None = None
+
+
+class Generation:
+    """An iterator of ``Piece`` over one scheduler stream, with metrics and usage recorded at the end."""
+
+    def __init__(self, services: Services, job: Job) -> None:
+        self.services = services
+        self.job = job
+        self.start = time.monotonic()
+        self.ttft: float | None = None
+        self.output_tokens = 0
+        self._recorded = False
+        services.metrics.started()
+        try:
+            self.stream = services.scheduler.generate(
+                job.view.name, job.prompt, options=job.options, keep_alive=job.keep_alive,
+                grammar=job.grammar, logprobs=job.logprobs, add_special=not job.raw, truncate=job.truncate,
+                **({"context": True} if job.context else {}))
+            self.first: dict[str, Any] | None = next(iter(self.stream))
+        except StopIteration:
+            self.first = None
+        except BaseException:
+            services.metrics.finished()
+            self._recorded = True
+            raise
+
+    def __iter__(self) -> Iterator[Piece]:
+        chunk = self.first
+        self.first = None
+        it = iter(self.stream)
+        parser = self.job.parser
+        while chunk is not None:
+            text = chunk.get("text") or ""
+            if text and self.ttft is None:
+                self.ttft = time.monotonic() - self.start
+            tokens = list(chunk.get("tokens") or ())
+            self.output_tokens += len(tokens)
+            delta = parser.feed(text) if parser is not None else Delta(text)
+            if chunk.get("done"):
+                if parser is not None:
+                    delta = delta + parser.finish()
+                self._record(chunk)
+                yield Piece(delta, list(chunk.get("logprobs") or ()), tokens, final=chunk)
+                return
+            yield Piece(delta, list(chunk.get("logprobs") or ()), tokens)
+            chunk = next(it, None)
+        # A stream that ended without a final chunk: finish what is held back.
+        final = {"done": True, "done_reason": "stop"}
+        self._record(final)
+        yield Piece(parser.finish() if parser is not None else Delta(), [], [], final=final)
+
+    def close(self) -> None:
+        """Stop the generation (client gone); safe to call more than once."""
+        close = getattr(self.stream, "close", None)
+        if callable(close):
+            close()
+        if not self._recorded:
+            self._recorded = True
+            self.services.metrics.finished()
+
+    @property
+    def total_ns(self) -> int:
+        return int((time.monotonic() - self.start) * 1e9)
+
+    def _record(self, final: dict[str, Any]) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        m = self.services.metrics
+        m.finished()
+        e2e = time.monotonic() - self.start
+        model = self.job.view.name
+        m.generation(model, final, ttft=self.ttft, e2e=e2e, output_tokens=self.output_tokens)
+        prompt_n = int(final.get("prompt_eval_count") or 0)
+        eval_n = int(final.get("eval_count") or self.output_tokens)
+        log.info("generation rid=%s model=%s endpoint=%s prompt_tokens=%d tokens=%d ttft_ms=%.1f "
+                 "tok_s=%.1f done_reason=%s", self.job.rid, model, self.job.endpoint, prompt_n, eval_n,
+                 (self.ttft or 0) * 1000, eval_n / ((final.get("eval_duration") or 0) / 1e9 or e2e or 1),
+                 final.get("done_reason"))
+        if self.services.usage is not None:
+            self.services.usage.record(UsageRecord(
+                endpoint=self.job.endpoint, model=model, prompt_tokens=prompt_n, completion_tokens=eval_n,
+                total_duration_ns=int(e2e * 1e9), load_duration_ns=int(final.get("load_duration") or 0),
+                prompt_eval_duration_ns=int(final.get("prompt_eval_duration") or 0),
+                eval_duration_ns=int(final.get("eval_duration") or 0), request_id=self.job.rid))

@@ -1,0 +1,185 @@
+"""The native model-management routes: heartbeat, version, tags, show, ps, create, copy, delete, blobs."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Iterator
+
+import falcon
+
+from power import __version__
+from power.api import local_time
+from power.errors import ModelNotFound, PowerError
+from power.names import parse_name
+from power.server.body import model_field, read_json
+from power.server.inference import Services
+from power.server.streaming import send_json, send_ndjson
+from power.store import parse_digest
+
+__all__ = ["RootResource", "VersionResource", "TagsResource", "ShowResource", "PsResource",
+           "CreateResource", "CopyResource", "DeleteResource", "BlobResource", "RegistryStub"]
+
+log = logging.getLogger(__name__)
+
+
+class RootResource:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = "text/plain; charset=utf-8"
+        resp.text = "Ollama is running"
+
+    on_head = on_get
+
+
+class VersionResource:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, {"version": __version__})
+
+    on_head = on_get
+
+
+class _WithServices:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+
+class TagsResource(_WithServices):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, {"models": self.services.store.list()})
+
+    on_head = on_get
+
+
+class ShowResource(_WithServices):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ShowRequest")
+        name = model_field(body)
+        parse_name(name)
+        try:
+            shown = self.services.store.show(name, verbose=bool(body.get("verbose")), system=body.get("system"),
+                                             options=body.get("options"))
+        except ModelNotFound as exc:
+            raise ModelNotFound(name, f"model '{name}' not found") from exc
+        shown.setdefault("model_info", {})
+        send_json(resp, shown)
+
+
+def _ps_row(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("name", "model", "size", "size_vram", "digest", "details", "expires_at", "context_length",
+            "processor")
+    out = {k: row[k] for k in keep if k in row}
+    expires = out.get("expires_at")
+    if isinstance(expires, datetime):
+        out["expires_at"] = local_time(expires)
+    elif isinstance(expires, (int, float)):
+        out["expires_at"] = local_time(float(expires))
+    digest = out.get("digest")
+    if isinstance(digest, str):
+        out["digest"] = digest.removeprefix("sha256:")
+    return out
+
+
+class PsResource(_WithServices):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, {"models": [_ps_row(r) for r in self.services.scheduler.ps()]})
+
+
+class CreateResource(_WithServices):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "CreateRequest")
+        req.context.model = body.get("model") or body.get("name") or ""
+        progress = self.services.store.create(body)
+        if body.get("stream", True):
+            first = next(progress)  # validation errors keep their status
+            send_ndjson(resp, _chain(first, progress), close=getattr(progress, "close", None))
+            return
+        for _ in progress:
+            pass
+        send_json(resp, {"status": "success"})
+
+
+def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    yield first
+    yield from rest
+
+
+class CopyResource(_WithServices):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "CopyRequest")
+        parse_name(body["source"])
+        parse_name(body["destination"])
+        self.services.store.copy(body["source"], body["destination"])
+        resp.status = falcon.HTTP_200
+
+
+class DeleteResource(_WithServices):
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "DeleteRequest")
+        name = model_field(body)
+        parse_name(name)
+        try:
+            self.services.store.delete(name)
+        except ModelNotFound as exc:
+            raise ModelNotFound(name, f"model '{name}' not found") from exc
+        try:
+            self.services.scheduler.unload(name)
+        except PowerError:
+            log.debug("unload after delete failed model=%s", name, exc_info=True)
+        resp.status = falcon.HTTP_200
+
+    on_post = on_delete  # some clients POST it
+
+
+class BlobResource(_WithServices):
+    """``HEAD|POST /api/blobs/sha256:<hex>``: check or upload a blob (streamed to disk, hashed on the way)."""
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
+        parse_digest(digest)
+        if not self.services.store.has_blob(digest):
+            raise falcon.HTTPNotFound()
+        resp.status = falcon.HTTP_200
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
+        self.on_head(req, resp, digest)
+        send_json(resp, {"digest": parse_digest(digest)})
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
+        digest = parse_digest(digest)
+        if self.services.store.has_blob(digest):
+            resp.status = falcon.HTTP_200
+            return
+        created = self.services.store.add_blob(digest, _chunks(req.bounded_stream))
+        resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
+
+
+def _chunks(stream: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    while True:
+        chunk = stream.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+class RegistryStub(_WithServices):
+    """``/api/pull`` and ``/api/push`` until the registry client lands: a clear 501."""
+
+    def __init__(self, services: Services, what: str) -> None:
+        super().__init__(services)
+        self.what = what
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "PullRequest")
+        name = model_field(body)
+        parse_name(name)
+        if self.what == "pull":
+            try:
+                self.services.store.model(name)
+            except ModelNotFound:
+                pass
+            else:  # already here: what a pull of an up-to-date model reports
+                if body.get("stream", True):
+                    send_ndjson(resp, iter([{"status": "pulling manifest"}, {"status": "success"}]))
+                else:
+                    send_json(resp, {"status": "success"})
+                return
+        raise falcon.HTTPNotImplemented(description=f"{self.what} is not available yet in this build")

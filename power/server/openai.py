@@ -1,0 +1,239 @@
+"""The OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+
+Requests are translated to the native generation (OpenAI's defaults of
+temperature and top_p 1.0 override the Modelfile, as Ollama does) and answers
+translated back, streaming as SSE with ``data: [DONE]`` at the end.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime
+from typing import Any, Iterator
+
+import falcon
+
+from power.server.body import read_json
+from power.server.inference import (
+    Generation, Job, Services, lookup, merged_options, require_capability, resolve_think,
+)
+from power.server.openai_messages import effort_of, native_messages, response_format
+from power.server.prompting import chat_prompt, generate_prompt, grammar_for, parser_for, source_of, stop_words
+from power.server.streaming import send_json, send_sse
+
+__all__ = ["ChatCompletionsResource", "CompletionsResource", "ModelsResource", "ModelResource"]
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    opts: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
+    for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
+                     ("frequency_penalty", "frequency_penalty"), ("presence_penalty", "presence_penalty"),
+                     ("max_tokens", "num_predict")):
+        if body.get(src) is not None:
+            opts[dst] = body[src]
+    if body.get("max_completion_tokens") is not None and "num_predict" not in opts:
+        opts["num_predict"] = body["max_completion_tokens"]
+    stop = body.get("stop")
+    if stop:
+        opts["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    return opts
+
+
+def _usage(final: dict[str, Any] | None) -> dict[str, int]:
+    final = final or {}
+    p, c = int(final.get("prompt_eval_count") or 0), int(final.get("eval_count") or 0)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _finish(final: dict[str, Any] | None, tool_calls: bool) -> str:
+    if tool_calls:
+        return "tool_calls"
+    return "length" if (final or {}).get("done_reason") == "length" else "stop"
+
+
+def _logprobs_openai(items: list[Any]) -> dict[str, Any]:
+    return {"content": [{"token": i.get("token"), "logprob": i.get("logprob"), "bytes": i.get("bytes"),
+                         "top_logprobs": i.get("top_logprobs") or []} for i in items]}
+
+
+class ChatCompletionsResource:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "ChatCompletionRequest")
+        req.context.model = body["model"]
+        view = lookup(self.services, body["model"])
+        require_capability(view, "completion", "chat")
+        tools = body.get("tools") or None
+        if tools:
+            require_capability(view, "tools")
+        think = resolve_think(view, effort_of(body))
+        source = source_of(view)
+        options = merged_options(view, _options(body), stop_words(view, source))
+        num_ctx = int(options.get("num_ctx") or self.services.settings.context_length)
+        prompt, _ = chat_prompt(view, source, native_messages(body["messages"]), tools=tools, think=think,
+                                num_ctx=num_ctx, truncate=True,
+                                count_tokens=lambda t: len(self.services.scheduler.tokenize(view.name, t)))
+        top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else -1
+        job = Job("/v1/chat/completions", view, prompt, options, None, parser_for(source, prompt, tools, think),
+                  grammar=grammar_for(response_format(body)), logprobs=top, rid=req.context.rid)
+        gen = Generation(self.services, job)
+        ident = f"chatcmpl-{random.randint(0, 998)}"
+        created = int(time.time())
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            send_sse(resp, self._chunks(gen, ident, created, include_usage), close=gen.close)
+            return
+        try:
+            send_json(resp, self._whole(gen, ident, created))
+        finally:
+            gen.close()
+
+    @staticmethod
+    def _chunk(gen: Generation, ident: str, created: int, delta: dict[str, Any], finish: str | None = None,
+               logprobs: Any = None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if logprobs:
+            choice["logprobs"] = _logprobs_openai(logprobs)
+        return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": gen.job.view.name,
+                "system_fingerprint": "fp_ollama", "choices": [choice]}
+
+    def _chunks(self, gen: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
+        first = True
+        called = False
+        final = None
+        for piece in gen:
+            d = piece.delta
+            deltas: list[dict[str, Any]] = []
+            if d.thinking:  # a step with both thinking and content goes out as two chunks
+                deltas.append({"reasoning": d.thinking})
+            if d.content:
+                deltas.append({"content": d.content})
+            if d.tool_calls:
+                called = True
+                deltas.append({"tool_calls": [c.to_openai() for c in d.tool_calls]})
+            for delta in deltas:
+                if first:
+                    delta = {"role": "assistant", **delta}
+                    first = False
+                yield self._chunk(gen, ident, created, delta, logprobs=piece.logprobs)
+            final = piece.final or final
+        if first:
+            yield self._chunk(gen, ident, created, {"role": "assistant", "content": ""})
+        yield self._chunk(gen, ident, created, {}, _finish(final, called))
+        if include_usage:
+            yield {"id": ident, "object": "chat.completion.chunk", "created": created, "model": gen.job.view.name,
+                   "system_fingerprint": "fp_ollama", "choices": [], "usage": _usage(final)}
+
+    @staticmethod
+    def _whole(gen: Generation, ident: str, created: int) -> dict[str, Any]:
+        text, thinking, calls, logprobs = [], [], [], []
+        final = None
+        for piece in gen:
+            text.append(piece.delta.content)
+            thinking.append(piece.delta.thinking)
+            calls += piece.delta.tool_calls
+            logprobs += piece.logprobs
+            final = piece.final or final
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+        if any(thinking):
+            message["reasoning"] = "".join(thinking)
+        if calls:
+            message["tool_calls"] = [c.to_openai() for c in calls]
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": _finish(final, bool(calls))}
+        if logprobs:
+            choice["logprobs"] = _logprobs_openai(logprobs)
+        return {"id": ident, "object": "chat.completion", "created": created, "model": gen.job.view.name,
+                "system_fingerprint": "fp_ollama", "choices": [choice], "usage": _usage(final)}
+
+
+class CompletionsResource:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, "CompletionRequest")
+        req.context.model = body["model"]
+        view = lookup(self.services, body["model"])
+        require_capability(view, "completion", "generate")
+        if body.get("suffix"):
+            require_capability(view, "insert")
+        source = source_of(view)
+        prompt = generate_prompt(view, source, {"prompt": body["prompt"], "suffix": body.get("suffix"),
+                                                "raw": False}, None, None)
+        options = merged_options(view, _options(body), stop_words(view, source))
+        top = int(body["logprobs"]) if body.get("logprobs") is not None else -1
+        job = Job("/v1/completions", view, prompt, options, None, None, logprobs=top, rid=req.context.rid)
+        gen = Generation(self.services, job)
+        ident = f"cmpl-{random.randint(0, 998)}"
+        created = int(time.time())
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            send_sse(resp, self._chunks(gen, ident, created, include_usage), close=gen.close)
+            return
+        try:
+            text, final = [], None
+            for piece in gen:
+                text.append(piece.delta.content)
+                final = piece.final or final
+            send_json(resp, {"id": ident, "object": "text_completion", "created": created, "model": view.name,
+                             "system_fingerprint": "fp_ollama",
+                             "choices": [{"text": "".join(text), "index": 0, "logprobs": None,
+                                          "finish_reason": _finish(final, False)}], "usage": _usage(final)})
+        finally:
+            gen.close()
+
+    @staticmethod
+    def _chunks(gen: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
+        zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            out = {"id": ident, "object": "text_completion", "created": created, "model": gen.job.view.name,
+                   "system_fingerprint": "fp_ollama",
+                   "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+            if include_usage:
+                out["usage"] = zero
+            return out
+
+        final = None
+        for piece in gen:
+            if piece.delta.content:
+                yield chunk(piece.delta.content, None)
+            final = piece.final or final
+        yield chunk("", _finish(final, False))
+        if include_usage:
+            yield {"id": ident, "object": "text_completion", "created": created, "model": gen.job.view.name,
+                   "system_fingerprint": "fp_ollama", "choices": [], "usage": _usage(final)}
+
+
+def _model_object(entry: dict[str, Any]) -> dict[str, Any]:
+    name = entry.get("model") or entry.get("name") or ""
+    ns = name.split("/")[-2] if name.count("/") >= 1 else "library"
+    modified = entry.get("modified_at") or ""
+    try:
+        created = int(datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        created = 0
+    return {"id": name, "object": "model", "created": created, "owned_by": ns}
+
+
+class ModelsResource:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        data = [_model_object(m) for m in self.services.store.list()]
+        send_json(resp, {"object": "list", "data": data or None})
+
+
+class ModelResource:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
+        view = lookup(self.services, model)
+        ns = view.namespace
+        send_json(resp, {"id": view.name, "object": "model", "created": int(view.modified_at), "owned_by": ns})
+

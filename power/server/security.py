@@ -1,0 +1,155 @@
+"""Falcon middleware for the security defaults: Host check, CORS, API key, header cap, request ids, access log.
+
+- A foreign ``Host`` is refused with 403 while bound to loopback (DNS rebinding), as Ollama does.
+- CORS allows ``OLLAMA_ORIGINS`` plus Ollama's defaults; wildcards as in Ollama (``http://localhost:*``).
+- With an API key set, every route but ``/`` and ``/health`` needs ``Authorization: Bearer <key>``
+  (or ``x-api-key``), compared in constant time; 401 in the shape of the route's API.
+- Requests carry an id (the client's ``X-Request-ID`` when sane) and are logged without bodies.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import socket
+import time
+import uuid
+from typing import Any, Sequence
+
+import falcon
+
+from power.server.errors import error_body
+
+__all__ = ["SecurityMiddleware", "DEFAULT_ORIGINS", "is_loopback_bind", "host_allowed", "ALLOWED_HEADERS"]
+
+log = logging.getLogger("power.server.access")
+
+DEFAULT_ORIGINS = (
+    "http://localhost", "https://localhost", "http://localhost:*", "https://localhost:*",
+    "http://127.0.0.1", "https://127.0.0.1", "http://127.0.0.1:*", "https://127.0.0.1:*",
+    "http://0.0.0.0", "https://0.0.0.0", "http://0.0.0.0:*", "https://0.0.0.0:*",
+    "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*",
+)
+ALLOWED_HEADERS = (
+    "Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "OpenAI-Beta",
+    "x-stainless-arch", "x-stainless-async", "x-stainless-custom-poll-interval", "x-stainless-helper-method",
+    "x-stainless-lang", "x-stainless-os", "x-stainless-package-version", "x-stainless-poll-helper",
+    "x-stainless-retry-count", "x-stainless-runtime", "x-stainless-runtime-version", "x-stainless-timeout",
+    "X-Request-ID", "x-api-key",
+)
+ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+OPEN_ROUTES = frozenset({"/", "/health"})
+MAX_HEADER_BYTES = 32 << 10
+_RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def is_loopback_bind(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_host(header: str) -> str:
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    if h.count(":") == 1:
+        return h.split(":", 1)[0]
+    return h
+
+
+def host_allowed(header: str | None) -> bool:
+    """Ollama's rule: loopback/private/unspecified IPs, localhost, this hostname, *.localhost|local|internal."""
+    host = _split_host(header or "")
+    if host in ("", "localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+        return addr.is_loopback or addr.is_private or addr.is_unspecified or addr.is_link_local
+    except ValueError:
+        pass
+    if host == socket.gethostname().lower():
+        return True
+    return any(host.endswith(suffix) for suffix in (".localhost", ".local", ".internal"))
+
+
+def _origin_allowed(origin: str, patterns: Sequence[str]) -> bool:
+    return any(p == "*" or p == origin or ("*" in p and fnmatch.fnmatchcase(origin, p)) for p in patterns)
+
+
+class SecurityMiddleware:
+    """One middleware for the checks every request goes through, in order."""
+
+    def __init__(self, *, bind_host: str, origins: Sequence[str] = (), api_key: str | None = None,
+                 max_body: int, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
+        self.check_host = is_loopback_bind(bind_host)
+        self.origins = tuple(origins) + DEFAULT_ORIGINS
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body = max_body
+        self.max_header_bytes = max_header_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        rid = req.get_header("X-Request-ID")
+        req.context.rid = rid if rid and _RID.fullmatch(rid) else uuid.uuid4().hex[:16]
+        req.context.start = time.monotonic()
+        req.context.max_body = self.max_body
+        resp.set_header("X-Request-ID", req.context.rid)
+        if sum(len(k) + len(v) for k, v in req.headers.items()) > self.max_header_bytes:
+            self._refuse(req, resp, 431, "request header fields too large")
+            return
+        if self.check_host and not host_allowed(req.host if req.get_header("Host") else ""):
+            self._refuse(req, resp, 403, "forbidden")
+            return
+        origin = req.get_header("Origin")
+        if origin:
+            if _origin_allowed(origin, self.origins):
+                resp.set_header("Access-Control-Allow-Origin", origin)
+                resp.set_header("Vary", "Origin")
+                resp.set_header("Access-Control-Allow-Credentials", "true")
+            if req.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
+                if not _origin_allowed(origin, self.origins):
+                    self._refuse(req, resp, 403, "origin not allowed")
+                    return
+                resp.set_header("Access-Control-Allow-Methods", ALLOWED_METHODS)
+                resp.set_header("Access-Control-Allow-Headers", ", ".join(ALLOWED_HEADERS))
+                resp.set_header("Access-Control-Max-Age", "43200")
+                resp.status = falcon.HTTP_204
+                resp.complete = True
+                return
+        if self.api_key is not None and req.path not in OPEN_ROUTES and not self._authorized(req):
+            resp.set_header("WWW-Authenticate", 'Bearer realm="a3s-power"')
+            self._refuse(req, resp, 401, "unauthorized: missing or invalid API key",
+                         code="invalid_api_key")
+
+    def _authorized(self, req: falcon.Request) -> bool:
+        assert self.api_key is not None
+        given = req.get_header("x-api-key") or ""
+        auth = req.get_header("Authorization") or ""
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self.api_key)
+
+    @staticmethod
+    def _refuse(req: falcon.Request, resp: falcon.Response, status: int, message: str,
+                code: str | None = None) -> None:
+        resp.status = falcon.code_to_http_status(status)
+        resp.content_type = "application/json; charset=utf-8"
+        resp.text = json.dumps(error_body(req.path, status, message, code))
+        resp.complete = True
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        start = req.context.get("start")
+        elapsed = (time.monotonic() - start) * 1000 if start else 0.0
+        model = req.context.get("model", "")
+        log.info("rid=%s method=%s path=%s status=%s ms=%.1f model=%s stream=%d client=%s",
+                 req.context.get("rid"), req.method, req.path, resp.status.split(" ", 1)[0] if isinstance(
+                     resp.status, str) else resp.status, elapsed, model, int(resp.stream is not None),
+                 req.remote_addr)

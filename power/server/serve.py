@@ -1,0 +1,54 @@
+"""``a3s-power serve``: run the app under gunicorn in this process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from power.config import Settings
+
+__all__ = ["serve", "gunicorn_options", "CONF_PATH"]
+
+log = logging.getLogger(__name__)
+
+CONF_PATH = Path(__file__).with_name("gunicorn_conf.py")
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """The settings of ``gunicorn_conf.py`` for ``settings`` (so callers need not set the environment)."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return {"bind": [f"{host}:{settings.port}"], "workers": 1, "worker_class": "gthread",
+            "threads": max(8, 4 * settings.num_parallel + 8)}
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        namespace: dict[str, Any] = {}
+        exec(compile(CONF_PATH.read_text(), str(CONF_PATH), "exec"), namespace)  # our own file, not input
+        for key, value in namespace.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+        for key, value in gunicorn_options(self.settings).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from power.server.app import get_app
+
+        return get_app()
+
+
+def serve(settings: Settings) -> int:
+    """Serve until stopped; return the exit code."""
+    log.info("starting a3s-power on %s:%d", settings.host, settings.port)
+    try:
+        _Server(settings).run()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
