@@ -11,8 +11,9 @@ from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import ModelSpec, Resolver
 from power.runner.memory import GPU, OutOfMemory, detect_gpus, parse_nvidia_smi
 from power.runner.protocol import RunnerCrashed
+from power.runner.resolve import store_resolver
 from power.runner.scheduler import Scheduler
 from power.runner.stream import Stream
 
 __all__ = ["Scheduler", "Stream", "ModelSpec", "Resolver", "parse_keep_alive", "RunnerCrashed", "OutOfMemory",
-           "GPU", "detect_gpus", "parse_nvidia_smi"]
+           "GPU", "detect_gpus", "parse_nvidia_smi", "store_resolver"]

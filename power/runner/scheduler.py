@@ -23,6 +23,7 @@ from power.errors import Busy, EngineError
 from power.runner.client import LoopThread, RunnerProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import Loaded, ModelSpec, Resolver
+from power.runner.resolve import blob_digests
 from power.runner.memory import (GPU, ModelFacts, OutOfMemory, detect_gpus, estimate, model_facts, read_meminfo,
                                  vram_share)
 from power.runner.stream import Call, Sink, Stream
@@ -110,6 +111,16 @@ class Scheduler:
         """Loaded models, latest expiry first (see ``Loaded.describe``)."""
         rows = self._lt.call(self._ps())
         return sorted(rows, key=lambda r: r["expires_at"], reverse=True)
+
+    def blobs_in_use(self) -> set[str]:
+        """Digests of the blobs loaded runners hold open: garbage collection must spare them (P5)."""
+        specs = list(self._models.values())  # a snapshot; dict reads are atomic under the GIL
+        paths: list[str] = []
+        for m in specs:
+            paths += [m.spec.model_path, *(a for a, _ in m.spec.adapters)]
+            if m.spec.projector:
+                paths.append(m.spec.projector)
+        return blob_digests(paths)
 
     def close(self, deadline: float = 30.0) -> None:
         """Stop accepting, let streams finish for up to ``deadline`` seconds, then end every runner."""

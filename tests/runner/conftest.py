@@ -49,7 +49,8 @@ def make_scheduler(settings: Settings, resolve: Callable[[str], ModelSpec]
 
     def make(**changes: Any) -> Scheduler:
         extra = changes.pop("kwargs", {})
-        sched = Scheduler(settings.with_(**changes), resolve, gpus=[], **extra)
+        resolver = changes.pop("resolve", resolve)
+        sched = Scheduler(settings.with_(**changes), resolver, gpus=[], **extra)
         made.append(sched)
         return sched
 

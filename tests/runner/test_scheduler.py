@@ -213,8 +213,7 @@ def test_load_failure_is_typed_and_leaves_nothing(make_scheduler: Callable[..., 
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
-    sched = make_scheduler()
-    sched._resolve = lambda name: ModelSpec(name, str(bad)) if name == "bad" else resolve(name)
+    sched = make_scheduler(resolve=lambda name: ModelSpec(name, str(bad)) if name == "bad" else resolve(name))
     with pytest.raises(PowerError):
         sched.generate("bad", "hi")
     assert sched.ps() == []
