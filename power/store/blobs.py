@@ -280,7 +280,7 @@ class BlobStore:
 def _chunks(source: BinaryIO | Iterable[bytes]) -> Iterable[bytes]:
     read = getattr(source, "read", None)
     if read is None:
-        for chunk in source:  # type: ignore[union-attr]
+        for chunk in source:
             if chunk:
                 yield bytes(chunk)
         return

@@ -16,17 +16,28 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Generator, Iterable, Iterator, Protocol
 
 from power.errors import InvalidRequest, ModelNotFound, NativeError, NotFound
-from power.names import ModelName, parse_name
+from power.names import parse_name
 from power.store.blobs import BlobInfo
-from power.store.gguf import GGUFFile, is_gguf, read_gguf
 from power.store.ggml_types import QUANTIZE_SOURCES, parse_quantize_type
+from power.store.gguf import GGUFFile, is_gguf, read_gguf
 from power.store.layout import Layout
 from power.store.manifest import (
-    CONFIG_MEDIA_TYPE, MEDIA_ADAPTER, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS,
-    MEDIA_PROJECTOR, MEDIA_PROMPT, MEDIA_SYSTEM, MEDIA_TEMPLATE, Layer, Manifest, ModelConfig,
+    CONFIG_MEDIA_TYPE,
+    MEDIA_ADAPTER,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_PROMPT,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Layer,
+    Manifest,
+    ModelConfig,
     go_json,
 )
 from power.store.record import format_parameter_size
@@ -234,7 +245,7 @@ def _file_item(layout: Layout, session: _Session, key: str, digest: str, adapter
 
 
 def _quantize(ctx: StoreContext, session: _Session, items: list[_Item],
-              want: str) -> Iterator[Progress]:
+              want: str) -> Generator[Progress, None, list[_Item]]:
     out: list[_Item] = []
     for item in items:
         g = item.gguf
@@ -281,7 +292,7 @@ def _config(items: list[_Item], base: ModelConfig, req: CreateRequest) -> ModelC
 
 
 def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],
-                     req: CreateRequest) -> Iterator[Progress]:
+                     req: CreateRequest) -> Generator[Progress, None, list[_Item]]:
     def text_layer(media: str, data: bytes) -> _Item:
         info = session.add_bytes(data)
         return _Item(Layer(media, info.digest, info.size))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 from pathlib import Path
@@ -11,12 +12,22 @@ from power.config import Settings
 from power.names import ModelName, parse_name
 from power.store.blobs import BlobStore
 from power.store.create import (
-    Quantizer, StoreContext, TemplateDetector, _native_quantize, collect_garbage, create_model,
+    Quantizer,
+    StoreContext,
+    TemplateDetector,
+    _native_quantize,
+    collect_garbage,
+    create_model,
 )
 from power.store.layout import Layout
 from power.store.modelfile import parse_modelfile
 from power.store.ops import (
-    ModelSummary, copy_model, delete_model, list_models, show_model, show_modelfile,
+    ModelSummary,
+    copy_model,
+    delete_model,
+    list_models,
+    show_model,
+    show_modelfile,
 )
 from power.store.record import ModelRecord, load_record
 from power.store.request import CreateRequest, request_from_modelfile
@@ -108,7 +119,7 @@ class ModelStore:
     def copy(self, source: str | ModelName, destination: str | ModelName) -> ModelName:
         return copy_model(self.ctx, source, destination)
 
-    def delete(self, name: str | ModelName) -> list[str]:
+    def delete(self, name: str | ModelName) -> builtins.list[str]:
         """Delete a model and the blobs nothing else uses; return the removed digests."""
         return delete_model(self.ctx, name, self._pinned())
 

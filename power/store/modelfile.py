@@ -196,10 +196,11 @@ def _quote(value: str) -> str:
     """Quote a value only when a bare one would not read back the same."""
     if value and value == value.strip() and "\n" not in value and not value.startswith('"'):
         return value
-    if '"' not in value:
+    if '"' not in value and not value.endswith("\\"):
         return f'"{value}"'
     if '"""' not in value and not value.endswith('"'):
         return f'"""{value}"""'
+    # Only a value holding \"\"\" and ending in a backslash cannot be written back.
     return '"' + value.replace('"', '\\"') + '"'
 
 

@@ -18,8 +18,17 @@ from power.names import ModelName
 from power.store.gguf import GGUFFile
 from power.store.layout import Layout, StoredManifest
 from power.store.manifest import (
-    MEDIA_ADAPTER, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_PROJECTOR,
-    MEDIA_PROMPT, MEDIA_SYSTEM, MEDIA_TEMPLATE, Manifest, ModelConfig,
+    MEDIA_ADAPTER,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_PROMPT,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Manifest,
+    ModelConfig,
 )
 
 __all__ = ["ModelRecord", "load_record", "details", "capabilities", "template_capabilities",

@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping
 from power.errors import InvalidName, InvalidRequest, ModelfileError
 from power.names import parse_name
 from power.store.blobs import BlobInfo, parse_digest
-from power.store.gguf import is_gguf
 from power.store.ggml_types import parse_quantize_type
+from power.store.gguf import is_gguf
 from power.store.modelfile import Modelfile
 from power.store.params import coerce_parameter
 
@@ -147,7 +147,9 @@ def request_from_modelfile(
     naming its line.
     """
     parse_name(model)
-    from_, files, adapters = "", {}, {}
+    from_ = ""
+    files: dict[str, str] = {}
+    adapters: dict[str, str] = {}
     for cmd in modelfile.commands:
         if cmd.name not in ("from", "adapter"):
             continue

@@ -3,10 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.tinymodels import write_llama
 
 from power.config import load_settings
 from power.store import ModelStore
+from tests.tinymodels import write_llama
 
 
 @pytest.fixture

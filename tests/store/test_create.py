@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from power.errors import (
-    GGUFError, InvalidDigest, InvalidName, InvalidRequest, ModelfileError, ModelNotFound, NativeError,
+    GGUFError,
+    InvalidDigest,
+    InvalidName,
+    InvalidRequest,
+    ModelfileError,
+    ModelNotFound,
+    NativeError,
     NotFound,
 )
 from power.store import ModelStore

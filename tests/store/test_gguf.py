@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from power.errors import GGUFError
-from power.store.gguf import ArraySummary, parse_gguf, read_gguf
 from power.store.ggml_types import file_type_name, parse_quantize_type
+from power.store.gguf import ArraySummary, parse_gguf, read_gguf
 from power.store.record import format_parameter_size
 from tests.ggufgen import write_gguf
 from tests.tinymodels import write_llama
