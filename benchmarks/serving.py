@@ -1,0 +1,234 @@
+"""Serving benchmark (issue 4): a3s-power's runners against llama.cpp's llama-server.
+
+Same model, threads, context per sequence and parallel slots on both sides, in one run:
+
+* aggregate generation tokens/s with 1, 4, 8 and 16 concurrent clients;
+* time to first token (median) at each concurrency;
+* turn-2 time to first token of a multi-turn exchange whose earlier turns hold about 1,000 tokens,
+  against turn 1's (KV prefix reuse).
+
+llama-server is built from ``vendor/llama.cpp`` into ``build/peer`` when missing. a3s-power is driven
+through its scheduler (runner processes over Unix sockets); llama-server through its HTTP streaming API.
+Writes ``benchmarks/results/serving.json`` and ``serving.png``. Targets on Gemma 3 270M: aggregate
+>= 0.95x llama-server at each concurrency, turn-2 TTFT <= 0.2x turn 1.
+
+    python benchmarks/serving.py [--model PATH] [--threads N] [--ctx 2048] [--slots 4] [--tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from power.config import load_settings  # noqa: E402
+from power.runner import ModelSpec, Scheduler  # noqa: E402
+
+log = logging.getLogger("benchmarks.serving")
+
+# One generation: yields (seconds since start, tokens in this piece) as output arrives.
+Generate = Callable[[str, int], Iterator[int]]
+
+TURN1 = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog near river number {i}." for i in range(60))
+
+
+def build_peer(build: Path) -> Path:
+    exe = build / "bin" / "llama-server"
+    if exe.is_file():
+        return exe
+    src = ROOT / "vendor" / "llama.cpp"
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                    "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF",
+                    "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF",
+                    "-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"], check=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server"], check=True)
+    return exe
+
+
+class Peer:
+    """llama-server on a free loopback port."""
+
+    def __init__(self, exe: Path, model: Path, threads: int, ctx: int, slots: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [str(exe), "-m", str(model), "-t", str(threads), "-tb", str(threads), "-c", str(ctx * slots),
+             "-np", str(slots), "-b", "512", "-ub", "512", "--host", "127.0.0.1", "--port", str(self.port),
+             "--no-webui", "-ngl", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.close()
+        raise RuntimeError("llama-server did not become healthy")
+
+    def generate(self, prompt: str, n: int) -> Iterator[int]:
+        body = json.dumps({"prompt": prompt, "n_predict": n, "stream": True, "temperature": 0,
+                           "ignore_eos": True, "cache_prompt": True}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/completion", body,
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            for line in resp:
+                if not line.startswith(b"data: "):
+                    continue
+                msg = json.loads(line[6:])
+                if msg.get("stop"):
+                    return
+                yield max(1, len(msg.get("tokens") or ()))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Ours:
+    """a3s-power's scheduler with one runner for the model."""
+
+    def __init__(self, model: Path, threads: int, ctx: int, slots: int) -> None:
+        settings = load_settings({"A3S_POWER_HOME": str(ROOT / "build" / "bench-home"),
+                                  "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx),
+                                  "OLLAMA_KEEP_ALIVE": "-1"})
+        self.sched = Scheduler(settings, lambda name: ModelSpec(name, str(model)), gpus=[])
+        self.options = {"num_thread": threads, "num_batch": 512, "temperature": 0}
+        self.sched.load("bench", self.options)
+
+    def generate(self, prompt: str, n: int) -> Iterator[int]:
+        # The tiny "ignore EOS" equivalent: models may stop early; tokens are counted, not assumed.
+        for chunk in self.sched.generate("bench", prompt, options={**self.options, "num_predict": n}):
+            if chunk["tokens"]:
+                yield len(chunk["tokens"])
+
+    def close(self) -> None:
+        self.sched.close(deadline=5)
+
+
+def one_run(gen: Generate, prompt: str, n: int) -> tuple[float, int, float]:
+    """Return (time to first token, tokens, total seconds) of one generation."""
+    t0 = time.perf_counter()
+    ttft, count = 0.0, 0
+    for k in gen(prompt, n):
+        if not count:
+            ttft = time.perf_counter() - t0
+        count += k
+    return ttft, count, time.perf_counter() - t0
+
+
+def concurrency(gen: Generate, clients: int, n: int) -> dict[str, float]:
+    results: list[tuple[float, int, float]] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        r = one_run(gen, f"Client {i} writes a short story about a lighthouse keeper. Once upon a time", n)
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    tokens = sum(r[1] for r in results)
+    return {"clients": clients, "tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall,
+            "ttft_median_s": statistics.median(r[0] for r in results)}
+
+
+def multi_turn(gen: Generate, n: int) -> dict[str, float]:
+    one_run(gen, "warm up", 4)
+    ttft1, _, _ = one_run(gen, TURN1, n)
+    turn2 = TURN1 + " Assistant: noted. User: now list only the even items."
+    ttft2, _, _ = one_run(gen, turn2, n)
+    return {"turn1_ttft_s": ttft1, "turn2_ttft_s": ttft2, "ratio": ttft2 / ttft1 if ttft1 else 0.0}
+
+
+def bench(gen: Generate, levels: list[int], n: int) -> dict[str, Any]:
+    concurrency(gen, 1, 8)  # warm up
+    return {"concurrency": [concurrency(gen, c, n) for c in levels], "multi_turn": multi_turn(gen, n)}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install .[bench]); no plot")
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for side, data in result["sides"].items():
+        xs = [c["clients"] for c in data["concurrency"]]
+        a.plot(xs, [c["tokens_per_s"] for c in data["concurrency"]], marker="o", label=side)
+        b.plot(xs, [c["ttft_median_s"] * 1000 for c in data["concurrency"]], marker="o", label=side)
+    a.set(xlabel="concurrent clients", ylabel="aggregate tokens/s", title="generation throughput")
+    b.set(xlabel="concurrent clients", ylabel="median TTFT (ms)", title="time to first token")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, help="GGUF (default: Gemma 3 270M from tests/realmodels.py)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--ctx", type=int, default=2048, help="context per sequence")
+    ap.add_argument("--slots", type=int, default=4, help="parallel sequences (OLLAMA_NUM_PARALLEL, -np)")
+    ap.add_argument("--tokens", type=int, default=64, help="tokens generated per request")
+    ap.add_argument("--levels", default="1,4,8,16")
+    ap.add_argument("--no-peer", action="store_true", help="measure a3s-power only")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.model is None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from realmodels import gemma3_270m
+        args.model = gemma3_270m()
+    levels = [int(x) for x in args.levels.split(",")]
+    result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "ctx": args.ctx,
+                              "slots": args.slots, "tokens": args.tokens, "sides": {},
+                              "note": "a3s-power through its scheduler API; llama-server through HTTP"}
+    ours = Ours(args.model, args.threads, args.ctx, args.slots)
+    try:
+        result["sides"]["a3s-power"] = bench(ours.generate, levels, args.tokens)
+    finally:
+        ours.close()
+    if not args.no_peer:
+        peer = Peer(build_peer(ROOT / "build" / "peer"), args.model, args.threads, args.ctx, args.slots)
+        try:
+            result["sides"]["llama-server"] = bench(peer.generate, levels, args.tokens)
+        finally:
+            peer.close()
+        mine, theirs = result["sides"]["a3s-power"], result["sides"]["llama-server"]
+        result["ratio_tokens_per_s"] = [a["tokens_per_s"] / b["tokens_per_s"]
+                                        for a, b in zip(mine["concurrency"], theirs["concurrency"])]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / "serving.png")
+    log.info("%s", json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
