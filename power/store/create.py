@@ -10,7 +10,6 @@ are removed again, so the store is left as it was.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,6 +38,7 @@ from power.store.manifest import (
     Manifest,
     ModelConfig,
     go_json,
+    load_json,
 )
 from power.store.record import format_parameter_size
 from power.store.request import CreateRequest
@@ -322,20 +322,13 @@ def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],
             items.append(item)
     if params:  # merged over the base's parameters, the request's values winning
         for old in (i for i in items if i.layer.media_type == MEDIA_PARAMS):
-            params = {**_json_object(ctx.layout.blobs.read_bytes(old.layer.digest)), **params}
+            base = load_json(ctx.layout.blobs.read_bytes(old.layer.digest), f"layer {old.layer.digest}")
+            params = {**base, **params}
         items = without(MEDIA_PARAMS) + [text_layer(MEDIA_PARAMS, go_json(params, sort_keys=True, newline=True))]
     if req.messages is not None:
         data = go_json([dict(m) for m in req.messages], newline=True)
         items = without(MEDIA_MESSAGES) + [text_layer(MEDIA_MESSAGES, data)]
     return items
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def collect_garbage(ctx: StoreContext, candidates: set[str] | None = None,

@@ -20,7 +20,7 @@ __all__ = [
     "MANIFEST_MEDIA_TYPE", "CONFIG_MEDIA_TYPE", "MEDIA_PREFIX",
     "MEDIA_MODEL", "MEDIA_ADAPTER", "MEDIA_PROJECTOR", "MEDIA_TEMPLATE", "MEDIA_PROMPT",
     "MEDIA_SYSTEM", "MEDIA_PARAMS", "MEDIA_LICENSE", "MEDIA_MESSAGES", "MEDIA_EMBED",
-    "MEDIA_DRAFT", "Layer", "Manifest", "ModelConfig", "go_json",
+    "MEDIA_DRAFT", "Layer", "Manifest", "ModelConfig", "go_json", "load_json",
 ]
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -49,6 +49,17 @@ def go_json(value: Any, *, sort_keys: bool = False, newline: bool = False) -> by
                      ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(raw, esc)
     return (text + "\n" if newline else text).encode()
+
+
+def load_json(data: bytes, what: str, want: type = dict) -> Any:
+    """Decode a JSON document of the given top-level type, or raise ManifestError naming ``what``."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ManifestError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, want):
+        raise ManifestError(f"{what} is not a JSON {'object' if want is dict else want.__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -116,12 +127,7 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise ManifestError(f"manifest is not valid JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ManifestError("manifest is not a JSON object")
+        obj = load_json(data, "manifest")
         version = obj.get("schemaVersion", 2)
         layers = obj.get("layers")
         layers = [] if layers is None else layers
@@ -182,12 +188,7 @@ class ModelConfig:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ModelConfig:
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise ManifestError(f"config blob is not valid JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ManifestError("config blob is not a JSON object")
+        obj = load_json(data, "config blob")
 
         def text(key: str) -> str:
             v = obj.get(key)

@@ -6,14 +6,12 @@ system prompt, parameters, messages) and what ``show`` and ``tags`` describe.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
-from power.errors import ManifestError
 from power.names import ModelName
 from power.store.gguf import GGUFFile
 from power.store.layout import Layout, StoredManifest
@@ -29,6 +27,7 @@ from power.store.manifest import (
     MEDIA_TEMPLATE,
     Manifest,
     ModelConfig,
+    load_json,
 )
 
 __all__ = ["ModelRecord", "load_record", "details", "capabilities", "template_capabilities",
@@ -64,13 +63,7 @@ class ModelRecord:
 
 
 def _json_blob(layout: Layout, digest: str, want: type) -> Any:
-    try:
-        value = json.loads(layout.blobs.read_bytes(digest, _TEXT_LIMIT))
-    except (ValueError, RecursionError) as exc:
-        raise ManifestError(f"layer {digest} is not valid JSON: {exc}") from None
-    if not isinstance(value, want):
-        raise ManifestError(f"layer {digest} is not a JSON {want.__name__}")
-    return value
+    return load_json(layout.blobs.read_bytes(digest, _TEXT_LIMIT), f"layer {digest}", want)
 
 
 def _text_blob(layout: Layout, digest: str) -> str:
