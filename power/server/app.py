@@ -92,11 +92,12 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
 
 
 _APP: falcon.App | None = None
+_SCHEDULER: Scheduler | None = None  # closed by gunicorn's worker_exit
 
 
 def get_app() -> falcon.App:
     """The app over the real store and scheduler, configured from the environment (for gunicorn)."""
-    global _APP
+    global _APP, _SCHEDULER
     if _APP is None:
         from power.runner import Scheduler as RealScheduler
         from power.server.storeport import StorePort, resolver_for
@@ -108,6 +109,6 @@ def get_app() -> falcon.App:
         scheduler = RealScheduler(settings, resolver_for(library))
         usage = UsageStore(settings.usage_db, settings.prices)
         _APP = create_app(settings, StorePort(library), scheduler, usage=usage)
-        _APP.power_scheduler = scheduler  # type: ignore[attr-defined]  # closed by gunicorn's worker_exit
+        _SCHEDULER = scheduler
         log.info("a3s-power ready host=%s port=%d models=%s", settings.host, settings.port, settings.models)
     return _APP

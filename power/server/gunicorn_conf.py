@@ -31,6 +31,16 @@ accesslog = None  # the app logs each request itself, with its request id and wi
 errorlog = "-"
 loglevel = "debug" if _settings.debug else "info"
 proc_name = "a3s-power"
+# A shared control socket under ~/.gunicorn would collide between servers (tests run several).
+control_socket_disable = True
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "loggers": {"power": {"level": "DEBUG" if _settings.debug else "INFO", "handlers": ["stderr"],
+                          "propagate": False}},
+}
 preload_app = False
 forwarded_allow_ips = "127.0.0.1,::1"
 
@@ -39,8 +49,7 @@ def worker_exit(server: Any, worker: Any) -> None:
     """End every runner when the worker stops (SIGTERM, SIGINT, reload)."""
     from power.server import app as app_module
 
-    application = app_module._APP
-    scheduler = getattr(application, "power_scheduler", None) if application is not None else None
+    scheduler = app_module._SCHEDULER
     if scheduler is not None:
         try:
             scheduler.close()

@@ -1,0 +1,100 @@
+"""End to end: real gunicorn, real store and runner, the official ollama and openai clients, a tiny model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from power.store import ModelStore
+from tests.server.conftest import add_model
+from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_llama
+
+ollama = pytest.importorskip("ollama")
+openai = pytest.importorskip("openai")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("e2e-home")
+    library = ModelStore(home / "models", noprune=True)
+    add_model(library, "tiny", write_llama(home / "tiny.gguf", chat_template=CHATML_TOOLS_TEMPLATE))
+    add_model(library, "embedder", write_llama(home / "embed.gguf", pooling=1, name="tiny-embed"))
+    port = _free_port()
+    env = {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_MODELS": str(home / "models"),
+           "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_CONTEXT_LENGTH": "512"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "power/server/gunicorn_conf.py",
+                             "power.server.app:get_app()"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "gunicorn exited")
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_ollama_client(server: str) -> None:
+    client = ollama.Client(host=server)
+    names = [m.model for m in client.list().models]
+    assert "tiny:latest" in names
+    shown = client.show("tiny")
+    assert shown.modelinfo and "completion" in (shown.capabilities or [])
+    out = client.generate(model="tiny", prompt="hello", options={"num_predict": 8, "seed": 1})
+    assert out.done and out.done_reason in ("stop", "length") and out.eval_count
+    pieces = list(client.generate(model="tiny", prompt="hello", stream=True, options={"num_predict": 8}))
+    assert pieces[-1].done and pieces[-1].context
+    chat = client.chat(model="tiny", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 8})
+    assert chat.message.role == "assistant" and chat.done
+    streamed = list(client.chat(model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                options={"num_predict": 8}))
+    assert streamed[-1].done and streamed[-1].done_reason in ("stop", "length")
+    emb = client.embed(model="embedder", input=["a", "b"])
+    assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == 64
+    assert any(m.model == "tiny:latest" for m in client.ps().models)
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model="missing", prompt="x")
+    assert err.value.status_code == 404
+
+
+def test_openai_client(server: str) -> None:
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    assert "tiny:latest" in [m.id for m in client.models.list()]
+    done = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert done.choices[0].message.role == "assistant" and done.usage.completion_tokens > 0
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=8, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[-1].usage is not None and chunks[-2].choices[0].finish_reason in ("stop", "length")
+    comp = client.completions.create(model="tiny", prompt="once upon", max_tokens=4)
+    assert comp.choices[0].finish_reason in ("stop", "length")
+    emb = client.embeddings.create(model="embedder", input="hello")
+    assert len(emb.data[0].embedding) == 64
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
