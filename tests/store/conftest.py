@@ -26,7 +26,3 @@ def model_dir(tmp_path: Path, tiny_gguf: Path) -> Path:
     (tmp_path / "tiny.gguf").write_bytes(tiny_gguf.read_bytes())
     return tmp_path
 
-
-def run(progress) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Drain a create iterator and return its progress dicts."""
-    return list(progress)
