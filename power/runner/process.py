@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     outbox = Outbox(sock)
     try:
-        from power.engine import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
+        from power.engine.core import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
         adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
         engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters)
     except Exception as exc:

@@ -114,7 +114,9 @@ class Scheduler:
 
     def blobs_in_use(self) -> set[str]:
         """Digests of the blobs loaded runners hold open: garbage collection must spare them (P5)."""
-        specs = list(self._models.values())  # a snapshot; dict reads are atomic under the GIL
+        if self._closing:
+            return set()
+        specs = self._lt.call(self._specs())
         paths: list[str] = []
         for m in specs:
             paths += [m.spec.model_path, *(a for a, _ in m.spec.adapters)]
@@ -338,6 +340,9 @@ class Scheduler:
                 return False
         await self._stop(m, "unload")
         return True
+
+    async def _specs(self) -> list[Loaded]:
+        return list(self._models.values())
 
     async def _ps(self) -> list[dict[str, Any]]:
         return [m.describe() for m in self._models.values() if m.ready.done() and not m.closing]

@@ -19,9 +19,6 @@ from power.runner.protocol import error_from_wire
 
 __all__ = ["Sink", "Stream", "Call"]
 
-_END = object()
-
-
 class Sink:
     """Base of the loop-side half: once-only completion with a callback."""
 
@@ -104,9 +101,6 @@ class Stream(Sink):
             if self._over:
                 raise StopIteration
             item = self._q.get()
-            if item is _END:
-                self._over = True
-                raise StopIteration
             if isinstance(item, BaseException):
                 self._over = True
                 raise item

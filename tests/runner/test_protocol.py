@@ -54,3 +54,28 @@ def test_errors_keep_their_type() -> None:
     assert type(e) is EngineError and str(e) == "boom"
     assert type(error_from_wire({"type": "os", "message": "x"})) is EngineError
     assert type(error_from_wire("junk")) is EngineError
+
+
+def test_outbox_merges_ready_chunks_into_one_frame() -> None:
+    import socket
+
+    from power.runner.process import Outbox
+
+    ours, theirs = socket.socketpair()
+    box = Outbox(theirs)
+    with box._cond:  # hold the writer back so that all three are ready together
+        box.chunk(1, {"text": "a", "tokens": [1]})
+        box.chunk(2, {"text": "x", "tokens": [9]})
+        box.chunk(1, {"text": "b", "tokens": [2]})
+        box.fail(2, InvalidRequest("bad"))
+        box.chunk(1, {"text": "c", "tokens": [3], "done": True, "done_reason": "stop"})
+    box.close()
+    theirs.close()
+    data = b""
+    while chunk := ours.recv(65536):
+        data += chunk
+    frames = FrameDecoder().feed(data)
+    assert frames == [
+        {"id": 1, "chunks": [{"text": "abc", "tokens": [1, 2, 3], "done": True, "done_reason": "stop"}]},
+        {"id": 2, "chunks": [{"text": "x", "tokens": [9]}], "error": {"type": "InvalidRequest", "message": "bad"}},
+    ]
