@@ -38,8 +38,11 @@ logconfig_dict = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
-    "loggers": {"power": {"level": "DEBUG" if _settings.debug else "INFO", "handlers": ["stderr"],
-                          "propagate": False}},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "power": {"level": "DEBUG" if _settings.debug else "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
 }
 preload_app = False
 forwarded_allow_ips = "127.0.0.1,::1"

@@ -98,3 +98,26 @@ def test_openai_client(server: str) -> None:
     assert len(emb.data[0].embedding) == 64
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
+
+
+def test_serve_entry_point(tmp_path: Path) -> None:
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "A3S_POWER_HOME": str(tmp_path), "OLLAMA_HOST": f"127.0.0.1:{port}"}
+    code = "from power.config import load_settings; from power.server import serve; raise SystemExit(serve(load_settings()))"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=40) == 0
