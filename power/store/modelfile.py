@@ -93,8 +93,8 @@ def parse_modelfile(text: str | bytes) -> Modelfile:
     commands: list[Command] = []
     while (item := lines.next()) is not None:
         number, line = item
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+        stripped = line.lstrip()  # keep trailing spaces: they may sit inside an opening quote
+        if not stripped.strip() or stripped.startswith("#"):
             continue
         word, rest = _split_word(stripped)
         name = word.lower()
@@ -139,12 +139,12 @@ def _split_word(text: str) -> tuple[str, str]:
 
 
 def _value(rest: str, number: int, lines: _Lines) -> str | None:
-    rest = rest.strip()
+    rest = rest.lstrip()
     if rest.startswith('"""'):
         return _triple(rest[3:], number, lines)
     if rest.startswith('"'):
         return _quoted(rest[1:], number, lines)
-    return rest or None
+    return rest.strip() or None
 
 
 def _triple(first: str, number: int, lines: _Lines) -> str:

@@ -87,7 +87,7 @@ def test_bytes_input_must_be_utf8() -> None:
 
 @pytest.mark.parametrize("value", [
     "plain", " leading", "trailing ", "multi\nline", 'has "quotes" inside', 'ends with "q"',
-    'has """ triple', "", "back\\slash", "  ", " ends\\", '"a" \\', '"starts quoted',
+    'has """ triple', "", "back\\slash", "  ", " \n", "a \n b ", " ends\\", '"a" \\', '"starts quoted',
 ])
 def test_writer_round_trips(value: str) -> None:
     cmds = [Command("from", "/blobs/sha256-x"), Command("system", value),
