@@ -9,6 +9,8 @@ from power.cli.context import Context
 from power.cli.progress import ProgressView
 from power.cli.render import list_rows, table
 from power.errors import ModelfileError, PowerError
+from power.names import parse_name
+from power.store import parse_modelfile
 
 __all__ = ["cmd_list", "cmd_cp", "cmd_rm", "cmd_create"]
 
@@ -49,7 +51,9 @@ def _read_modelfile(path_arg: str) -> tuple[str, Path]:
 
 
 def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
+    parse_name(args.model)
     text, base_dir = _read_modelfile(args.file)
+    parse_modelfile(text)  # syntax errors first, before any progress is drawn
     view = ProgressView(ctx.err, tty=ctx.interactive_err)
     try:
         ctx.models().create(args.model, text, base_dir, quantize=args.quantize, progress=view.update)
