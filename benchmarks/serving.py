@@ -28,14 +28,15 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from power.config import load_settings  # noqa: E402
-from power.runner import ModelSpec, Scheduler  # noqa: E402
+from power.config import load_settings
+from power.runner import ModelSpec, Scheduler
 
 log = logging.getLogger("benchmarks.serving")
 

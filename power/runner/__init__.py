@@ -15,5 +15,16 @@ from power.runner.resolve import store_resolver
 from power.runner.scheduler import Scheduler
 from power.runner.stream import Stream
 
-__all__ = ["Scheduler", "Stream", "ModelSpec", "Resolver", "parse_keep_alive", "RunnerCrashed", "OutOfMemory",
-           "GPU", "detect_gpus", "parse_nvidia_smi", "store_resolver"]
+__all__ = [
+           "GPU",
+           "ModelSpec",
+           "OutOfMemory",
+           "Resolver",
+           "RunnerCrashed",
+           "Scheduler",
+           "Stream",
+           "detect_gpus",
+           "parse_keep_alive",
+           "parse_nvidia_smi",
+           "store_resolver",
+]

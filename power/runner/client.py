@@ -20,9 +20,10 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import uvloop
 
@@ -85,7 +86,7 @@ class RunnerProcess(asyncio.Protocol):
     """One runner process and its socket; every method runs in the loop thread."""
 
     def __init__(self, model_path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
-                 *, log_level: str = "WARNING", on_exit: Callable[["RunnerProcess"], None] | None = None) -> None:
+                 *, log_level: str = "WARNING", on_exit: Callable[[RunnerProcess], None] | None = None) -> None:
         self.model_path = model_path
         self.load = load
         self.adapters = list(adapters)
@@ -131,7 +132,7 @@ class RunnerProcess(asyncio.Protocol):
         await loop.create_unix_connection(lambda: self, sock=ours)
         try:
             self.info = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             self.kill()
             raise PowerError(f"timed out waiting for the model to load ({self.model_path})") from None
         except BaseException:
@@ -232,7 +233,7 @@ class RunnerProcess(asyncio.Protocol):
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._gone), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("runner did not stop in time, killing pid=%d", self.pid)
             self.kill()
             await asyncio.wait_for(asyncio.shield(self._gone), 5.0)

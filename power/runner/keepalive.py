@@ -8,7 +8,7 @@ from typing import Any
 
 from power.errors import InvalidRequest
 
-__all__ = ["parse_keep_alive", "FOREVER"]
+__all__ = ["FOREVER", "parse_keep_alive"]
 
 FOREVER: float | None = None  # how "never expire" is spelled after parsing
 

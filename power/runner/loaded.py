@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from power.engine.options import LoadOptions
 from power.runner.client import RunnerProcess
 from power.runner.memory import MemoryEstimate, ModelFacts, processor_split
 
-__all__ = ["ModelSpec", "Resolver", "Loaded"]
+__all__ = ["Loaded", "ModelSpec", "Resolver"]
 
 FOREVER_SPAN = timedelta(days=292 * 365)  # what Ollama shows for keep_alive < 0
 
@@ -42,7 +43,7 @@ class ModelSpec:
                 pass
         return total
 
-    def same_files(self, other: "ModelSpec") -> bool:
+    def same_files(self, other: ModelSpec) -> bool:
         return (self.model_path, self.adapters, self.projector) == (other.model_path, other.adapters,
                                                                    other.projector)
 
@@ -95,12 +96,12 @@ class Loaded:
             self.timer = None
 
     def expiry(self) -> datetime:
-        now = datetime.now(timezone.utc).astimezone()
+        now = datetime.now(UTC).astimezone()
         if self.keep_alive is None:
             return now + FOREVER_SPAN
         if self.refs or self.expires_at is None:
             return now + timedelta(seconds=self.keep_alive)
-        return datetime.fromtimestamp(self.expires_at, timezone.utc).astimezone()
+        return datetime.fromtimestamp(self.expires_at, UTC).astimezone()
 
     def describe(self) -> dict[str, Any]:
         """The ``/api/ps`` view of this model."""

@@ -12,16 +12,26 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 from power.engine.options import LoadOptions
 from power.errors import PowerError
 
-__all__ = ["ModelFacts", "MemoryEstimate", "OutOfMemory", "GPU", "model_facts", "estimate", "read_meminfo",
-           "parse_nvidia_smi", "detect_gpus", "processor_split"]
+__all__ = [
+    "GPU",
+    "MemoryEstimate",
+    "ModelFacts",
+    "OutOfMemory",
+    "detect_gpus",
+    "estimate",
+    "model_facts",
+    "parse_nvidia_smi",
+    "processor_split",
+    "read_meminfo",
+]
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any
 from power.errors import PowerError
 from power.runner.protocol import FrameDecoder, chunk_to_wire, encode_many, error_to_wire, merge_chunk
 
-__all__ = ["main", "Outbox"]
+__all__ = ["Outbox", "main"]
 
 log = logging.getLogger(__name__)
 

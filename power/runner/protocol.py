@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from power import errors
 from power.errors import EngineError, PowerError
 
-__all__ = ["ProtocolError", "RunnerCrashed", "encode", "encode_many", "FrameDecoder", "chunk_to_wire",
-           "merge_chunk", "error_to_wire", "error_from_wire", "MAX_FRAME"]
+__all__ = [
+    "MAX_FRAME",
+    "FrameDecoder",
+    "ProtocolError",
+    "RunnerCrashed",
+    "chunk_to_wire",
+    "encode",
+    "encode_many",
+    "error_from_wire",
+    "error_to_wire",
+    "merge_chunk",
+]
 
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 256 << 20  # a batch of embeddings of a long input list can be large; anything past this is a bug

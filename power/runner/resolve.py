@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from power.errors import ModelNotFound
 from power.runner.loaded import ModelSpec, Resolver
 
-__all__ = ["store_resolver", "blob_digests"]
+__all__ = ["blob_digests", "store_resolver"]
 
 _BLOB = re.compile(r"sha256-([0-9a-f]{64})")
 

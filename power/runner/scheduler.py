@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from power.config import Settings
 from power.engine.options import LoadOptions, parse_options
@@ -23,9 +24,17 @@ from power.errors import Busy, EngineError
 from power.runner.client import LoopThread, RunnerProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import Loaded, ModelSpec, Resolver
+from power.runner.memory import (
+    GPU,
+    ModelFacts,
+    OutOfMemory,
+    detect_gpus,
+    estimate,
+    model_facts,
+    read_meminfo,
+    vram_share,
+)
 from power.runner.resolve import blob_digests
-from power.runner.memory import (GPU, ModelFacts, OutOfMemory, detect_gpus, estimate, model_facts, read_meminfo,
-                                 vram_share)
 from power.runner.stream import Call, Sink, Stream
 
 __all__ = ["Scheduler"]
@@ -134,7 +143,7 @@ class Scheduler:
         finally:
             self._lt.stop()
 
-    def __enter__(self) -> "Scheduler":
+    def __enter__(self) -> Scheduler:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -283,7 +292,7 @@ class Scheduler:
         timeout = self.settings.load_timeout if self.settings.load_timeout > 0 else None
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Busy("timed out waiting for a loaded model to become idle") from None
 
     def _release(self, m: Loaded) -> None:
@@ -353,7 +362,7 @@ class Scheduler:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.01, end - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         models = list(self._models.values())
         for m in models:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from power.errors import PowerError
 from power.runner.protocol import error_from_wire
 
-__all__ = ["Sink", "Stream", "Call"]
+__all__ = ["Call", "Sink", "Stream"]
 
 class Sink:
     """Base of the loop-side half: once-only completion with a callback."""

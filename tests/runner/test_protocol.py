@@ -3,11 +3,19 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from power.errors import Busy, EngineError, InvalidRequest
-from power.runner.protocol import (FrameDecoder, ProtocolError, encode, encode_many, error_from_wire,
-                                   error_to_wire, merge_chunk)
+from power.runner.protocol import (
+    FrameDecoder,
+    ProtocolError,
+    encode,
+    encode_many,
+    error_from_wire,
+    error_to_wire,
+    merge_chunk,
+)
 
 
 def test_round_trip_across_arbitrary_splits() -> None:
