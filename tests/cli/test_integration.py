@@ -1,0 +1,120 @@
+"""The CLI as a subprocess (``python -m power ...``) against the real server, and with none running."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from power.cli.private import free_port
+from power.client import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+_NEEDED = ("power.server.serve", "power.server.app", "power.runner")
+_missing = [m for m in _NEEDED if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(bool(_missing), reason=f"server modules absent: {_missing}")
+
+MODELFILE = 'FROM ./tiny.gguf\nPARAMETER num_predict 12\nPARAMETER seed 7\nSYSTEM """Be tiny."""\n'
+
+
+def _env(home: Path, port: int) -> dict[str, str]:
+    return {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_MODELS": str(home / "models"),
+            "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_CONTEXT_LENGTH": "512", "PYTHONPATH": str(ROOT)}
+
+
+def power(env: dict[str, str], *argv: str, stdin: str | None = None,
+          timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "power", *argv], env=env, cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=None if stdin is not None else subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tinymodels import write_llama
+
+    folder = tmp_path_factory.mktemp("src")
+    write_llama(folder / "tiny.gguf")
+    (folder / "Modelfile").write_text(MODELFILE)
+    return folder / "Modelfile"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """``a3s-power serve`` on a free loopback port; yields the environment that reaches it."""
+    home = tmp_path_factory.mktemp("served")
+    port = free_port()
+    env = _env(home, port)
+    proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    client = Client(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 60
+    while not client.heartbeat(timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "serve did not start")
+        time.sleep(0.2)
+    try:
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_library_and_generation_through_the_server(served: dict[str, str], source: Path) -> None:
+    r = power(served, "create", "tiny", "-f", str(source))
+    assert r.returncode == 0, r.stderr
+    assert "copying file " in r.stderr and "100%" in r.stderr and r.stderr.rstrip().endswith("success")
+
+    r = power(served, "list")
+    assert r.returncode == 0 and r.stdout.splitlines()[1].startswith("tiny:latest    ")
+
+    r = power(served, "show", "tiny")
+    assert "  Model\n    architecture        llama\n" in r.stdout and "num_predict" in r.stdout
+
+    r = power(served, "run", "tiny", "hello", "--verbose", "--keepalive", "5m")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+    assert "eval count:           " in r.stderr and "total duration:       " in r.stderr
+
+    r = power(served, "run", "tiny", "and more", stdin="piped text")
+    assert r.returncode == 0 and r.stdout.strip()
+
+    r = power(served, "ps")
+    header, *rows = r.stdout.splitlines()
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert rows and rows[0].startswith("tiny:latest") and "minutes from now" in rows[0]
+
+    assert power(served, "stop", "tiny").returncode == 0
+    r = power(served, "stop", "nothing-here")
+    assert r.returncode != 0 and r.stderr == "Error: couldn't find model \"nothing-here\" to stop\n"
+
+    assert power(served, "cp", "tiny", "tiny2").stdout == "copied 'tiny' to 'tiny2'\n"
+    assert power(served, "rm", "tiny2").stdout == "deleted 'tiny2'\n"
+
+    r = power(served, "run", "missing-model", "hi")
+    assert r.returncode != 0 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+
+    r = power(served, "-v")
+    assert r.stdout.startswith("a3s-power version is ")
+
+
+def test_run_starts_a_private_server_when_none_answers(tmp_path: Path, source: Path) -> None:
+    env = _env(tmp_path / "home", free_port())
+    assert power(env, "create", "tiny", "-f", str(source)).returncode == 0
+    assert power(env, "ps").returncode != 0  # nothing is serving
+    r = power(env, "run", "tiny", "hello", "--verbose")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "eval count:" in r.stderr
+    r = power(env, "ps")
+    assert r.returncode != 0 and "could not connect" in r.stderr  # the private server is gone
