@@ -67,10 +67,10 @@ def cmd_complete_models(args: argparse.Namespace, ctx: Context) -> int:
 def manpage_text() -> str:
     """The roff man page generated from the argparse tree (needs argparse-manpage)."""
     try:
-        from argparse_manpage.manpage import Manpage
+        from argparse_manpage.manpage import Manpage  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:
         raise PowerError("generating the man page needs the argparse-manpage package") from exc
-    page = Manpage(build_parser(), _data={"project_name": "a3s-power"})
+    page = Manpage(build_parser(hidden=False), _data={"project_name": "a3s-power"})
     return str(page)
 
 

@@ -35,8 +35,8 @@ def _add(sub: argparse._SubParsersAction, name: str, handler: str, help_: str,
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The root parser of ``a3s-power``."""
+def build_parser(*, hidden: bool = True) -> argparse.ArgumentParser:
+    """The root parser of ``a3s-power``; ``hidden=False`` leaves out internal helpers (man page)."""
     root = argparse.ArgumentParser(
         prog="a3s-power", formatter_class=_Formatter,
         description="Large language model runner: a drop-in replacement for Ollama over llama.cpp.",
@@ -101,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "completion", "extras:cmd_completion", "Print a bash completion script")
     p.add_argument("shell", nargs="?", default="bash", choices=("bash",))
-    p = _add(sub, "complete-models", "extras:cmd_complete_models", argparse.SUPPRESS)
-    p.add_argument("--running", action="store_true")
     _add(sub, "manpage", "extras:cmd_manpage", "Print the man page (roff)")
-    # The hidden helper must not show up in the command list.
-    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "complete-models"]
+    if hidden:
+        p = _add(sub, "complete-models", "extras:cmd_complete_models", argparse.SUPPRESS)
+        p.add_argument("--running", action="store_true")
+        # The completion helper must not show up in the command list.
+        sub._choices_actions = [a for a in sub._choices_actions if a.dest != "complete-models"]
     return root
 

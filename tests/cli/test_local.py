@@ -85,3 +85,12 @@ def test_completion_script_and_model_names(cli: CLI, modelfile: Path) -> None:
     cli("create", "tiny:q1", "-f", str(modelfile))
     assert cli("complete-models").out == "tiny:q1\n"
     assert cli("complete-models", "--running").out == ""
+
+
+def test_manpage_lists_commands_but_not_helpers(cli: CLI) -> None:
+    import pytest
+
+    pytest.importorskip("argparse_manpage")
+    r = cli("manpage")
+    assert r.code == 0 and r.out.startswith(".TH A3S\\-POWER")
+    assert "create" in r.out and "complete\\-models" not in r.out
