@@ -12,8 +12,9 @@ from typing import Iterator
 
 import pytest
 
-from power.cli.private import free_port
+from power.cli.private import PrivateServer, free_port
 from power.client import Client
+from power.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 _NEEDED = ("power.server.serve", "power.server.app", "power.runner")
@@ -51,24 +52,24 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     home = tmp_path_factory.mktemp("served")
     port = free_port()
     env = _env(home, port)
-    proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = home / "serve.log"
+    with open(log, "wb") as sink:  # a file, not a pipe: a full pipe would stall the server
+        proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=env, cwd=ROOT,
+                                stdout=sink, stderr=sink, start_new_session=True)
     client = Client(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 60
     while not client.heartbeat(timeout=0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "serve did not start")
+            raise RuntimeError(log.read_text(errors="replace")[-2000:] or "serve did not start")
         time.sleep(0.2)
+    # Stop it the way the CLI stops its private server: the whole process group.
+    owner = PrivateServer(load_settings(env))
+    owner.proc = proc
     try:
         yield env
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        owner.stop()
 
 
 def test_library_and_generation_through_the_server(served: dict[str, str], source: Path) -> None:
