@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from power import __version__
 from power.cli.context import Context
-from power.cli.parser import build_parser
+from power.cli.parser import build_parser, normalize_argv
 from power.errors import PowerError
 
 __all__ = ["main", "print_version"]
@@ -43,7 +43,7 @@ def _handler(spec: str) -> Handler:
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     """Run the CLI; return the process exit status (never raises for expected failures)."""
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parser.parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
     ctx = ctx or Context()
     try:
         if args.version:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["build_parser", "THINK_LEVELS"]
+__all__ = ["build_parser", "normalize_argv", "THINK_LEVELS"]
 
 THINK_LEVELS = ("true", "false", "low", "medium", "high", "max")
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
@@ -25,6 +25,20 @@ def _think(value: str) -> str:
     if v not in THINK_LEVELS:
         raise argparse.ArgumentTypeError(f"invalid value {value!r}: use true, false, low, medium or high")
     return v
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Give a bare ``--think`` its value, so ``run m --think why?`` keeps ``why?`` as the prompt.
+
+    Ollama's flag takes a level only as ``--think=high``; argparse would
+    otherwise swallow the next word.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        out.append("--think=true" if arg == "--think" else arg)
+    return out
 
 
 def _add(sub: argparse._SubParsersAction, name: str, handler: str, help_: str,

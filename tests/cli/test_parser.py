@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from power.cli.parser import build_parser
+from power.cli.parser import build_parser, normalize_argv
 from power.cli.run import think_value
 
 
 def parse(*argv: str):  # type: ignore[no-untyped-def]
-    return build_parser().parse_args(list(argv))
+    return build_parser().parse_args(normalize_argv(list(argv)))
 
 
 def test_run_flags() -> None:
@@ -60,3 +60,8 @@ def test_version_flag_and_hidden_listen() -> None:
     assert parse("-v").version and parse("--version").version
     assert parse("serve", "--listen", "127.0.0.1:9").listen == "127.0.0.1:9"
     assert "--listen" not in build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+
+
+def test_bare_think_does_not_swallow_the_prompt() -> None:
+    a = parse("run", "m", "--think", "why", "is", "it")
+    assert a.think == "true" and a.prompt == ["why", "is", "it"]
