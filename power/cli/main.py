@@ -43,7 +43,12 @@ def _handler(spec: str) -> Handler:
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     """Run the CLI; return the process exit status (never raises for expected failures)."""
     parser = build_parser()
-    args = parser.parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+    args, extra = parser.parse_known_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+    if extra and args.command == "run" and not any(e.startswith("-") for e in extra):
+        # argparse ends a nargs="*" positional at the first flag; prompt words may follow flags.
+        args.prompt = [*args.prompt, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     ctx = ctx or Context()
     try:
         if args.version:

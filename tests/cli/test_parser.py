@@ -62,6 +62,20 @@ def test_version_flag_and_hidden_listen() -> None:
     assert "--listen" not in build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
 
 
-def test_bare_think_does_not_swallow_the_prompt() -> None:
-    a = parse("run", "m", "--think", "why", "is", "it")
-    assert a.think == "true" and a.prompt == ["why", "is", "it"]
+def test_prompt_words_may_follow_flags(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import power.cli.run as run_module
+    from power.cli.main import main
+
+    seen = {}
+
+    def fake_run(args, ctx):  # type: ignore[no-untyped-def]
+        seen.update(think=args.think, prompt=args.prompt, verbose=args.verbose)
+        return 0
+
+    monkeypatch.setattr(run_module, "cmd_run", fake_run)
+    assert main(["run", "m", "why", "--think", "is", "--verbose", "it"]) == 0
+    assert seen == {"think": "true", "prompt": ["why", "is", "it"], "verbose": True}
+    with pytest.raises(SystemExit):
+        main(["run", "m", "x", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
