@@ -74,6 +74,11 @@ class Settings:
     num_gpu: int | None = None
     sched_spread: bool = False
     prices: Mapping[str, Any] = field(default_factory=dict)
+    # Registry transfers: a host table (registry host -> base URL, e.g. tests point
+    # registry.ollama.ai at loopback), the Hugging Face endpoint, and parallel streams.
+    registry_hosts: Mapping[str, str] = field(default_factory=dict)
+    hf_endpoint: str = "https://huggingface.co"
+    max_transfer_streams: int = 4
 
     @property
     def usage_db(self) -> Path:
@@ -98,6 +103,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw.strip().strip("'\""))
     except ValueError:
         return default
+
+
+def _host_table(raw: str | None, cfg: Any) -> dict[str, str]:
+    """Read ``host=url,host=url`` (env) over the ``[registry.hosts]`` TOML table."""
+    table = {str(k).lower(): str(v) for k, v in cfg.items()} if isinstance(cfg, dict) else {}
+    for item in (raw or "").split(","):
+        host, sep, url = item.strip().strip("'\"").partition("=")
+        if sep and host.strip() and url.strip():
+            table[host.strip().lower()] = url.strip()
+    return table
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -137,4 +152,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         num_gpu=int(num_gpu_raw) if num_gpu_raw and num_gpu_raw.strip().lstrip("-").isdigit() else None,
         sched_spread=parse_bool(env["OLLAMA_SCHED_SPREAD"]) if "OLLAMA_SCHED_SPREAD" in env else False,
         prices=cfg.get("prices", {}),
+        registry_hosts=_host_table(env.get("A3S_POWER_REGISTRY_HOSTS"),
+                                   (cfg.get("registry") or {}).get("hosts")),
+        hf_endpoint=(env.get("HF_ENDPOINT") or str((cfg.get("registry") or {}).get("hf_endpoint", ""))
+                     or "https://huggingface.co").strip().strip("'\"").rstrip("/"),
+        max_transfer_streams=max(1, _int(env, "OLLAMA_MAX_TRANSFER_STREAMS", 4)),
     )

@@ -18,6 +18,7 @@ class knows the HTTP status it maps to and the CLI exit code::
     │   ├── DigestMismatch          400
     │   └── ManifestError           500  (corrupt manifest or config blob)
     ├── RegistryError               500
+    │   └── RemoteNotFound          404  (the registry has no such model or blob)
     └── NativeError                 500  (llama.cpp said no; message from llama.cpp)
         └── EngineError             500
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 __all__ = [
     "PowerError", "InvalidRequest", "InvalidName", "ModelfileError", "TemplateError",
     "GGUFError", "NotFound", "ModelNotFound", "Busy", "Canceled", "StoreError",
-    "DigestMismatch", "InvalidDigest", "ManifestError", "RegistryError", "NativeError", "EngineError",
+    "DigestMismatch", "InvalidDigest", "ManifestError", "RegistryError", "RemoteNotFound", "NativeError", "EngineError",
 ]
 
 
@@ -119,6 +120,12 @@ class ManifestError(StoreError):
 
 class RegistryError(PowerError):
     """A registry answered with an error or could not be reached."""
+
+
+class RemoteNotFound(RegistryError):
+    """file does not exist"""
+
+    status = 404
 
 
 class NativeError(PowerError):
