@@ -1,0 +1,71 @@
+"""The engine on a real small model (Gemma 3 270M from PyPI): the slow suite, which CI runs too."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from power.engine import Engine, LoadOptions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    from tests.realmodels import gemma3_270m
+
+    eng = Engine(str(gemma3_270m()), LoadOptions(num_ctx=1024, num_parallel=4, num_thread=2))
+    yield eng
+    eng.close()
+
+
+def test_greedy_answer_is_sensible_and_deterministic(gemma: Engine) -> None:
+    a = gemma.submit("The capital of France is", {"temperature": 0, "num_predict": 16}).result()
+    b = gemma.submit("The capital of France is", {"temperature": 0, "num_predict": 16}).result()
+    assert "France" in a.text or "Paris" in a.text
+    assert a.text == b.text and a.eval_count == 16
+    assert b.prompt_eval_count == 1  # the whole prompt came from the cache
+
+
+def test_stop_string_and_concurrency(gemma: Engine) -> None:
+    reqs = [gemma.submit(f"List the numbers from 1 to 20, story {i}:", {"seed": i, "num_predict": 24})
+            for i in range(4)]
+    stopped = gemma.submit("The capital of France is", {"temperature": 0, "num_predict": 16, "stop": ["country"]})
+    assert "country" not in stopped.result().text
+    assert [r.result().eval_count for r in reqs] == [24] * 4
+
+
+def test_multi_turn_reuses_earlier_turns(gemma: Engine) -> None:
+    turn1 = "Question: what is two plus two?\nAnswer:"
+    first = gemma.submit(turn1, {"temperature": 0, "num_predict": 8}).result()
+    turn2 = gemma.tokenize(turn1) + list(first.tokens) + gemma.tokenize("\nQuestion: and three plus three?\nAnswer:",
+                                                                       add_special=False)
+    second = gemma.submit(turn2, {"temperature": 0, "num_predict": 8}).result()
+    assert second.prompt_eval_count < len(turn2) // 2
+
+
+def test_embeddings_are_normalised(gemma: Engine) -> None:
+    res = gemma.embed(["The cat sat on the mat.", "A feline rested on the rug.", "Quarterly revenue grew."])
+    vs = res.embeddings
+    assert all(math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, rel_tol=1e-4) for v in vs)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b))
+
+    assert len(vs[0]) == gemma.info.n_embd
+    assert cos(vs[0], vs[1]) > cos(vs[0], vs[2])
+
+
+def test_json_grammar_gives_parseable_json(gemma: Engine) -> None:
+    import json
+
+    grammar = r'''
+root   ::= "{" ws "\"name\":" ws string "," ws "\"age\":" ws number ws "}"
+string ::= "\"" [a-zA-Z ]{1,20} "\""
+number ::= [0-9]{1,3}
+ws     ::= [ ]?
+'''
+    c = gemma.submit("A person record in JSON:", {"temperature": 0, "num_predict": 64}, grammar=grammar).result()
+    obj = json.loads(c.text)
+    assert set(obj) == {"name", "age"}
