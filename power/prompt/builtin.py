@@ -136,13 +136,16 @@ _PHI3 = """\
 """
 
 _GEMMA = """\
+{{- $first := true }}
 {{- range $i, $_ := .Messages }}
 {{- $last := eq (len (slice $.Messages $i)) 1 }}
 {{- if eq .Role "assistant" }}<start_of_turn>model
 {{ .Content }}{{ if not $last }}<end_of_turn>
 {{ end }}
-{{- else }}<start_of_turn>user
-{{ .Content }}<end_of_turn>
+{{- else if ne .Role "system" }}<start_of_turn>user
+{{ if and $first $.System }}{{ $.System }}
+
+{{ end }}{{ $first = false }}{{ .Content }}<end_of_turn>
 {{ end }}
 {{- if and $last (ne .Role "assistant") }}<start_of_turn>model
 {{ end }}

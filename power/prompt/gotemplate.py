@@ -88,6 +88,7 @@ class _Run:
         decl = node.pipe.decl
         empty = True
         for key, item in _iterate(value):
+            self.budget.tick()
             empty = False
             del self.vars[mark:]
             if len(decl) == 1:
