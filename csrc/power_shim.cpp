@@ -297,6 +297,7 @@ struct slot {
     int32_t n_predict = -1;
     int32_t n_logprobs = -1;
     bool ignore_eos = false;
+    bool argmax = false;              // greedy with nothing else in the chain: skip the candidate array
     llama_token last = -1;            // sampled, not yet decoded
     int32_t i_batch = -1;             // batch index of this sequence's output
     bool in_batch = false;            // has tokens in the current step's batch
@@ -401,6 +402,7 @@ void fill_candidates(pw_engine *e, const float *logits, llama_token_data_array &
 // resample with the grammar applied when it is rejected (grammars are slow on
 // large vocabularies).
 llama_token sample(pw_engine *e, slot &s, const float *logits) {
+    if (s.argmax) return (llama_token)(std::max_element(logits, logits + e->n_vocab) - logits);
     llama_token_data_array arr;
     fill_candidates(e, logits, arr);
     llama_sampler_apply(s.chain.get(), &arr);
@@ -601,6 +603,7 @@ int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampl
     s.ignore_eos = sp->ignore_eos;
     s.chain = build_chain(e, *sp);
     s.grammar = std::move(grammar);
+    s.argmax = sp->temperature <= 0.0f && !s.grammar && llama_sampler_chain_n(s.chain.get()) == 1;
     // Penalties see the prompt, as in llama-server.
     for (int32_t i = 0; i < n; i++) llama_sampler_accept(s.chain.get(), tokens[i]);
     s.pending.clear();

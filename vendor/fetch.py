@@ -21,8 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Parts of the llama.cpp tree that nothing here builds or reads.
-SKIP_TOP = {".git", ".github", ".devops", "docs", "media", "app", "benches", "examples/llama.android",
-            "examples/llama.swiftui", "tools/ui", "tools/server/webui", "tools/server/public"}
+SKIP_TOP = {".git", ".github", ".devops", "docs", "media", "benches", "examples/llama.android",
+            "examples/llama.swiftui"}
 STAMP = ".power-pin"
 
 

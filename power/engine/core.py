@@ -249,7 +249,7 @@ class Engine:
     # ---- generation ----------------------------------------------------------
     def submit(self, prompt: str | Sequence[int], options: RequestOptions | Mapping[str, Any] | None = None, *,
                grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-               truncate: bool = True) -> Request:
+               truncate: bool = True, ignore_eos: bool = False) -> Request:
         """Queue a generation; it joins the running batch at the next step."""
         if self._ctx is None:
             raise InvalidRequest("this model does not support generate")
@@ -263,7 +263,7 @@ class Engine:
             seed=opts.seed, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, typical_p=opts.typical_p,
             temperature=opts.temperature, repeat_last_n=opts.repeat_last_n, repeat_penalty=opts.repeat_penalty,
             presence_penalty=opts.presence_penalty, frequency_penalty=opts.frequency_penalty,
-            num_predict=opts.num_predict, logprobs=logprobs, grammar=grammar)
+            num_predict=opts.num_predict, logprobs=logprobs, grammar=grammar, ignore_eos=ignore_eos)
         req = Request(self, tokens, opts, sampling, truncated, self._take_load_duration())
         with self._lock:
             if self._closed:

@@ -1,0 +1,173 @@
+"""Engine benchmark (issue 2): a3s-power's engine against llama-bench and llama-batched-bench.
+
+Both sides use the same model file, thread count and batch sizes, in one run, with llama.cpp's tools
+built from the same vendor/ tree (benchmarks/peer.py):
+
+* single stream: prompt tokens/s on a 512-token prompt (llama-bench pp512) and generation tokens/s
+  over 128 tokens (tg128);
+* aggregate generation tokens/s with 1, 4, 8 and 16 parallel sequences, each with a 128-token prompt
+  and 64 new tokens (llama-batched-bench -npp 128 -ntg 64).
+
+Our side samples greedily in C (llama.cpp's tools do not sample at all), so the comparison charges us
+for sampling and for the whole Python engine loop. Writes benchmarks/results/engine.json and engine.png.
+
+    python benchmarks/engine.py [--model PATH] [--threads N] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from peer import build_tools  # noqa: E402
+
+from power.engine import Engine, LoadOptions  # noqa: E402
+
+WIDTHS = (1, 4, 8, 16)
+PP, TG = 512, 128
+NPP, NTG = 128, 64
+
+
+def peer_single(exe: Path, model: Path, threads: int, reps: int) -> dict[str, float]:
+    out = subprocess.run([str(exe), "-m", str(model), "-t", str(threads), "-p", str(PP), "-n", str(TG),
+                          "-r", str(reps), "-o", "json"], check=True, capture_output=True, text=True).stdout
+    rows = json.loads(out)
+    res = {}
+    for r in rows:
+        if r["n_prompt"] == PP and r["n_gen"] == 0:
+            res["prompt_tps"] = r["avg_ts"]
+        elif r["n_gen"] == TG and r["n_prompt"] == 0:
+            res["gen_tps"] = r["avg_ts"]
+    return res
+
+
+def peer_batched(exe: Path, model: Path, threads: int) -> dict[int, float]:
+    ctx = max(WIDTHS) * (NPP + NTG) + 256
+    out = subprocess.run([str(exe), "-m", str(model), "-t", str(threads), "-tb", str(threads), "-c", str(ctx),
+                          "-b", "2048", "-ub", "512", "-npp", str(NPP), "-ntg", str(NTG),
+                          "-npl", ",".join(map(str, WIDTHS)), "--output-format", "jsonl"],
+                         check=True, capture_output=True, text=True).stdout
+    res = {}
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            row = json.loads(line)
+            res[int(row["pl"])] = float(row["speed_tg"])
+    return res
+
+
+def random_tokens(eng: Engine, n: int, rng: random.Random) -> list[int]:
+    # Distinct prompts every time, so no prefix is ever reused from the KV cache.
+    vocab = eng.info.n_vocab
+    return [eng.info.token_bos] + [rng.randrange(1000, min(vocab, 30000)) for _ in range(n - 1)]
+
+
+def ours_single(model: Path, threads: int, reps: int) -> dict[str, float]:
+    rng = random.Random(0)
+    with Engine(str(model), LoadOptions(num_ctx=PP + TG + 64, num_batch=PP, num_thread=threads)) as eng:
+        eng.submit(random_tokens(eng, 32, rng), {"temperature": 0, "num_predict": 8}).result()  # warm up
+        pp, tg = [], []
+        for _ in range(reps):
+            c = eng.submit(random_tokens(eng, PP, rng), {"temperature": 0, "num_predict": 1}).result()
+            pp.append(c.prompt_eval_count / (c.prompt_eval_duration / 1e9))
+            c = eng.submit([eng.info.token_bos], {"temperature": 0, "num_predict": TG}, ignore_eos=True).result()
+            tg.append((c.eval_count - 1) / (c.eval_duration / 1e9))  # decodes between the first and last token
+    return {"prompt_tps": statistics.mean(pp), "gen_tps": statistics.mean(tg)}
+
+
+def ours_batched(model: Path, threads: int) -> dict[int, float]:
+    rng = random.Random(1)
+    res = {}
+    for width in WIDTHS:
+        load = LoadOptions(num_ctx=NPP + NTG + 32, num_parallel=width, num_batch=max(512, width * NPP),
+                           num_thread=threads)
+        with Engine(str(model), load) as eng:
+            eng.submit(random_tokens(eng, 16, rng), {"temperature": 0, "num_predict": 4}).result()  # warm up
+            reqs = [eng.submit(random_tokens(eng, NPP, rng), {"temperature": 0, "num_predict": NTG}, ignore_eos=True)
+                    for _ in range(width)]
+            chunks = [r.result() for r in reqs]
+            res[width] = sum(c.eval_count - 1 for c in chunks) / (max(c.eval_duration for c in chunks) / 1e9)
+    return res
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = ["prompt pp512", "generation tg128"]
+    ours = [result["ours"]["prompt_tps"], result["ours"]["gen_tps"]]
+    peer = [result["peer"]["prompt_tps"], result["peer"]["gen_tps"]]
+    x = range(len(labels))
+    a.bar([i - 0.2 for i in x], peer, 0.4, label="llama-bench")
+    a.bar([i + 0.2 for i in x], ours, 0.4, label="a3s-power")
+    a.set_xticks(list(x), labels)
+    a.set_ylabel("tokens/s")
+    a.set_yscale("log")
+    a.legend()
+    a.set_title("single stream")
+    widths = sorted(result["ours"]["aggregate"])
+    b.plot(widths, [result["peer"]["aggregate"][w] for w in widths], "o-", label="llama-batched-bench")
+    b.plot(widths, [result["ours"]["aggregate"][w] for w in widths], "s-", label="a3s-power")
+    b.set_xlabel("parallel sequences")
+    b.set_ylabel("aggregate generation tokens/s")
+    b.set_xticks(widths)
+    b.legend()
+    b.set_title(f"{NPP}-token prompts, {NTG} new tokens each")
+    fig.suptitle(f"{result['model']} — {result['threads']} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    if args.model is None:
+        from tests.realmodels import gemma3_270m
+
+        args.model = gemma3_270m()
+    tools = build_tools("llama-bench", "llama-batched-bench")
+    t0 = time.time()
+    # Interleave the sides so that machine noise hits both alike.
+    peer = peer_single(tools["llama-bench"], args.model, args.threads, args.reps)
+    ours = ours_single(args.model, args.threads, args.reps)
+    peer["aggregate"] = peer_batched(tools["llama-batched-bench"], args.model, args.threads)
+    ours["aggregate"] = ours_batched(args.model, args.threads)
+    ratios = {"prompt": ours["prompt_tps"] / peer["prompt_tps"], "gen": ours["gen_tps"] / peer["gen_tps"],
+              "aggregate": {w: ours["aggregate"][w] / peer["aggregate"][w] for w in WIDTHS}}
+    result = {"model": args.model.name, "threads": args.threads, "ours": ours, "peer": peer, "ratio": ratios,
+              "targets": {"gen": 0.97, "prompt": 0.95, "aggregate": 0.95}, "seconds": round(time.time() - t0, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "engine.json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out / "engine.png")
+    print(f"{'measure':<28}{'llama.cpp':>12}{'a3s-power':>12}{'ratio':>8}")
+    print(f"{'prompt pp512 (t/s)':<28}{peer['prompt_tps']:>12.1f}{ours['prompt_tps']:>12.1f}{ratios['prompt']:>8.3f}")
+    print(f"{'generation tg128 (t/s)':<28}{peer['gen_tps']:>12.1f}{ours['gen_tps']:>12.1f}{ratios['gen']:>8.3f}")
+    for w in WIDTHS:
+        print(f"{f'aggregate x{w} (t/s)':<28}{peer['aggregate'][w]:>12.1f}{ours['aggregate'][w]:>12.1f}"
+              f"{ratios['aggregate'][w]:>8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""llama.cpp's own tools, built from the same vendor/ tree as a3s-power, for side-by-side benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "peer"
+
+
+def build_tools(*targets: str, build: Path = BUILD) -> dict[str, Path]:
+    """Build (once, cached with ccache in a persistent folder) and return the named llama.cpp executables."""
+    exes = {t: build / "bin" / t for t in targets}
+    missing = [t for t, p in exes.items() if not p.is_file()]
+    if missing:
+        src = ROOT / "vendor" / "llama.cpp"
+        if not (src / "CMakeLists.txt").is_file():
+            subprocess.run(["python3", str(ROOT / "vendor" / "fetch.py")], check=True)
+        env = dict(os.environ, CCACHE_BASEDIR=str(ROOT), CCACHE_NOHASHDIR="true")
+        if not (build / "CMakeCache.txt").is_file():
+            subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                            "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF",
+                            "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=ON",
+                            "-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"],
+                           check=True, env=env)
+        subprocess.run(["cmake", "--build", str(build), "--target", *missing], check=True, env=env)
+    return exes
