@@ -38,7 +38,12 @@ from __future__ import annotations
 from power.prompt.builtin import BuiltinFormat, builtin_format, fim_template
 from power.prompt.capabilities import capabilities_of
 from power.prompt.chat import (
-    ChatPrompt, TemplateSource, build_chat, render_chat, render_generate, think_values,
+    ChatPrompt,
+    TemplateSource,
+    build_chat,
+    render_chat,
+    render_generate,
+    think_values,
 )
 from power.prompt.delta import Delta, ToolCall, new_call_id
 from power.prompt.gotemplate import GoTemplate, parse_template
@@ -49,10 +54,30 @@ from power.prompt.thinking import ThinkingParser, starts_thinking, thinking_tags
 from power.prompt.tools import ToolCallParser, parse_tool_calls, tool_call_tag
 
 __all__ = [
-    "TemplateSource", "ChatPrompt", "build_chat", "render_chat", "render_generate",
-    "think_values", "capabilities_of", "BuiltinFormat", "builtin_format", "fim_template",
-    "GoTemplate", "parse_template", "JinjaTemplate", "parse_jinja", "Limits",
-    "Delta", "ToolCall", "new_call_id", "OutputParser", "output_parser",
-    "ThinkingParser", "thinking_tags", "starts_thinking",
-    "ToolCallParser", "tool_call_tag", "parse_tool_calls",
+    "BuiltinFormat",
+    "ChatPrompt",
+    "Delta",
+    "GoTemplate",
+    "JinjaTemplate",
+    "Limits",
+    "OutputParser",
+    "TemplateSource",
+    "ThinkingParser",
+    "ToolCall",
+    "ToolCallParser",
+    "build_chat",
+    "builtin_format",
+    "capabilities_of",
+    "fim_template",
+    "new_call_id",
+    "output_parser",
+    "parse_jinja",
+    "parse_template",
+    "parse_tool_calls",
+    "render_chat",
+    "render_generate",
+    "starts_thinking",
+    "think_values",
+    "thinking_tags",
+    "tool_call_tag",
 ]

@@ -9,10 +9,11 @@ through the same renderer, truncation and tool-call machinery as Ollama's own.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any
 
-__all__ = ["BuiltinFormat", "FORMATS", "builtin_format", "fim_template", "vocabulary"]
+__all__ = ["FORMATS", "BuiltinFormat", "builtin_format", "fim_template", "vocabulary"]
 
 
 @dataclass(frozen=True)

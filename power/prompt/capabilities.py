@@ -9,7 +9,8 @@ chat template supports tools when it mentions them. (``completion``,
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from power.errors import TemplateError
 from power.prompt.builtin import fim_template

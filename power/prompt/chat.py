@@ -10,8 +10,9 @@ collated messages; an older one that does not renders once per turn with
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from power.errors import InvalidRequest, TemplateError
 from power.prompt.builtin import builtin_format, fim_template
@@ -20,12 +21,25 @@ from power.prompt.gotemplate import GoTemplate, parse_template
 from power.prompt.jinja import JinjaTemplate, parse_jinja
 from power.prompt.limits import Budget
 from power.prompt.messages import (
-    Message, collate, default_image_marker, go_message, hf_message, normalize,
-    normalize_tools, with_image_markers,
+    Message,
+    collate,
+    default_image_marker,
+    go_message,
+    hf_message,
+    normalize,
+    normalize_tools,
+    with_image_markers,
 )
 
-__all__ = ["TemplateSource", "ChatPrompt", "build_chat", "render_chat", "render_generate",
-           "think_values", "IMAGE_TOKENS"]
+__all__ = [
+    "IMAGE_TOKENS",
+    "ChatPrompt",
+    "TemplateSource",
+    "build_chat",
+    "render_chat",
+    "render_generate",
+    "think_values",
+]
 
 IMAGE_TOKENS = 768  # what Ollama counts per image when fitting a prompt into num_ctx
 THINK_LEVELS = ("low", "medium", "high", "max")

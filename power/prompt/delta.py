@@ -8,7 +8,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["ToolCall", "Delta", "new_call_id", "EMPTY"]
+__all__ = ["EMPTY", "Delta", "ToolCall", "new_call_id"]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 

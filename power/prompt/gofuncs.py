@@ -13,12 +13,19 @@ import json
 import math
 import re
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from power.errors import TemplateError
 
 __all__ = [
-    "go_str", "go_json", "truth", "field_of", "FUNCS", "compare_eq", "to_typescript_type",
+    "FUNCS",
+    "compare_eq",
+    "field_of",
+    "go_json",
+    "go_str",
+    "to_typescript_type",
+    "truth",
 ]
 
 _MAX_WIDTH = 1000  # printf width/precision cap: "%0999999999d" must not eat memory

@@ -17,123 +17,31 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from power.errors import TemplateError
+from power.prompt.gotree import (
+    Action,
+    Arg,
+    Branch,
+    Break,
+    Chain,
+    Command,
+    Continue,
+    Field,
+    Ident,
+    Literal,
+    Node,
+    Pipe,
+    SubPipe,
+    TemplateCall,
+    Text,
+    Tree,
+    Variable,
+)
 from power.prompt.limits import DEFAULT_LIMITS, Limits
 
-__all__ = [
-    "Tree", "Text", "Action", "Branch", "TemplateCall", "Break", "Continue",
-    "Pipe", "Command", "Field", "Variable", "Chain", "Ident", "Literal", "SubPipe",
-    "Node", "Arg", "parse",
-]
-
-
-# ---- tree values -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class Field:
-    """``.A.B``; ``names == ()`` is dot itself."""
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Variable:
-    """``$x.A.B``."""
-    name: str
-    names: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Ident:
-    """A function name."""
-    name: str
-
-
-@dataclass(frozen=True)
-class Literal:
-    value: Any
-
-
-@dataclass(frozen=True)
-class Command:
-    args: tuple["Arg", ...]
-
-
-@dataclass(frozen=True)
-class Pipe:
-    decl: tuple[str, ...]
-    assign: bool  # ``=`` rather than ``:=``
-    cmds: tuple[Command, ...]
-
-
-@dataclass(frozen=True)
-class SubPipe:
-    """A parenthesised pipeline used as an argument."""
-    pipe: Pipe
-
-
-@dataclass(frozen=True)
-class Chain:
-    """``(pipeline).A.B``."""
-    node: SubPipe
-    names: tuple[str, ...]
-
-
-Arg = Union[Field, Variable, Ident, Literal, SubPipe, Chain]
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class Action:
-    pipe: Pipe
-    line: int
-
-
-@dataclass(frozen=True)
-class Branch:
-    """``if``, ``range`` or ``with``; ``orelse`` is None without ``else``."""
-    kind: str
-    pipe: Pipe
-    body: tuple["Node", ...]
-    orelse: tuple["Node", ...] | None
-    line: int
-
-
-@dataclass(frozen=True)
-class TemplateCall:
-    name: str
-    pipe: Pipe | None
-    line: int
-
-
-@dataclass(frozen=True)
-class Break:
-    line: int
-
-
-@dataclass(frozen=True)
-class Continue:
-    line: int
-
-
-Node = Union[Text, Action, Branch, TemplateCall, Break, Continue]
-
-
-@dataclass(frozen=True)
-class Tree:
-    root: tuple[Node, ...]
-    defines: tuple[tuple[str, tuple[Node, ...]], ...]
-
-    def define(self, name: str) -> tuple[Node, ...] | None:
-        for key, body in self.defines:
-            if key == name:
-                return body
-        return None
+__all__ = ["parse"]
 
 
 # ---- lexing ----------------------------------------------------------------
@@ -156,7 +64,7 @@ _TOKEN = re.compile(r"""
      |(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?))
 | (?P<dot>\.)
 | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-""", re.X)
+""", re.VERBOSE)
 
 _SPACE = " \t\r\n"
 

@@ -9,13 +9,30 @@ functions in ``gofuncs.FUNCS``: there is nothing else to reach.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from power.errors import TemplateError
 from power.prompt.gofuncs import FUNCS, field_of, go_str, truth
-from power.prompt.goparse import (
-    Action, Arg, Branch, Break, Chain, Command, Continue, Field, Ident, Literal, Node,
-    Pipe, SubPipe, TemplateCall, Text, Tree, Variable, parse,
+from power.prompt.goparse import parse
+from power.prompt.gotree import (
+    Action,
+    Arg,
+    Branch,
+    Break,
+    Chain,
+    Command,
+    Continue,
+    Field,
+    Ident,
+    Literal,
+    Node,
+    Pipe,
+    SubPipe,
+    TemplateCall,
+    Text,
+    Tree,
+    Variable,
 )
 from power.prompt.limits import DEFAULT_LIMITS, Budget, Limits
 
@@ -149,7 +166,7 @@ class _Run:
 
     def call(self, dot: Any, name: str, rest: tuple[Arg, ...], piped_value: Any, piped: bool) -> Any:
         if name in ("and", "or"):
-            thunks = [functools.partial(self.arg, dot, a) for a in rest]
+            thunks: list[Callable[[], Any]] = [functools.partial(self.arg, dot, a) for a in rest]
             if piped:
                 thunks.append(lambda: piped_value)
             if not thunks:

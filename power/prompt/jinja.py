@@ -112,9 +112,9 @@ class _Environment(ImmutableSandboxedEnvironment):
             return self._check_size(left ** right)
         if operator_ == "*":
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
-                    if len(seq) * max(count, 0) > self.limits.max_output:
-                        raise _TemplateRaised("repetition too large")
+                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) \
+                        and len(seq) * max(count, 0) > self.limits.max_output:
+                    raise _TemplateRaised("repetition too large")
             return left * right
         if operator_ == "%" and isinstance(left, str) and _WIDE_SPEC.search(left):
             raise _TemplateRaised("format width too large")

@@ -11,7 +11,7 @@ import ast
 import json
 from typing import Any
 
-__all__ = ["JsonScan", "loads_lenient", "calls_in"]
+__all__ = ["JsonScan", "calls_in", "loads_lenient"]
 
 _CLOSERS = {"{": "}", "[": "]"}
 _MAX_DEPTH = 200
@@ -20,7 +20,7 @@ _MAX_DEPTH = 200
 class JsonScan:
     """Incremental scanner for the extent of one JSON object or array."""
 
-    __slots__ = ("pos", "stack", "in_string", "escape", "broken")
+    __slots__ = ("broken", "escape", "in_string", "pos", "stack")
 
     def __init__(self) -> None:
         self.pos = -1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from power.errors import TemplateError
 
-__all__ = ["Limits", "Budget", "DEFAULT_LIMITS"]
+__all__ = ["DEFAULT_LIMITS", "Budget", "Limits"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ _CLOCK_EVERY = 256
 class Budget:
     """The running account of one render against its ``Limits``."""
 
-    __slots__ = ("limits", "steps", "size", "deadline")
+    __slots__ = ("deadline", "limits", "size", "steps")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits

@@ -10,14 +10,22 @@ templates expect.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from power.errors import InvalidRequest
 
 __all__ = [
-    "Message", "ToolCallIn", "normalize", "normalize_tools", "collate", "go_message",
-    "hf_message", "with_image_markers", "default_image_marker",
+    "Message",
+    "ToolCallIn",
+    "collate",
+    "default_image_marker",
+    "go_message",
+    "hf_message",
+    "normalize",
+    "normalize_tools",
+    "with_image_markers",
 ]
 
 

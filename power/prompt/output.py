@@ -6,7 +6,12 @@ from typing import Any
 
 from power.prompt.chat import TemplateSource
 from power.prompt.delta import Delta
-from power.prompt.thinking import DEFAULT_TAGS, ThinkingParser, starts_thinking, thinking_tags
+from power.prompt.thinking import (
+    DEFAULT_TAGS,
+    ThinkingParser,
+    starts_thinking,
+    thinking_tags,
+)
 from power.prompt.tools import ToolCallParser, tool_call_tag
 
 __all__ = ["OutputParser", "output_parser"]

@@ -16,8 +16,13 @@ from power.errors import TemplateError
 from power.prompt.delta import Delta
 from power.prompt.gotemplate import parse_template
 
-__all__ = ["ThinkingParser", "thinking_tags", "starts_thinking", "DEFAULT_TAGS",
-           "partial_suffix"]
+__all__ = [
+    "DEFAULT_TAGS",
+    "ThinkingParser",
+    "partial_suffix",
+    "starts_thinking",
+    "thinking_tags",
+]
 
 DEFAULT_TAGS = ("<think>", "</think>")
 _SPACE = " \t\r\n"

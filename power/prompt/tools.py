@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from power.errors import TemplateError
 from power.prompt.delta import Delta, ToolCall
@@ -23,7 +24,7 @@ from power.prompt.gotemplate import parse_template
 from power.prompt.jsonscan import JsonScan, calls_in, loads_lenient
 from power.prompt.thinking import partial_suffix
 
-__all__ = ["ToolCallParser", "tool_call_tag", "parse_tool_calls", "KNOWN_TAGS"]
+__all__ = ["KNOWN_TAGS", "ToolCallParser", "parse_tool_calls", "tool_call_tag"]
 
 KNOWN_TAGS = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "<function_call>")
 _FENCE = "```"

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import pytest
 from prompt_template_texts import (
-    LLAMA2_LEGACY, LLAMA32, MISTRAL, QWEN25, QWEN25_JINJA, QWEN3_THINKING, WEATHER_TOOL,
+    LLAMA2_LEGACY,
+    LLAMA32,
+    MISTRAL,
+    QWEN3_THINKING,
+    QWEN25,
+    QWEN25_JINJA,
+    WEATHER_TOOL,
 )
 
 from power.errors import InvalidRequest, TemplateError
 from power.prompt import (
-    TemplateSource, build_chat, builtin_format, capabilities_of, render_chat, render_generate,
+    TemplateSource,
+    build_chat,
+    builtin_format,
+    capabilities_of,
+    render_chat,
+    render_generate,
     think_values,
 )
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from prompt_template_texts import QWEN25, QWEN3_THINKING, WEATHER_TOOL
+from prompt_template_texts import QWEN3_THINKING, QWEN25, WEATHER_TOOL
 
 from power.prompt import (
-    Delta, TemplateSource, ThinkingParser, output_parser, starts_thinking, thinking_tags,
+    Delta,
+    TemplateSource,
+    ThinkingParser,
+    output_parser,
+    starts_thinking,
+    thinking_tags,
 )
 
 

@@ -9,7 +9,12 @@ import pytest
 from prompt_template_texts import LLAMA32, MISTRAL, QWEN25, QWEN25_JINJA, WEATHER_TOOL
 
 from power.prompt import (
-    TemplateSource, ToolCall, ToolCallParser, output_parser, parse_tool_calls, tool_call_tag,
+    TemplateSource,
+    ToolCall,
+    ToolCallParser,
+    output_parser,
+    parse_tool_calls,
+    tool_call_tag,
 )
 
 TOOLS = [WEATHER_TOOL, {"type": "function", "function": {"name": "get_time", "parameters": {}}}]
@@ -31,11 +36,11 @@ CASES = [
     # (output, template tag, expected content, expected calls)
     ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
      "<tool_call>", "", [PARIS]),
-    ('Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
-     '</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
+    (('Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+      '</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'),
      "<tool_call>", "Let me check.\n", [PARIS, ("get_time", {})]),
-    ('[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}, '
-     '{"name": "get_time", "arguments": {}}]', "[TOOL_CALLS]", "", [PARIS, ("get_time", {})]),
+    (('[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+      '{"name": "get_time", "arguments": {}}]'), "[TOOL_CALLS]", "", [PARIS, ("get_time", {})]),
     ('[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}', "[TOOL_CALLS]", "", [PARIS]),
     ('{"name": "get_weather", "parameters": {"city": "Paris"}}', "{", "", [PARIS]),
     ('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}', "{", "", [PARIS]),
