@@ -6,9 +6,12 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prompt_template_texts import LLAMA32, MISTRAL, QWEN25, QWEN25_JINJA, WEATHER_TOOL
 
 from power.prompt import (
+    Delta,
     TemplateSource,
     ToolCall,
     ToolCallParser,
@@ -131,3 +134,20 @@ def test_output_parser_for_qwen_jinja_model() -> None:
     delta = parser.feed(text) + parser.finish()
     assert [(c.name, c.arguments) for c in delta.tool_calls] == [PARIS]
     assert delta.content == "" and delta.thinking == ""
+
+
+_SOUP = st.lists(st.sampled_from([
+    "<tool_call>", "</tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "```", "json\n", "{", "}", "[",
+    "]", '"name"', ":", '"other"', ",", '"arguments"', " ", "\n", "text", "\\", '"', "[ARGS]",
+]), max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SOUP, st.integers(min_value=1, max_value=8))
+def test_text_without_a_known_tool_comes_back_unchanged(text: str, step: int) -> None:
+    parser = ToolCallParser(["get_weather"], "<tool_call>")
+    delta = Delta()
+    for i in range(0, len(text), step):
+        delta += parser.feed(text[i:i + step])
+    delta += parser.finish()
+    assert delta.content == text and not delta.tool_calls
