@@ -23,8 +23,8 @@ from power.server.inference import Services
 from power.server.metrics import Metrics
 from power.server.native_gen import ChatResource, GenerateResource
 from power.server.native_models import (
-    BlobResource, CopyResource, CreateResource, DeleteResource, PsResource, RegistryStub, RootResource,
-    ShowResource, TagsResource, VersionResource,
+    BlobResource, CopyResource, CreateResource, DeleteResource, PsResource, RootResource,
+    ShowResource, TagsResource, TransferResource, VersionResource,
 )
 from power.server.observability import HealthResource, MetricsResource, OpenAPIResource, UsageResource
 from power.server.openai import ChatCompletionsResource, CompletionsResource, ModelResource, ModelsResource
@@ -77,8 +77,8 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
     app.add_route("/api/copy", CopyResource(services))
     app.add_route("/api/delete", DeleteResource(services))
     app.add_route("/api/blobs/{digest}", BlobResource(services))
-    app.add_route("/api/pull", RegistryStub(services, "pull"))
-    app.add_route("/api/push", RegistryStub(services, "push"))
+    app.add_route("/api/pull", TransferResource(services, "pull"))
+    app.add_route("/api/push", TransferResource(services, "push"))
     app.add_route("/v1/chat/completions", ChatCompletionsResource(services))
     app.add_route("/v1/completions", CompletionsResource(services))
     app.add_route("/v1/embeddings", OpenAIEmbeddingsResource(services))

@@ -18,7 +18,7 @@ from power.server.streaming import send_json, send_ndjson
 from power.store import parse_digest
 
 __all__ = ["RootResource", "VersionResource", "TagsResource", "ShowResource", "PsResource",
-           "CreateResource", "CopyResource", "DeleteResource", "BlobResource", "RegistryStub"]
+           "CreateResource", "CopyResource", "DeleteResource", "BlobResource", "TransferResource"]
 
 log = logging.getLogger(__name__)
 
@@ -160,26 +160,35 @@ def _chunks(stream: Any, size: int = 1 << 20) -> Iterator[bytes]:
         yield chunk
 
 
-class RegistryStub(_WithServices):
-    """``/api/pull`` and ``/api/push`` until the registry client lands: a clear 501."""
+class TransferResource(_WithServices):
+    """``/api/pull`` and ``/api/push``: registry transfers streamed as Ollama's status lines."""
 
     def __init__(self, services: Services, what: str) -> None:
         super().__init__(services)
         self.what = what
+        self._registry: Any = None
+
+    def registry(self) -> Any:
+        if self._registry is None:
+            library = getattr(self.services.store, "library", None)
+            if library is None:  # a store without a models folder behind it (unit-test fakes)
+                raise falcon.HTTPNotImplemented(description=f"{self.what} needs a real model store")
+            from power.registry import Registry
+
+            self._registry = Registry.from_settings(self.services.settings, library)
+        return self._registry
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "PullRequest")
+        body = read_json(req, "PullRequest" if self.what == "pull" else "PushRequest")
         name = model_field(body)
-        parse_name(name)
-        if self.what == "pull":
-            try:
-                self.services.store.model(name)
-            except ModelNotFound:
-                pass
-            else:  # already here: what a pull of an up-to-date model reports
-                if body.get("stream", True):
-                    send_ndjson(resp, iter([{"status": "pulling manifest"}, {"status": "success"}]))
-                else:
-                    send_json(resp, {"status": "success"})
-                return
-        raise falcon.HTTPNotImplemented(description=f"{self.what} is not available yet in this build")
+        req.context.model = name
+        registry = self.registry()
+        insecure = bool(body.get("insecure"))
+        progress = registry.pull(name, insecure) if self.what == "pull" else registry.push(name, insecure)
+        if body.get("stream", True):
+            first = next(progress)  # a missing model or an unreachable registry keeps its status
+            send_ndjson(resp, _chain(first, progress), close=progress.close)
+            return
+        for _ in progress:
+            pass
+        send_json(resp, {"status": "success"})

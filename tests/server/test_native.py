@@ -182,8 +182,15 @@ def test_blobs(client: testing.TestClient) -> None:
     assert bad.status_code == 400 and "digest mismatch" in bad.json["error"]
 
 
-def test_pull_push_stubs(client: testing.TestClient) -> None:
-    assert client.simulate_post("/api/pull", json={"model": "tiny", "stream": False}).json == {"status": "success"}
+def test_pull_push_unreachable_registry(make_client: Any) -> None:
+    """Pull and push go to the registry (here a closed loopback port): a typed error, no hang."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = make_client(registry_hosts={"registry.ollama.ai": f"http://127.0.0.1:{port}"})
     r = client.simulate_post("/api/pull", json={"model": "other"})
-    assert r.status_code == 501 and "pull" in r.json["error"]
-    assert client.simulate_post("/api/push", json={"model": "ns/tiny"}).status_code == 501
+    assert r.status_code == 500 and "pull model manifest" in r.json["error"]
+    r = client.simulate_post("/api/push", json={"model": "tiny", "stream": False})
+    assert r.status_code == 500 and "connection refused" in r.json["error"]

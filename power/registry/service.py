@@ -1,0 +1,123 @@
+"""``Registry``: pull and push for the server and the CLI, over one store.
+
+``pull(model)`` picks the source by the name's form: an ``http(s)://.../x.gguf``
+URL, an ``hf.co/``/``huggingface.co/`` name (the Hugging Face API, unless the
+host table maps that host to a registry), or a registry name. Each returns an
+iterator of Ollama's status dicts whose first ``next()`` already did the
+lookup, so a missing model or a bad name fails before a stream starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, Mapping
+
+from power.config import Settings
+from power.errors import RegistryError
+from power.names import ModelName, parse_name
+from power.registry.auth import TokenSource
+from power.registry.client import RegistryClient, base_url_for
+from power.registry.download import Download, TransferOptions
+from power.registry.progress import Event, LayerProgress, run_reporting, status
+from power.registry.pull import held, pull_from_registry
+from power.registry.push import push_to_registry
+from power.registry.sources import HF_HOSTS, UrlSource, find_hf_file, is_url, name_for_url, probe_url
+from power.registry.transport import Transport, is_loopback_host, split_url
+from power.store import ModelStore
+
+__all__ = ["Registry"]
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    """Registry transfers into and out of ``store``."""
+
+    def __init__(self, store: ModelStore, *, hosts: Mapping[str, str] | None = None,
+                 hf_endpoint: str = "https://huggingface.co", options: TransferOptions = TransferOptions(),
+                 key_path: Path | None = None, connect_timeout: float = 10.0) -> None:
+        self.store = store
+        self.hosts = {k.lower(): v for k, v in (hosts or {}).items()}
+        self.hf_endpoint = hf_endpoint.rstrip("/")
+        self.options = options
+        self.transport = Transport(connect_timeout=connect_timeout, read_timeout=options.stall_timeout)
+        self.key_path = key_path
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: ModelStore, **kwargs: Any) -> Registry:
+        options = TransferOptions(streams=settings.max_transfer_streams)
+        return cls(store, hosts=settings.registry_hosts, hf_endpoint=settings.hf_endpoint, options=options,
+                   key_path=Path.home() / ".ollama" / "id_ed25519", **kwargs)
+
+    # -- entry points -------------------------------------------------------------
+    def pull(self, model: str, insecure: bool = False) -> Iterator[Event]:
+        """Pull a model; iterate for progress (the manifest lookup happens on the first item)."""
+        if is_url(model):
+            return self._pull_url(model, insecure)
+        name = parse_name(model)
+        if name.host.lower() in HF_HOSTS and name.host.lower() not in self.hosts:
+            return self._pull_hf(name)
+        return pull_from_registry(self.store.ctx, self._client(name, insecure), name, self.options)
+
+    def push(self, model: str, insecure: bool = False) -> Iterator[Event]:
+        """Push a stored model to its registry; iterate for progress."""
+        name = self.store.layout.require(parse_name(model))
+        if name.host.lower() in HF_HOSTS and name.host.lower() not in self.hosts:
+            raise RegistryError("pushing to Hugging Face is not supported")
+        return push_to_registry(self.store.ctx, self._client(name, insecure, push=True), name, self.options)
+
+    # -- sources --------------------------------------------------------------------
+    def _client(self, name: ModelName, insecure: bool, push: bool = False) -> RegistryClient:
+        base = base_url_for(name, self.hosts, insecure)
+        return RegistryClient(base, name.repository(), self.transport, TokenSource(self.transport, self.key_path),
+                              push=push)
+
+    def _pull_url(self, url: str, insecure: bool) -> Iterator[Event]:
+        target = split_url(url)
+        if target.scheme == "http" and not insecure and not is_loopback_host(target.host):
+            raise RegistryError("insecure protocol http: pass insecure to download over plain http")
+        name = name_for_url(url)
+        size, etag, local = probe_url(self.transport, url)
+        yield status("pulling manifest")
+        filename = PurePosixPath(split_url(url).target.split("?", 1)[0]).name
+        key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:40]
+        source = UrlSource(self.transport, url, local)
+        yield from self._fetch_and_create(name, filename, size, None, key, source, etag)
+
+    def _pull_hf(self, name: ModelName) -> Iterator[Event]:
+        found = find_hf_file(self.transport, self.hf_endpoint, name)
+        yield status("pulling manifest")
+        local = is_loopback_host(split_url(found.url).host)
+        key = None if found.digest else "url-" + hashlib.sha256(found.url.encode()).hexdigest()[:40]
+        source = UrlSource(self.transport, found.url, local)
+        yield from self._fetch_and_create(name, PurePosixPath(found.filename).name, found.size, found.digest,
+                                          key, source, "")
+
+    def _fetch_and_create(self, name: ModelName, filename: str, size: int, digest: str | None,
+                          key: str | None, source: UrlSource, etag: str) -> Iterator[Event]:
+        progress = LayerProgress("pulling")
+        track = digest or filename
+        blobs = self.store.blobs
+        result: dict[str, str] = {}
+        cancel = threading.Event()
+        if digest and blobs.exists(digest):
+            progress.add(digest, size, size)
+            result["digest"] = digest
+            tasks = []
+        else:
+            progress.add(track, size, label="" if digest else filename)
+
+            def fetch() -> None:
+                info = Download(blobs, source, size, digest=digest, key=key, options=self.options,
+                                on_progress=progress.setter(track), cancel=cancel, validator=etag).run()
+                result["digest"] = info.digest
+                progress.complete(track)
+            tasks = [fetch]
+        yield from run_reporting(tasks, progress, cancel, 1)
+        yield status("verifying sha256 digest")
+        with held(self.store.ctx, {result["digest"]}):
+            yield from self.store.create({"model": name.full(), "files": {filename: result["digest"]}})
+        log.info("pulled file model=%s file=%s size=%d", name.display(), filename, size)
