@@ -13,9 +13,9 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
-from power.errors import ManifestError, ModelNotFound, RegistryError, RemoteNotFound
+from power.errors import Canceled, ManifestError, ModelNotFound, RegistryError, RemoteNotFound
 from power.names import ModelName
 from power.registry.client import RegistryClient
 from power.registry.download import Download, TransferOptions
@@ -109,6 +109,7 @@ def pull_from_registry(ctx: StoreContext, client: RegistryClient, name: ModelNam
     progress = LayerProgress("pulling")
     cancel = threading.Event()
     tasks = []
+    created: list[str] = []
     seen: set[str] = set()
     for layer in layers:
         if layer.digest in seen:
@@ -119,22 +120,29 @@ def pull_from_registry(ctx: StoreContext, client: RegistryClient, name: ModelNam
             progress.add(layer.digest, layer.size, layer.size)
             continue
         progress.add(layer.digest, layer.size)
-        tasks.append(_task(ctx, client, layer, options, progress, cancel))
-    with held(ctx, seen):
-        yield from run_reporting(tasks, progress, cancel, options.streams)
-        yield status("verifying sha256 digest")
-        missing = [d for d in seen if not ctx.layout.blobs.exists(d)]
-        if missing:
-            raise RegistryError(f"blob {missing[0]} is missing after download")
-        yield from write_and_collect(ctx, name, raw)
+        tasks.append(_task(ctx, client, layer, options, progress, cancel, created))
+    try:
+        with held(ctx, seen):
+            yield from run_reporting(tasks, progress, cancel, options.streams)
+            yield status("verifying sha256 digest")
+            missing = [d for d in seen if not ctx.layout.blobs.exists(d)]
+            if missing:
+                raise RegistryError(f"blob {missing[0]} is missing after download")
+            yield from write_and_collect(ctx, name, raw)
+    except Exception as exc:
+        if not isinstance(exc, Canceled):  # a failed pull leaves no orphan blobs behind
+            collect_garbage(ctx, set(created))
+        raise
     log.info("pulled model=%s layers=%d downloaded=%d", name.display(), len(seen), len(tasks))
     yield status("success")
 
 
 def _task(ctx: StoreContext, client: RegistryClient, layer: Layer, options: TransferOptions,
-          progress: LayerProgress, cancel: threading.Event):  # type: ignore[no-untyped-def]
+          progress: LayerProgress, cancel: threading.Event, created: list[str]) -> Callable[[], None]:
     def run() -> None:
-        Download(ctx.layout.blobs, RegistryBlob(client, layer.digest), layer.size, digest=layer.digest,
-                 options=options, on_progress=progress.setter(layer.digest), cancel=cancel).run()
+        info = Download(ctx.layout.blobs, RegistryBlob(client, layer.digest), layer.size, digest=layer.digest,
+                        options=options, on_progress=progress.setter(layer.digest), cancel=cancel).run()
+        if info.created:
+            created.append(info.digest)
         progress.complete(layer.digest)
     return run
