@@ -11,7 +11,8 @@ exist"), any other status from 400 up is ``RegistryError("<code>: <body>")``.
 from __future__ import annotations
 
 import logging
-from typing import BinaryIO, Mapping
+from collections.abc import Mapping
+from typing import BinaryIO
 from urllib.parse import quote, urlencode, urljoin
 
 from power.errors import RegistryError, RemoteNotFound

@@ -24,10 +24,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from power.errors import Canceled, DigestMismatch, PowerError, RegistryError, StoreError
 from power.registry.flight import FlightLock
@@ -35,7 +35,7 @@ from power.registry.transport import Response
 from power.store.atomic import atomic_write_bytes, os_error
 from power.store.blobs import BlobInfo, BlobStore, parse_digest
 
-__all__ = ["BlobSource", "Download", "TransferOptions"]
+__all__ = ["DEFAULT_OPTIONS", "BlobSource", "Download", "TransferOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class TransferOptions:
     retries: int = 6
     backoff: float = 1.0
     upload_chunk: int = 100 << 20
+
+
+DEFAULT_OPTIONS = TransferOptions()
 
 
 class BlobSource(Protocol):
@@ -88,7 +91,7 @@ class Download:
     """Download one blob of known ``size`` (and ``digest`` when known) into ``blobs``."""
 
     def __init__(self, blobs: BlobStore, source: BlobSource, size: int, *, digest: str | None = None,
-                 key: str | None = None, options: TransferOptions = TransferOptions(),
+                 key: str | None = None, options: TransferOptions = DEFAULT_OPTIONS,
                  on_progress: Callable[[int], None] | None = None,
                  cancel: threading.Event | None = None, validator: str = "") -> None:
         self.blobs = blobs
@@ -127,8 +130,9 @@ class Download:
     # -- the download ---------------------------------------------------------------
     def _download(self) -> BlobInfo:
         for attempt in range(3):
-            self._parts = self._load_parts() or self._plan()
-            self._check_space()
+            loaded = self._load_parts()
+            self._check_space(sum(p.size - p.completed for p in loaded) if loaded else self.size)
+            self._parts = loaded or self._plan()
             try:
                 self._fetch_parts()
                 break
@@ -205,8 +209,7 @@ class Download:
         self.on_progress(done)
         return parts
 
-    def _check_space(self) -> None:
-        need = sum(p.size - p.completed for p in self._parts)
+    def _check_space(self, need: int) -> None:
         try:
             free = shutil.disk_usage(self.blobs.root).free
         except OSError:

@@ -15,8 +15,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from power.errors import Canceled
 from power.store.atomic import os_error

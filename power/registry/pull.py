@@ -11,18 +11,30 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-from power.errors import Canceled, ManifestError, ModelNotFound, RegistryError, RemoteNotFound
+from power.errors import (
+    Canceled,
+    ManifestError,
+    ModelNotFound,
+    RegistryError,
+    RemoteNotFound,
+)
 from power.names import ModelName
 from power.registry.client import RegistryClient
 from power.registry.download import Download, TransferOptions
 from power.registry.progress import Event, LayerProgress, run_reporting, status
 from power.registry.transport import Response
 from power.store.create import StoreContext, collect_garbage
-from power.store.manifest import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MEDIA_PREFIX, Layer, Manifest
+from power.store.manifest import (
+    CONFIG_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+    MEDIA_PREFIX,
+    Layer,
+    Manifest,
+)
 
 __all__ = ["RegistryBlob", "check_manifest", "held", "pull_from_registry", "write_and_collect"]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from power.errors import Canceled, InvalidName
 from power.names import ModelName, parse_name

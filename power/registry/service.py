@@ -12,19 +12,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from power.config import Settings
 from power.errors import RegistryError
 from power.names import ModelName, parse_name
 from power.registry.auth import TokenSource
 from power.registry.client import RegistryClient, base_url_for
-from power.registry.download import Download, TransferOptions
+from power.registry.download import DEFAULT_OPTIONS, Download, TransferOptions
 from power.registry.progress import Event, LayerProgress, run_reporting, status
 from power.registry.pull import held, pull_from_registry
 from power.registry.push import push_to_registry
-from power.registry.sources import HF_HOSTS, UrlSource, find_hf_file, is_url, name_for_url, probe_url
+from power.registry.sources import (
+    HF_HOSTS,
+    UrlSource,
+    find_hf_file,
+    is_url,
+    name_for_url,
+    probe_url,
+)
 from power.registry.transport import Transport, is_loopback_host, split_url
 from power.store import ModelStore
 
@@ -37,7 +45,7 @@ class Registry:
     """Registry transfers into and out of ``store``."""
 
     def __init__(self, store: ModelStore, *, hosts: Mapping[str, str] | None = None,
-                 hf_endpoint: str = "https://huggingface.co", options: TransferOptions = TransferOptions(),
+                 hf_endpoint: str = "https://huggingface.co", options: TransferOptions = DEFAULT_OPTIONS,
                  key_path: Path | None = None, connect_timeout: float = 10.0) -> None:
         self.store = store
         self.hosts = {k.lower(): v for k, v in (hosts or {}).items()}

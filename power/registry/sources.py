@@ -119,7 +119,8 @@ def find_hf_file(transport: Transport, endpoint: str, name: ModelName) -> HfFile
         have = ", ".join(sorted({q for f in files for q in _quants(f["rfilename"])})) or "none"
         raise RemoteNotFound(f"pull model manifest: no {quant} GGUF in {repo} (found: {have})")
     filename = chosen["rfilename"]
-    lfs = chosen.get("lfs") if isinstance(chosen.get("lfs"), dict) else {}
+    lfs_raw = chosen.get("lfs")
+    lfs: dict[str, Any] = lfs_raw if isinstance(lfs_raw, dict) else {}
     sha = lfs.get("sha256") if isinstance(lfs.get("sha256"), str) else None
     size = lfs.get("size", chosen.get("size"))
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
@@ -145,7 +146,7 @@ def _gguf_files(listing: Any) -> list[dict[str, Any]]:
 
 def _quants(filename: str) -> list[str]:
     stem = PurePosixPath(filename).name[:-5]
-    return [q for q in re.split(r"[-.]", stem) if re.fullmatch(r"(I?Q\d\w*|F16|BF16|F32)", q, re.I)]
+    return [q for q in re.split(r"[-.]", stem) if re.fullmatch(r"(I?Q\d\w*|F16|BF16|F32)", q, re.IGNORECASE)]
 
 
 def _choose(files: list[dict[str, Any]], quant: str, explicit: bool) -> dict[str, Any] | None:

@@ -15,9 +15,10 @@ import http.client
 import ipaddress
 import logging
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
-from typing import BinaryIO, Mapping
+from typing import BinaryIO, Self
 from urllib.parse import urljoin, urlsplit
 
 from power import __version__
@@ -122,7 +123,7 @@ class Response:
         self._resp.close()
         self._conn.close()
 
-    def __enter__(self) -> Response:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import falcon
 
@@ -17,8 +18,18 @@ from power.server.inference import Services
 from power.server.streaming import send_json, send_ndjson
 from power.store import parse_digest
 
-__all__ = ["RootResource", "VersionResource", "TagsResource", "ShowResource", "PsResource",
-           "CreateResource", "CopyResource", "DeleteResource", "BlobResource", "TransferResource"]
+__all__ = [
+    "BlobResource",
+    "CopyResource",
+    "CreateResource",
+    "DeleteResource",
+    "PsResource",
+    "RootResource",
+    "ShowResource",
+    "TagsResource",
+    "TransferResource",
+    "VersionResource",
+]
 
 log = logging.getLogger(__name__)
 
