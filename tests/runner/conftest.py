@@ -18,10 +18,11 @@ from tests.tinymodels import write_llama
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("models")
     return {
-        "tiny": write_llama(d / "tiny.gguf", seed=0),
+        # wide enough that a 512-token stream lasts long enough to be interrupted
+        "tiny": write_llama(d / "tiny.gguf", seed=0, n_embd=256, n_layer=4, n_ff=1024, n_head=8, n_head_kv=4),
         "other": write_llama(d / "other.gguf", seed=1, name="other"),
         "third": write_llama(d / "third.gguf", seed=2, name="third"),
-        "stopper": write_llama(d / "stopper.gguf", seed=3, eos_bias=10.0),
+        "stopper": write_llama(d / "stopper.gguf", seed=3, eos_bias=60.0),
         "embed": write_llama(d / "embed.gguf", seed=4, pooling=1),
     }
 

@@ -44,7 +44,7 @@ def test_read_meminfo(tmp_path: Path) -> None:
 
 
 def test_estimate_grows_with_context_and_parallelism(models: dict[str, Path]) -> None:
-    facts = model_facts(models["tiny"])
+    facts = model_facts(models["other"])
     assert facts.n_layer == 2 and facts.n_head_kv == 2 and facts.key_length == 16 and not facts.embedding
     small = estimate(facts, 1000, LoadOptions(num_ctx=512))
     assert small.kv_cache == 2 * 2 * (16 + 16) * 2 * 512
@@ -58,7 +58,7 @@ def test_processor_split_and_vram(models: dict[str, Path]) -> None:
     assert processor_split(100, 0) == "100% CPU"
     assert processor_split(100, 100) == "100% GPU"
     assert processor_split(100, 52) == "48%/52% CPU/GPU"
-    facts = model_facts(models["tiny"])
+    facts = model_facts(models["other"])
     est = estimate(facts, 3000, LoadOptions())
     gpu = [GPU(0, "x", 1 << 34, 1 << 34)]
     assert vram_share(est, LoadOptions(num_gpu=-1), facts, gpu) == est.total
