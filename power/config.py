@@ -79,6 +79,13 @@ class Settings:
     registry_hosts: Mapping[str, str] = field(default_factory=dict)
     hf_endpoint: str = "https://huggingface.co"
     max_transfer_streams: int = 4
+    # Bounded work and input (reliability P6-P8); a value <= 0 turns a timeout off.
+    first_token_timeout: float = 300.0  # seconds from dispatch to a runner until the first output
+    request_timeout: float = 1800.0  # seconds a whole generation or embedding may take
+    header_timeout: float = 10.0  # seconds a client has to send its request line and headers
+    body_min_rate: int = 1024  # bytes/s a request body must average once body_grace has passed
+    body_grace: float = 10.0  # seconds a body may take before the minimum rate applies
+    shutdown_timeout: float = 25.0  # seconds streams may run on after SIGTERM before they are ended
 
     @property
     def usage_db(self) -> Path:
@@ -101,6 +108,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return default
     try:
         return int(raw.strip().strip("'\""))
+    except ValueError:
+        return default
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip().strip("'\"")
+    if not raw:
+        return default
+    try:
+        return float(raw)
     except ValueError:
         return default
 
@@ -157,4 +174,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hf_endpoint=(env.get("HF_ENDPOINT") or str((cfg.get("registry") or {}).get("hf_endpoint", ""))
                      or "https://huggingface.co").strip().strip("'\"").rstrip("/"),
         max_transfer_streams=max(1, _int(env, "OLLAMA_MAX_TRANSFER_STREAMS", 4)),
+        first_token_timeout=_seconds(env, "A3S_POWER_FIRST_TOKEN_TIMEOUT",
+                                     float(cfg.get("first_token_timeout", 300))),
+        request_timeout=_seconds(env, "A3S_POWER_REQUEST_TIMEOUT", float(cfg.get("request_timeout", 1800))),
+        header_timeout=_seconds(env, "A3S_POWER_HEADER_TIMEOUT", float(cfg.get("header_timeout", 10))),
+        body_min_rate=max(0, _int(env, "A3S_POWER_BODY_MIN_RATE", int(cfg.get("body_min_rate", 1024)))),
+        body_grace=_seconds(env, "A3S_POWER_BODY_GRACE", float(cfg.get("body_grace", 10))),
+        shutdown_timeout=_seconds(env, "A3S_POWER_SHUTDOWN_TIMEOUT", float(cfg.get("shutdown_timeout", 25))),
     )

@@ -12,7 +12,9 @@ class knows the HTTP status it maps to and the CLI exit code::
     │   └── InvalidDigest           400  "invalid digest format"
     ├── NotFound                    404
     │   └── ModelNotFound           404
+    │   └── RequestTimeout          408  (headers or body not received in time)
     ├── Busy                        503  (queue full)
+    ├── TimedOut                    504  (no first token, or the whole request, in time)
     ├── Canceled                    499
     ├── StoreError                  500  (digest mismatch, disk full, ...)
     │   ├── DigestMismatch          400
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "PowerError", "InvalidRequest", "InvalidName", "ModelfileError", "TemplateError",
-    "GGUFError", "NotFound", "ModelNotFound", "Busy", "Canceled", "StoreError",
+    "GGUFError", "NotFound", "ModelNotFound", "Busy", "Canceled", "StoreError", "RequestTimeout", "TimedOut",
     "DigestMismatch", "InvalidDigest", "ManifestError", "RegistryError", "RemoteNotFound", "NativeError", "EngineError",
 ]
 
@@ -89,6 +91,18 @@ class Busy(PowerError):
     """server busy, please try again.  maximum pending requests exceeded"""
 
     status = 503
+
+
+class RequestTimeout(InvalidRequest):
+    """request not received in time"""
+
+    status = 408
+
+
+class TimedOut(PowerError):
+    """The request took longer than the server allows; it was cancelled."""
+
+    status = 504
 
 
 class Canceled(PowerError):

@@ -103,6 +103,18 @@ class Loaded:
             return now + timedelta(seconds=self.keep_alive)
         return datetime.fromtimestamp(self.expires_at, UTC).astimezone()
 
+    def usage(self, engine: Mapping[str, Any]) -> dict[str, Any]:
+        """Running/waiting requests and KV-cache cells, from the engine's counters (``{}`` if it did not answer)."""
+        n_ctx = int(engine.get("n_ctx") or 0)
+        if not n_ctx:
+            n_ctx = int(engine.get("n_ctx_seq") or self.load.num_ctx) * int(engine.get("n_seq") or 1)
+        kv_used = int(engine.get("kv_used") or 0)
+        running = int(engine["n_active"]) if "n_active" in engine else min(self.refs, self.load.num_parallel)
+        waiting = int(engine["n_waiting"]) if "n_waiting" in engine else self.waiting
+        return {"name": self.spec.name, "running": running, "waiting": waiting, "kv_used": kv_used,
+                "n_ctx": n_ctx, "kv_cache_usage": kv_used / n_ctx if n_ctx else 0.0,
+                "num_parallel": self.load.num_parallel, "in_flight": self.refs}
+
     def describe(self) -> dict[str, Any]:
         """The ``/api/ps`` view of this model."""
         size = self.estimate.total

@@ -35,7 +35,8 @@ from power.runner.memory import (
     vram_share,
 )
 from power.runner.resolve import blob_digests
-from power.runner.stream import Call, Sink, Stream
+from power.runner.stats import GpuSampler, summarize
+from power.runner.stream import Call, Sink, Stream, arm_deadlines
 
 __all__ = ["Scheduler"]
 
@@ -61,6 +62,7 @@ class Scheduler:
         self._lt = LoopThread()
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()  # set whenever a runner goes idle or away
+        self._gpu_sampler = GpuSampler(bool(self._gpus))
 
     @property
     def max_loaded(self) -> int:
@@ -107,10 +109,22 @@ class Scheduler:
         _, load_ns = self._call(name, options, keep_alive, "health", {})
         return load_ns
 
-    def stats(self, name: str) -> dict[str, Any]:
-        """The engine's counters for a loaded model (autoloads it)."""
-        res, _ = self._call(name, None, None, "stats", {})
-        return dict(res)
+    def stats(self, name: str | None = None, timeout: float = 2.0) -> dict[str, Any]:
+        """Counters for metrics; never loads a model unless ``name`` is given.
+
+        Without a name: running and waiting requests, KV-cache use (totals and
+        per loaded model) and GPU memory and utilisation. With a name: that
+        model's raw engine counters, loading it if needed.
+        """
+        if name is not None:
+            res, _ = self._call(name, None, None, "stats", {})
+            return dict(res)
+        rows: list[dict[str, Any]] = []
+        pending = 0
+        if not self._closing:
+            rows, pending = self._lt.call(self._engine_stats(timeout), timeout=timeout + 5)
+        return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
+                         gpus=self._gpu_sampler.sample())
 
     def unload(self, name: str) -> bool:
         """Stop ``name`` now; its in-flight requests end with done_reason "unload". False if not loaded."""
@@ -186,6 +200,8 @@ class Scheduler:
             sink.load_duration = load_ns
         assert m.runner is not None
         box["runner"], box["id"] = m.runner, m.runner.send(op, sink, **fields)
+        arm_deadlines(sink, lambda reason: self._cancel(box, reason), first_token=self.settings.first_token_timeout,
+                      total=self.settings.request_timeout, what=f"model={spec.name} op={op}")
         return load_ns
 
     def _cancel(self, box: dict[str, Any], reason: str) -> None:
@@ -349,6 +365,24 @@ class Scheduler:
                 return False
         await self._stop(m, "unload")
         return True
+
+    async def _engine_stats(self, timeout: float) -> tuple[list[dict[str, Any]], int]:
+        """Ask every ready runner for its counters at once; a runner that does not answer counts as idle."""
+        asked: list[tuple[Loaded, Call]] = []
+        for m in self._models.values():
+            if m.closing or m.runner is None or not m.ready.done() or m.ready.exception() is not None:
+                continue
+            call = Call()
+            m.runner.send("stats", call)
+            asked.append((m, call))
+        rows = []
+        for m, call in asked:
+            try:
+                engine = await asyncio.wait_for(asyncio.wrap_future(call.future), timeout)
+            except Exception:  # noqa: BLE001 - a scrape must not fail because one runner is slow or gone
+                engine = {}
+            rows.append(m.usage(engine if isinstance(engine, dict) else {}))
+        return rows, self._pending_loads
 
     async def _specs(self) -> list[Loaded]:
         return list(self._models.values())

@@ -8,6 +8,8 @@ the loop thread, when the request is over for whatever reason.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import queue
 import threading
 from collections import deque
@@ -15,10 +17,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from power.errors import PowerError
+from power.errors import PowerError, TimedOut
 from power.runner.protocol import error_from_wire
 
-__all__ = ["Call", "Sink", "Stream"]
+__all__ = ["Call", "Sink", "Stream", "arm_deadlines"]
+
+log = logging.getLogger(__name__)
+
 
 class Sink:
     """Base of the loop-side half: once-only completion with a callback."""
@@ -78,6 +83,11 @@ class Stream(Sink):
             self._q.put(exc)
             self._first.set()
             self._complete()
+
+    @property
+    def started(self) -> bool:
+        """Whether any output (or an error) has arrived."""
+        return self._first.is_set()
 
     # ---- consumer side ---------------------------------------------------------------------------
     def wait_first(self, timeout: float | None = None) -> None:
@@ -161,3 +171,39 @@ class Call(Sink):
             return self.future.result(timeout)
         except TimeoutError as exc:
             raise PowerError("timed out waiting for the model runner") from exc
+
+
+def arm_deadlines(sink: Sink, cancel: Callable[[str], None], *, first_token: float, total: float,
+                  what: str = "") -> None:
+    """Past ``first_token`` seconds without output, or ``total`` seconds in all, cancel and fail with TimedOut.
+
+    Runs in the loop thread right after the request was sent; a deadline <= 0
+    is off. The timers go when the request ends for any other reason (P7).
+    """
+    loop = asyncio.get_running_loop()
+    handles: list[asyncio.TimerHandle] = []
+
+    def expire(waiting_for: str, seconds: float) -> None:
+        if sink.finished or (waiting_for == "first token" and isinstance(sink, Stream) and sink.started):
+            return
+        log.warning("request timed out %s waiting_for=%s after_s=%g", what, waiting_for, seconds)
+        cancel("timeout")
+        sink.fail(TimedOut(f"request timed out: no {waiting_for} within {seconds:g}s"))
+
+    if isinstance(sink, Stream) and first_token > 0:
+        handles.append(loop.call_later(first_token, expire, "first token", first_token))
+    if total > 0:
+        handles.append(loop.call_later(total, expire, "complete answer", total))
+    if not handles or sink.finished:
+        for h in handles:
+            h.cancel()
+        return
+    done = sink.on_done
+
+    def finished() -> None:
+        for h in handles:
+            h.cancel()
+        if done is not None:
+            done()
+
+    sink.on_done = finished

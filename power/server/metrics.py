@@ -54,30 +54,47 @@ class _SchedulerCollector(Collector):
             ("llamacpp:requests_processing", "Requests being processed", running),
             ("llamacpp:requests_deferred", "Requests deferred (queued)", waiting),
             ("llamacpp:kv_cache_usage_ratio", "KV-cache usage, 0 to 1", kv),
+            ("llamacpp:kv_cache_tokens", "KV-cache cells in use", float(stats.get("kv_used", 0))),
             ("a3s_power_models_loaded", "Models loaded in runners", float(len(models))),
             ("a3s_power_queue_capacity", "Maximum pending requests", float(stats.get("queue_capacity", 0))),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
+        yield from self._per_model(models, stats.get("models") or [])
+        yield from self._gpus(stats.get("gpus") or [])
+
+    @staticmethod
+    def _per_model(models: list[dict[str, Any]], usage: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily]:
         mem = GaugeMetricFamily("a3s_power_model_memory_bytes", "Memory of a loaded model", labels=["model"])
         vram = GaugeMetricFamily("a3s_power_model_vram_bytes", "GPU memory of a loaded model", labels=["model"])
         for m in models:
             name = str(m.get("name", ""))
             mem.add_metric([name], float(m.get("size", 0) or 0))
             vram.add_metric([name], float(m.get("size_vram", 0) or 0))
-        yield mem
-        yield vram
-        gpus = stats.get("gpus") or []
-        if gpus:
-            used = GaugeMetricFamily("a3s_power_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
-            total = GaugeMetricFamily("a3s_power_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
-            util = GaugeMetricFamily("a3s_power_gpu_utilization_ratio", "GPU utilisation, 0 to 1", labels=["gpu"])
-            for i, g in enumerate(gpus):
-                used.add_metric([str(i)], float(g.get("used", 0)))
-                total.add_metric([str(i)], float(g.get("total", 0)))
-                util.add_metric([str(i)], float(g.get("utilization", 0)))
-            yield used
-            yield total
-            yield util
+        run = GaugeMetricFamily("a3s_power_model_requests_running", "Requests running on a model", labels=["model"])
+        wait = GaugeMetricFamily("a3s_power_model_requests_waiting", "Requests waiting in a model's runner",
+                                 labels=["model"])
+        kv = GaugeMetricFamily("a3s_power_model_kv_cache_usage_ratio", "KV-cache usage of a model, 0 to 1",
+                               labels=["model"])
+        for u in usage:
+            name = str(u.get("name", ""))
+            run.add_metric([name], float(u.get("running", 0)))
+            wait.add_metric([name], float(u.get("waiting", 0)))
+            kv.add_metric([name], float(u.get("kv_cache_usage", 0.0)))
+        yield from (mem, vram, run, wait, kv)
+
+    @staticmethod
+    def _gpus(gpus: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily]:
+        if not gpus:
+            return
+        used = GaugeMetricFamily("a3s_power_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
+        total = GaugeMetricFamily("a3s_power_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+        util = GaugeMetricFamily("a3s_power_gpu_utilization_ratio", "GPU utilisation, 0 to 1", labels=["gpu"])
+        for i, g in enumerate(gpus):
+            label = str(g.get("index", i))
+            used.add_metric([label], float(g.get("used", 0)))
+            total.add_metric([label], float(g.get("total", 0)))
+            util.add_metric([label], float(g.get("utilization", 0)))
+        yield from (used, total, util)
 
 
 class Metrics:
