@@ -46,11 +46,12 @@ def test_stats_count_running_waiting_and_kv(make_scheduler: Callable[..., Schedu
 
 
 def test_first_token_timeout_cancels_a_queued_request(make_scheduler: Callable[..., Scheduler]) -> None:
-    sched = make_scheduler(num_parallel=1, first_token_timeout=0.5, context_length=2048)
+    sched = make_scheduler(num_parallel=1, first_token_timeout=1.0, context_length=2048)
+    sched.generate("tiny", "warm up", options={"num_predict": 2}).result()  # the first decode is slow
     busy = sched.generate("tiny", "hold the only sequence", options=LONG)
     next(busy)
     start = time.monotonic()
-    with pytest.raises(TimedOut, match="no first token within 0.5s"):
+    with pytest.raises(TimedOut, match="no first token within 1s"):
         sched.generate("tiny", "never reaches a sequence", options={"num_predict": 4})
     assert time.monotonic() - start < 5
     assert wait_for(lambda: sched.stats()["waiting"] == 0, 5)  # the runner dropped it from its queue
