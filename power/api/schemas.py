@@ -26,8 +26,12 @@ _THINK = {"anyOf": [{"type": "boolean"}, {"enum": ["low", "medium", "high", "max
 _FORMAT = {"anyOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}],
            "description": "\"json\" or a JSON schema"}
 _IMAGES = {"type": ["array", "null"], "items": _S}
-_OPTIONS = {"type": ["object", "null"], "description": "model options (num_ctx, temperature, stop, ...)"}
+_OPTIONS = {"type": ["object", "null"],
+            "description": "model options (num_ctx, temperature, stop, ...); \"grammar\": a GBNF grammar the "
+                           "output must follow (a3s-power extension; not with format)"}
 _TOP_LOGPROBS = {"type": "integer", "minimum": 0, "maximum": 20}
+_TOOL_CHOICE = {"anyOf": [{"enum": ["none", "auto", "required"]}, {"type": "object"}, {"type": "null"}],
+                "description": "none, auto, required, or {\"type\": \"function\", \"function\": {\"name\": ...}}"}
 _STOP = {"anyOf": [{"type": "string"}, {"type": "array", "items": _S}, {"type": "null"}]}
 
 _TOOL = {
@@ -63,7 +67,8 @@ CHAT = {
     "type": "object",
     "properties": {
         "model": _MODEL, "messages": {"type": ["array", "null"], "items": _NATIVE_MESSAGE},
-        "tools": {"type": ["array", "null"], "items": _TOOL}, "format": _FORMAT, "options": _OPTIONS,
+        "tools": {"type": ["array", "null"], "items": _TOOL}, "tool_choice": _TOOL_CHOICE, "format": _FORMAT,
+        "options": _OPTIONS,
         "stream": _B, "keep_alive": _KEEP_ALIVE, "think": _THINK, "truncate": _B, "shift": _B, "logprobs": _B,
         "top_logprobs": _TOP_LOGPROBS, "_debug_render_only": _B,
     },
@@ -119,7 +124,8 @@ OA_CHAT = {
     "properties": {
         "model": _MODEL, "messages": {"type": "array", "items": _OA_MESSAGE, "minItems": 1},
         "response_format": {"type": ["object", "null"], "properties": {"type": _S, "json_schema": _OBJ}},
-        "tools": {"type": ["array", "null"], "items": _TOOL}, "reasoning_effort": {"type": ["string", "null"]},
+        "tools": {"type": ["array", "null"], "items": _TOOL}, "tool_choice": _TOOL_CHOICE,
+        "reasoning_effort": {"type": ["string", "null"]},
         "reasoning": {"type": ["object", "null"]}, "logprobs": {"type": ["boolean", "null"]},
         "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
         "max_completion_tokens": {"type": ["integer", "null"]}, **_SAMPLING,

@@ -17,7 +17,7 @@ from power.server.inference import (
 )
 from power.server.ports import ModelView
 from power.server.prompting import (
-    chat_prompt, generate_prompt, grammar_for, parser_for, source_of, stop_words,
+    chat_prompt, check_images, generate_prompt, parser_for, request_grammar, source_of, stop_words, tool_plan,
 )
 from power.server.streaming import send_json, send_ndjson
 
@@ -93,6 +93,8 @@ class GenerateResource(_Base):
         require_capability(view, "completion", "generate")
         if body.get("suffix"):
             require_capability(view, "insert")
+        check_images(view, body.get("images") or ())
+        grammar, request_options = request_grammar(body.get("format"), body.get("options"))
         raw = bool(body.get("raw"))
         think = resolve_think(view, body.get("think"))
         source = source_of(view)
@@ -104,10 +106,10 @@ class GenerateResource(_Base):
             send_json(resp, {"model": view.name, "created_at": now_utc(), "response": "", "done": True,
                              "_debug_info": {"rendered_template": prompt}})
             return
-        options = merged_options(view, body.get("options"), stop_words(view, source))
+        options = merged_options(view, request_options, stop_words(view, source))
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"),
                   parser_for(source, prompt, None, think) if think else None,
-                  grammar=grammar_for(body.get("format")), logprobs=_logprobs(body), raw=raw,
+                  grammar=grammar, logprobs=_logprobs(body), raw=raw,
                   truncate=body.get("truncate", True), rid=req.context.rid, context=not raw)
         gen = Generation(self.services, job)
         want_context = not raw
@@ -177,9 +179,13 @@ class ChatResource(_Base):
         tools = body.get("tools") or None
         if tools:
             require_capability(view, "tools")
+        check_images(view, [image for m in messages for image in m.get("images") or ()])
         think = resolve_think(view, body.get("think"))
         source = source_of(view)
-        options = merged_options(view, body.get("options"), stop_words(view, source))
+        plan = tool_plan(source, tools, body.get("tool_choice"))
+        grammar, request_options = request_grammar(body.get("format"), body.get("options"))
+        tools = plan.tools
+        options = merged_options(view, request_options, stop_words(view, source))
         num_ctx = int(options.get("num_ctx") or self.services.settings.context_length)
         prompt, _images = chat_prompt(
             view, source, messages, tools=tools, think=think, num_ctx=num_ctx,
@@ -191,7 +197,7 @@ class ChatResource(_Base):
                              "_debug_info": {"rendered_template": prompt}})
             return
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"),
-                  parser_for(source, prompt, tools, think), grammar=grammar_for(body.get("format")),
+                  parser_for(source, prompt, tools, think), grammar=plan.grammar or grammar,
                   logprobs=_logprobs(body), truncate=body.get("truncate", True), rid=req.context.rid)
         gen = Generation(self.services, job)
         self._respond(resp, body, gen, self._chunks, self._whole)

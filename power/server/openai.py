@@ -19,7 +19,9 @@ from power.server.inference import (
     Generation, Job, Services, lookup, merged_options, require_capability, resolve_think,
 )
 from power.server.openai_messages import effort_of, native_messages, response_format
-from power.server.prompting import chat_prompt, generate_prompt, grammar_for, parser_for, source_of, stop_words
+from power.server.prompting import (
+    chat_prompt, check_images, generate_prompt, grammar_for, parser_for, source_of, stop_words, tool_plan,
+)
 from power.server.streaming import send_json, send_sse
 
 __all__ = ["ChatCompletionsResource", "CompletionsResource", "ModelsResource", "ModelResource"]
@@ -52,6 +54,20 @@ def _finish(final: dict[str, Any] | None, tool_calls: bool) -> str:
     return "length" if (final or {}).get("done_reason") == "length" else "stop"
 
 
+def _logprobs_legacy(items: list[Any], offset: int = 0) -> dict[str, Any] | None:
+    """Completions' logprobs: parallel lists of tokens, their logprobs, top alternatives and offsets."""
+    if not items:
+        return None
+    offsets, at = [], offset
+    for i in items:
+        offsets.append(at)
+        at += len(i.get("token") or "")
+    return {"tokens": [i.get("token") for i in items], "token_logprobs": [i.get("logprob") for i in items],
+            "top_logprobs": [{t.get("token"): t.get("logprob") for t in i.get("top_logprobs") or ()}
+                             for i in items],
+            "text_offset": offsets}
+
+
 def _logprobs_openai(items: list[Any]) -> dict[str, Any]:
     return {"content": [{"token": i.get("token"), "logprob": i.get("logprob"), "bytes": i.get("bytes"),
                          "top_logprobs": i.get("top_logprobs") or []} for i in items]}
@@ -69,16 +85,21 @@ class ChatCompletionsResource:
         tools = body.get("tools") or None
         if tools:
             require_capability(view, "tools")
+        messages = native_messages(body["messages"])
+        check_images(view, [image for m in messages for image in m.get("images") or ()])
         think = resolve_think(view, effort_of(body))
         source = source_of(view)
+        plan = tool_plan(source, tools, body.get("tool_choice"))
+        tools = plan.tools
+        grammar = plan.grammar or grammar_for(response_format(body))
         options = merged_options(view, _options(body), stop_words(view, source))
         num_ctx = int(options.get("num_ctx") or self.services.settings.context_length)
-        prompt, _ = chat_prompt(view, source, native_messages(body["messages"]), tools=tools, think=think,
+        prompt, _ = chat_prompt(view, source, messages, tools=tools, think=think,
                                 num_ctx=num_ctx, truncate=True,
                                 count_tokens=lambda t: len(self.services.scheduler.tokenize(view.name, t)))
         top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else -1
         job = Job("/v1/chat/completions", view, prompt, options, None, parser_for(source, prompt, tools, think),
-                  grammar=grammar_for(response_format(body)), logprobs=top, rid=req.context.rid)
+                  grammar=grammar, logprobs=top, rid=req.context.rid)
         gen = Generation(self.services, job)
         ident = f"chatcmpl-{random.randint(0, 998)}"
         created = int(time.time())
@@ -174,13 +195,15 @@ class CompletionsResource:
             send_sse(resp, self._chunks(gen, ident, created, include_usage), close=gen.close)
             return
         try:
-            text, final = [], None
+            text, final, logprobs = [], None, []
             for piece in gen:
                 text.append(piece.delta.content)
+                logprobs += piece.logprobs
                 final = piece.final or final
             send_json(resp, {"id": ident, "object": "text_completion", "created": created, "model": view.name,
                              "system_fingerprint": "fp_ollama",
-                             "choices": [{"text": "".join(text), "index": 0, "logprobs": None,
+                             "choices": [{"text": "".join(text), "index": 0,
+                                          "logprobs": _logprobs_legacy(logprobs),
                                           "finish_reason": _finish(final, False)}], "usage": _usage(final)})
         finally:
             gen.close()
@@ -189,18 +212,20 @@ class CompletionsResource:
     def _chunks(gen: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
         zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
-        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+        def chunk(text: str, finish: str | None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
             out = {"id": ident, "object": "text_completion", "created": created, "model": gen.job.view.name,
                    "system_fingerprint": "fp_ollama",
-                   "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+                   "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}]}
             if include_usage:
                 out["usage"] = zero
             return out
 
         final = None
+        offset = 0
         for piece in gen:
-            if piece.delta.content:
-                yield chunk(piece.delta.content, None)
+            if piece.delta.content or piece.logprobs:
+                yield chunk(piece.delta.content, None, _logprobs_legacy(piece.logprobs, offset))
+                offset += len(piece.delta.content)
             final = piece.final or final
         yield chunk("", _finish(final, False))
         if include_usage:

@@ -7,34 +7,26 @@ its output, and the grammar of a ``format``.
 
 from __future__ import annotations
 
-import importlib
+import base64
+import binascii
 import logging
-from typing import Any, Callable, Mapping, Sequence
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from power.errors import InvalidRequest
 from power.prompt import (
-    OutputParser, TemplateSource, build_chat, builtin_format, output_parser, render_generate,
+    OutputParser, TemplateSource, build_chat, builtin_format, output_parser, render_generate, tool_call_tag,
 )
+from power.prompt.grammar import JSON_OBJECT_GRAMMAR, check_gbnf, schema_to_grammar
+from power.prompt.toolchoice import ToolPlan, plan_tools
 from power.server.ports import ModelView
 
 __all__ = ["source_of", "chat_prompt", "generate_prompt", "stop_words", "parser_for", "grammar_for",
-           "JSON_GRAMMAR"]
+           "request_grammar", "tool_plan", "check_images", "JSON_GRAMMAR"]
 
 log = logging.getLogger(__name__)
 
-# llama.cpp's grammars/json.gbnf: any JSON object.
-JSON_GRAMMAR = r'''
-root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null") ws
-object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
-array  ::= "[" ws ( value ("," ws value)* )? "]" ws
-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
-number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
-ws ::= | " " | "\n" [ \t]{0,20}
-'''.strip()
+JSON_GRAMMAR = JSON_OBJECT_GRAMMAR  # any JSON object: format "json", response_format json_object
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
 def source_of(view: ModelView) -> TemplateSource:
@@ -76,18 +68,8 @@ def parser_for(source: TemplateSource, prompt: str, tools: Any, think: bool | st
     return output_parser(source, prompt=prompt, tools=tools, think=think)
 
 
-def _schema_converter() -> Callable[[Mapping[str, Any]], str] | None:
-    """``power.prompt``'s JSON-schema-to-GBNF converter, once it exists."""
-    for module, attr in (("power.prompt", "schema_to_grammar"), ("power.prompt.grammar", "schema_to_grammar")):
-        try:
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
-        except (ImportError, AttributeError):
-            continue
-    return None
-
-
 def grammar_for(fmt: Any) -> str | None:
-    """GBNF for a request's ``format``: ``"json"``, a JSON schema, or nothing."""
+    """GBNF for a request's ``format``: ``"json"``, a JSON schema (checked and bounded), or nothing."""
     if fmt is None or fmt == "" or fmt == {}:
         return None
     if isinstance(fmt, str):
@@ -96,11 +78,57 @@ def grammar_for(fmt: Any) -> str | None:
         raise InvalidRequest(f"invalid format {fmt[:40]!r}: use \"json\" or a JSON schema")
     if not isinstance(fmt, Mapping):
         raise InvalidRequest("format must be \"json\" or a JSON schema object")
-    try:
-        Draft202012Validator.check_schema(fmt)
-    except SchemaError as exc:
-        raise InvalidRequest(f"invalid JSON schema in format: {exc.message[:200]}") from None
-    convert = _schema_converter()
-    if convert is None:
-        return JSON_GRAMMAR
-    return convert(fmt)
+    return schema_to_grammar(fmt, "JSON schema in format")
+
+
+def request_grammar(fmt: Any, options: Any) -> tuple[str | None, Any]:
+    """The grammar a request asks for and its options without ``grammar``.
+
+    ``options.grammar`` is a user-supplied GBNF grammar (an a3s-power extension;
+    Ollama has none): bounded here, parsed by llama.cpp when generation starts (a
+    parse failure is a 400). It cannot be combined with ``format``.
+    """
+    if not isinstance(options, Mapping) or "grammar" not in options:
+        return grammar_for(fmt), options
+    rest = {k: v for k, v in options.items() if k != "grammar"}
+    if options["grammar"] in (None, ""):
+        return grammar_for(fmt), rest
+    if fmt not in (None, "", {}):
+        raise InvalidRequest("use either format or options.grammar, not both")
+    return check_gbnf(options["grammar"]), rest
+
+
+def tool_plan(source: TemplateSource, tools: Any, tool_choice: Any) -> ToolPlan:
+    """``tool_choice`` applied to the request's tools; forced calls use the model's own tag."""
+    go = source.go if source.kind == "go" else None
+    jinja = source.jinja if source.kind == "jinja" else None
+    if source.kind == "builtin" and tools:
+        go = source.go_template().source
+    return plan_tools(tools, tool_choice, tool_call_tag(go, jinja) if tools else None)
+
+
+def _is_image(data: bytes) -> bool:
+    if data.startswith(_IMAGE_MAGIC):
+        return True
+    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+
+def check_images(view: ModelView, images: Iterable[Any]) -> list[bytes]:
+    """Decode request images: 400 when the model has no vision, the data is not base64 or not an image."""
+    images = list(images)
+    if not images:
+        return []
+    if "vision" not in view.capabilities:
+        raise InvalidRequest(f'"{view.name}" does not support vision')
+    out = []
+    for i, image in enumerate(images):
+        if not isinstance(image, str):
+            raise InvalidRequest(f"invalid image {i}: expected base64 text")
+        try:
+            data = base64.b64decode("".join(image.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(f"invalid image {i}: not valid base64") from None
+        if not _is_image(data):
+            raise InvalidRequest(f"invalid image {i}: not a PNG, JPEG, WebP, GIF or BMP image")
+        out.append(data)
+    return out

@@ -1,0 +1,397 @@
+"""JSON Schema to GBNF: the grammars that make llama.cpp's sampler emit JSON of a given shape.
+
+``schema_to_grammar(schema)`` checks the schema (the JSON Schema meta-schema,
+then bounds on size, nesting and the grammar it would make) and returns GBNF
+text whose ``root`` rule produces exactly one JSON value of that shape.
+``JSON_OBJECT_GRAMMAR`` is any JSON object (``format: "json"``).
+
+Enforced: ``type`` (one or a list), ``properties`` with ``required`` (in
+declaration order; optional ones may be left out), ``additionalProperties``
+(false unless given as true or a schema), ``items``/``prefixItems`` with
+``minItems``/``maxItems``, ``enum``, ``const``, string ``minLength``/``maxLength``,
+non-negative integers (``minimum >= 0``), ``anyOf``/``oneOf``, ``allOf`` of
+objects, and ``$ref`` to ``#/$defs/...`` or ``#/definitions/...``. Not
+enforced (the grammar is wider than the schema): ``pattern``, ``format``,
+numeric bounds other than the sign, ``uniqueItems``, repetition bounds above
+``REPEAT_MAX``. A recursive ``$ref`` is refused: a grammar for it could never
+be bounded. Every refusal is an ``InvalidRequest`` (400) that names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from power.errors import InvalidRequest
+
+__all__ = ["JSON_OBJECT_GRAMMAR", "MAX_DEPTH", "MAX_NODES", "MAX_RULES", "MAX_USER_GRAMMAR", "REPEAT_MAX",
+           "GrammarBuilder", "check_gbnf", "check_schema", "gbnf_literal", "measure_schema", "schema_to_grammar"]
+
+MAX_DEPTH = 32  # nesting of the schema document
+MAX_NODES = 20_000  # values in the schema document
+MAX_RULES = 2_000  # rules in the grammar
+MAX_GRAMMAR = 256 * 1024  # characters of grammar text
+MAX_USER_GRAMMAR = 64 * 1024  # characters of a user-supplied grammar
+MAX_GROUP_DEPTH = 64  # nested parentheses in a user-supplied grammar (llama.cpp's parser recurses on them)
+REPEAT_MAX = 256  # larger minItems/maxLength... are not expanded into the grammar
+
+PRIMITIVES: dict[str, str] = {
+    "space": '| " " | "\\n" [ \\t]{0,20}',
+    "boolean": '("true" | "false") space',
+    "null": '"null" space',
+    "integer": '("-"? ([0-9] | [1-9] [0-9]{0,15})) space',
+    "uint": '([0-9] | [1-9] [0-9]{0,15}) space',
+    "number": '("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})? space',
+    "char": '[^"\\\\\\x7F\\x00-\\x1F\\uD800-\\uDFFF] | [\\\\] (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})',
+    "string": '"\\"" char* "\\"" space',
+    "value": 'object | array | string | number | boolean | null',
+    "object": '"{" space ( string ":" space value ("," space string ":" space value)* )? "}" space',
+    "array": '"[" space ( value ("," space value)* )? "]" space',
+}
+_DEPENDS = {"boolean": ["space"], "null": ["space"], "integer": ["space"], "uint": ["space"],
+            "number": ["space"], "string": ["char", "space"], "char": [],
+            "value": ["object", "array", "string", "number", "boolean", "null"],
+            "object": ["space", "string", "value"], "array": ["space", "value"], "space": []}
+_TYPES = ("string", "number", "integer", "boolean", "null", "object", "array")
+_NAME_BAD = re.compile(r"[^A-Za-z0-9]+")
+
+
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def measure_schema(schema: Any, where: str) -> None:
+    """Refuse a schema document that is too deep or too big, without recursion."""
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise InvalidRequest(f"{where} is too large (more than {MAX_NODES} values)")
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(f"{where} nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def check_schema(schema: Any, where: str = "JSON schema") -> None:
+    """Bounds first, then the JSON Schema meta-schema: InvalidRequest naming the problem."""
+    if not isinstance(schema, (Mapping, bool)):
+        raise InvalidRequest(f"invalid {where}: expected an object")
+    measure_schema(schema, where)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        path = "/".join(str(p) for p in exc.path)
+        raise InvalidRequest(f"invalid {where}: {exc.message[:200]}" + (f" at {path}" if path else "")) from None
+    except RecursionError:
+        raise InvalidRequest(f"{where} nests too deeply") from None
+
+
+class GrammarBuilder:
+    """Rules accumulated while converting schemas; ``text()`` renders the grammar."""
+
+    def __init__(self, root: Mapping[str, Any] | bool | None = None, where: str = "JSON schema") -> None:
+        self.root_doc = root
+        self.where = where
+        self.rules: dict[str, str] = {}
+        self._refs: dict[str, str] = {}
+        self._expanding: list[str] = []
+
+    def document(self, root: Mapping[str, Any] | bool, where: str) -> None:
+        """Convert schemas of another document next (its own ``$defs``) into the same grammar."""
+        self.root_doc, self.where = root, where
+        self._refs, self._expanding = {}, []
+
+    # -- rules --
+    def primitive(self, name: str) -> str:
+        if name not in self.rules:
+            self.rules[name] = PRIMITIVES[name]
+            for dep in _DEPENDS[name]:
+                self.primitive(dep)
+        return name
+
+    def add(self, hint: str, body: str) -> str:
+        """Add a rule under a fresh name derived from ``hint``; return its name."""
+        base = _NAME_BAD.sub("-", hint).strip("-") or "r"
+        name, n = base, 1
+        while name in self.rules or name in PRIMITIVES:
+            n += 1
+            name = f"{base}-{n}"
+        if len(self.rules) >= MAX_RULES:
+            raise InvalidRequest(f"{self.where} needs more than {MAX_RULES} grammar rules")
+        self.rules[name] = body
+        return name
+
+    def text(self, root_body: str) -> str:
+        lines = [f"root ::= {root_body}"] + [f"{k} ::= {v}" for k, v in self.rules.items()]
+        text = "\n".join(lines) + "\n"
+        if len(text) > MAX_GRAMMAR:
+            raise InvalidRequest(f"{self.where} makes a grammar over {MAX_GRAMMAR} characters")
+        return text
+
+    # -- schemas --
+    def visit(self, schema: Any, hint: str) -> str:
+        """A grammar expression for one JSON value matching ``schema``."""
+        if schema is True or schema == {} or schema is None:
+            return self.primitive("value")
+        if schema is False:
+            raise InvalidRequest(f"invalid {self.where}: a false schema at {hint} matches nothing")
+        if not isinstance(schema, Mapping):
+            raise InvalidRequest(f"invalid {self.where}: expected an object at {hint}")
+        if "$ref" in schema:
+            return self._ref(str(schema["$ref"]))
+        if "const" in schema:
+            return self._literal_value(schema["const"])
+        if "enum" in schema:
+            values = schema["enum"]
+            if not isinstance(values, list) or not values:
+                raise InvalidRequest(f"invalid {self.where}: enum at {hint} must be a non-empty array")
+            return "(" + " | ".join(self._literal_value(v) for v in values) + ")"
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                alts = [self.visit(s, f"{hint}-{i}") for i, s in enumerate(schema[key])]
+                return self.add(hint, " | ".join(alts))
+        if "allOf" in schema:
+            return self.visit(_merge_all_of(schema, self.where), hint)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            alts = [self.visit({**schema, "type": k}, f"{hint}-{k}") for k in kind]
+            return self.add(hint, " | ".join(alts)) if len(alts) > 1 else alts[0]
+        if kind is None:
+            if "properties" in schema or "additionalProperties" in schema or "required" in schema:
+                kind = "object"
+            elif "items" in schema or "prefixItems" in schema:
+                kind = "array"
+            else:
+                return self.primitive("value")
+        if kind not in _TYPES:
+            raise InvalidRequest(f"invalid {self.where}: unknown type {str(kind)[:20]!r} at {hint}")
+        if kind == "object":
+            return self._object(schema, hint)
+        if kind == "array":
+            return self._array(schema, hint)
+        if kind == "string":
+            return self._string(schema, hint)
+        if kind == "integer":
+            minimum = schema.get("minimum", schema.get("exclusiveMinimum"))
+            if isinstance(minimum, (int, float)) and not isinstance(minimum, bool) and minimum >= 0:
+                return self.primitive("uint")
+            return self.primitive("integer")
+        return self.primitive(kind)
+
+    def _literal_value(self, value: Any) -> str:
+        self.primitive("space")
+        return gbnf_literal(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) + " space"
+
+    def _ref(self, ref: str) -> str:
+        if ref in self._refs:
+            return self._refs[ref]
+        if ref in self._expanding:
+            raise InvalidRequest(f"invalid {self.where}: recursive $ref {ref[:80]!r} is not supported")
+        m = re.fullmatch(r"#/(\$defs|definitions)/([^/]+)", ref)
+        if m is None or not isinstance(self.root_doc, Mapping):
+            raise InvalidRequest(f"invalid {self.where}: only local $ref to #/$defs/... is supported, "
+                                 f"not {ref[:80]!r}")
+        defs = self.root_doc.get(m.group(1))
+        name = m.group(2).replace("~1", "/").replace("~0", "~")
+        if not isinstance(defs, Mapping) or name not in defs:
+            raise InvalidRequest(f"invalid {self.where}: $ref {ref[:80]!r} points at nothing")
+        self._expanding.append(ref)
+        try:
+            expr = self.visit(defs[name], f"def-{name}")
+        finally:
+            self._expanding.pop()
+        self._refs[ref] = expr
+        return expr
+
+    def _string(self, schema: Mapping[str, Any], hint: str) -> str:
+        lo = _count(schema.get("minLength"), 0, self.where, hint)
+        hi = _count(schema.get("maxLength"), None, self.where, hint)
+        if lo == 0 and hi is None:
+            return self.primitive("string")
+        self.primitive("char")
+        self.primitive("space")
+        return self.add(f"{hint}-string", f'"\\"" {_repeat("char", lo, hi)} "\\"" space')
+
+    def _object(self, schema: Mapping[str, Any], hint: str) -> str:
+        props = schema.get("properties") or {}
+        required = [r for r in schema.get("required") or [] if isinstance(r, str)]
+        extra = schema.get("additionalProperties", False if props or required else True)
+        if not props and not required and extra is True:
+            return self.primitive("object")
+        self.primitive("space")
+        items: list[tuple[str, str]] = []  # (key-value expression, "req" | "opt" | "many")
+        names = list(props) + [r for r in required if r not in props]
+        for name in names:
+            value = self.visit(props.get(name, True), f"{hint}-{name}")
+            kv = self.add(f"{hint}-{name}-kv", f'{self._literal_value(name)} ":" space {value}')
+            items.append((kv, "req" if name in required else "opt"))
+        if extra is not False:
+            value = self.visit(extra, f"{hint}-additional")
+            self.primitive("string")
+            items.append((self.add(f"{hint}-additional-kv", f'string ":" space {value}'), "many"))
+        return self.add(hint, f'"{{" space {self._members(items, hint)} "}}" space')
+
+    def _members(self, items: list[tuple[str, str]], hint: str) -> str:
+        """Members in order, commas right whichever optional ones are present (linear size)."""
+        after: dict[int, str] = {len(items): ""}  # i: the rest from i, something already written
+
+        def rest(i: int) -> str:
+            if i not in after:
+                kv, how = items[i]
+                step = {"req": f'"," space {kv}', "opt": f'("," space {kv})?',
+                        "many": f'("," space {kv})*'}[how]
+                tail = rest(i + 1)
+                after[i] = self.add(f"{hint}-after-{i}", f"{step} {tail}") if tail else step
+            return after[i]
+
+        for i in range(len(items) - 1, 0, -1):  # fill from the back: no deep recursion
+            rest(i)
+        last = next((i for i, (_, how) in enumerate(items) if how == "req"), len(items) - 1)
+        first = ""  # the rest from i, nothing written yet
+        for i in range(last, -1, -1):
+            kv, how = items[i]
+            body = f"{kv} {rest(i if how == 'many' else i + 1)}".strip()
+            if how == "req":
+                first = body
+            elif i == 0:
+                first = f"({body} | {first})" if first else f"({body})?"
+            else:
+                first = self.add(f"{hint}-from-{i}", f"{body} | {first}" if first else f"({body})?")
+        return first
+
+    def _array(self, schema: Mapping[str, Any], hint: str) -> str:
+        self.primitive("space")
+        prefix = [self.visit(s, f"{hint}-{i}") for i, s in enumerate(schema.get("prefixItems") or [])]
+        items_schema = schema.get("items", True)
+        lo = _count(schema.get("minItems"), 0, self.where, hint)
+        hi = _count(schema.get("maxItems"), None, self.where, hint)
+        if prefix:
+            body = ' "," space '.join(prefix)
+            if items_schema is not False:
+                item = self.visit(items_schema, f"{hint}-item")
+                more_hi = None if hi is None else max(0, hi - len(prefix))
+                body += " " + _repeat(f'("," space {item})', max(0, lo - len(prefix)), more_hi)
+            return self.add(hint, f'"[" space {body} "]" space')
+        if items_schema is False or hi == 0:
+            return self.add(hint, '"[" space "]" space')
+        item = self.visit(items_schema, f"{hint}-item")
+        tail = _repeat(f'("," space {item})', max(0, lo - 1), None if hi is None else hi - 1)
+        body = f"{item} {tail}"
+        if lo == 0:
+            body = f"({body})?"
+        return self.add(hint, f'"[" space {body} "]" space')
+
+
+def _count(value: Any, default: int | None, where: str, hint: str) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest(f"invalid {where}: a length bound at {hint} must be a non-negative integer")
+    if value > REPEAT_MAX:
+        if default == 0:  # a lower bound we cannot expand: refuse rather than break the promise
+            raise InvalidRequest(f"{where}: a minimum length of {value} at {hint} exceeds {REPEAT_MAX}")
+        return None
+    return value
+
+
+def _repeat(expr: str, lo: int, hi: int | None) -> str:
+    if hi is None:
+        return f"{expr}{{{lo},}}" if lo else f"{expr}*"
+    if hi < lo:
+        raise InvalidRequest("invalid JSON schema: a maximum length is below its minimum")
+    if lo == hi:
+        return f"{expr}{{{lo}}}" if lo else ""
+    return f"{expr}{{{lo},{hi}}}"
+
+
+def _merge_all_of(schema: Mapping[str, Any], where: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+    for part in schema["allOf"]:
+        if not isinstance(part, Mapping) or part.get("type", "object") != "object" or "$ref" in part:
+            raise InvalidRequest(f"invalid {where}: allOf is supported for object schemas only")
+        merged["type"] = "object"
+        merged["properties"] = {**(merged.get("properties") or {}), **(part.get("properties") or {})}
+        merged["required"] = list(merged.get("required") or []) + list(part.get("required") or [])
+    return merged
+
+
+def schema_to_grammar(schema: Mapping[str, Any] | bool, where: str = "JSON schema") -> str:
+    """GBNF whose ``root`` is one JSON value valid for ``schema`` (checked and bounded first)."""
+    check_schema(schema, where)
+    builder = GrammarBuilder(schema, where)
+    return builder.text(builder.visit(schema, "root-value"))
+
+
+def _any_object() -> str:
+    builder = GrammarBuilder()
+    return builder.text(builder.primitive("object"))
+
+
+JSON_OBJECT_GRAMMAR = _any_object()
+
+
+def check_gbnf(text: Any, where: str = "options.grammar") -> str:
+    """Bound a user-supplied GBNF grammar before llama.cpp parses it: size, nesting, a root rule.
+
+    llama.cpp's grammar parser recurses on parentheses (60,000 of them crashed
+    llama-server), so nesting is counted here, outside literals, classes and comments.
+    Syntax errors beyond that are llama.cpp's to report (also a 400).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest(f"{where} must be a non-empty GBNF grammar")
+    if len(text) > MAX_USER_GRAMMAR:
+        raise InvalidRequest(f"{where} is longer than {MAX_USER_GRAMMAR} characters")
+    depth = 0
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in "\"[":
+            close = '"' if ch == '"' else "]"
+            i += 1
+            while i < n and text[i] != close:
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                what = "literal" if ch == '"' else "character class"
+                raise InvalidRequest(f"invalid {where}: unterminated {what}")
+        elif ch == "#":
+            while i < n and text[i] not in "\r\n":
+                i += 1
+        elif ch == "(":
+            depth += 1
+            if depth > MAX_GROUP_DEPTH:
+                raise InvalidRequest(f"invalid {where}: groups nest deeper than {MAX_GROUP_DEPTH}")
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise InvalidRequest(f"invalid {where}: unbalanced ')'")
+        i += 1
+    if depth:
+        raise InvalidRequest(f"invalid {where}: unbalanced '('")
+    if not re.search(r"(^|\n)\s*root\s*::=", text):
+        raise InvalidRequest(f"invalid {where}: no root rule")
+    return text
