@@ -120,7 +120,11 @@ def merge_chunk(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def error_to_wire(exc: BaseException) -> dict[str, Any]:
-    kind = type(exc).__name__ if isinstance(exc, PowerError) else "EngineError"
+    kind = "EngineError"
+    if isinstance(exc, PowerError):
+        # The nearest class the other side can rebuild with the same status (GrammarError -> InvalidRequest).
+        kind = next((c.__name__ for c in type(exc).__mro__ if getattr(errors, c.__name__, None) is c
+                     and getattr(c, "status", None) == exc.status), "EngineError")
     return {"type": kind, "message": str(exc) or kind}
 
 
