@@ -104,9 +104,11 @@ def get_app() -> falcon.App:
         from power.store import ModelStore as Library
 
         settings = load_settings()
-        library = Library.from_settings(settings)
+        held: list[RealScheduler] = []  # GC spares the blobs runners hold open (P5)
+        library = Library.from_settings(settings, in_use=lambda: held[0].blobs_in_use() if held else set())
         library.startup()
         scheduler = RealScheduler(settings, resolver_for(library))
+        held.append(scheduler)
         usage = UsageStore(settings.usage_db, settings.prices)
         _APP = create_app(settings, StorePort(library), scheduler, usage=usage)
         _SCHEDULER = scheduler

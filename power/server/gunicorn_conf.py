@@ -18,11 +18,13 @@ _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 
 bind = [f"{_host}:{_settings.port}"]
 workers = 1
-worker_class = "gthread"
+# gthread plus deadlines for slow clients and a scheduler-aware SIGTERM (power/server/worker.py).
+worker_class = "power.server.worker.PowerWorker"
 threads = max(8, 4 * _settings.num_parallel + 8)
 # Streams can be long: the worker heartbeat is separate from request time in gthread.
 timeout = 0
-graceful_timeout = 30
+# Streams get shutdown_timeout seconds after SIGTERM; the rest is for ending runners.
+graceful_timeout = int(_settings.shutdown_timeout) + 10
 keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100

@@ -20,8 +20,8 @@ CONF_PATH = Path(__file__).with_name("gunicorn_conf.py")
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """The settings of ``gunicorn_conf.py`` for ``settings`` (so callers need not set the environment)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return {"bind": [f"{host}:{settings.port}"], "workers": 1, "worker_class": "gthread",
-            "threads": max(8, 4 * settings.num_parallel + 8)}
+    return {"bind": [f"{host}:{settings.port}"], "workers": 1, "worker_class": "power.server.worker.PowerWorker",
+            "threads": max(8, 4 * settings.num_parallel + 8), "graceful_timeout": int(settings.shutdown_timeout) + 10}
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
