@@ -188,9 +188,17 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         return keep
 
     def handle_exit(self, sig: Any, frame: Any) -> None:
-        first = self.alive
         super().handle_exit(sig, frame)
-        if first:
+        self._begin_shutdown()
+
+    def is_parent_alive(self) -> bool:
+        alive = bool(super().is_parent_alive())
+        if not alive:  # the master is gone (SIGKILL): shut down as for SIGTERM
+            self._begin_shutdown()
+        return alive
+
+    def _begin_shutdown(self) -> None:
+        if self._closer is None:
             self._closer = threading.Thread(target=self._close_scheduler, name="power-shutdown", daemon=True)
             self._closer.start()
 
