@@ -7,14 +7,15 @@ first violation into an ``InvalidRequest`` that names the field.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from power.errors import InvalidRequest
 
-__all__ = ["SCHEMAS", "validate", "schema_of"]
+__all__ = ["SCHEMAS", "schema_of", "validate"]
 
 _S = {"type": "string"}
 _B = {"type": "boolean"}

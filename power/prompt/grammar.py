@@ -229,8 +229,8 @@ class GrammarBuilder:
         return expr
 
     def _string(self, schema: Mapping[str, Any], hint: str) -> str:
-        lo = _count(schema.get("minLength"), 0, self.where, hint)
-        hi = _count(schema.get("maxLength"), None, self.where, hint)
+        lo = _lower(schema.get("minLength"), self.where, hint)
+        hi = _upper(schema.get("maxLength"), self.where, hint)
         if lo == 0 and hi is None:
             return self.primitive("string")
         self.primitive("char")
@@ -240,7 +240,7 @@ class GrammarBuilder:
     def _object(self, schema: Mapping[str, Any], hint: str) -> str:
         props = schema.get("properties") or {}
         required = [r for r in schema.get("required") or [] if isinstance(r, str)]
-        extra = schema.get("additionalProperties", False if props or required else True)
+        extra = schema.get("additionalProperties", not (props or required))
         if not props and not required and extra is True:
             return self.primitive("object")
         self.primitive("space")
@@ -288,8 +288,8 @@ class GrammarBuilder:
         self.primitive("space")
         prefix = [self.visit(s, f"{hint}-{i}") for i, s in enumerate(schema.get("prefixItems") or [])]
         items_schema = schema.get("items", True)
-        lo = _count(schema.get("minItems"), 0, self.where, hint)
-        hi = _count(schema.get("maxItems"), None, self.where, hint)
+        lo = _lower(schema.get("minItems"), self.where, hint)
+        hi = _upper(schema.get("maxItems"), self.where, hint)
         if prefix:
             body = ' "," space '.join(prefix)
             if items_schema is not False:
@@ -307,16 +307,26 @@ class GrammarBuilder:
         return self.add(hint, f'"[" space {body} "]" space')
 
 
-def _count(value: Any, default: int | None, where: str, hint: str) -> int | None:
+def _bound(value: Any, where: str, hint: str) -> int | None:
     if value is None:
-        return default
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidRequest(f"invalid {where}: a length bound at {hint} must be a non-negative integer")
-    if value > REPEAT_MAX:
-        if default == 0:  # a lower bound we cannot expand: refuse rather than break the promise
-            raise InvalidRequest(f"{where}: a minimum length of {value} at {hint} exceeds {REPEAT_MAX}")
-        return None
     return value
+
+
+def _lower(value: Any, where: str, hint: str) -> int:
+    """A minimum count; one too large to expand is refused rather than silently not enforced."""
+    lo = _bound(value, where, hint) or 0
+    if lo > REPEAT_MAX:
+        raise InvalidRequest(f"{where}: a minimum length of {lo} at {hint} exceeds {REPEAT_MAX}")
+    return lo
+
+
+def _upper(value: Any, where: str, hint: str) -> int | None:
+    """A maximum count; one too large to expand is left to the model (None)."""
+    hi = _bound(value, where, hint)
+    return None if hi is None or hi > REPEAT_MAX else hi
 
 
 def _repeat(expr: str, lo: int, hi: int | None) -> str:

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from power.errors import InvalidRequest
-from power.prompt.grammar import GrammarBuilder, check_schema, gbnf_literal, measure_schema
+from power.prompt.grammar import (
+    GrammarBuilder,
+    check_schema,
+    gbnf_literal,
+    measure_schema,
+)
 
 __all__ = ["ToolPlan", "check_tools", "plan_tools", "tool_call_grammar"]
 

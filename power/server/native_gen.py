@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import falcon
 
@@ -12,16 +13,30 @@ from power.errors import InvalidRequest
 from power.runner.keepalive import parse_keep_alive
 from power.server.body import model_field, read_json
 from power.server.inference import (
-    Generation, Job, Piece, Services, check_keep_alive, lookup, merged_options, require_capability,
+    Generation,
+    Job,
+    Piece,
+    Services,
+    check_keep_alive,
+    lookup,
+    merged_options,
+    require_capability,
     resolve_think,
 )
 from power.server.ports import ModelView
 from power.server.prompting import (
-    chat_prompt, check_images, generate_prompt, parser_for, request_grammar, source_of, stop_words, tool_plan,
+    chat_prompt,
+    check_images,
+    generate_prompt,
+    parser_for,
+    request_grammar,
+    source_of,
+    stop_words,
+    tool_plan,
 )
 from power.server.streaming import send_json, send_ndjson
 
-__all__ = ["GenerateResource", "ChatResource", "final_fields"]
+__all__ = ["ChatResource", "GenerateResource", "final_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +242,10 @@ class ChatResource(_Base):
                        **final_fields(piece.final, gen.total_ns)}
 
     def _whole(self, gen: Generation) -> dict[str, Any]:
-        text, thinking, calls, logprobs = [], [], [], []
+        text: list[str] = []
+        thinking: list[str] = []
+        calls: list[Any] = []
+        logprobs: list[Any] = []
         last: Piece | None = None
         for piece in gen:
             text.append(piece.delta.content)

@@ -9,22 +9,36 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import falcon
 
 from power.server.body import read_json
 from power.server.inference import (
-    Generation, Job, Services, lookup, merged_options, require_capability, resolve_think,
+    Generation,
+    Job,
+    Services,
+    lookup,
+    merged_options,
+    require_capability,
+    resolve_think,
 )
 from power.server.openai_messages import effort_of, native_messages, response_format
 from power.server.prompting import (
-    chat_prompt, check_images, generate_prompt, grammar_for, parser_for, source_of, stop_words, tool_plan,
+    chat_prompt,
+    check_images,
+    generate_prompt,
+    grammar_for,
+    parser_for,
+    source_of,
+    stop_words,
+    tool_plan,
 )
 from power.server.streaming import send_json, send_sse
 
-__all__ = ["ChatCompletionsResource", "CompletionsResource", "ModelsResource", "ModelResource"]
+__all__ = ["ChatCompletionsResource", "CompletionsResource", "ModelResource", "ModelsResource"]
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +164,10 @@ class ChatCompletionsResource:
 
     @staticmethod
     def _whole(gen: Generation, ident: str, created: int) -> dict[str, Any]:
-        text, thinking, calls, logprobs = [], [], [], []
+        text: list[str] = []
+        thinking: list[str] = []
+        calls: list[Any] = []
+        logprobs: list[Any] = []
         final = None
         for piece in gen:
             text.append(piece.delta.content)

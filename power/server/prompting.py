@@ -10,18 +10,35 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from power.errors import InvalidRequest
 from power.prompt import (
-    OutputParser, TemplateSource, build_chat, builtin_format, output_parser, render_generate, tool_call_tag,
+    OutputParser,
+    TemplateSource,
+    build_chat,
+    builtin_format,
+    output_parser,
+    render_generate,
+    tool_call_tag,
 )
 from power.prompt.grammar import JSON_OBJECT_GRAMMAR, check_gbnf, schema_to_grammar
 from power.prompt.toolchoice import ToolPlan, plan_tools
 from power.server.ports import ModelView
 
-__all__ = ["source_of", "chat_prompt", "generate_prompt", "stop_words", "parser_for", "grammar_for",
-           "request_grammar", "tool_plan", "check_images", "JSON_GRAMMAR"]
+__all__ = [
+    "JSON_GRAMMAR",
+    "chat_prompt",
+    "check_images",
+    "generate_prompt",
+    "grammar_for",
+    "parser_for",
+    "request_grammar",
+    "source_of",
+    "stop_words",
+    "tool_plan",
+]
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from power.errors import InvalidRequest
-from power.prompt.grammar import JSON_OBJECT_GRAMMAR, MAX_DEPTH, check_gbnf, schema_to_grammar
+from power.prompt.grammar import (
+    JSON_OBJECT_GRAMMAR,
+    MAX_DEPTH,
+    check_gbnf,
+    schema_to_grammar,
+)
 from power.prompt.toolchoice import check_tools, plan_tools, tool_call_grammar
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",

@@ -6,9 +6,10 @@ client whose transport calls the WSGI app directly (no socket, no gunicorn).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import falcon
 from falcon import testing

@@ -7,7 +7,8 @@ the OpenAI side goes through the official ``openai`` client.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jsonschema
 import pytest
