@@ -16,13 +16,18 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from power.errors import DigestMismatch, InvalidDigest, NotFound, StoreError
-from power.store.atomic import TMP_PREFIX, fsync_dir, os_error
+from power.store.atomic import (
+    TMP_PREFIX,
+    fsync_dir,
+    os_error,
+    remove_dead_temps,
+    writer_temp,
+)
 
 __all__ = [
     "BlobInfo", "BlobStore", "parse_digest", "digest_hex", "blob_filename",
@@ -161,10 +166,9 @@ class BlobStore:
         self._check_space(size_hint or 0)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.root)
+            fd, tmp, lock = writer_temp(self.root)  # locked: a prune can tell a live writer from a dead one
         except OSError as exc:
             raise os_error(exc, "create blob") from exc
-        tmp = Path(tmp_name)
         try:
             digest, size = self._copy_hashing(source, fd)
             if expected is not None and digest != expected:
@@ -179,6 +183,8 @@ class BlobStore:
         except BaseException:  # the source's own errors (a client gone) pass through unchanged
             _unlink(tmp)
             raise
+        finally:
+            os.close(lock)
         fsync_dir(self.root)
         log.debug("blob written digest=%s size=%d created=%s", digest, size, created)
         return BlobInfo(digest, size, created)
@@ -258,23 +264,8 @@ class BlobStore:
         return True
 
     def remove_stale_temps(self, max_age: float = 3600.0) -> int:
-        """Remove our temporary files older than ``max_age`` seconds (left by a crash)."""
-        removed = 0
-        cutoff = time.time() - max_age
-        try:
-            entries = list(os.scandir(self.root))
-        except FileNotFoundError:
-            return 0
-        for entry in entries:
-            if not entry.name.startswith(TMP_PREFIX):
-                continue
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
-            except OSError:
-                continue
-        return removed
+        """Remove temporary files of writers that died (kill -9), and any older than ``max_age`` seconds."""
+        return remove_dead_temps(self.root, max_age)
 
 
 def _chunks(source: BinaryIO | Iterable[bytes]) -> Iterable[bytes]:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from power.config import Settings
 from power.names import ModelName, parse_name
+from power.store.atomic import TMP_PREFIX, remove_dead_temps
 from power.store.blobs import BlobStore
 from power.store.create import (
     Quantizer,
@@ -91,6 +92,9 @@ class ModelStore:
     def prune(self, grace: float = PRUNE_GRACE) -> list[str]:
         """Remove blobs no manifest names, stale temporary files and empty manifest folders."""
         self.blobs.remove_stale_temps()
+        manifests = self.root / "manifests"
+        for folder in {p.parent for p in manifests.rglob(f"{TMP_PREFIX}*")} if manifests.is_dir() else ():
+            remove_dead_temps(folder)  # a manifest write that died before its rename
         removed = collect_garbage(self.ctx, None, self._pinned(), grace)
         if removed:
             log.info("pruned unused blobs count=%d", len(removed))
