@@ -35,8 +35,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from power.config import load_settings
-from power.runner import ModelSpec, Scheduler
+from power.config import load_settings  # noqa: E402
+from power.runner import ModelSpec, Scheduler  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peer import build_tools  # noqa: E402
 
 log = logging.getLogger("benchmarks.serving")
 
@@ -44,19 +47,6 @@ log = logging.getLogger("benchmarks.serving")
 Generate = Callable[[str, int], Iterator[int]]
 
 TURN1 = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog near river number {i}." for i in range(60))
-
-
-def build_peer(build: Path) -> Path:
-    exe = build / "bin" / "llama-server"
-    if exe.is_file():
-        return exe
-    src = ROOT / "vendor" / "llama.cpp"
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                    "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF",
-                    "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF",
-                    "-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"], check=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server"], check=True)
-    return exe
 
 
 class Peer:
@@ -122,6 +112,103 @@ class Ours:
 
     def close(self) -> None:
         self.sched.close(deadline=5)
+
+
+class Http:
+    """The real a3s-power server (gunicorn) on a free loopback port, driven over /api/generate streaming."""
+
+    def __init__(self, model: Path, threads: int, ctx: int, slots: int) -> None:
+        import tempfile
+
+        from power.store import ModelStore
+
+        self.home = Path(tempfile.mkdtemp(prefix="a3s-bench-"))
+        store = ModelStore(self.home / "models")
+        (self.home / "Modelfile").write_text(f"FROM {model}\n")
+        for _ in store.create_from_modelfile("bench", (self.home / "Modelfile").read_text(), self.home):
+            pass
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = dict(os.environ, A3S_POWER_HOME=str(self.home), OLLAMA_MODELS=str(self.home / "models"),
+                   OLLAMA_HOST=f"127.0.0.1:{self.port}", OLLAMA_NUM_PARALLEL=str(slots),
+                   OLLAMA_CONTEXT_LENGTH=str(ctx), OLLAMA_KEEP_ALIVE="-1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=env, cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.options = {"num_thread": threads, "num_batch": 512, "temperature": 0}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/api/version", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            self.close()
+            raise RuntimeError("a3s-power serve did not start")
+        list(self.generate("warm up", 2))
+
+    def generate(self, prompt: str, n: int) -> Iterator[int]:
+        body = json.dumps({"model": "bench", "prompt": prompt, "raw": True, "stream": True,
+                           "options": {**self.options, "num_predict": n}}).encode()
+        req = urllib.request.Request(self.url + "/api/generate", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            seen = 0
+            for line in resp:
+                msg = json.loads(line)
+                if msg.get("done"):
+                    rest = int(msg.get("eval_count", seen)) - seen
+                    if rest > 0:
+                        yield rest
+                    return
+                if msg.get("response"):
+                    seen += 1
+                    yield 1
+
+    def tags_latency(self, clients: int = 50, each: int = 20) -> dict[str, float]:
+        lat: list[float] = []
+        lock = threading.Lock()
+
+        def client() -> None:
+            mine = []
+            for _ in range(each):
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(self.url + "/api/tags", timeout=30) as r:
+                    r.read()
+                mine.append(time.perf_counter() - t0)
+            with lock:
+                lat.extend(mine)
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lat.sort()
+        return {"clients": clients, "requests": len(lat), "median_ms": statistics.median(lat) * 1000,
+                "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000}
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def engine_single(model: Path, threads: int, ctx: int, n: int) -> float:
+    """Generation tokens/s of one stream through the engine called in-process (no runner, no HTTP)."""
+    from power.engine import Engine, LoadOptions
+
+    with Engine(str(model), LoadOptions(num_ctx=ctx, num_thread=threads)) as eng:
+        eng.submit("warm up", {"temperature": 0, "num_predict": 4}).result()
+        t0 = time.perf_counter()
+        c = eng.submit(SINGLE_PROMPT, {"temperature": 0, "num_predict": n}).result()
+        return c.eval_count / (time.perf_counter() - t0)
+
+
+SINGLE_PROMPT = "Client 0 writes a short story about a lighthouse keeper. Once upon a time"
 
 
 def one_run(gen: Generate, prompt: str, n: int) -> tuple[float, int, float]:
@@ -209,21 +296,34 @@ def main() -> int:
     levels = [int(x) for x in args.levels.split(",")]
     result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "ctx": args.ctx,
                               "slots": args.slots, "tokens": args.tokens, "sides": {},
-                              "note": "a3s-power through its scheduler API; llama-server through HTTP"}
+                              "note": "a3s-power: scheduler API and real HTTP server; llama-server: HTTP"}
     ours = Ours(args.model, args.threads, args.ctx, args.slots)
     try:
         result["sides"]["a3s-power"] = bench(ours.generate, levels, args.tokens)
     finally:
         ours.close()
+    http = Http(args.model, args.threads, args.ctx, args.slots)
+    try:
+        result["sides"]["a3s-power http"] = bench(http.generate, levels, args.tokens)
+        single_http = one_run(http.generate, SINGLE_PROMPT, args.tokens * 2)
+        result["tags_latency"] = http.tags_latency()
+    finally:
+        http.close()
+    direct = engine_single(args.model, args.threads, args.ctx, args.tokens * 2)
+    result["http_vs_engine"] = {"engine_tokens_per_s": direct,
+                                "http_tokens_per_s": single_http[1] / single_http[2],
+                                "ratio": single_http[1] / single_http[2] / direct}
     if not args.no_peer:
-        peer = Peer(build_peer(ROOT / "build" / "peer"), args.model, args.threads, args.ctx, args.slots)
+        peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots)
         try:
             result["sides"]["llama-server"] = bench(peer.generate, levels, args.tokens)
         finally:
             peer.close()
-        mine, theirs = result["sides"]["a3s-power"], result["sides"]["llama-server"]
-        result["ratio_tokens_per_s"] = [a["tokens_per_s"] / b["tokens_per_s"]
-                                        for a, b in zip(mine["concurrency"], theirs["concurrency"])]
+        theirs = result["sides"]["llama-server"]
+        for side in ("a3s-power", "a3s-power http"):
+            mine = result["sides"][side]
+            result[f"ratio_tokens_per_s {side}"] = [a["tokens_per_s"] / b["tokens_per_s"]
+                                                   for a, b in zip(mine["concurrency"], theirs["concurrency"])]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "serving.png")
