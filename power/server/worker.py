@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Any
 
-from gunicorn.http.errors import NoMoreData
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http.errors import NoMoreData  # type: ignore[import-untyped]
+from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
 from power.config import Settings, load_settings
 from power.errors import RequestTimeout
@@ -205,7 +205,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
     def _close_scheduler(self) -> None:
         from power.server import app as app_module
 
-        scheduler = app_module._SCHEDULER
+        scheduler: Any = app_module._SCHEDULER
         if scheduler is None:
             return
         deadline = max(0.0, min(self.limits.shutdown_timeout, self.cfg.graceful_timeout - 3))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import builtins
 import logging
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from power.config import Settings
 from power.names import ModelName, parse_name
@@ -33,7 +34,7 @@ from power.store.ops import (
 from power.store.record import ModelRecord, load_record
 from power.store.request import CreateRequest, request_from_modelfile
 
-__all__ = ["ModelStore", "PRUNE_GRACE"]
+__all__ = ["PRUNE_GRACE", "ModelStore"]
 
 log = logging.getLogger(__name__)
 

@@ -101,7 +101,7 @@ def _temps(root: Path) -> list[Path]:
 def test_kill_9_at_a_named_point(tmp_path: Path, gguf: Path, point: str) -> None:
     root = tmp_path / "models"
     proc = subprocess.run([sys.executable, "-c", WRITER.format(root=str(ROOT)), point, str(root), str(gguf)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     _check_store(root)
     if point.startswith("before") or point == "mid-blob":
@@ -147,13 +147,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
 
 
 def test_disk_full_blob_write_is_a_clean_store_error(small_disk: Path) -> None:
