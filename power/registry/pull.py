@@ -113,8 +113,8 @@ def pull_from_registry(ctx: StoreContext, client: RegistryClient, name: ModelNam
         raw = client.manifest(name.tag)
     except RemoteNotFound:
         raise RemoteNotFound("pull model manifest: file does not exist") from None
-    except RegistryError as exc:
-        raise RegistryError(f"pull model manifest: {exc}") from exc
+    except RegistryError as exc:  # keeps the type, so a caller can tell an unreachable host apart
+        raise type(exc)(f"pull model manifest: {exc}") from exc
     manifest = check_manifest(raw)
     yield status("pulling manifest")
     layers: list[Layer] = [*manifest.layers, manifest.config]

@@ -2,7 +2,10 @@
 
 ``pull(model)`` picks the source by the name's form: an ``http(s)://.../x.gguf``
 URL, an ``hf.co/``/``huggingface.co/`` name (the Hugging Face API, unless the
-host table maps that host to a registry), or a registry name. Each returns an
+host table maps that host to a registry), or a registry name. A library name
+the default registry does not have (404, or no connection) is pulled from the
+Hugging Face GGUF that ``wellknown`` lists for it, under the name asked for;
+a status line says so. Each returns an
 iterator of Ollama's status dicts whose first ``next()`` already did the
 lookup, so a missing model or a bad name fails before a stream starts.
 """
@@ -17,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from power.config import Settings
-from power.errors import RegistryError
+from power.errors import RegistryError, RemoteNotFound
 from power.names import ModelName, parse_name
 from power.registry.auth import TokenSource
 from power.registry.client import RegistryClient, base_url_for
@@ -33,7 +36,8 @@ from power.registry.sources import (
     name_for_url,
     probe_url,
 )
-from power.registry.transport import Transport, is_loopback_host, split_url
+from power.registry.transport import Transport, Unreachable, is_loopback_host, split_url
+from power.registry.wellknown import WELL_KNOWN, well_known_source
 from power.store import ModelStore
 
 __all__ = ["Registry"]
@@ -46,13 +50,15 @@ class Registry:
 
     def __init__(self, store: ModelStore, *, hosts: Mapping[str, str] | None = None,
                  hf_endpoint: str = "https://huggingface.co", options: TransferOptions = DEFAULT_OPTIONS,
-                 key_path: Path | None = None, connect_timeout: float = 10.0) -> None:
+                 key_path: Path | None = None, connect_timeout: float = 10.0,
+                 well_known: Mapping[str, str] = WELL_KNOWN) -> None:
         self.store = store
         self.hosts = {k.lower(): v for k, v in (hosts or {}).items()}
         self.hf_endpoint = hf_endpoint.rstrip("/")
         self.options = options
         self.transport = Transport(connect_timeout=connect_timeout, read_timeout=options.stall_timeout)
         self.key_path = key_path
+        self.well_known = well_known
 
     @classmethod
     def from_settings(cls, settings: Settings, store: ModelStore, **kwargs: Any) -> Registry:
@@ -68,7 +74,9 @@ class Registry:
         name = parse_name(model)
         if name.host.lower() in HF_HOSTS and name.host.lower() not in self.hosts:
             return self._pull_hf(name)
-        return pull_from_registry(self.store.ctx, self._client(name, insecure), name, self.options)
+        events = pull_from_registry(self.store.ctx, self._client(name, insecure), name, self.options)
+        fallback = well_known_source(name, self.well_known)
+        return events if fallback is None else self._pull_or_fall_back(name, events, fallback)
 
     def push(self, model: str, insecure: bool = False) -> Iterator[Event]:
         """Push a stored model to its registry; iterate for progress."""
@@ -95,14 +103,26 @@ class Registry:
         source = UrlSource(self.transport, url, local)
         yield from self._fetch_and_create(name, filename, size, None, key, source, etag)
 
-    def _pull_hf(self, name: ModelName) -> Iterator[Event]:
+    def _pull_or_fall_back(self, name: ModelName, events: Iterator[Event], source: ModelName) -> Iterator[Event]:
+        try:
+            first = next(events)
+        except (RemoteNotFound, Unreachable) as exc:
+            log.info("registry has no model=%s (%s); pulling source=%s", name.display(), exc, source.display())
+            yield from self._pull_hf(source, store_as=name)
+            return
+        yield first
+        yield from events
+
+    def _pull_hf(self, name: ModelName, *, store_as: ModelName | None = None) -> Iterator[Event]:
         found = find_hf_file(self.transport, self.hf_endpoint, name)
+        if store_as is not None:
+            yield status(f"pulling {store_as.display()} from hf.co/{found.repo} ({found.filename})")
         yield status("pulling manifest")
         local = is_loopback_host(split_url(found.url).host)
         key = None if found.digest else "url-" + hashlib.sha256(found.url.encode()).hexdigest()[:40]
         source = UrlSource(self.transport, found.url, local)
-        yield from self._fetch_and_create(name, PurePosixPath(found.filename).name, found.size, found.digest,
-                                          key, source, "")
+        yield from self._fetch_and_create(store_as or name, PurePosixPath(found.filename).name, found.size,
+                                          found.digest, key, source, "")
 
     def _fetch_and_create(self, name: ModelName, filename: str, size: int, digest: str | None,
                           key: str | None, source: UrlSource, etag: str) -> Iterator[Event]:

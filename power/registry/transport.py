@@ -24,12 +24,16 @@ from urllib.parse import urljoin, urlsplit
 from power import __version__
 from power.errors import RegistryError
 
-__all__ = ["Response", "Transport", "Url", "is_loopback_host", "split_url"]
+__all__ = ["Response", "Transport", "Unreachable", "Url", "is_loopback_host", "split_url"]
 
 log = logging.getLogger(__name__)
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 USER_AGENT = f"ollama/{__version__} (amd64 linux) a3s-power"
+
+
+class Unreachable(RegistryError):
+    """No connection to the host could be opened (refused, no route, name unknown, connect timeout)."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,10 @@ class Transport:
         headers.setdefault("User-Agent", self.user_agent)
         try:
             conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise Unreachable(f"{method} {url}: {_reason(exc)}") from exc
+        try:
             assert conn.sock is not None
             conn.sock.settimeout(read_timeout or self.read_timeout)
             conn.request(method, url.target, body=body, headers=headers)
