@@ -15,7 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from power.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, parse_name
+from power.names import (
+    DEFAULT_HOST,
+    DEFAULT_NAMESPACE,
+    DEFAULT_TAG,
+    ModelName,
+    parse_name,
+)
 
 __all__ = ["WELL_KNOWN", "well_known_source"]
 

@@ -5,17 +5,25 @@ server never loads llama.cpp): weights (the files' sizes), the KV cache for the
 chosen context and type, and the compute buffers llama.cpp allocates for one
 batch. It is deliberately a little pessimistic: refusing a load up front is
 better than a machine that swaps or a runner killed by the OOM killer.
+
+GPUs come from NVML when ``pynvml`` is importable, else from ``nvidia-smi``; on
+Apple silicon, Metal is one GPU sharing the machine's unified memory
+(``sysctl hw.memsize``). Every command goes through an injectable runner, so
+tests feed captured output. ``place`` decides which GPUs hold a runner's
+offloaded share: the fewest that fit, or all of them with ``OLLAMA_SCHED_SPREAD``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-import shutil
+import platform
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from power.engine.options import LoadOptions
 from power.errors import PowerError
@@ -25,10 +33,16 @@ __all__ = [
     "MemoryEstimate",
     "ModelFacts",
     "OutOfMemory",
+    "Placement",
     "detect_gpus",
+    "detect_metal",
     "estimate",
+    "fit_layers",
     "model_facts",
+    "nvml_gpus",
+    "parse_memsize",
     "parse_nvidia_smi",
+    "place",
     "processor_split",
     "read_meminfo",
 ]
@@ -105,6 +119,7 @@ class MemoryEstimate:
     weights: int
     kv_cache: int
     compute: int
+    gpus: tuple[tuple[int, int], ...] = ()  # (GPU index, bytes) of the offloaded share, once placed
 
     @property
     def total(self) -> int:
@@ -150,6 +165,14 @@ class GPU:
     name: str
     total: int
     free: int
+    library: str = "cuda"  # "metal": unified memory, shared with the system
+
+
+Run = Callable[[Sequence[str]], str]
+
+
+def _run(cmd: Sequence[str]) -> str:
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=10, check=True).stdout
 
 
 def parse_nvidia_smi(text: str) -> list[GPU]:
@@ -166,35 +189,102 @@ def parse_nvidia_smi(text: str) -> list[GPU]:
     return gpus
 
 
-def detect_gpus(run: Callable[[Sequence[str]], str] | None = None) -> list[GPU]:
-    """NVIDIA GPUs through nvidia-smi; an empty list where there is none or it fails."""
-    if run is None:
-        exe = shutil.which("nvidia-smi")
-        if exe is None:
-            return []
+def parse_memsize(text: str) -> int:
+    """Read ``sysctl -n hw.memsize`` (or ``sysctl hw.memsize``: ``hw.memsize: N``); 0 where unreadable."""
+    value = text.strip().rpartition(":")[2].strip()
+    return int(value) if value.isdigit() else 0
 
-        def run(cmd: Sequence[str]) -> str:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
 
-        cmd = [exe]
-    else:
-        cmd = ["nvidia-smi"]
+def detect_metal(run: Run = _run) -> list[GPU]:
+    """Apple silicon's GPU: one device over the unified memory."""
     try:
-        out = run(cmd + ["--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"])
+        total = parse_memsize(run(["sysctl", "-n", "hw.memsize"]))
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.info("sysctl failed: %s", exc)
+        return []
+    if not total:
+        return []
+    # Metal's recommended working set: about two thirds of memory on small machines, three quarters above 36 GiB.
+    usable = total * 3 // 4 if total > 36 << 30 else total * 2 // 3
+    return [GPU(0, "Apple Metal", total, usable, library="metal")]
+
+
+def nvml_gpus(nvml: Any) -> list[GPU] | None:
+    """NVIDIA GPUs through NVML (the ``pynvml`` module); None when NVML does not answer."""
+    errors = (OSError, RuntimeError, getattr(nvml, "NVMLError", RuntimeError))  # no driver, no library
+    try:
+        nvml.nvmlInit()
+    except errors as exc:
+        log.info("NVML is not available: %s", exc)
+        return None
+    try:
+        gpus = []
+        for i in range(int(nvml.nvmlDeviceGetCount())):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            name = nvml.nvmlDeviceGetName(handle)
+            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+            gpus.append(GPU(i, name.decode() if isinstance(name, bytes) else str(name), int(mem.total),
+                            int(mem.free)))
+        return gpus
+    except errors as exc:
+        log.info("NVML query failed: %s", exc)
+        return None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except errors as exc:
+            log.debug("NVML shutdown failed: %s", exc)
+
+
+def _import_nvml() -> Any:
+    try:
+        return importlib.import_module("pynvml")
+    except ImportError:
+        return None
+
+
+def detect_gpus(run: Run | None = None, *, nvml: Any = None, system: str | None = None,
+                machine: str | None = None) -> list[GPU]:
+    """The machine's GPUs: Metal on Apple silicon, else NVML or nvidia-smi; [] where there is none.
+
+    ``run`` executes a command and returns its output; a test that gives one also
+    decides whether NVML is used (``nvml``), so the host's own GPUs never leak in.
+    """
+    system = (system or platform.system()).lower()
+    machine = (machine or platform.machine()).lower()
+    if system == "darwin":
+        return detect_metal(run or _run) if machine in ("arm64", "aarch64") else []
+    if nvml is None and run is None:
+        nvml = _import_nvml()
+    if nvml is not None:
+        found = nvml_gpus(nvml)
+        if found is not None:
+            return found
+    try:
+        out = (run or _run)(["nvidia-smi", "--query-gpu=index,name,memory.total,memory.free",
+                             "--format=csv,noheader,nounits"])
     except (OSError, subprocess.SubprocessError) as exc:
         log.info("nvidia-smi failed: %s", exc)
         return []
     return parse_nvidia_smi(out)
 
 
-def processor_split(size: int, size_vram: int) -> str:
-    """Describe where a model runs, as ``ollama ps`` does ("100% CPU", "48%/52% CPU/GPU")."""
+def processor_split(size: int, size_vram: int, gpus: Sequence[tuple[int, int]] = ()) -> str:
+    """Describe where a model runs, as ``ollama ps`` does ("100% CPU", "48%/52% CPU/GPU").
+
+    A share spread over several GPUs adds their split: "100% GPU (50%/50% GPU 0/1)".
+    """
     if size <= 0 or size_vram <= 0:
         return "100% CPU"
     if size_vram >= size:
-        return "100% GPU"
-    gpu = round(100 * size_vram / size)
-    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+        text = "100% GPU"
+    else:
+        gpu = round(100 * size_vram / size)
+        text = f"{100 - gpu}%/{gpu}% CPU/GPU"
+    if len(gpus) > 1:
+        shares = "/".join(f"{round(100 * b / size_vram)}%" for _, b in gpus)
+        text += f" ({shares} GPU {'/'.join(str(i) for i, _ in gpus)})"
+    return text
 
 
 def vram_share(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, gpus: Sequence[GPU]) -> int:
@@ -205,3 +295,59 @@ def vram_share(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, gpus: 
     if load.num_gpu < 0 or load.num_gpu >= layers:
         return est.total
     return est.total * load.num_gpu // layers
+
+
+def fit_layers(est: MemoryEstimate, facts: ModelFacts, gpus: Sequence[GPU]) -> int:
+    """Layers to offload by default: -1 (all) when the whole model fits the GPUs' free memory, else those that do."""
+    room = sum(g.free for g in gpus)
+    layers = facts.n_layer + 1
+    if not gpus or facts.n_layer <= 0 or est.total <= room:
+        return -1 if gpus else 0
+    return max(0, min(layers - 1, room * layers // est.total))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Bytes of a runner's offloaded share per GPU index, and what did not fit on the GPUs chosen."""
+
+    per_gpu: tuple[tuple[int, int], ...] = ()
+    short: int = 0
+
+    @property
+    def vram(self) -> int:
+        return sum(b for _, b in self.per_gpu)
+
+
+def place(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, gpus: Sequence[GPU], *,
+          spread: bool = False) -> Placement:
+    """Choose the GPUs for ``load``'s offloaded layers, given what each has free now.
+
+    Without ``spread``, the fewest GPUs: ``main_gpu`` alone when it fits, else the
+    one with the most free memory, else the largest ones until they fit. With
+    ``spread``, every GPU. The share is split in proportion to free memory.
+    """
+    need = vram_share(est, load, facts, gpus)
+    if need <= 0:
+        return Placement()
+    by_free = sorted(gpus, key=lambda g: (-g.free, g.index))
+    if spread:
+        chosen = by_free
+    else:
+        alone = [g for g in by_free if g.free >= need]
+        main = [g for g in alone if g.index == load.main_gpu]
+        chosen = (main or alone)[:1]
+        if not chosen:
+            room = 0
+            for g in by_free:
+                chosen.append(g)
+                room += g.free
+                if room >= need:
+                    break
+    room = sum(max(0, g.free) for g in chosen)
+    split: list[tuple[int, int]] = []
+    left = need
+    for n, g in enumerate(chosen):
+        share = left if n == len(chosen) - 1 else (need * max(0, g.free) // room if room else need // len(chosen))
+        split.append((g.index, share))
+        left -= share
+    return Placement(tuple(sorted(split)), max(0, need - room))

@@ -26,13 +26,17 @@ from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import Loaded, ModelSpec, Resolver
 from power.runner.memory import (
     GPU,
+    MemoryEstimate,
     ModelFacts,
     OutOfMemory,
+    Placement,
     detect_gpus,
     estimate,
+    fit_layers,
     model_facts,
+    place,
+    processor_split,
     read_meminfo,
-    vram_share,
 )
 from power.runner.resolve import blob_digests
 from power.runner.stats import GpuSampler, summarize
@@ -179,6 +183,11 @@ class Scheduler:
                                         default_gpu=default_gpu)
         if facts.n_ctx_train and load.num_ctx > facts.n_ctx_train:
             load = replace(load, num_ctx=facts.n_ctx_train)  # the engine clamps too; equal options, no reload
+        if self._gpus and s.num_gpu is None and "num_gpu" not in opts:
+            # Offload what the GPUs can hold, judged against what was free at start: the same answer for
+            # every request, so equal requests keep equal load options and never reload.
+            layers = fit_layers(estimate(facts, spec.files_size(), load), facts, self._gpus)
+            load = replace(load, num_gpu=layers)
         return spec, opts, load, facts
 
     def _call(self, name: str, options: Mapping[str, Any] | None, keep_alive: Any, op: str,
@@ -251,8 +260,8 @@ class Scheduler:
                 await self._wait_change()
             await self._stop(old, "unload")
         est = estimate(facts, spec.files_size(), load)
-        await self._make_room(spec, est.total)
-        m = Loaded(spec, load, facts, est, vram_share(est, load, facts, self._gpus))
+        placement = await self._make_room(spec, est, load, facts)
+        m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram)
         self._models[spec.name] = m
         m.runner = RunnerProcess(spec.model_path, load, spec.adapters, log_level=self._log_level,
                                  on_exit=lambda r: self._on_exit(m, r))
@@ -284,15 +293,37 @@ class Scheduler:
         # MemAvailable counts mmap'd weights as reclaimable cache, so trust our own estimates too.
         return total - self._reserve, min(avail, total - held) - self._reserve
 
-    async def _make_room(self, spec: ModelSpec, need: int) -> None:
+    def _gpus_free(self) -> list[GPU]:
+        """The GPUs with what our loaded runners hold taken off their free memory (as detected at start)."""
+        held: dict[int, int] = {}
+        for m in self._models.values():
+            for index, size in m.estimate.gpus:
+                held[index] = held.get(index, 0) + size
+        return [replace(g, free=g.free - held.get(g.index, 0)) for g in self._gpus]
+
+    def _place(self, est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, gpus: Sequence[GPU]) -> Placement:
+        return place(est, load, facts, gpus, spread=self.settings.sched_spread)
+
+    async def _make_room(self, spec: ModelSpec, est: MemoryEstimate, load: LoadOptions,
+                         facts: ModelFacts) -> Placement:
+        """Evict idle runners until ``est`` fits system memory and its offloaded share fits the GPUs."""
+        need = est.total
         ceiling, _ = self._budget()
         if need > ceiling:
             raise OutOfMemory(f"model requires more system memory ({need / GiB:.1f} GiB) than is available "
                               f"({max(0, ceiling) / GiB:.1f} GiB)")
+        alone = self._place(est, load, facts, self._gpus)
+        if alone.short:
+            raise OutOfMemory(f"model requires more GPU memory ({alone.vram / GiB:.1f} GiB) than is available "
+                              f"({(alone.vram - alone.short) / GiB:.1f} GiB); lower num_gpu to offload fewer layers")
         while True:
             _, free = self._budget()
-            if len(self._models) < self.max_loaded and need <= free:
-                return
+            placement = self._place(est, load, facts, self._gpus_free())
+            if len(self._models) < self.max_loaded and need <= free and not placement.short:
+                if placement.vram:
+                    log.info("model placed model=%s gpus=%s spread=%s", spec.name,
+                             ",".join(f"{i}:{b >> 20}MiB" for i, b in placement.per_gpu), self.settings.sched_spread)
+                return placement
             idle = sorted((m for m in self._models.values() if m.idle), key=lambda m: m.last_used)
             if idle:
                 log.info("evicting idle model model=%s for=%s", idle[0].name, spec.name)
@@ -388,7 +419,13 @@ class Scheduler:
         return list(self._models.values())
 
     async def _ps(self) -> list[dict[str, Any]]:
-        return [m.describe() for m in self._models.values() if m.ready.done() and not m.closing]
+        rows = []
+        for m in self._models.values():
+            if m.ready.done() and not m.closing:
+                row = m.describe()
+                row["processor"] = processor_split(row["size"], row["size_vram"], m.estimate.gpus)
+                rows.append(row)
+        return rows
 
     async def _shutdown(self, deadline: float) -> None:
         end = time.monotonic() + deadline
