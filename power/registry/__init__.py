@@ -5,7 +5,8 @@
 ``transport`` (HTTP, redirects, deadlines), ``auth`` (bearer tokens, signed
 requests), ``client`` (one repository), ``download`` (resumable parallel
 downloads), ``flight`` (one download per blob), ``pull``, ``push``, ``sources``
-(Hugging Face, URLs), ``progress`` (status lines).
+(Hugging Face, URLs), ``wellknown`` (library names the registry lacks, pulled
+from Hugging Face), ``progress`` (status lines).
 """
 
 from __future__ import annotations
