@@ -11,7 +11,7 @@ built from the same vendor/ tree (benchmarks/peer.py):
 Our side samples greedily in C (llama.cpp's tools do not sample at all), so the comparison charges us
 for sampling and for the whole Python engine loop. Writes benchmarks/results/engine.json and engine.png.
 
-    python benchmarks/engine.py [--model PATH] [--threads N] [--reps 3]
+    python benchmarks/engine.py [--model PATH] [--threads N] [--reps 3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     if args.model is None:
@@ -148,15 +149,27 @@ def main() -> int:
         args.model = gemma3_270m()
     tools = build_tools("llama-bench", "llama-batched-bench")
     t0 = time.time()
-    # Interleave the sides so that machine noise hits both alike.
-    peer = peer_single(tools["llama-bench"], args.model, args.threads, args.reps)
-    ours = ours_single(args.model, args.threads, args.reps)
-    peer["aggregate"] = peer_batched(tools["llama-batched-bench"], args.model, args.threads)
-    ours["aggregate"] = ours_batched(args.model, args.threads)
+    # Rounds interleave the two sides so that machine noise hits both alike; each figure is the best
+    # round (throughput on a shared machine is only ever lowered by noise).
+    peer: dict[str, Any] = {"prompt_tps": 0.0, "gen_tps": 0.0, "aggregate": {w: 0.0 for w in WIDTHS}}
+    ours: dict[str, Any] = {"prompt_tps": 0.0, "gen_tps": 0.0, "aggregate": {w: 0.0 for w in WIDTHS}}
+    rounds: list[dict[str, Any]] = []
+    for _ in range(args.rounds):
+        r = {"peer": peer_single(tools["llama-bench"], args.model, args.threads, args.reps),
+             "ours": ours_single(args.model, args.threads, args.reps)}
+        r["peer"]["aggregate"] = peer_batched(tools["llama-batched-bench"], args.model, args.threads)
+        r["ours"]["aggregate"] = ours_batched(args.model, args.threads)
+        rounds.append(r)
+        for side, acc in (("peer", peer), ("ours", ours)):
+            for k in ("prompt_tps", "gen_tps"):
+                acc[k] = max(acc[k], r[side][k])
+            for w in WIDTHS:
+                acc["aggregate"][w] = max(acc["aggregate"][w], r[side]["aggregate"][w])
     ratios = {"prompt": ours["prompt_tps"] / peer["prompt_tps"], "gen": ours["gen_tps"] / peer["gen_tps"],
               "aggregate": {w: ours["aggregate"][w] / peer["aggregate"][w] for w in WIDTHS}}
     result = {"model": args.model.name, "threads": args.threads, "ours": ours, "peer": peer, "ratio": ratios,
-              "targets": {"gen": 0.97, "prompt": 0.95, "aggregate": 0.95}, "seconds": round(time.time() - t0, 1)}
+              "targets": {"gen": 0.97, "prompt": 0.95, "aggregate": 0.95}, "rounds": rounds,
+              "seconds": round(time.time() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "engine.png")

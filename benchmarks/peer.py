@@ -1,4 +1,8 @@
-"""llama.cpp's own tools, built from the same vendor/ tree as a3s-power, for side-by-side benchmarks."""
+"""llama.cpp's own tools, built from the same vendor/ tree as a3s-power, for side-by-side benchmarks.
+
+They are built the way llama.cpp builds by default (shared libraries, native CPU code), which is also
+how a3s-power links llama.cpp, so both sides run the same machine code.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ def build_tools(*targets: str, build: Path = BUILD) -> dict[str, Path]:
         if not (build / "CMakeCache.txt").is_file():
             subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                             "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF",
-                            "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=ON",
+                            "-DLLAMA_USE_PREBUILT_UI=OFF", "-DGGML_NATIVE=ON",
                             "-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"],
                            check=True, env=env)
         subprocess.run(["cmake", "--build", str(build), "--target", *missing], check=True, env=env)

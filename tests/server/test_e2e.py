@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -27,15 +28,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("e2e-home")
-    library = ModelStore(home / "models", noprune=True)
-    add_model(library, "tiny", write_llama(home / "tiny.gguf", chat_template=CHATML_TOOLS_TEMPLATE))
-    add_model(library, "embedder", write_llama(home / "embed.gguf", pooling=1, name="tiny-embed"))
+@contextlib.contextmanager
+def gunicorn(home: Path, **env_extra: str) -> Iterator[str]:
+    """Run the real server (gunicorn + runners) on a free loopback port over the store in ``home``."""
     port = _free_port()
     env = {**os.environ, "A3S_POWER_HOME": str(home), "OLLAMA_MODELS": str(home / "models"),
-           "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_CONTEXT_LENGTH": "512"}
+           "OLLAMA_HOST": f"127.0.0.1:{port}", **env_extra}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "power/server/gunicorn_conf.py",
                              "power.server.app:get_app()"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -58,6 +56,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("e2e-home")
+    library = ModelStore(home / "models", noprune=True)
+    add_model(library, "tiny", write_llama(home / "tiny.gguf", chat_template=CHATML_TOOLS_TEMPLATE))
+    add_model(library, "embedder", write_llama(home / "embed.gguf", pooling=1, name="tiny-embed"))
+    with gunicorn(home, OLLAMA_CONTEXT_LENGTH="512") as url:
+        yield url
 
 
 def test_ollama_client(server: str) -> None:
