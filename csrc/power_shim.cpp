@@ -398,11 +398,26 @@ void fill_candidates(pw_engine *e, const float *logits, llama_token_data_array &
     arr = llama_token_data_array{e->cur.data(), e->cur.size(), -1, false};
 }
 
+// Index of the largest logit. Eight running maxima let the compiler vectorise the scan over a large
+// vocabulary (std::max_element does not); a second scan finds the first position of the maximum.
+llama_token argmax(const float *x, int32_t n) {
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    float best = m[0];
+    for (int j = 1; j < 8; j++) best = m[j] > best ? m[j] : best;
+    for (; i < n; i++) best = x[i] > best ? x[i] : best;
+    for (i = 0; i < n; i++)
+        if (x[i] == best) return i;
+    return 0;
+}
+
 // Sample with the chain; check only the chosen token against the grammar and
 // resample with the grammar applied when it is rejected (grammars are slow on
 // large vocabularies).
 llama_token sample(pw_engine *e, slot &s, const float *logits) {
-    if (s.argmax) return (llama_token)(std::max_element(logits, logits + e->n_vocab) - logits);
+    if (s.argmax) return argmax(logits, e->n_vocab);
     llama_token_data_array arr;
     fill_candidates(e, logits, arr);
     llama_sampler_apply(s.chain.get(), &arr);
