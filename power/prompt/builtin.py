@@ -169,11 +169,23 @@ FORMATS: dict[str, BuiltinFormat] = {f.name: f for f in (
 )}
 
 
+# Building a set of a 262k-token vocabulary costs tens of milliseconds: keep the last few, keyed by the
+# token list they came from (the server caches parsed GGUF metadata, so the same list comes back).
+_VOCABS: dict[int, tuple[object, frozenset[str]]] = {}
+
+
 def vocabulary(metadata: Mapping[str, Any]) -> Collection[str]:
     """The model's token strings as a set (empty when the metadata has none)."""
     tokens = metadata.get("tokenizer.ggml.tokens")
     if isinstance(tokens, (list, tuple)):
-        return frozenset(t for t in tokens if isinstance(t, str))
+        hit = _VOCABS.get(id(tokens))
+        if hit is not None and hit[0] is tokens:
+            return hit[1]
+        vocab = frozenset(t for t in tokens if isinstance(t, str))
+        while len(_VOCABS) >= 8:
+            _VOCABS.pop(next(iter(_VOCABS)), None)
+        _VOCABS[id(tokens)] = (tokens, vocab)  # holding the list keeps its id from being reused
+        return vocab
     if isinstance(tokens, (set, frozenset)):
         return tokens
     return frozenset()
