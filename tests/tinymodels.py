@@ -5,11 +5,11 @@ vocabulary is byte-level BPE (GPT-2 style: the 256 bytes, a few merges, and
 control tokens), so any text tokenizes. Weights are random but seeded, and
 shaped so the outcome of end-of-generation is chosen by the caller:
 
-* residual stream: embedding column 0 is 1.0 for every token and the
-  attention / feed-forward output projections are small, so after the final
-  norm column 0 is large and positive;
-* output row of EOS: column 0 is ``eos_bias`` (negative: EOS is never
-  sampled; positive: always sampled first).
+* residual stream: embedding column 0 is 1.0 for every token and no
+  attention / feed-forward output projection writes to it, so after the final
+  norm column 0 is always positive;
+* output row of EOS: column 0 is ``eos_bias`` (large and negative: EOS is
+  never sampled; large and positive: always sampled first).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def vocabulary() -> tuple[list[str], list[int]]:
 
 
 def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-                n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -10.0,
+                n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -1000.0,
                 chat_template: str | None = None, pooling: int | None = None, name: str = "tiny",
                 f16: bool = False) -> Path:
     """Write a tiny llama GGUF and return its path."""
@@ -106,9 +106,11 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     out = t(n_vocab, n_embd, scale=1.0)
     out[:, 0] = 0.0
-    for special in SPECIALS:  # control tokens are never sampled, except EOS when eos_bias > 0
+    # Control tokens are never sampled, except EOS when eos_bias > 0. The bias must dwarf the spread of the
+    # other logits, which grows with the width of the model.
+    for special in SPECIALS:
         out[tokens.index(special), :] = 0.0
-        out[tokens.index(special), 0] = -10.0
+        out[tokens.index(special), 0] = -1000.0
     out[eos, 0] = eos_bias
     w.add_tensor("output.weight", out.astype(dtype))
     kv = head_dim * n_head_kv
@@ -118,11 +120,15 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
         w.add_tensor(p + "attn_q.weight", t(n_embd, n_embd, scale=0.3).astype(dtype))
         w.add_tensor(p + "attn_k.weight", t(kv, n_embd, scale=0.3).astype(dtype))
         w.add_tensor(p + "attn_v.weight", t(kv, n_embd, scale=0.3).astype(dtype))
-        w.add_tensor(p + "attn_output.weight", t(n_embd, n_embd).astype(dtype))
+        wo = t(n_embd, n_embd)
+        wo[0, :] = 0.0  # no layer writes to residual column 0, so it stays 1.0 and its sign never flips
+        w.add_tensor(p + "attn_output.weight", wo.astype(dtype))
         w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
         w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd, scale=0.3).astype(dtype))
         w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd, scale=0.3).astype(dtype))
-        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff).astype(dtype))
+        down = t(n_embd, n_ff)
+        down[0, :] = 0.0
+        w.add_tensor(p + "ffn_down.weight", down.astype(dtype))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
