@@ -71,7 +71,8 @@ def peer_batched(exe: Path, model: Path, threads: int) -> dict[int, float]:
 def random_tokens(eng: Engine, n: int, rng: random.Random) -> list[int]:
     # Distinct prompts every time, so no prefix is ever reused from the KV cache.
     vocab = eng.info.n_vocab
-    return [eng.info.token_bos] + [rng.randrange(1000, min(vocab, 30000)) for _ in range(n - 1)]
+    low, high = (1000, min(vocab, 30000)) if vocab > 2000 else (0, vocab - 8)
+    return [eng.info.token_bos] + [rng.randrange(low, high) for _ in range(n - 1)]
 
 
 def ours_single(model: Path, threads: int, reps: int) -> dict[str, float]:
