@@ -27,7 +27,7 @@ from power.errors import InvalidRequest, NativeError
 __all__ = [
     "ABI_VERSION", "LIB_DIR", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
-    "system_info", "llama_commit",
+    "system_info", "llama_commit", "last_error",
 ]
 
 log = logging.getLogger("power.llama")
@@ -97,8 +97,13 @@ _lib.pw_set_log(_on_log, _ffi.NULL, 3 if not log.isEnabledFor(logging.DEBUG) els
 _lib.pw_init(str(LIB_DIR).encode())
 
 
+def last_error() -> str:
+    """The shim's last error message on this thread (llama.cpp's reason where it gave one)."""
+    return _ffi.string(_lib.pw_last_error()).decode("utf-8", "replace")
+
+
 def _error(rc: int) -> NativeError:
-    msg = _ffi.string(_lib.pw_last_error()).decode("utf-8", "replace") or f"native call failed ({rc})"
+    msg = last_error() or f"native call failed ({rc})"
     if rc == _lib.PW_E_GRAMMAR:
         return GrammarError(msg, rc)
     return NativeError(msg, rc)

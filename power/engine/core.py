@@ -138,7 +138,7 @@ class Request:
             return False
         finish = ev.finish
         if finish == native.FINISH_ERROR:
-            self._fail(EngineError(f"inference failed: {native_error_text()}"))
+            self._fail(EngineError(f"inference failed: {native.last_error() or 'decode error'}"))
             return False
         if finish == native.FINISH_CANCEL:
             self._finish(self._stops.flush(), (), self.cancel_reason or "cancel", ev)
@@ -158,13 +158,6 @@ class Request:
         if text or tokens:
             self._q.put(Chunk(text, tokens, logprobs=lps))
         return False
-
-
-def native_error_text() -> str:
-    try:
-        return native._ffi.string(native._lib.pw_last_error()).decode("utf-8", "replace")
-    except Exception:  # pragma: no cover - defensive
-        return "unknown error"
 
 
 class Engine:
