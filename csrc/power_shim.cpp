@@ -11,6 +11,8 @@
 
 #include "ggml-backend.h"
 #include "llama.h"
+#include "mtmd-helper.h"
+#include "mtmd.h"
 
 #include <algorithm>
 #include <atomic>
@@ -31,6 +33,7 @@
 
 static thread_local std::string g_error;
 static thread_local std::string g_last_log_error;
+static thread_local std::string g_first_log_error;  // since the last clear_log_errors()
 
 static int32_t fail(int32_t code, const char *fmt, ...) {
     char buf[1024];
@@ -53,7 +56,10 @@ static void log_trampoline(enum ggml_log_level level, const char *text, void *) 
         // latest error line of this thread for pw_last_error().
         std::string line(text);
         while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
-        if (!line.empty()) g_last_log_error = line;
+        if (!line.empty()) {
+            g_last_log_error = line;
+            if (g_first_log_error.empty()) g_first_log_error = line;
+        }
     }
     pw_log_fn fn;
     void *data;
@@ -71,6 +77,18 @@ static void log_trampoline(enum ggml_log_level level, const char *text, void *) 
 static std::string llama_reason() {
     std::string r = g_last_log_error;
     g_last_log_error.clear();
+    return r.empty() ? std::string("see the log for details") : r;
+}
+
+// libmtmd logs the cause first and a generic failure last.
+static void clear_log_errors() {
+    g_last_log_error.clear();
+    g_first_log_error.clear();
+}
+
+static std::string first_reason() {
+    std::string r = g_first_log_error.empty() ? g_last_log_error : g_first_log_error;
+    clear_log_errors();
     return r.empty() ? std::string("see the log for details") : r;
 }
 
@@ -93,6 +111,7 @@ void pw_init(const char *backend_dir) {
     std::string dir = backend_dir ? backend_dir : "";
     std::call_once(once, [&dir] {
         llama_log_set(log_trampoline, nullptr);
+        mtmd_helper_log_set(log_trampoline, nullptr);
         if (!dir.empty()) ggml_backend_load_all_from_path(dir.c_str());
         llama_backend_init();
     });
@@ -286,6 +305,22 @@ using sampler_ptr = std::unique_ptr<llama_sampler, sampler_deleter>;
 
 enum slot_state { SLOT_IDLE, SLOT_PROMPT, SLOT_GEN };
 
+struct chunk_deleter {
+    void operator()(mtmd_input_chunk *c) const {
+        if (c) mtmd_input_chunk_free(c);
+    }
+};
+using chunk_ptr = std::unique_ptr<mtmd_input_chunk, chunk_deleter>;
+
+// A media chunk of a prompt: its placeholder run starts at `start`, holds
+// n_tokens KV cells and advances positions by n_pos (fewer with M-RoPE).
+struct media_span {
+    size_t start = 0;
+    size_t n_tokens = 0;
+    llama_pos n_pos = 0;
+    const mtmd_input_chunk *chunk = nullptr;  // owned by the prompt or the slot
+};
+
 struct slot {
     int32_t id = 0;
     slot_state state = SLOT_IDLE;
@@ -305,6 +340,9 @@ struct slot {
     sampler_ptr chain;
     sampler_ptr grammar;
     std::string pending;              // bytes of an incomplete UTF-8 character
+    std::vector<media_span> media;    // the prompt's media, by placeholder start
+    std::vector<chunk_ptr> media_own; // copies of their chunks
+    std::vector<media_span> cached_media;  // media whose cells are in the cache
     int64_t t_start_us = 0;
     int64_t t_first_us = 0;
     int64_t t_last_used = 0;
@@ -326,7 +364,31 @@ size_t utf8_complete_prefix(const std::string &s) {
     return n;  // invalid sequence: let the caller replace it
 }
 
+// Position of the cache's next cell: media with M-RoPE take fewer positions than cells.
+llama_pos next_pos(const slot &s) {
+    llama_pos p = (llama_pos)s.cache.size();
+    for (const auto &m : s.cached_media) p -= (llama_pos)m.n_tokens - m.n_pos;
+    return p;
+}
+
 }  // namespace
+
+struct pw_mtmd {
+    mtmd_context *ctx = nullptr;
+    pw_model *pm = nullptr;
+    ~pw_mtmd() {
+        if (ctx) mtmd_free(ctx);
+    }
+};
+
+struct pw_media {
+    mtmd_input_chunks *chunks = nullptr;
+    std::vector<llama_token> tokens;  // text ids; media as runs of placeholders
+    std::vector<media_span> spans;
+    ~pw_media() {
+        if (chunks) mtmd_input_chunks_free(chunks);
+    }
+};
 
 struct pw_engine {
     pw_model *pm = nullptr;
@@ -341,6 +403,7 @@ struct pw_engine {
     std::string arena;
     std::vector<pw_top> tops;
     llama_adapter_lora *lora = nullptr;
+    pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine
     int64_t tick = 0;
     pw_stats stats{};
 
@@ -360,6 +423,8 @@ namespace {
 void slot_release(pw_engine *e, slot &s) {
     s.state = SLOT_IDLE;
     s.prompt.clear();
+    s.media.clear();
+    s.media_own.clear();
     s.chain.reset();
     s.grammar.reset();
     s.pending.clear();
@@ -572,18 +637,22 @@ int32_t pw_engine_set_lora(pw_engine *e, const char *path, float scale) {
     if (e->lora) llama_adapter_lora_free(e->lora);
     e->lora = a;
     llama_memory_clear(e->mem, true);
-    for (auto &s : e->slots) s.cache.clear();
+    for (auto &s : e->slots) {
+        s.cache.clear();
+        s.cached_media.clear();
+    }
     return PW_OK;
 }
 
-int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampling *sp) {
-    if (!e || !tokens || n <= 0 || !sp) return fail(PW_E_INVALID, "a request needs at least one token");
+}  // extern "C"
+
+// Queue a prompt (text ids, and media placeholders described by `media`) into
+// the idle sequence sharing its longest cached prefix, else the least recently used.
+static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std::vector<media_span> &media,
+                      const pw_sampling *sp) {
     if (e->params.embeddings) return fail(PW_E_INVALID, "this engine serves embeddings only");
     if ((uint32_t)n >= e->n_ctx_seq)
         return fail(PW_E_TOOLONG, "prompt of %d tokens does not fit the context of %u", n, e->n_ctx_seq);
-    for (int32_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= e->n_vocab) return fail(PW_E_INVALID, "token %d out of range", tokens[i]);
-    // The idle sequence sharing the longest prefix, else the least recently used.
     slot *best = nullptr;
     size_t best_lcp = 0;
     for (auto &s : e->slots) {
@@ -602,14 +671,27 @@ int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampl
         grammar.reset(llama_sampler_init_grammar(e->pm->vocab, sp->grammar, "root"));
         if (!grammar) return fail(PW_E_GRAMMAR, "invalid grammar: %s", llama_reason().c_str());
     }
-    // At least the last prompt token is evaluated again to get its logits.
+    std::vector<chunk_ptr> own;
+    std::vector<media_span> spans = media;
+    for (auto &m : spans) {
+        own.emplace_back(mtmd_input_chunk_copy(m.chunk));
+        if (!own.back()) return fail(PW_E_NOMEM, "out of memory");
+        m.chunk = own.back().get();
+    }
+    // At least the last prompt token is evaluated again to get its logits, and
+    // a media chunk is reused whole or not at all.
     size_t keep = std::min(best_lcp, (size_t)n - 1);
+    for (const auto &m : spans)
+        if (m.start < keep && keep < m.start + m.n_tokens) keep = m.start;
     if (!llama_memory_seq_rm(e->mem, s.id, (llama_pos)keep, -1)) {
         llama_memory_seq_rm(e->mem, s.id, -1, -1);
         keep = 0;
     }
     s.cache.assign(tokens, tokens + keep);
+    while (!s.cached_media.empty() && s.cached_media.back().start >= keep) s.cached_media.pop_back();
     s.prompt.assign(tokens, tokens + n);
+    s.media = std::move(spans);
+    s.media_own = std::move(own);
     s.n_past = keep;
     s.n_cached = (int32_t)keep;
     s.n_gen = 0;
@@ -619,8 +701,9 @@ int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampl
     s.chain = build_chain(e, *sp);
     s.grammar = std::move(grammar);
     s.argmax = sp->temperature <= 0.0f && !s.grammar && llama_sampler_chain_n(s.chain.get()) == 1;
-    // Penalties see the prompt, as in llama-server.
-    for (int32_t i = 0; i < n; i++) llama_sampler_accept(s.chain.get(), tokens[i]);
+    // Penalties see the prompt's text, as in llama-server.
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] >= 0) llama_sampler_accept(s.chain.get(), tokens[i]);
     s.pending.clear();
     s.cancel = false;
     s.last = -1;
@@ -631,6 +714,27 @@ int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampl
     s.state = SLOT_PROMPT;
     e->stats.n_reused_tokens += (int64_t)keep;
     return s.id;
+}
+
+extern "C" {
+
+int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampling *sp) {
+    if (!e || !tokens || n <= 0 || !sp) return fail(PW_E_INVALID, "a request needs at least one token");
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->n_vocab) return fail(PW_E_INVALID, "token %d out of range", tokens[i]);
+    return submit(e, tokens, n, {}, sp);
+}
+
+int32_t pw_submit_media(pw_engine *e, const pw_media *m, const pw_sampling *sp) {
+    if (!e || !m || !sp || m->tokens.empty()) return fail(PW_E_INVALID, "a request needs at least one token");
+    if (!e->mtmd) return fail(PW_E_INVALID, "this model has no projector for images");
+    if (m->tokens.back() < 0) return fail(PW_E_INVALID, "a prompt cannot end with an image");
+    for (const auto &sp_ : m->spans) {
+        if (sp_.n_tokens > e->params.n_ubatch && mtmd_decode_use_non_causal(e->mtmd->ctx, sp_.chunk))
+            return fail(PW_E_TOOLONG, "an image of %zu tokens needs num_batch of at least %zu (it is %u)",
+                        sp_.n_tokens, sp_.n_tokens, e->params.n_ubatch);
+    }
+    return submit(e, m->tokens.data(), (int32_t)m->tokens.size(), m->spans, sp);
 }
 
 int32_t pw_cancel(pw_engine *e, int32_t seq) {
@@ -658,6 +762,35 @@ static void emit(pw_engine *e, slot &s, pw_event *ev, llama_token tok, int32_t f
     ev->t_gen_us = s.t_first_us ? now - s.t_first_us : 0;
 }
 
+// Encode the media chunk at the sequence's next prompt position and decode its
+// embeddings into the sequence's cells, in decode calls of its own.
+static bool eval_media(pw_engine *e, slot &s) {
+    auto it = std::find_if(s.media.begin(), s.media.end(), [&s](const media_span &m) { return m.start == s.n_past; });
+    if (it == s.media.end()) {
+        fail(PW_E_INTERNAL, "no media chunk at prompt position %zu", s.n_past);
+        return false;
+    }
+    llama_pos pos = next_pos(s), new_pos = pos;
+    g_last_log_error.clear();
+    int64_t t0 = llama_time_us();
+    int32_t rc = mtmd_helper_eval_chunk_single(e->mtmd->ctx, e->ctx, it->chunk, pos, s.id,
+                                               (int32_t)e->params.n_batch, false, &new_pos);
+    e->stats.t_decode_us += llama_time_us() - t0;
+    e->stats.n_decode++;
+    if (rc != 0) {
+        fail(PW_E_DECODE, "image evaluation failed (%d): %s", rc, llama_reason().c_str());
+        return false;
+    }
+    media_span done = *it;
+    done.n_pos = new_pos - pos;
+    done.chunk = nullptr;
+    s.cached_media.push_back(done);
+    s.cache.insert(s.cache.end(), s.prompt.begin() + (long)s.n_past, s.prompt.begin() + (long)(s.n_past + done.n_tokens));
+    s.n_past += done.n_tokens;
+    e->stats.n_prompt_tokens += (int64_t)done.n_tokens;
+    return true;
+}
+
 int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     if (!e || !events || !out || cap < (int32_t)e->slots.size()) return fail(PW_E_INVALID, "event buffer too small");
     e->arena.clear();
@@ -680,21 +813,34 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         if (s.state != SLOT_GEN) continue;
         s.i_batch = b.n_tokens;
         s.in_batch = true;
-        batch_add(b, s.last, (llama_pos)s.cache.size(), s.id, true);
+        batch_add(b, s.last, next_pos(s), s.id, true);
         s.cache.push_back(s.last);
     }
-    // Prompt chunks fill the rest of the batch.
+    // Prompt chunks fill the rest of the batch; media are evaluated on their own first.
     for (auto &s : e->slots) {
         if (s.state != SLOT_PROMPT) continue;
-        s.in_batch = s.n_past < s.prompt.size() && b.n_tokens < n_batch;
-        while (s.n_past < s.prompt.size() && b.n_tokens < n_batch) {
+        bool media_ok = true;
+        while (media_ok && s.n_past < s.prompt.size() && s.prompt[s.n_past] < 0 && b.n_tokens < n_batch)
+            media_ok = eval_media(e, s);
+        if (!media_ok) {
+            emit(e, s, &events[n_ev++], -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
+            llama_memory_seq_rm(e->mem, s.id, -1, -1);
+            s.cache.clear();
+            s.cached_media.clear();
+            slot_release(e, s);
+            continue;
+        }
+        const int32_t n_before = b.n_tokens;
+        llama_pos pos = next_pos(s);
+        while (s.n_past < s.prompt.size() && s.prompt[s.n_past] >= 0 && b.n_tokens < n_batch) {
             bool is_last = s.n_past + 1 == s.prompt.size();
             if (is_last) s.i_batch = b.n_tokens;
-            batch_add(b, s.prompt[s.n_past], (llama_pos)s.n_past, s.id, is_last);
+            batch_add(b, s.prompt[s.n_past], pos++, s.id, is_last);
             s.cache.push_back(s.prompt[s.n_past]);
             s.n_past++;
             e->stats.n_prompt_tokens++;
         }
+        s.in_batch = b.n_tokens > n_before;
     }
     out->n_decoded = b.n_tokens;
     if (b.n_tokens > 0) {
@@ -710,6 +856,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
                 emit(e, s, &events[n_ev++], -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
                 llama_memory_seq_rm(e->mem, s.id, -1, -1);
                 s.cache.clear();
+                s.cached_media.clear();
                 slot_release(e, s);
             }
             out->text = e->arena.data();
@@ -838,7 +985,134 @@ int32_t pw_engine_clear(pw_engine *e) {
     for (auto &s : e->slots)
         if (s.state != SLOT_IDLE) return fail(PW_E_BUSY, "sequences are active");
     if (e->mem) llama_memory_clear(e->mem, true);
-    for (auto &s : e->slots) s.cache.clear();
+    for (auto &s : e->slots) {
+        s.cache.clear();
+        s.cached_media.clear();
+    }
+    return PW_OK;
+}
+
+// ---- multimodal input ---------------------------------------------------------
+
+const char *pw_mtmd_marker(void) { return mtmd_default_marker(); }
+
+int32_t pw_mtmd_load(pw_model *pm, const char *path, int32_t n_threads, bool use_gpu, pw_mtmd **out) {
+    if (!pm || !path || !out) return fail(PW_E_INVALID, "null argument");
+    *out = nullptr;
+    mtmd_context_params mp = mtmd_context_params_default();
+    mp.use_gpu = use_gpu;
+    mp.print_timings = false;
+    if (n_threads > 0) mp.n_threads = n_threads;
+    clear_log_errors();
+    mtmd_context *ctx = mtmd_init_from_file(path, pm->model, mp);
+    if (!ctx) return fail(PW_E_LOAD, "failed to load projector %s: %s", path, first_reason().c_str());
+    auto *m = new (std::nothrow) pw_mtmd;
+    if (!m) {
+        mtmd_free(ctx);
+        return fail(PW_E_NOMEM, "out of memory");
+    }
+    m->ctx = ctx;
+    m->pm = pm;
+    *out = m;
+    return PW_OK;
+}
+
+void pw_mtmd_free(pw_mtmd *m) { delete m; }
+
+int32_t pw_mtmd_get_info(const pw_mtmd *m, pw_mtmd_info *out) {
+    if (!m || !out) return fail(PW_E_INVALID, "null argument");
+    memset(out, 0, sizeof *out);
+    out->vision = mtmd_support_vision(m->ctx);
+    out->audio = mtmd_support_audio(m->ctx);
+    out->non_causal = mtmd_decode_use_non_causal(m->ctx, nullptr);
+    out->mrope = mtmd_decode_use_mrope(m->ctx);
+    out->n_embd = llama_model_n_embd_inp(m->pm->model);
+    return PW_OK;
+}
+
+// Placeholder id of a media chunk: negative, and equal for chunks with equal ids
+// (mtmd names a bitmap by the SHA-256 of its pixels).
+static llama_token media_placeholder(const mtmd_input_chunk *c, uint32_t fallback) {
+    const char *id = mtmd_input_chunk_get_id(c);
+    uint32_t h = 2166136261u;
+    if (id && id[0]) {
+        for (const char *p = id; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    } else {
+        h ^= fallback * 2654435761u;
+    }
+    return -2 - (llama_token)(h & 0x3FFFFFFF);
+}
+
+int32_t pw_mtmd_tokenize(pw_mtmd *m, const char *text, const unsigned char *const *data, const size_t *sizes,
+                         int32_t n_media, bool add_special, pw_media **out) {
+    if (!m || !text || !out || n_media < 0 || (n_media > 0 && (!data || !sizes)))
+        return fail(PW_E_INVALID, "null argument");
+    *out = nullptr;
+    std::vector<mtmd::bitmap> bitmaps;
+    for (int32_t i = 0; i < n_media; i++) {
+        g_last_log_error.clear();
+        mtmd_helper_bitmap_wrapper w =
+            mtmd_helper_bitmap_init_from_buf(m->ctx, data[i], sizes[i], false, mtmd_helper_init_opt_default());
+        if (w.video_ctx) {
+            mtmd_helper_video_free(w.video_ctx);
+            if (w.bitmap) mtmd_bitmap_free(w.bitmap);
+            return fail(PW_E_INVALID, "image %d is a video, which is not supported", i);
+        }
+        if (!w.bitmap) return fail(PW_E_INVALID, "image %d could not be decoded", i);
+        bitmaps.emplace_back(w.bitmap);
+        bool audio = mtmd_bitmap_is_audio(w.bitmap);
+        if (audio ? !mtmd_support_audio(m->ctx) : !mtmd_support_vision(m->ctx))
+            return fail(PW_E_INVALID, "input %d is %s, which this projector does not take", i,
+                        audio ? "audio" : "an image");
+    }
+    auto media = std::make_unique<pw_media>();
+    media->chunks = mtmd_input_chunks_init();
+    if (!media->chunks) return fail(PW_E_NOMEM, "out of memory");
+    mtmd_input_text in{text, strlen(text), add_special, true};
+    std::vector<const mtmd_bitmap *> ptrs;
+    for (auto &b : bitmaps) ptrs.push_back(b.ptr.get());
+    clear_log_errors();
+    int32_t rc = mtmd_tokenize(m->ctx, media->chunks, &in, ptrs.data(), ptrs.size());
+    if (rc == 1) return fail(PW_E_INVALID, "the prompt marks a different number of images than the %d given", n_media);
+    if (rc != 0) return fail(PW_E_INVALID, "image preprocessing failed: %s", first_reason().c_str());
+    size_t n_chunks = mtmd_input_chunks_size(media->chunks);
+    for (size_t i = 0; i < n_chunks; i++) {
+        const mtmd_input_chunk *c = mtmd_input_chunks_get(media->chunks, i);
+        if (mtmd_input_chunk_get_type(c) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+            size_t n = 0;
+            const llama_token *t = mtmd_input_chunk_get_tokens_text(c, &n);
+            media->tokens.insert(media->tokens.end(), t, t + n);
+            continue;
+        }
+        media_span sp;
+        sp.start = media->tokens.size();
+        sp.n_tokens = mtmd_input_chunk_get_n_tokens(c);
+        sp.n_pos = mtmd_input_chunk_get_n_pos(c);
+        sp.chunk = c;
+        media->tokens.insert(media->tokens.end(), sp.n_tokens, media_placeholder(c, (uint32_t)i));
+        media->spans.push_back(sp);
+    }
+    *out = media.release();
+    return PW_OK;
+}
+
+int32_t pw_media_n_tokens(const pw_media *m) { return m ? (int32_t)m->tokens.size() : 0; }
+
+int32_t pw_media_n_chunks(const pw_media *m) { return m ? (int32_t)m->spans.size() : 0; }
+
+int32_t pw_media_tokens(const pw_media *m, int32_t *out, int32_t cap) {
+    if (!m || !out) return fail(PW_E_INVALID, "null argument");
+    if (cap < (int32_t)m->tokens.size()) return fail(PW_E_INVALID, "buffer too small");
+    std::copy(m->tokens.begin(), m->tokens.end(), out);
+    return (int32_t)m->tokens.size();
+}
+
+void pw_media_free(pw_media *m) { delete m; }
+
+int32_t pw_engine_set_mtmd(pw_engine *e, pw_mtmd *m) {
+    if (!e) return fail(PW_E_INVALID, "null argument");
+    if (m && m->pm != e->pm) return fail(PW_E_INVALID, "the projector was loaded for another model");
+    e->mtmd = m;
     return PW_OK;
 }
 

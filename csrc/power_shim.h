@@ -6,8 +6,8 @@
  * opaque; calls return integer status codes (PW_OK or a negative PW_E_*) and
  * leave a message for pw_last_error() on the calling thread.
  *
- * Threading: tokenize/detokenize/metadata are safe from any thread. An engine
- * (one llama_context) must be driven by one thread at a time: pw_submit,
+ * Threading: tokenize/detokenize/metadata (and pw_mtmd_tokenize) are safe from any thread. An engine
+ * (one llama_context) must be driven by one thread at a time: pw_submit(_media),
  * pw_step, pw_cancel and pw_embed are not thread-safe with each other.
  *
  * The per-token work (batching, sampling, end-of-generation checks,
@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 1 };
+enum pw_abi { PW_ABI_VERSION = 2 };
 
 enum pw_status {
     PW_OK = 0,
@@ -58,6 +58,8 @@ enum pw_finish {
 
 typedef struct pw_model pw_model;
 typedef struct pw_engine pw_engine;
+typedef struct pw_mtmd pw_mtmd;     /* a multimodal projector bound to a model */
+typedef struct pw_media pw_media;   /* a prompt tokenized with its images */
 
 typedef void (*pw_log_fn)(int level, const char *text, void *user_data);
 typedef bool (*pw_progress_fn)(float progress, void *user_data);
@@ -167,6 +169,14 @@ typedef struct pw_stats {
     int64_t n_reused_tokens;
 } pw_stats;
 
+typedef struct pw_mtmd_info {
+    bool vision;
+    bool audio;
+    bool non_causal;        /* media must be decoded in one ubatch */
+    bool mrope;             /* positions of media tokens are 2-D */
+    int32_t n_embd;         /* projector output width (the text model's input width) */
+} pw_mtmd_info;
+
 typedef struct pw_device {
     char name[128];
     char description[256];
@@ -214,6 +224,24 @@ PW_API int32_t pw_step(pw_engine *engine, pw_event *events, int32_t cap, pw_step
 PW_API int32_t pw_embed(pw_engine *engine, const int32_t *tokens, const int32_t *lengths, int32_t n_inputs,
                         float *out, int32_t n_out, bool normalize);
 PW_API int32_t pw_engine_stats(const pw_engine *engine, pw_stats *out);
+
+/* Multimodal input (libmtmd). A prompt with media is tokenized into text
+ * tokens and media chunks; in the token list a media chunk appears as a run of
+ * negative placeholder ids (equal for equal media, so cached prefixes holding
+ * the same image are reused). pw_submit_media copies what it needs: the media
+ * handle may be freed after it returns. Tokenizing is safe from any thread. */
+PW_API const char *pw_mtmd_marker(void);
+PW_API int32_t pw_mtmd_load(pw_model *model, const char *path, int32_t n_threads, bool use_gpu, pw_mtmd **out);
+PW_API void pw_mtmd_free(pw_mtmd *mtmd);
+PW_API int32_t pw_mtmd_get_info(const pw_mtmd *mtmd, pw_mtmd_info *out);
+PW_API int32_t pw_mtmd_tokenize(pw_mtmd *mtmd, const char *text, const unsigned char *const *data,
+                                const size_t *sizes, int32_t n_media, bool add_special, pw_media **out);
+PW_API int32_t pw_media_n_tokens(const pw_media *media);
+PW_API int32_t pw_media_n_chunks(const pw_media *media);
+PW_API int32_t pw_media_tokens(const pw_media *media, int32_t *out, int32_t cap);
+PW_API void pw_media_free(pw_media *media);
+PW_API int32_t pw_engine_set_mtmd(pw_engine *engine, pw_mtmd *mtmd);
+PW_API int32_t pw_submit_media(pw_engine *engine, const pw_media *media, const pw_sampling *sampling);
 PW_API int32_t pw_engine_clear(pw_engine *engine);
 /* CDEF-END */
 

@@ -27,12 +27,12 @@ from power.errors import InvalidRequest, NativeError
 __all__ = [
     "ABI_VERSION", "LIB_DIR", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
-    "system_info", "llama_commit", "last_error",
+    "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER",
 ]
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -394,7 +394,11 @@ class Context:
     def set_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> None:
         _check(_lib.pw_engine_set_lora(self.handle, os.fsencode(path), scale))
 
-    def submit(self, tokens: Sequence[int], s: Sampling) -> int:
+    def set_projector(self, projector: "Projector | None") -> None:
+        """Let this context evaluate media prompts with ``projector`` (which must outlive it)."""
+        _check(_lib.pw_engine_set_mtmd(self.handle, projector.handle if projector else _ffi.NULL))
+
+    def submit(self, tokens: "Sequence[int] | MediaPrompt", s: Sampling) -> int:
         """Start a sequence; returns its id. The idle sequence with the longest cached prefix is reused."""
         sp = self._sp
         sp.seed = 0xFFFFFFFF if s.seed < 0 else s.seed & 0xFFFFFFFF
@@ -412,6 +416,8 @@ class Context:
         sp.ignore_eos = s.ignore_eos
         grammar = _ffi.new("char[]", s.grammar.encode()) if s.grammar else _ffi.NULL
         sp.grammar = grammar
+        if isinstance(tokens, MediaPrompt):
+            return _check(_lib.pw_submit_media(self.handle, tokens.handle, sp))
         toks = _ffi.new("int32_t[]", list(tokens))
         return _check(_lib.pw_submit(self.handle, toks, len(tokens), sp))
 
@@ -461,6 +467,72 @@ class Context:
 
     def clear(self) -> None:
         _check(_lib.pw_engine_clear(self.handle))
+
+
+MEDIA_MARKER = _ffi.string(_lib.pw_mtmd_marker()).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectorInfo:
+    vision: bool
+    audio: bool
+    non_causal: bool
+    mrope: bool
+    n_embd: int
+
+
+class Projector:
+    """A multimodal projector (an mmproj GGUF) bound to its text model, through libmtmd."""
+
+    def __init__(self, model: Model, path: str | os.PathLike[str], *, n_threads: int = 0,
+                 use_gpu: bool = True) -> None:
+        self.model = model
+        out = _ffi.new("pw_mtmd **")
+        _check(_lib.pw_mtmd_load(model.handle, os.fsencode(path), n_threads, use_gpu, out))
+        self._h = _ffi.gc(out[0], _lib.pw_mtmd_free)
+        info = _ffi.new("pw_mtmd_info *")
+        _check(_lib.pw_mtmd_get_info(self._h, info))
+        self.info = ProjectorInfo(bool(info.vision), bool(info.audio), bool(info.non_causal), bool(info.mrope),
+                                  int(info.n_embd))
+
+    @property
+    def handle(self) -> object:
+        if self._h is None:
+            raise NativeError("projector is closed")
+        return self._h
+
+    def close(self) -> None:
+        if self._h is not None:
+            h, self._h = self._h, None
+            _ffi.release(h)
+
+    def tokenize(self, text: str, media: Sequence[bytes], *, add_special: bool = True) -> "MediaPrompt":
+        """Tokenize ``text`` whose ``MEDIA_MARKER``s stand for ``media`` (encoded image files), in order.
+
+        Decoding and preprocessing the images happens here, in the calling thread.
+        """
+        bufs = [_ffi.from_buffer(m) for m in media]
+        data = _ffi.new("unsigned char *[]", bufs) if bufs else _ffi.NULL
+        sizes = _ffi.new("size_t[]", [len(m) for m in media]) if bufs else _ffi.NULL
+        out = _ffi.new("pw_media **")
+        _check(_lib.pw_mtmd_tokenize(self.handle, text.encode("utf-8", "surrogatepass"), data, sizes, len(media),
+                                     add_special, out))
+        return MediaPrompt(_ffi.gc(out[0], _lib.pw_media_free))
+
+
+class MediaPrompt:
+    """A prompt tokenized with its media; ``tokens`` shows each media chunk as a run of negative ids."""
+
+    def __init__(self, handle: object) -> None:
+        self.handle = handle
+        n = _lib.pw_media_n_tokens(handle)
+        buf = _ffi.new("int32_t[]", max(n, 1))
+        _check(_lib.pw_media_tokens(handle, buf, n))
+        self.tokens: list[int] = list(_ffi.unpack(buf, n))
+        self.n_media = int(_lib.pw_media_n_chunks(handle))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
 
 
 def load_vocab(path: str | os.PathLike[str]) -> Model:

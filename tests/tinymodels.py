@@ -134,3 +134,89 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_mmproj(path: str | Path, *, n_embd_text: int = 64, seed: int = 1, image_size: int = 28,
+                 patch_size: int = 14, n_embd: int = 32, n_layer: int = 2, n_head: int = 2, n_ff: int = 64,
+                 n_hidden: int = 64) -> Path:
+    """Write a tiny LLaVA-style vision projector (a CLIP ViT and a two-layer MLP) for ``write_llama``.
+
+    An image becomes ``(image_size // patch_size) ** 2`` embeddings of width ``n_embd_text``. As in the
+    text model, embedding column 0 is always 1.0 (the MLP's last row is zero with bias 1), so an image
+    never makes end-of-generation likely.
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    n_patches = (image_size // patch_size) ** 2
+
+    w = GGUFWriter(str(path), "clip")
+    w.add_name("tiny-mmproj")
+    w.add_file_type(LlamaFileType.ALL_F32)
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_string("clip.projector_type", "mlp")
+    w.add_bool("clip.use_gelu", True)
+    w.add_uint32("clip.vision.image_size", image_size)
+    w.add_uint32("clip.vision.patch_size", patch_size)
+    w.add_uint32("clip.vision.embedding_length", n_embd)
+    w.add_uint32("clip.vision.feed_forward_length", n_ff)
+    w.add_uint32("clip.vision.block_count", n_layer)
+    w.add_uint32("clip.vision.attention.head_count", n_head)
+    w.add_uint32("clip.vision.projection_dim", n_embd_text)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    def t(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    w.add_tensor("v.patch_embd.weight", t(n_embd, 3, patch_size, patch_size, scale=0.1))
+    w.add_tensor("v.class_embd", t(n_embd))
+    w.add_tensor("v.position_embd.weight", t(n_patches + 1, n_embd))
+    w.add_tensor("v.pre_ln.weight", ones(n_embd))
+    w.add_tensor("v.pre_ln.bias", t(n_embd, scale=0.0))
+    for i in range(n_layer):
+        p = f"v.blk.{i}."
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            w.add_tensor(p + name + ".weight", t(n_embd, n_embd))
+            w.add_tensor(p + name + ".bias", t(n_embd, scale=0.01))
+        for name in ("ln1", "ln2"):
+            w.add_tensor(p + name + ".weight", ones(n_embd))
+            w.add_tensor(p + name + ".bias", t(n_embd, scale=0.0))
+        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.bias", t(n_ff, scale=0.01))
+        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
+        w.add_tensor(p + "ffn_down.bias", t(n_embd, scale=0.01))
+    w.add_tensor("mm.0.weight", t(n_hidden, n_embd))
+    w.add_tensor("mm.0.bias", t(n_hidden, scale=0.01))
+    out = t(n_embd_text, n_hidden, scale=0.5)
+    out[0, :] = 0.0
+    bias = t(n_embd_text, scale=0.01)
+    bias[0] = 1.0
+    w.add_tensor("mm.2.weight", out)
+    w.add_tensor("mm.2.bias", bias)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int] | None = None, *, seed: int = 0) -> bytes:
+    """A PNG image: one colour, or seeded noise when ``rgb`` is None."""
+    import struct
+    import zlib
+
+    if rgb is None:
+        pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    else:
+        pixels = np.broadcast_to(np.array(rgb, dtype=np.uint8), (height, width, 3))
+    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")

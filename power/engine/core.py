@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -68,15 +69,40 @@ class EmbedResult:
 
 
 _END = object()
+_IMAGE_TAG = re.compile(r"\[img-(\d+)\]")
+
+
+def place_media(prompt: str, images: Sequence[bytes]) -> tuple[str, list[bytes]]:
+    """Turn Ollama's ``[img-N]`` tags into the projector's media markers.
+
+    Returns the prompt and the images in marker order: a tag may repeat an image,
+    a tag naming no image stays text, and images no tag names go in front, in order.
+    """
+    prompt = prompt.replace(native.MEDIA_MARKER, "")  # a literal marker in user text is not an image
+    ordered: list[bytes] = []
+    used: set[int] = set()
+
+    def sub(m: re.Match[str]) -> str:
+        i = int(m.group(1))
+        if i >= len(images):
+            return m.group(0)
+        used.add(i)
+        ordered.append(images[i])
+        return native.MEDIA_MARKER
+
+    text = _IMAGE_TAG.sub(sub, prompt)
+    front = [img for i, img in enumerate(images) if i not in used]
+    return native.MEDIA_MARKER * len(front) + text, front + ordered
 
 
 class Request:
     """A submitted generation. Iterate it for chunks; ``cancel()`` from any thread."""
 
     def __init__(self, engine: "Engine", tokens: list[int], opts: RequestOptions, sampling: native.Sampling,
-                 truncated: bool, load_duration: int) -> None:
+                 truncated: bool, load_duration: int, media: native.MediaPrompt | None = None) -> None:
         self.engine = engine
-        self.prompt_tokens = tokens
+        self.media = media
+        self.prompt_tokens = [t for t in tokens if t >= 0] if media is not None else tokens
         self.truncated = truncated
         self.output_tokens: list[int] = []
         self.opts = opts
@@ -165,7 +191,7 @@ class Engine:
 
     def __init__(self, model_path: str, load: LoadOptions | None = None, *,
                  adapters: Sequence[tuple[str, float]] = (), progress: Callable[[float], bool] | None = None,
-                 embedding_only: bool | None = None) -> None:
+                 embedding_only: bool | None = None, projector: str | None = None) -> None:
         self.load = load or LoadOptions()
         t0 = time.monotonic_ns()
         self.model = native.Model(model_path, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
@@ -180,12 +206,20 @@ class Engine:
         self._ctx: native.Context | None = None
         self._embed_ctx: native.Context | None = None
         self._embed_lock = threading.Lock()
+        self.projector: native.Projector | None = None
         try:
             if not self.embedding_only:
                 self._ctx = self._make_context(embeddings=False)
                 for path, scale in self.adapters:
                     self._ctx.set_lora(path, scale)
+                if projector:
+                    self.projector = native.Projector(self.model, projector, n_threads=self.load.threads,
+                                                      use_gpu=self.load.num_gpu != 0)
+                    self._ctx.set_projector(self.projector)
         except BaseException:
+            for c in (self._ctx, self.projector):
+                if c is not None:
+                    c.close()
             self.model.close()
             raise
         self.n_ctx_seq = self._ctx.n_ctx_seq if self._ctx else self.num_ctx
@@ -224,10 +258,14 @@ class Engine:
         self._load_reported = True
         return self.load_duration
 
-    def _fit(self, tokens: list[int], opts: RequestOptions, truncate: bool) -> tuple[list[int], bool]:
+    def _limit(self, opts: RequestOptions) -> int:
+        """The most prompt tokens a request may have: the rest of the context is left for the answer."""
         n_ctx = self.n_ctx_seq
         reserve = opts.num_predict if 0 < opts.num_predict < n_ctx // 2 else max(1, n_ctx // 4)
-        limit = max(1, n_ctx - 1 - reserve)
+        return max(1, n_ctx - 1 - reserve)
+
+    def _fit(self, tokens: list[int], opts: RequestOptions, truncate: bool) -> tuple[list[int], bool]:
+        limit = self._limit(opts)
         if len(tokens) <= limit:
             return tokens, False
         if not truncate:
@@ -240,24 +278,53 @@ class Engine:
         return tokens[:keep] + tokens[len(tokens) - tail:], True
 
     # ---- generation ----------------------------------------------------------
+    def _tokenize_media(self, prompt: str | Sequence[int], images: Sequence[bytes],
+                        add_special: bool) -> native.MediaPrompt:
+        if self.projector is None:
+            raise InvalidRequest("this model does not support images: it has no projector")
+        if not isinstance(prompt, str):
+            raise InvalidRequest("images need a text prompt, not tokens")
+        text, ordered = place_media(prompt, images)
+        try:
+            media = self.projector.tokenize(text, ordered, add_special=add_special)
+        except NativeError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if media.tokens and media.tokens[-1] < 0:
+            raise InvalidRequest("a prompt cannot end with an image: put some text after it")
+        return media
+
     def submit(self, prompt: str | Sequence[int], options: RequestOptions | Mapping[str, Any] | None = None, *,
                grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-               truncate: bool = True, ignore_eos: bool = False) -> Request:
-        """Queue a generation; it joins the running batch at the next step."""
+               truncate: bool = True, ignore_eos: bool = False, images: Sequence[bytes] = ()) -> Request:
+        """Queue a generation; it joins the running batch at the next step.
+
+        With ``images`` (encoded image files), ``prompt`` is text whose ``[img-N]`` tags place them.
+        A prompt with images is never truncated through an image: one that does not fit is refused.
+        """
         if self._ctx is None:
             raise InvalidRequest("this model does not support generate")
         opts = options if isinstance(options, RequestOptions) else RequestOptions.from_options(
             parse_options(options or {}))
-        tokens = self.tokenize(prompt, add_special=add_special) if isinstance(prompt, str) else list(prompt)
+        media = self._tokenize_media(prompt, images, add_special) if images else None
+        if media is not None:
+            tokens = media.tokens
+        else:
+            tokens = self.tokenize(prompt, add_special=add_special) if isinstance(prompt, str) else list(prompt)
         if not tokens:
             raise InvalidRequest("prompt is empty")
-        tokens, truncated = self._fit(tokens, opts, truncate)
+        if media is not None:
+            if len(tokens) > self._limit(opts):
+                raise InvalidRequest(f"the input with images ({len(tokens)} tokens) exceeds the context length "
+                                     f"({self._limit(opts)} tokens for the prompt)")
+            truncated = False
+        else:
+            tokens, truncated = self._fit(tokens, opts, truncate)
         sampling = native.Sampling(
             seed=opts.seed, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, typical_p=opts.typical_p,
             temperature=opts.temperature, repeat_last_n=opts.repeat_last_n, repeat_penalty=opts.repeat_penalty,
             presence_penalty=opts.presence_penalty, frequency_penalty=opts.frequency_penalty,
             num_predict=opts.num_predict, logprobs=logprobs, grammar=grammar, ignore_eos=ignore_eos)
-        req = Request(self, tokens, opts, sampling, truncated, self._take_load_duration())
+        req = Request(self, tokens, opts, sampling, truncated, self._take_load_duration(), media)
         with self._lock:
             if self._closed:
                 raise EngineError("model is unloading")
@@ -285,7 +352,7 @@ class Engine:
         while self._pending and len(self._active) < ctx.n_seq:
             req = self._pending.popleft()
             try:
-                req.seq = ctx.submit(req.prompt_tokens, req.sampling)
+                req.seq = ctx.submit(req.media if req.media is not None else req.prompt_tokens, req.sampling)
             except native.GrammarError as exc:
                 req._fail(exc)
                 continue
@@ -384,10 +451,10 @@ class Engine:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join()
-        for c in (self._ctx, self._embed_ctx):
+        for c in (self._ctx, self._embed_ctx, self.projector):
             if c is not None:
                 c.close()
-        self._ctx = self._embed_ctx = None
+        self._ctx = self._embed_ctx = self.projector = None
         self.model.close()
 
     def __enter__(self) -> "Engine":

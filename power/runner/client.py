@@ -86,10 +86,12 @@ class RunnerProcess(asyncio.Protocol):
     """One runner process and its socket; every method runs in the loop thread."""
 
     def __init__(self, model_path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
-                 *, log_level: str = "WARNING", on_exit: Callable[[RunnerProcess], None] | None = None) -> None:
+                 *, projector: str | None = None, log_level: str = "WARNING",
+                 on_exit: Callable[[RunnerProcess], None] | None = None) -> None:
         self.model_path = model_path
         self.load = load
         self.adapters = list(adapters)
+        self.projector = projector
         self.log_level = log_level
         self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
@@ -120,6 +122,8 @@ class RunnerProcess(asyncio.Protocol):
         cmd = [sys.executable, "-c", _BOOT, "--fd", str(theirs.fileno()), "--model", self.model_path,
                "--load", json.dumps(asdict(self.load)), "--adapters", json.dumps(self.adapters),
                "--parent", str(os.getpid()), "--log-level", self.log_level]
+        if self.projector:
+            cmd += ["--projector", self.projector]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except OSError:

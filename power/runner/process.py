@@ -15,6 +15,7 @@ watchdog polls the parent pid where neither applies.
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
 import json
 import logging
@@ -158,10 +159,11 @@ class Runner:
         t.start()
 
     def _submit(self, rid: int, msg: dict[str, Any]) -> None:
+        images = [base64.b64decode(image) for image in msg.get("images") or ()]
         req = self.engine.submit(msg["prompt"], msg.get("options") or {}, grammar=msg.get("grammar"),
                                  logprobs=int(msg.get("logprobs", -1)),
                                  add_special=bool(msg.get("add_special", True)),
-                                 truncate=bool(msg.get("truncate", True)))
+                                 truncate=bool(msg.get("truncate", True)), images=images)
         with self._lock:
             self.active[rid] = req
         self._start(rid, self._pump, req, bool(msg.get("context")))
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="GGUF file")
     ap.add_argument("--load", default="{}", help="LoadOptions as JSON")
     ap.add_argument("--adapters", default="[]", help="LoRA adapters as JSON [[path, scale], ...]")
+    ap.add_argument("--projector", default=None, help="multimodal projector GGUF (mmproj)")
     ap.add_argument("--parent", type=int, default=0, help="server pid: exit when it is gone")
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
@@ -254,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from power.engine.core import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
         adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
-        engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters)
+        engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters,
+                        projector=args.projector)
     except Exception as exc:
         log.error("model failed to load model=%s: %s", args.model, exc)
         outbox.send({"op": "failed", "error": error_to_wire(exc)})

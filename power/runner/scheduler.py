@@ -12,6 +12,7 @@ after evicting idle runners (least recently used first) until both
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -75,8 +76,11 @@ class Scheduler:
     # ---- public API (any thread) -----------------------------------------------------------------
     def generate(self, name: str, prompt: str | Sequence[int], *, options: Mapping[str, Any] | None = None,
                  keep_alive: Any = None, grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-                 truncate: bool = True, context: bool = False) -> Stream:
-        """Start a generation, loading the model if needed; errors before the first chunk raise here."""
+                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = ()) -> Stream:
+        """Start a generation, loading the model if needed; errors before the first chunk raise here.
+
+        ``images`` are encoded image files that ``[img-N]`` tags in the prompt place.
+        """
         spec, opts, load, facts = self._prepare(name, options)
         ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
         req = {k: v for k, v in opts.items() if k not in ("num_ctx", "num_batch", "num_gpu", "main_gpu",
@@ -86,6 +90,8 @@ class Scheduler:
         fields = {"prompt": prompt if isinstance(prompt, str) else list(prompt), "options": req,
                   "grammar": grammar, "logprobs": logprobs, "add_special": add_special, "truncate": truncate,
                   "context": context}
+        if images:
+            fields["images"] = [base64.b64encode(image).decode("ascii") for image in images]
         self._lt.call(self._dispatch(spec, load, facts, ka, "submit", stream, fields, box))
         stream.wait_first()
         return stream
@@ -263,7 +269,8 @@ class Scheduler:
         placement = await self._make_room(spec, est, load, facts)
         m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram)
         self._models[spec.name] = m
-        m.runner = RunnerProcess(spec.model_path, load, spec.adapters, log_level=self._log_level,
+        m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector,
+                                 log_level=self._log_level,
                                  on_exit=lambda r: self._on_exit(m, r))
         t0 = time.monotonic_ns()
         try:

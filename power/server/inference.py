@@ -96,6 +96,7 @@ class Job:
     truncate: bool = True
     rid: str = ""
     context: bool = False  # ask for the prompt's tokens in the final chunk (generate's ``context``)
+    images: list[bytes] = field(default_factory=list)  # placed by the prompt's [img-N] tags
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Generation:
             self.stream = services.scheduler.generate(
                 job.view.name, job.prompt, options=job.options, keep_alive=job.keep_alive,
                 grammar=job.grammar, logprobs=job.logprobs, add_special=not job.raw, truncate=job.truncate,
-                **({"context": True} if job.context else {}))
+                **({"context": True} if job.context else {}), **({"images": job.images} if job.images else {}))
             self.first: dict[str, Any] | None = next(iter(self.stream))
         except StopIteration:
             self.first = None

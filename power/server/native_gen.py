@@ -108,7 +108,7 @@ class GenerateResource(_Base):
         require_capability(view, "completion", "generate")
         if body.get("suffix"):
             require_capability(view, "insert")
-        check_images(view, body.get("images") or ())
+        images = check_images(view, body.get("images") or ())
         grammar, request_options = request_grammar(body.get("format"), body.get("options"))
         raw = bool(body.get("raw"))
         think = resolve_think(view, body.get("think"))
@@ -125,7 +125,7 @@ class GenerateResource(_Base):
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"),
                   parser_for(source, prompt, None, think) if think else None,
                   grammar=grammar, logprobs=_logprobs(body), raw=raw,
-                  truncate=body.get("truncate", True), rid=req.context.rid, context=not raw)
+                  truncate=body.get("truncate", True), rid=req.context.rid, context=not raw, images=images)
         gen = Generation(self.services, job)
         want_context = not raw
         self._respond(resp, body, gen, lambda g: self._chunks(g, want_context),
@@ -202,7 +202,7 @@ class ChatResource(_Base):
         tools = plan.tools
         options = merged_options(view, request_options, stop_words(view, source))
         num_ctx = int(options.get("num_ctx") or self.services.settings.context_length)
-        prompt, _images = chat_prompt(
+        prompt, images = chat_prompt(
             view, source, messages, tools=tools, think=think, num_ctx=num_ctx,
             truncate=body.get("truncate", True),
             count_tokens=lambda text: len(self.services.scheduler.tokenize(view.name, text)))
@@ -213,7 +213,8 @@ class ChatResource(_Base):
             return
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"),
                   parser_for(source, prompt, tools, think), grammar=plan.grammar or grammar,
-                  logprobs=_logprobs(body), truncate=body.get("truncate", True), rid=req.context.rid)
+                  logprobs=_logprobs(body), truncate=body.get("truncate", True), rid=req.context.rid,
+                  images=check_images(view, images))
         gen = Generation(self.services, job)
         self._respond(resp, body, gen, self._chunks, self._whole)
 

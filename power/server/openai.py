@@ -108,12 +108,12 @@ class ChatCompletionsResource:
         grammar = plan.grammar or grammar_for(response_format(body))
         options = merged_options(view, _options(body), stop_words(view, source))
         num_ctx = int(options.get("num_ctx") or self.services.settings.context_length)
-        prompt, _ = chat_prompt(view, source, messages, tools=tools, think=think,
+        prompt, images = chat_prompt(view, source, messages, tools=tools, think=think,
                                 num_ctx=num_ctx, truncate=True,
                                 count_tokens=lambda t: len(self.services.scheduler.tokenize(view.name, t)))
         top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else -1
         job = Job("/v1/chat/completions", view, prompt, options, None, parser_for(source, prompt, tools, think),
-                  grammar=grammar, logprobs=top, rid=req.context.rid)
+                  grammar=grammar, logprobs=top, rid=req.context.rid, images=check_images(view, images))
         gen = Generation(self.services, job)
         ident = f"chatcmpl-{random.randint(0, 998)}"
         created = int(time.time())

@@ -70,7 +70,8 @@ class Scheduler(Protocol):
 
     def generate(self, name: str, prompt: str, *, options: Mapping[str, Any], keep_alive: float | None,
                  grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-                 truncate: bool = True, context: bool = False) -> Iterator[dict[str, Any]]: ...
+                 truncate: bool = True, context: bool = False,
+                 images: Sequence[bytes] = ()) -> Iterator[dict[str, Any]]: ...
 
     def embed(self, name: str, inputs: Sequence[str], *, options: Mapping[str, Any],
               keep_alive: float | None, truncate: bool, normalize: bool) -> Any: ...

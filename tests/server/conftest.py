@@ -59,9 +59,10 @@ class FakeScheduler:
 
     def generate(self, name: str, prompt: Any, *, options: Mapping[str, Any], keep_alive: Any,
                  grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-                 truncate: bool = True, context: bool = False) -> ScriptedStream:
+                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = ()) -> ScriptedStream:
         self.calls.append(("generate", {"name": name, "prompt": prompt, "options": dict(options),
-                                        "keep_alive": keep_alive, "grammar": grammar, "logprobs": logprobs}))
+                                        "keep_alive": keep_alive, "grammar": grammar, "logprobs": logprobs,
+                                        "images": list(images)}))
         item = self.script.pop(0) if self.script else chunks_for(["Hello", " world"])
         if isinstance(item, PowerError):
             raise item

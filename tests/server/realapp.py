@@ -43,15 +43,23 @@ class RealApp:
 
 
 def real_app(home: Path, models: dict[str, Path], context_length: int = 2048,
-             adapters: dict[str, tuple[str, Path]] | None = None) -> Iterator[RealApp]:
-    """Yield an app serving ``models`` (name -> GGUF) and ``adapters`` (name -> (base, LoRA GGUF))."""
+             adapters: dict[str, tuple[str, Path]] | None = None,
+             projectors: dict[str, Path] | None = None) -> Iterator[RealApp]:
+    """Yield an app serving ``models`` (name -> GGUF) and ``adapters`` (name -> (base, LoRA GGUF)).
+
+    ``projectors`` gives a model its vision projector (name -> mmproj GGUF), created as Ollama does:
+    both files in one ``/api/create``.
+    """
     settings = load_settings({"A3S_POWER_HOME": str(home), "OLLAMA_MODELS": str(home / "models"),
                               "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": str(context_length),
                               "OLLAMA_LOAD_TIMEOUT": "120"})
     library = ModelStore(settings.models, noprune=True)
     for name, gguf in models.items():
-        info = library.blobs.add_file(gguf)
-        for _ in library.create({"model": name, "files": {gguf.name: info.digest}}):
+        files = {gguf.name: library.blobs.add_file(gguf).digest}
+        if name in (projectors or {}):
+            mmproj = (projectors or {})[name]
+            files[mmproj.name] = library.blobs.add_file(mmproj).digest
+        for _ in library.create({"model": name, "files": files}):
             pass
     for name, (base, lora) in (adapters or {}).items():
         info = library.blobs.add_file(lora)

@@ -15,7 +15,7 @@ import pytest
 
 from power.store import ModelStore
 from tests.server.conftest import add_model
-from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_llama
+from tests.tinymodels import CHATML_TOOLS_TEMPLATE, png, write_llama, write_mmproj
 
 ollama = pytest.importorskip("ollama")
 openai = pytest.importorskip("openai")
@@ -129,3 +129,19 @@ def test_serve_entry_point(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=40) == 0
+
+
+def test_ollama_client_creates_and_chats_with_a_vision_model(server: str, tmp_path: Path) -> None:
+    """The model and its projector uploaded as blobs and created in one call, as `ollama create` does."""
+    client = ollama.Client(host=server)
+    text = write_llama(tmp_path / "seer.gguf", seed=1, chat_template=CHATML_TOOLS_TEMPLATE)
+    mmproj = write_mmproj(tmp_path / "seer-mmproj.gguf", n_embd_text=64)
+    files = {p.name: client.create_blob(p) for p in (text, mmproj)}
+    assert client.create(model="seer", files=files).status == "success"
+    assert "vision" in (client.show("seer").capabilities or [])
+    out = client.chat(model="seer", options={"num_predict": 4, "temperature": 0}, messages=[
+        {"role": "user", "content": "what colour is this?", "images": [png(24, 24, (0, 200, 0))]}])
+    assert out.done and out.eval_count == 4 and out.prompt_eval_count >= 4
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model="tiny", messages=[{"role": "user", "content": "and this?", "images": [png(8, 8)]}])
+    assert err.value.status_code == 400 and "does not support vision" in err.value.error
