@@ -75,6 +75,7 @@ class ThinkingParser:
             raise ValueError("thinking tags must not be empty")
         self.open_tag = open_tag
         self.close_tag = close_tag
+        self.start_in_thinking = start_in_thinking
         self.state = _State.THINKING if start_in_thinking else _State.LOOKING
         self.buf = ""
         self.thinking_started = False  # leading whitespace of thinking is dropped

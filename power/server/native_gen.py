@@ -32,6 +32,7 @@ from power.server.prompting import (
     request_grammar,
     source_of,
     stop_words,
+    thinking_first,
     tool_plan,
 )
 from power.server.streaming import send_json, send_ndjson
@@ -122,9 +123,9 @@ class GenerateResource(_Base):
                              "_debug_info": {"rendered_template": prompt}})
             return
         options = merged_options(view, request_options, stop_words(view, source))
-        job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"),
-                  parser_for(source, prompt, None, think) if think else None,
-                  grammar=grammar, logprobs=_logprobs(body), raw=raw,
+        parser = parser_for(source, prompt, None, think) if think else None
+        job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"), parser,
+                  grammar=thinking_first(grammar, parser), logprobs=_logprobs(body), raw=raw,
                   truncate=body.get("truncate", True), rid=req.context.rid, context=not raw, images=images)
         gen = Generation(self.services, job)
         want_context = not raw
@@ -211,8 +212,9 @@ class ChatResource(_Base):
                              "message": {"role": "assistant", "content": ""}, "done": True,
                              "_debug_info": {"rendered_template": prompt}})
             return
-        job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"),
-                  parser_for(source, prompt, tools, think), grammar=plan.grammar or grammar,
+        parser = parser_for(source, prompt, tools, think)
+        job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"), parser,
+                  grammar=thinking_first(plan.grammar or grammar, parser),
                   logprobs=_logprobs(body), truncate=body.get("truncate", True), rid=req.context.rid,
                   images=check_images(view, images))
         gen = Generation(self.services, job)

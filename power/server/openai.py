@@ -34,6 +34,7 @@ from power.server.prompting import (
     parser_for,
     source_of,
     stop_words,
+    thinking_first,
     tool_plan,
 )
 from power.server.streaming import send_json, send_sse
@@ -112,8 +113,9 @@ class ChatCompletionsResource:
                                 num_ctx=num_ctx, truncate=True,
                                 count_tokens=lambda t: len(self.services.scheduler.tokenize(view.name, t)))
         top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else -1
-        job = Job("/v1/chat/completions", view, prompt, options, None, parser_for(source, prompt, tools, think),
-                  grammar=grammar, logprobs=top, rid=req.context.rid, images=check_images(view, images))
+        parser = parser_for(source, prompt, tools, think)
+        job = Job("/v1/chat/completions", view, prompt, options, None, parser,
+                  grammar=thinking_first(grammar, parser), logprobs=top, rid=req.context.rid, images=check_images(view, images))
         gen = Generation(self.services, job)
         ident = f"chatcmpl-{random.randint(0, 998)}"
         created = int(time.time())

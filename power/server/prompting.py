@@ -24,6 +24,7 @@ from power.prompt import (
     tool_call_tag,
 )
 from power.prompt.grammar import JSON_OBJECT_GRAMMAR, check_gbnf, schema_to_grammar
+from power.prompt.thinkgrammar import after_thinking
 from power.prompt.toolchoice import ToolPlan, plan_tools
 from power.server.ports import ModelView
 
@@ -37,6 +38,7 @@ __all__ = [
     "request_grammar",
     "source_of",
     "stop_words",
+    "thinking_first",
     "tool_plan",
 ]
 
@@ -83,6 +85,19 @@ def generate_prompt(view: ModelView, source: TemplateSource, body: Mapping[str, 
 
 def parser_for(source: TemplateSource, prompt: str, tools: Any, think: bool | str | None) -> OutputParser:
     return output_parser(source, prompt=prompt, tools=tools, think=think)
+
+
+def thinking_first(grammar: str | None, parser: OutputParser | None) -> str | None:
+    """A thinking model thinks freely and the grammar constrains its answer, as in Ollama.
+
+    Without a thinking parser (think false, or a model that does not think) the grammar
+    applies from the first token.
+    """
+    thinking = parser.thinking if parser is not None else None
+    if not grammar or thinking is None:
+        return grammar
+    return after_thinking(grammar, thinking.open_tag, thinking.close_tag,
+                          in_thinking=thinking.start_in_thinking) or grammar
 
 
 def grammar_for(fmt: Any) -> str | None:

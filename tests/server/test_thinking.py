@@ -78,3 +78,28 @@ def test_openai_reasoning_field_and_stream_split(thinker: testing.TestClient, sc
     bad = thinker.simulate_post("/v1/chat/completions", json={"model": "thinker", "messages": ASK,
                                                               "reasoning_effort": "extreme"})
     assert bad.status_code == 400 and "invalid reasoning effort" in bad.json["error"]["message"]
+
+
+def _grammar_of(scheduler: FakeScheduler) -> str:
+    return str([c for c in scheduler.calls if c[0] == "generate"][-1][1]["grammar"])
+
+
+@pytest.mark.parametrize("think", [True, "high"])
+def test_format_constrains_the_answer_after_thinking(thinker: testing.TestClient, scheduler: FakeScheduler,
+                                                     think: Any) -> None:
+    scheduler.script.append(chunks_for(["<think>let me see", "</think>", '{"a": 1}']))
+    r = thinker.simulate_post("/api/chat", json={"model": "thinker", "messages": ASK, "think": think,
+                                                 "format": "json", "stream": False})
+    grammar = _grammar_of(scheduler)
+    assert grammar.startswith('root ::= (think-ws "<think>" think-body "</think>" think-ws)? answer-root')
+    assert r.json["message"] == {"role": "assistant", "content": '{"a": 1}', "thinking": "let me see"}
+    client_openai = thinker.simulate_post("/v1/chat/completions", json={
+        "model": "thinker", "messages": ASK, "response_format": {"type": "json_object"}})
+    assert client_openai.status_code == 200 and "think-body" in _grammar_of(scheduler)
+
+
+def test_without_thinking_format_constrains_from_the_start(thinker: testing.TestClient,
+                                                            scheduler: FakeScheduler) -> None:
+    thinker.simulate_post("/api/chat", json={"model": "thinker", "messages": ASK, "think": False,
+                                             "format": "json", "stream": False})
+    assert "think-body" not in _grammar_of(scheduler) and _grammar_of(scheduler).startswith("root ::=")
