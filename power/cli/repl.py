@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from power.cli.context import Context
+from power.cli.images import extract_images
 from power.cli.render import list_rows, metrics_summary, table
 from power.cli.run import AnswerPrinter, RunOptions, ensure_model, stream_answer
 from power.cli.show import render_field, render_show
@@ -172,7 +173,12 @@ class Repl:
         return system + self.messages
 
     def ask(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
+        message: dict[str, Any] = {"role": "user", "content": text}
+        if "vision" in (self.info.get("capabilities") or []):
+            message["content"], images = extract_images(text, err=self.ctx.err)
+            if images:
+                message["images"] = images
+        self.messages.append(message)
         printer = AnswerPrinter(self.ctx.out, tty=self.ctx.interactive_out, wordwrap=self.opts.wordwrap,
                                 hide_thinking=self.opts.hide_thinking)
         try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, TextIO
 
 from power.cli.context import Context
+from power.cli.images import extract_images
 from power.cli.render import WordWrap, metrics_summary
 from power.cli.transfer import pull_model
 from power.client import Client, HTTPStatusError
@@ -176,9 +177,12 @@ def _embed(ctx: Context, client: Client, opts: RunOptions, text: str, args: argp
     return 0
 
 
-def generate_once(ctx: Context, client: Client, opts: RunOptions, prompt: str) -> dict[str, Any]:
+def generate_once(ctx: Context, client: Client, opts: RunOptions, prompt: str,
+                  images: list[str] | None = None) -> dict[str, Any]:
     """Stream one ``/api/generate`` answer to stdout; print timings when verbose."""
     body = opts.request(prompt=prompt)
+    if images:
+        body["images"] = images
     if opts.system:
         body["system"] = opts.system
     printer = AnswerPrinter(ctx.out, tty=ctx.interactive_out, wordwrap=opts.wordwrap,
@@ -215,5 +219,8 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
             from power.cli.repl import Repl
 
             return Repl(ctx, client, opts, info).loop()
-        generate_once(ctx, client, opts, prompt)
+        images: list[str] = []
+        if "vision" in caps:
+            prompt, images = extract_images(prompt, err=ctx.err)
+        generate_once(ctx, client, opts, prompt, images)
     return 0

@@ -119,3 +119,27 @@ def test_run_starts_a_private_server_when_none_answers(tmp_path: Path, source: P
     assert r.stdout.strip() and "eval count:" in r.stderr
     r = power(env, "ps")
     assert r.returncode != 0 and "could not connect" in r.stderr  # the private server is gone
+
+
+def test_vision_model_from_a_modelfile_and_run_with_an_image_path(served: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    from tests.tinymodels import png, write_llama, write_mmproj
+
+    write_llama(tmp_path / "text.gguf")
+    write_mmproj(tmp_path / "mmproj.gguf", n_embd_text=64)
+    (tmp_path / "Modelfile").write_text("FROM ./text.gguf\nFROM ./mmproj.gguf\nPARAMETER num_predict 4\n")
+    (tmp_path / "my picture.png").write_bytes(png(20, 20, (9, 99, 199)))
+    r = power(served, "create", "seer", "-f", str(tmp_path / "Modelfile"))
+    assert r.returncode == 0, r.stderr
+    assert "Projector" in power(served, "show", "seer").stdout
+
+    picture = str(tmp_path / "my picture.png").replace(" ", "\\ ")
+    r = power(served, "run", "seer", f"what colour is {picture} ?", "--verbose")
+    assert r.returncode == 0, r.stderr
+    assert f"Added image '{tmp_path / 'my picture.png'}'" in r.stderr and r.stdout.strip()
+    seen = int(r.stderr.split("prompt eval count:")[1].split()[0])
+    r = power(served, "run", "seer", "what colour is ?", "--verbose")
+    assert seen - int(r.stderr.split("prompt eval count:")[1].split()[0]) >= 3  # the image's tokens
+
+    r = power(served, "run", "tiny", f"and {picture}?")  # a model without vision keeps the path as text
+    assert r.returncode == 0 and "Added image" not in r.stderr
