@@ -27,7 +27,7 @@ from power.errors import InvalidRequest, NativeError
 __all__ = [
     "ABI_VERSION", "LIB_DIR", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
-    "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER",
+    "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
 ]
 
 log = logging.getLogger("power.llama")
@@ -470,6 +470,7 @@ class Context:
 
 
 MEDIA_MARKER = _ffi.string(_lib.pw_mtmd_marker()).decode()
+E_TOOLONG = int(_lib.PW_E_TOOLONG)
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,13 +138,19 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
 
 def write_mmproj(path: str | Path, *, n_embd_text: int = 64, seed: int = 1, image_size: int = 28,
                  patch_size: int = 14, n_embd: int = 32, n_layer: int = 2, n_head: int = 2, n_ff: int = 64,
-                 n_hidden: int = 64) -> Path:
-    """Write a tiny LLaVA-style vision projector (a CLIP ViT and a two-layer MLP) for ``write_llama``.
+                 n_hidden: int = 64, kind: str = "mlp", merge: int = 2) -> Path:
+    """Write a tiny vision projector for ``write_llama``.
 
-    An image becomes ``(image_size // patch_size) ** 2`` embeddings of width ``n_embd_text``. As in the
-    text model, embedding column 0 is always 1.0 (the MLP's last row is zero with bias 1), so an image
-    never makes end-of-generation likely.
+    ``kind="mlp"``: LLaVA's (a CLIP ViT with a class embedding and a two-layer MLP); an image becomes
+    ``(image_size // patch_size) ** 2`` embeddings of width ``n_embd_text``. As in the text model,
+    embedding column 0 is always 1.0 (the MLP's last row is zero with bias 1), so an image never makes
+    end-of-generation likely.
+
+    ``kind="gemma3"``: Gemma 3's (a SigLIP ViT, ``merge`` x ``merge`` average pooling, an RMS norm and
+    a projection); its image embeddings are decoded with non-causal attention.
     """
+    if kind not in ("mlp", "gemma3"):
+        raise ValueError(f"unknown projector kind {kind!r}")
     path = Path(path)
     rng = np.random.default_rng(seed)
     n_patches = (image_size // patch_size) ** 2
@@ -153,8 +159,10 @@ def write_mmproj(path: str | Path, *, n_embd_text: int = 64, seed: int = 1, imag
     w.add_name("tiny-mmproj")
     w.add_file_type(LlamaFileType.ALL_F32)
     w.add_bool("clip.has_vision_encoder", True)
-    w.add_string("clip.projector_type", "mlp")
+    w.add_string("clip.projector_type", kind)
     w.add_bool("clip.use_gelu", True)
+    if kind == "gemma3":
+        w.add_uint32("clip.vision.projector.scale_factor", merge)
     w.add_uint32("clip.vision.image_size", image_size)
     w.add_uint32("clip.vision.patch_size", patch_size)
     w.add_uint32("clip.vision.embedding_length", n_embd)
@@ -173,10 +181,16 @@ def write_mmproj(path: str | Path, *, n_embd_text: int = 64, seed: int = 1, imag
         return np.ones(n, dtype=np.float32)
 
     w.add_tensor("v.patch_embd.weight", t(n_embd, 3, patch_size, patch_size, scale=0.1))
-    w.add_tensor("v.class_embd", t(n_embd))
-    w.add_tensor("v.position_embd.weight", t(n_patches + 1, n_embd))
-    w.add_tensor("v.pre_ln.weight", ones(n_embd))
-    w.add_tensor("v.pre_ln.bias", t(n_embd, scale=0.0))
+    if kind == "mlp":
+        w.add_tensor("v.class_embd", t(n_embd))
+        w.add_tensor("v.position_embd.weight", t(n_patches + 1, n_embd))
+        w.add_tensor("v.pre_ln.weight", ones(n_embd))
+        w.add_tensor("v.pre_ln.bias", t(n_embd, scale=0.0))
+    else:
+        w.add_tensor("v.patch_embd.bias", t(n_embd, scale=0.01))
+        w.add_tensor("v.position_embd.weight", t(n_patches, n_embd))
+        w.add_tensor("v.post_ln.weight", ones(n_embd))
+        w.add_tensor("v.post_ln.bias", t(n_embd, scale=0.0))
     for i in range(n_layer):
         p = f"v.blk.{i}."
         for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
@@ -189,14 +203,21 @@ def write_mmproj(path: str | Path, *, n_embd_text: int = 64, seed: int = 1, imag
         w.add_tensor(p + "ffn_up.bias", t(n_ff, scale=0.01))
         w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
         w.add_tensor(p + "ffn_down.bias", t(n_embd, scale=0.01))
-    w.add_tensor("mm.0.weight", t(n_hidden, n_embd))
-    w.add_tensor("mm.0.bias", t(n_hidden, scale=0.01))
-    out = t(n_embd_text, n_hidden, scale=0.5)
-    out[0, :] = 0.0
-    bias = t(n_embd_text, scale=0.01)
-    bias[0] = 1.0
-    w.add_tensor("mm.2.weight", out)
-    w.add_tensor("mm.2.bias", bias)
+    if kind == "mlp":
+        w.add_tensor("mm.0.weight", t(n_hidden, n_embd))
+        w.add_tensor("mm.0.bias", t(n_hidden, scale=0.01))
+        out = t(n_embd_text, n_hidden, scale=0.5)
+        out[0, :] = 0.0
+        bias = t(n_embd_text, scale=0.01)
+        bias[0] = 1.0
+        w.add_tensor("mm.2.weight", out)
+        w.add_tensor("mm.2.bias", bias)
+    else:
+        w.add_tensor("mm.soft_emb_norm.weight", ones(n_embd))
+        # ggml computes transpose(w) @ x: w is [n_embd rows, n_embd_text columns]; column 0 stays small
+        proj = t(n_embd, n_embd_text, scale=0.3)
+        proj[:, 0] = 1.0 / n_embd
+        w.add_tensor("mm.input_projection.weight", proj)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

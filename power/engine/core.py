@@ -357,7 +357,8 @@ class Engine:
                 req._fail(exc)
                 continue
             except NativeError as exc:
-                req._fail(EngineError(str(exc)))
+                # the request's own fault (too long for the context or the batch) is a 400
+                req._fail(InvalidRequest(str(exc)) if exc.code == native.E_TOOLONG else EngineError(str(exc)))
                 continue
             self._active[req.seq] = req
 

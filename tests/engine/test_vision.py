@@ -158,3 +158,28 @@ def test_a_projector_for_another_model_fails_to_load(tmp_path: Path, files: tupl
         Engine(str(files[0]), LoadOptions(num_ctx=128, num_parallel=1), projector=str(wrong))
     with pytest.raises(NativeError, match="projector"):
         Engine(str(files[0]), LoadOptions(num_ctx=128, num_parallel=1), projector=str(files[0]))
+
+
+def test_a_gemma3_projector_decodes_images_non_causally(tmp_path: Path, files: tuple[Path, Path]) -> None:
+    mmproj = write_mmproj(tmp_path / "gemma3.gguf", kind="gemma3", image_size=56, merge=2)
+    eng = Engine(str(files[0]), LoadOptions(num_ctx=256, num_parallel=2, num_batch=64), projector=str(mmproj))
+    try:
+        assert eng.projector is not None and eng.projector.info.non_causal
+        out = eng.submit("[img-0] what?", GREEDY, images=[BLUE]).result()
+        # <start_of_image> (text here), 4x4 patches pooled 2x2, <end_of_image>
+        assert out.eval_count == 6 and out.prompt_eval_count > N_IMAGE_TOKENS
+    finally:
+        eng.close()
+
+
+def test_an_image_larger_than_the_batch_of_a_non_causal_projector_is_refused(
+        tmp_path: Path, files: tuple[Path, Path]) -> None:
+    mmproj = write_mmproj(tmp_path / "gemma3.gguf", kind="gemma3", image_size=112, merge=2)  # 8x8 -> 16 tokens
+    eng = Engine(str(files[0]), LoadOptions(num_ctx=256, num_parallel=1, num_batch=8), projector=str(mmproj))
+    try:
+        req = eng.submit("[img-0] what?", GREEDY, images=[BLUE])
+        with pytest.raises(InvalidRequest, match="num_batch of at least 16"):
+            req.result()
+        assert eng.submit("still serving", GREEDY).result().eval_count == 6
+    finally:
+        eng.close()
