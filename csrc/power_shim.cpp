@@ -10,6 +10,7 @@
 #include "power_shim.h"
 
 #include "ggml-backend.h"
+#include "llama-grammar.h"  // internal: the parser, for its error message
 #include "llama.h"
 #include "mtmd-helper.h"
 #include "mtmd.h"
@@ -646,6 +647,30 @@ int32_t pw_engine_set_lora(pw_engine *e, const char *path, float scale) {
 
 }  // extern "C"
 
+// Why a GBNF grammar does not parse, or "" when it does. llama.cpp's own parse()
+// writes the reason to stderr and returns false; the same steps here keep it.
+static std::string grammar_problem(const char *src) {
+    llama_grammar_parser parser;
+    try {
+        const char *pos = src;
+        for (;;) {
+            while (*pos == ' ' || *pos == '\t' || *pos == '\r' || *pos == '\n') pos++;
+            if (*pos != '#') break;
+            while (*pos && *pos != '\n') pos++;
+        }
+        while (*pos) pos = parser.parse_rule(pos);
+        for (const auto &kv : parser.symbol_ids) {
+            if (kv.second >= parser.rules.size() || parser.rules[kv.second].empty())
+                return "rule '" + kv.first + "' is used but not defined";
+        }
+    } catch (const std::exception &err) {
+        std::string msg = err.what();
+        if (msg.size() > 160) msg = msg.substr(0, 157) + "...";
+        return msg.empty() ? std::string("syntax error") : msg;
+    }
+    return std::string();
+}
+
 // Queue a prompt (text ids, and media placeholders described by `media`) into
 // the idle sequence sharing its longest cached prefix, else the least recently used.
 static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std::vector<media_span> &media,
@@ -667,6 +692,8 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     slot &s = *best;
     sampler_ptr grammar;
     if (sp->grammar && sp->grammar[0]) {
+        std::string problem = grammar_problem(sp->grammar);
+        if (!problem.empty()) return fail(PW_E_GRAMMAR, "invalid grammar: %s", problem.c_str());
         g_last_log_error.clear();
         grammar.reset(llama_sampler_init_grammar(e->pm->vocab, sp->grammar, "root"));
         if (!grammar) return fail(PW_E_GRAMMAR, "invalid grammar: %s", llama_reason().c_str());
