@@ -43,6 +43,12 @@ def _deep(n: int) -> dict[str, Any]:
     ({"type": "string", "minLength": 5, "maxLength": 2}, "below its minimum"),
     ({"type": "object", "properties": {"a": False}, "required": ["a"]}, "matches nothing"),
     ("json", "expected an object"),
+    ({"type": "integer", "minimum": 3, "exclusiveMaximum": 3}, "no integer at root-value lies within"),
+    ({"type": "number", "minimum": float("nan")}, "must be finite"),
+    ({"type": "string", "pattern": "(?=x)"}, "lookahead \\(\\?=...\\) is not supported"),
+    ({"type": "string", "pattern": "(a)\\1"}, "backreference \\\\1 is not supported"),
+    ({"type": "string", "pattern": "a{2,1}"}, "is not a 'regex'"),
+    ({"type": "string", "pattern": "^a{3}$", "minLength": 4}, "within minLength and maxLength"),
 ])
 def test_bad_schemas_are_invalid_requests(schema: Any, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
@@ -62,6 +68,30 @@ def test_grammar_shape_for_required_and_optional_properties() -> None:
     assert '"\\"a\\"" space ":" space string' in g and '"\\"b\\"" space ":" space integer' in g
     # no additional properties by default: no generic key rule
     assert "string \":\" space value" not in g
+
+
+def test_grammar_shape_for_integer_bounds() -> None:
+    # after the minus 1..37; then 0..999, and 1000..1234 as "1" 000..234 (as "2" 00..34)
+    assert schema_to_grammar({"type": "integer", "minimum": -37, "maximum": 1234}) == r"""root ::= root-value-integer-4
+space ::= | " " | "\n" [ \t]{0,20}
+root-value-integer ::= [1-2] [0-9] | "3" [0-7]
+root-value-integer-2 ::= [0-2] [0-9] | "3" [0-4]
+root-value-integer-3 ::= [0-1] [0-9]{2} | "2" root-value-integer-2
+root-value-integer-4 ::= ("-" ([1-9] | root-value-integer) | [0-9] | [1-9] [0-9]{1,2} | "1" root-value-integer-3) space
+"""
+    assert "root ::= uint" in schema_to_grammar({"type": "integer", "minimum": 0})
+    assert "root ::= integer" in schema_to_grammar({"type": "integer"})
+
+
+def test_grammar_shape_for_patterns_and_formats() -> None:
+    assert 'root-value-string ::= "\\"" [A-Z]{2} "-" [0-9]{3} "\\"" space' in \
+        schema_to_grammar({"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"})
+    # unanchored: any characters around; lengths folded into the one repeated class
+    assert '"\\"" char* "ab" char* "\\"" space' in schema_to_grammar({"type": "string", "pattern": "ab"})
+    assert '"\\"" "ab" char{0,2} "\\"" space' in schema_to_grammar({"type": "string", "pattern": "^ab",
+                                                                     "maxLength": 4})
+    assert '"\\"" [0-9A-Fa-f]{8} "-"' in schema_to_grammar({"type": "string", "format": "uuid"})
+    assert "root ::= string" in schema_to_grammar({"type": "string", "format": "unknown-format"})
 
 
 def test_enum_const_and_literals_are_json_text() -> None:
