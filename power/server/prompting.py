@@ -7,8 +7,6 @@ its output, and the grammar of a ``format``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -26,6 +24,7 @@ from power.prompt import (
 from power.prompt.grammar import JSON_OBJECT_GRAMMAR, check_gbnf, schema_to_grammar
 from power.prompt.thinkgrammar import after_thinking
 from power.prompt.toolchoice import ToolPlan, plan_tools
+from power.server.images import decode_images
 from power.server.ports import ModelView
 
 __all__ = [
@@ -45,9 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JSON_GRAMMAR = JSON_OBJECT_GRAMMAR  # any JSON object: format "json", response_format json_object
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
-
-
 def source_of(view: ModelView) -> TemplateSource:
     return TemplateSource(go=view.template, jinja=view.chat_template, metadata=view.metadata, model=view.name)
 
@@ -139,28 +135,12 @@ def tool_plan(source: TemplateSource, tools: Any, tool_choice: Any) -> ToolPlan:
     return plan_tools(tools, tool_choice, tool_call_tag(go, jinja) if tools else None)
 
 
-def _is_image(data: bytes) -> bool:
-    if data.startswith(_IMAGE_MAGIC):
-        return True
-    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-
-
 def check_images(view: ModelView, images: Iterable[Any]) -> list[bytes]:
-    """Decode request images: 400 when the model has no vision, the data is not base64 or not an image."""
+    """Decode request images: 400 when the model has no vision, or an image is not base64, not an image
+    of a format we take, or too large to decode."""
     images = list(images)
     if not images:
         return []
     if "vision" not in view.capabilities:
         raise InvalidRequest(f'"{view.name}" does not support vision')
-    out = []
-    for i, image in enumerate(images):
-        if not isinstance(image, str):
-            raise InvalidRequest(f"invalid image {i}: expected base64 text")
-        try:
-            data = base64.b64decode("".join(image.split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest(f"invalid image {i}: not valid base64") from None
-        if not _is_image(data):
-            raise InvalidRequest(f"invalid image {i}: not a PNG, JPEG, WebP, GIF or BMP image")
-        out.append(data)
-    return out
+    return decode_images(images)

@@ -95,7 +95,9 @@ def test_streamed_chat_with_two_images(real: RealApp) -> None:
 @pytest.mark.parametrize("image, needle", [
     ("not base64 !!", "not valid base64"),
     (b64(b"just some text"), "not a PNG"),
-    (b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), "could not be decoded"),
+    (b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), "the image header is damaged"),
+    (b64(png(8, 8)[:33] + b"\x00" * 20), "could not be decoded"),  # a sound header, then garbage
+    (b64(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (60000).to_bytes(4, "big") * 2), "60000x60000 pixels"),
 ])
 def test_bad_images_are_400_and_the_server_keeps_serving(real: RealApp, image: str, needle: str) -> None:
     r = _chat(real, [image])
