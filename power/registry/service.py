@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from power.config import Settings
-from power.errors import RegistryError, RemoteNotFound
+from power.errors import Canceled, RegistryError, RemoteNotFound
 from power.names import ModelName, parse_name
 from power.registry.auth import TokenSource
 from power.registry.client import RegistryClient, base_url_for
@@ -30,8 +31,9 @@ from power.registry.pull import held, pull_from_registry
 from power.registry.push import push_to_registry
 from power.registry.sources import (
     HF_HOSTS,
+    HfFile,
     UrlSource,
-    find_hf_file,
+    find_hf_model,
     is_url,
     name_for_url,
     probe_url,
@@ -39,10 +41,23 @@ from power.registry.sources import (
 from power.registry.transport import Transport, Unreachable, is_loopback_host, split_url
 from power.registry.wellknown import WELL_KNOWN, well_known_source
 from power.store import ModelStore
+from power.store.create import collect_garbage
 
 __all__ = ["Registry"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _File:
+    """One file a URL or Hugging Face pull downloads; ``filename`` is its key in the create request."""
+
+    filename: str
+    size: int
+    digest: str | None
+    key: str | None
+    source: UrlSource
+    etag: str = ""
 
 
 class Registry:
@@ -101,7 +116,7 @@ class Registry:
         filename = PurePosixPath(split_url(url).target.split("?", 1)[0]).name
         key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:40]
         source = UrlSource(self.transport, url, local)
-        yield from self._fetch_and_create(name, filename, size, None, key, source, etag)
+        yield from self._fetch_and_create(name, [_File(filename, size, None, key, source, etag)])
 
     def _pull_or_fall_back(self, name: ModelName, events: Iterator[Event], source: ModelName) -> Iterator[Event]:
         try:
@@ -114,38 +129,59 @@ class Registry:
         yield from events
 
     def _pull_hf(self, name: ModelName, *, store_as: ModelName | None = None) -> Iterator[Event]:
-        found = find_hf_file(self.transport, self.hf_endpoint, name)
+        found = find_hf_model(self.transport, self.hf_endpoint, name)
         if store_as is not None:
-            yield status(f"pulling {store_as.display()} from hf.co/{found.repo} ({found.filename})")
+            yield status(f"pulling {store_as.display()} from hf.co/{found.model.repo} ({found.model.filename})")
         yield status("pulling manifest")
+        files = [self._hf_download(found.model)]
+        if found.projector is not None:  # a vision model: the projector becomes the model's projector layer
+            files.append(self._hf_download(found.projector))
+        yield from self._fetch_and_create(store_as or name, files)
+
+    def _hf_download(self, found: HfFile) -> _File:
         local = is_loopback_host(split_url(found.url).host)
         key = None if found.digest else "url-" + hashlib.sha256(found.url.encode()).hexdigest()[:40]
-        source = UrlSource(self.transport, found.url, local)
-        yield from self._fetch_and_create(store_as or name, PurePosixPath(found.filename).name, found.size,
-                                          found.digest, key, source, "")
+        return _File(PurePosixPath(found.filename).name, found.size, found.digest, key,
+                     UrlSource(self.transport, found.url, local))
 
-    def _fetch_and_create(self, name: ModelName, filename: str, size: int, digest: str | None,
-                          key: str | None, source: UrlSource, etag: str) -> Iterator[Event]:
+    def _fetch_and_create(self, name: ModelName, files: list[_File]) -> Iterator[Event]:
+        """Download ``files`` side by side, then create ``name`` from all of them in one store create."""
         progress = LayerProgress("pulling")
-        track = digest or filename
         blobs = self.store.blobs
-        result: dict[str, str] = {}
+        digests: dict[str, str] = {}
+        created: list[str] = []
         cancel = threading.Event()
-        if digest and blobs.exists(digest):
-            progress.add(digest, size, size)
-            result["digest"] = digest
-            tasks = []
-        else:
-            progress.add(track, size, label="" if digest else filename)
+        tasks: list[Callable[[], None]] = []
+        for file in files:
+            if file.digest and blobs.exists(file.digest):
+                progress.add(file.digest, file.size, file.size)
+                digests[file.filename] = file.digest
+            else:
+                progress.add(file.digest or file.filename, file.size, label="" if file.digest else file.filename)
+                tasks.append(self._fetch(file, progress, cancel, digests, created))
+        try:
+            yield from run_reporting(tasks, progress, cancel, len(tasks))
+            yield status("verifying sha256 digest")
+            by_name = {f.filename: digests[f.filename] for f in files}  # the listing's order, not arrival's
+            with held(self.store.ctx, set(by_name.values())):
+                yield from self.store.create({"model": name.full(), "files": by_name})
+        except Exception as exc:
+            if not isinstance(exc, Canceled):  # a failed pull leaves no orphan blobs behind
+                collect_garbage(self.store.ctx, set(created))
+            raise
+        log.info("pulled files model=%s files=%s size=%d", name.display(),
+                 ",".join(f.filename for f in files), sum(f.size for f in files))
 
-            def fetch() -> None:
-                info = Download(blobs, source, size, digest=digest, key=key, options=self.options,
-                                on_progress=progress.setter(track), cancel=cancel, validator=etag).run()
-                result["digest"] = info.digest
-                progress.complete(track)
-            tasks = [fetch]
-        yield from run_reporting(tasks, progress, cancel, 1)
-        yield status("verifying sha256 digest")
-        with held(self.store.ctx, {result["digest"]}):
-            yield from self.store.create({"model": name.full(), "files": {filename: result["digest"]}})
-        log.info("pulled file model=%s file=%s size=%d", name.display(), filename, size)
+    def _fetch(self, file: _File, progress: LayerProgress, cancel: threading.Event, digests: dict[str, str],
+               created: list[str]) -> Callable[[], None]:
+        track = file.digest or file.filename
+
+        def run() -> None:
+            info = Download(self.store.blobs, file.source, file.size, digest=file.digest, key=file.key,
+                            options=self.options, on_progress=progress.setter(track), cancel=cancel,
+                            validator=file.etag).run()
+            if info.created:
+                created.append(info.digest)
+            digests[file.filename] = info.digest
+            progress.complete(track)
+        return run

@@ -9,7 +9,7 @@ import pytest
 from power.registry import Registry, TransferOptions
 from power.store import ModelStore
 from tests.registry.servers import Nginx, docker_registry, nginx
-from tests.tinymodels import write_llama
+from tests.tinymodels import write_llama, write_mmproj
 
 # Small parts, short stalls and quick back-off keep every test to seconds.
 FAST = TransferOptions(streams=3, min_part=64 << 10, max_part=256 << 10, stall_timeout=2.0, retries=2,
@@ -19,6 +19,12 @@ FAST = TransferOptions(streams=3, min_part=64 << 10, max_part=256 << 10, stall_t
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_llama(tmp_path_factory.mktemp("gguf") / "tiny.gguf", n_embd=128, n_ff=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LLaVA-style projector (general.architecture = clip) for ``tiny_gguf``."""
+    return write_mmproj(tmp_path_factory.mktemp("mmproj") / "mmproj.gguf", n_embd_text=128)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,23 +73,45 @@ def test_api_unknown_model_is_404(tmp_path: Path, registry_url: str, store: Mode
     assert r.status_code == 400 and r.json == {"error": "invalid model name"}
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @pytest.fixture
-def hf(web: Nginx, tiny_gguf: Path) -> Iterator[Scripted]:
-    """A Hugging Face API stand-in whose files live on nginx (reached by redirect, as the CDN is)."""
-    data = tiny_gguf.read_bytes()
-    (web.root / "blob.gguf").write_bytes(data)
-    listing = {"siblings": [
-        {"rfilename": "README.md"},
-        {"rfilename": "Tiny-Q8_0.gguf", "size": 5, "lfs": {"sha256": "00" * 32, "size": 5}},
-        {"rfilename": "Tiny-Q4_K_M.gguf", "lfs": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}},
-        {"rfilename": "mmproj-Tiny-F16.gguf", "size": 9},
-    ]}
+def hf(web: Nginx, tiny_gguf: Path, tiny_mmproj: Path) -> Iterator[Scripted]:
+    """A Hugging Face API stand-in whose files live on nginx (reached by redirect, as the CDN is).
+
+    ``someone/Tiny-GGUF`` is a vision repository (a model and projectors), ``someone/Text-GGUF`` holds only
+    a model, and ``someone/Bad-GGUF``'s projector does not match the sha256 its listing gives.
+    """
+    model, projector = tiny_gguf.read_bytes(), tiny_mmproj.read_bytes()
+    (web.root / "blob.gguf").write_bytes(model)
+    (web.root / "mmproj.gguf").write_bytes(projector)
+    good = {"rfilename": "Tiny-Q4_K_M.gguf", "lfs": {"sha256": sha256(model), "size": len(model)}}
+    listings = {
+        "someone/Tiny-GGUF": [
+            {"rfilename": "README.md"},
+            {"rfilename": "Tiny-Q8_0.gguf", "size": 5, "lfs": {"sha256": "00" * 32, "size": 5}},
+            good,
+            {"rfilename": "mmproj-Tiny-Q8_0.gguf", "size": 9},  # F16 is preferred, so never fetched
+            {"rfilename": "mmproj-Tiny-F16.gguf", "lfs": {"sha256": sha256(projector), "size": len(projector)}},
+        ],
+        "someone/Text-GGUF": [good],
+        "someone/Bad-GGUF": [
+            good, {"rfilename": "mmproj-Bad-F16.gguf", "lfs": {"sha256": "ab" * 32, "size": len(projector)}}],
+    }
+    served = {"Tiny-Q4_K_M.gguf": "blob.gguf", "mmproj-Tiny-F16.gguf": "mmproj.gguf",
+              "mmproj-Bad-F16.gguf": "mmproj.gguf"}
 
     def handle(req: Any) -> None:
-        if req.path.startswith("/api/models/someone/Tiny-GGUF"):
-            body, status, headers = json.dumps(listing).encode(), 200, {}
-        elif req.path == "/someone/Tiny-GGUF/resolve/main/Tiny-Q4_K_M.gguf":
-            body, status, headers = b"", 302, {"Location": f"{web.url}/blob.gguf"}
+        repo = req.path.removeprefix("/api/models/").partition("?")[0]
+        user_repo, _, filename = req.path.lstrip("/").partition("/resolve/main/")
+        if req.path.startswith("/api/models/") and repo in listings:
+            body, status, headers = json.dumps({"siblings": listings[repo]}).encode(), 200, {}
+        elif user_repo in listings and filename in served:
+            if filename == "mmproj-Bad-F16.gguf":
+                time.sleep(1.0)  # the model arrives first, so the failed pull has a blob to clean up
+            body, status, headers = b"", 302, {"Location": f"{web.url}/{served[filename]}"}
         else:
             body, status, headers = b"not found", 404, {}
         req.send_response(status)
@@ -124,4 +147,46 @@ def test_hf_pull_explicit_quant_and_missing_quant(hf: Scripted, store: ModelStor
     with pytest.raises(Exception) as err:  # the Q8_0 file's listed hash is wrong and its URL missing
         list(registry.pull("hf.co/someone/Tiny-GGUF:Q8_0"))
     assert not isinstance(err.value, DigestMismatch) or "digest" in str(err.value)
+    assert store.list() == [] and store.blobs.digests() == set()
+
+
+def test_hf_pull_of_a_vision_repo_brings_its_projector(hf: Scripted, store: ModelStore, tiny_gguf: Path,
+                                                       tiny_mmproj: Path) -> None:
+    events = list(make_registry(store, hf_endpoint=hf.url).pull("hf.co/someone/Tiny-GGUF"))
+    assert events[0] == {"status": "pulling manifest"} and events[-1] == {"status": "success"}
+    model = "sha256:" + sha256(tiny_gguf.read_bytes())
+    projector = "sha256:" + sha256(tiny_mmproj.read_bytes())
+    for digest in (model, projector):  # both with progress, under the digests the listing gives
+        assert any(e.get("digest") == digest and e.get("completed") == e["total"] for e in events)
+    assert "GET /someone/Tiny-GGUF/resolve/main/mmproj-Tiny-F16.gguf" in hf.paths
+    assert not any("mmproj-Tiny-Q8_0" in p for p in hf.paths)
+    record = store.get("hf.co/someone/Tiny-GGUF:latest")
+    assert record.model_path == store.blobs.path(model)
+    assert record.projector_paths == (store.blobs.path(projector),)
+    shown = store.show("hf.co/someone/Tiny-GGUF")
+    assert "vision" in shown["capabilities"] and shown["projector_info"]["general.architecture"] == "clip"
+    assert store.blobs.digests() == {*store.layout.read("hf.co/someone/Tiny-GGUF").manifest.digests()}
+
+    again = list(make_registry(store, hf_endpoint=hf.url).pull("hf.co/someone/Tiny-GGUF"))
+    cached = [e for e in again if "digest" in e]
+    assert {e["digest"] for e in cached} == {model, projector} and all(e["completed"] == e["total"] for e in cached)
+
+
+def test_hf_pull_of_a_text_repo_has_no_projector(hf: Scripted, store: ModelStore) -> None:
+    events = list(make_registry(store, hf_endpoint=hf.url).pull("hf.co/someone/Text-GGUF:Q4_K_M"))
+    assert events[-1] == {"status": "success"}
+    assert len({e["digest"] for e in events if "digest" in e}) == 1
+    record = store.get("hf.co/someone/Text-GGUF:Q4_K_M")
+    assert record.model_path is not None and record.projector_paths == ()
+    shown = store.show("hf.co/someone/Text-GGUF:Q4_K_M")
+    assert "vision" not in shown["capabilities"] and "projector_info" not in shown
+    assert not any("mmproj" in p for p in hf.paths)
+
+
+def test_hf_projector_is_checked_against_the_listed_sha256(hf: Scripted, store: ModelStore) -> None:
+    from power.errors import DigestMismatch
+
+    with pytest.raises(DigestMismatch, match="ab" * 32):
+        list(make_registry(store, hf_endpoint=hf.url).pull("hf.co/someone/Bad-GGUF"))
+    # Nothing is created, and the model file that arrived before the projector failed is not left behind.
     assert store.list() == [] and store.blobs.digests() == set()

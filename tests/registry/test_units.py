@@ -18,7 +18,7 @@ from power.registry.client import base_url_for
 from power.registry.download import Download
 from power.registry.flight import FlightLock
 from power.registry.progress import LayerProgress
-from power.registry.sources import _choose, name_for_url
+from power.registry.sources import _choose, _choose_projector, _gguf_files, name_for_url
 from power.store.blobs import BlobStore
 
 
@@ -49,6 +49,24 @@ def test_quant_choice() -> None:
     assert _choose(files, "Q4_K_M", explicit=False)["rfilename"] == "m-Q4_0.gguf"  # type: ignore[index]
     assert _choose(files, "iq3_xs", explicit=True)["rfilename"] == "m.IQ3_XS.gguf"  # type: ignore[index]
     assert _choose(files, "Q5_K_M", explicit=True) is None
+
+
+def test_projector_choice() -> None:
+    def pick(*names: str) -> str | None:
+        chosen = _choose_projector([{"rfilename": n} for n in names])
+        return None if chosen is None else f"{chosen[0]['rfilename']} {chosen[1]}"
+
+    assert pick("mmproj-m-Q8_0.gguf", "mmproj-m-f32.gguf", "mmproj-model-f16.gguf") == "mmproj-model-f16.gguf F16"
+    assert pick("mmproj-m-Q8_0.gguf", "mmproj-m-F32.gguf", "mmproj-m-BF16.gguf") == "mmproj-m-BF16.gguf BF16"
+    assert pick("mmproj-m-Q8_0.gguf", "mmproj-m-F32.gguf") == "mmproj-m-F32.gguf F32"
+    assert pick("mmproj-m-Q4_K_M.gguf", "mmproj-m-Q8_0.gguf") == "mmproj-m-Q8_0.gguf Q8_0"
+    assert pick("mmproj.gguf", "mmproj-m-Q4_K_M.gguf") == "mmproj.gguf "
+    assert pick() is None
+    listing = {"siblings": [{"rfilename": n} for n in (
+        "m-Q4_K_M.gguf", "MMPROJ-m-F16.gguf", "m-Q8_0-00001-of-00002.gguf", "../x.gguf", "readme.md")]}
+    models, projectors = _gguf_files(listing)
+    assert [f["rfilename"] for f in models] == ["m-Q4_K_M.gguf"]
+    assert [f["rfilename"] for f in projectors] == ["MMPROJ-m-F16.gguf"]
 
 
 def test_base_url() -> None:
