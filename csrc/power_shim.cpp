@@ -710,12 +710,15 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     size_t keep = std::min(best_lcp, (size_t)n - 1);
     for (const auto &m : spans)
         if (m.start < keep && keep < m.start + m.n_tokens) keep = m.start;
-    if (!llama_memory_seq_rm(e->mem, s.id, (llama_pos)keep, -1)) {
+    // Cells are removed by position: after an M-RoPE image, positions run behind cell counts.
+    s.cache.resize(keep);
+    while (!s.cached_media.empty() && s.cached_media.back().start >= keep) s.cached_media.pop_back();
+    if (!llama_memory_seq_rm(e->mem, s.id, next_pos(s), -1)) {
         llama_memory_seq_rm(e->mem, s.id, -1, -1);
         keep = 0;
+        s.cache.clear();
+        s.cached_media.clear();
     }
-    s.cache.assign(tokens, tokens + keep);
-    while (!s.cached_media.empty() && s.cached_media.back().start >= keep) s.cached_media.pop_back();
     s.prompt.assign(tokens, tokens + n);
     s.media = std::move(spans);
     s.media_own = std::move(own);

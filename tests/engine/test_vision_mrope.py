@@ -15,7 +15,6 @@ import pytest
 
 from power import native
 from power.engine import Chunk, Engine, LoadOptions
-from power.errors import EngineError
 from tests.tinymodels import png
 from tests.tinyqwen2vl import VISION_TOKENS, write_qwen2vl_mmproj, write_qwen2vl_text
 
@@ -112,24 +111,14 @@ def test_two_images_in_one_prompt(vision: Engine) -> None:
     assert again.tokens == out.tokens
 
 
-_CACHE_HOLDS_MORE = pytest.mark.xfail(
-    strict=True, raises=EngineError,
-    reason="shim bug: submit() drops cached cells from the prefix length in cells (llama_memory_seq_rm(keep)), "
-           "but after an M-RoPE image positions lag cells, so cells past the prefix survive and llama_decode "
-           "refuses the next batch (M-RoPE positions must increase)")
-
-
 @pytest.mark.parametrize("first, first_options, second, images", [
     # the cache ends where the second prompt's new text begins
     pytest.param("[img-0] first question", ONE, "[img-0] first question and more", [TALL], id="more-text"),
     pytest.param("[img-0] a [img-1] b", ONE, "[img-0] a [img-1] b and c", [TALL, WIDE], id="two-images-more-text"),
     # the cache holds more than the shared prefix: the reply of the first turn, or other text
-    pytest.param("[img-0] first question", GREEDY, "[img-0] first question and more", [TALL],
-                 marks=_CACHE_HOLDS_MORE, id="after-a-reply"),
-    pytest.param("[img-0] first question", GREEDY, "[img-0] first question", [TALL],
-                 marks=_CACHE_HOLDS_MORE, id="same-prompt-again"),
-    pytest.param("[img-0] first question", ONE, "[img-0] first answer", [TALL],
-                 marks=_CACHE_HOLDS_MORE, id="other-text-after-the-image"),
+    pytest.param("[img-0] first question", GREEDY, "[img-0] first question and more", [TALL], id="after-a-reply"),
+    pytest.param("[img-0] first question", GREEDY, "[img-0] first question", [TALL], id="same-prompt-again"),
+    pytest.param("[img-0] first question", ONE, "[img-0] first answer", [TALL], id="other-text-after-the-image"),
 ])
 def test_a_reused_image_continues_as_if_evaluated_afresh(vision: Engine, first: str, first_options: dict[str, Any],
                                                          second: str, images: list[bytes]) -> None:

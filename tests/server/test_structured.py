@@ -14,6 +14,7 @@ from power.prompt.grammar import JSON_OBJECT_GRAMMAR
 from power.server.ports import ModelView
 from power.server.prompting import check_images
 from tests.server.conftest import FakeScheduler
+from tests.tinymodels import png
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
           "required": ["name", "age"]}
@@ -120,8 +121,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 def test_check_images_on_a_vision_model() -> None:
     view = ModelView(name="llava:latest", digest="sha256:" + "0" * 64, modified_at=0,
                      capabilities=("completion", "vision"))
-    webp = b"RIFF\0\0\0\0WEBPVP8 "
-    assert check_images(view, [base64.b64encode(PNG).decode(), base64.b64encode(webp).decode()]) == [PNG, webp]
+    image = png(4, 3)
+    webp = b"RIFF\0\0\0\0WEBPVP8X" + b"\x0a\0\0\0" + b"\0" * 4 + b"\x03\0\0\x02\0\0"
+    assert check_images(view, [base64.b64encode(image).decode(), base64.b64encode(webp).decode()]) == [image, webp]
     assert check_images(view, []) == []
     for bad, message in [("not base64!", "not valid base64"), (base64.b64encode(b"hello").decode(), "not a PNG"),
                          (7, "expected base64")]:
