@@ -9,9 +9,11 @@ built from the same vendor/ tree (benchmarks/peer.py):
   and 64 new tokens (llama-batched-bench -npp 128 -ntg 64).
 
 Our side samples greedily in C (llama.cpp's tools do not sample at all), so the comparison charges us
-for sampling and for the whole Python engine loop. Writes benchmarks/results/engine.json and engine.png.
+for sampling and for the whole Python engine loop; that cost is also reported on its own, as the share of
+our wall time spent outside llama_decode, which machine noise cannot hide. Writes
+benchmarks/results/engine.json and engine.png.
 
-    python benchmarks/engine.py [--model PATH] [--threads N] [--reps 3] [--rounds 3]
+    python benchmarks/engine.py [--model PATH] [--threads N] [--reps 3] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -75,20 +77,30 @@ def random_tokens(eng: Engine, n: int, rng: random.Random) -> list[int]:
     return [eng.info.token_bos] + [rng.randrange(low, high) for _ in range(n - 1)]
 
 
+def _decode_us(eng: Engine) -> int:
+    return eng.stats()["t_decode_us"]
+
+
 def ours_single(model: Path, threads: int, reps: int) -> dict[str, float]:
+    """Also the engine's own cost: the share of a request's wall time spent outside llama_decode."""
     rng = random.Random(0)
     with Engine(str(model), LoadOptions(num_ctx=PP + TG + 64, num_batch=PP, num_thread=threads)) as eng:
         eng.submit(random_tokens(eng, 32, rng), {"temperature": 0, "num_predict": 8}).result()  # warm up
-        pp, tg = [], []
+        pp, tg, pp_over, tg_over = [], [], [], []
         for _ in range(reps):
+            t0 = _decode_us(eng)
             c = eng.submit(random_tokens(eng, PP, rng), {"temperature": 0, "num_predict": 1}).result()
             pp.append(c.prompt_eval_count / (c.prompt_eval_duration / 1e9))
+            pp_over.append(1 - (_decode_us(eng) - t0) * 1000 / c.prompt_eval_duration)
+            t0 = _decode_us(eng)
             c = eng.submit([eng.info.token_bos], {"temperature": 0, "num_predict": TG}, ignore_eos=True).result()
             tg.append((c.eval_count - 1) / (c.eval_duration / 1e9))  # decodes between the first and last token
-    return {"prompt_tps": statistics.mean(pp), "gen_tps": statistics.mean(tg)}
+            tg_over.append(1 - (_decode_us(eng) - t0) * 1000 / (c.prompt_eval_duration + c.eval_duration))
+    return {"prompt_tps": statistics.mean(pp), "gen_tps": statistics.mean(tg),
+            "overhead": {"prompt": statistics.mean(pp_over), "gen": statistics.mean(tg_over)}}
 
 
-def ours_batched(model: Path, threads: int) -> dict[int, float]:
+def ours_batched(model: Path, threads: int, overhead: dict[int, float]) -> dict[int, float]:
     rng = random.Random(1)
     res = {}
     for width in WIDTHS:
@@ -96,10 +108,12 @@ def ours_batched(model: Path, threads: int) -> dict[int, float]:
                            num_thread=threads)
         with Engine(str(model), load) as eng:
             eng.submit(random_tokens(eng, 16, rng), {"temperature": 0, "num_predict": 4}).result()  # warm up
+            t0, start = _decode_us(eng), time.monotonic_ns()
             reqs = [eng.submit(random_tokens(eng, NPP, rng), {"temperature": 0, "num_predict": NTG}, ignore_eos=True)
                     for _ in range(width)]
             chunks = [r.result() for r in reqs]
             res[width] = sum(c.eval_count - 1 for c in chunks) / (max(c.eval_duration for c in chunks) / 1e9)
+            overhead[width] = 1 - (_decode_us(eng) - t0) * 1000 / (time.monotonic_ns() - start)
     return res
 
 
@@ -141,7 +155,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (best, median and paired ratios)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     if args.model is None:
@@ -159,7 +173,7 @@ def main() -> int:
         r = {"peer": peer_single(tools["llama-bench"], args.model, args.threads, args.reps),
              "ours": ours_single(args.model, args.threads, args.reps)}
         r["peer"]["aggregate"] = peer_batched(tools["llama-batched-bench"], args.model, args.threads)
-        r["ours"]["aggregate"] = ours_batched(args.model, args.threads)
+        r["ours"]["aggregate"] = ours_batched(args.model, args.threads, r["ours"]["overhead"])
         rounds.append(r)
         for side, acc in (("peer", peer), ("ours", ours)):
             for k in ("prompt_tps", "gen_tps"):
@@ -178,17 +192,29 @@ def main() -> int:
     med_agg = {w: statistics.median(r["ours"]["aggregate"][w] for r in rounds)
                / statistics.median(r["peer"]["aggregate"][w] for r in rounds) for w in WIDTHS}
     result["median_ratio"] = {"prompt": med["prompt_tps"], "gen": med["gen_tps"], "aggregate": med_agg}
+    # Paired: each round's own ratio (both sides measured minutes apart), its median over rounds.
+    paired = {k: statistics.median(r["ours"][k] / r["peer"][k] for r in rounds) for k in ("prompt_tps", "gen_tps")}
+    paired_agg = {w: statistics.median(r["ours"]["aggregate"][w] / r["peer"]["aggregate"][w] for r in rounds)
+                  for w in WIDTHS}
+    result["paired_median_ratio"] = {"prompt": paired["prompt_tps"], "gen": paired["gen_tps"], "aggregate": paired_agg}
+    # The engine's own cost, which machine noise cannot hide: wall time outside llama_decode (both sides run
+    # the same llama_decode on the same graph; llama.cpp's tools spend next to nothing outside it).
+    overhead = {k: statistics.median(r["ours"]["overhead"][k] for r in rounds) for k in ["prompt", "gen", *WIDTHS]}
+    result["overhead"] = overhead
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "engine.png")
-    print(f"{'measure (best round)':<28}{'llama.cpp':>12}{'a3s-power':>12}{'ratio':>8}{'median ratio':>14}")
+    print(f"{'measure (best round)':<28}{'llama.cpp':>12}{'a3s-power':>12}{'ratio':>8}{'median ratio':>14}"
+          f"{'paired median':>15}")
     print(f"{'prompt pp512 (t/s)':<28}{peer['prompt_tps']:>12.1f}{ours['prompt_tps']:>12.1f}{ratios['prompt']:>8.3f}"
-          f"{med['prompt_tps']:>14.3f}")
+          f"{med['prompt_tps']:>14.3f}{paired['prompt_tps']:>15.3f}")
     print(f"{'generation tg128 (t/s)':<28}{peer['gen_tps']:>12.1f}{ours['gen_tps']:>12.1f}{ratios['gen']:>8.3f}"
-          f"{med['gen_tps']:>14.3f}")
+          f"{med['gen_tps']:>14.3f}{paired['gen_tps']:>15.3f}")
     for w in WIDTHS:
         print(f"{f'aggregate x{w} (t/s)':<28}{peer['aggregate'][w]:>12.1f}{ours['aggregate'][w]:>12.1f}"
-              f"{ratios['aggregate'][w]:>8.3f}{med_agg[w]:>14.3f}")
+              f"{ratios['aggregate'][w]:>8.3f}{med_agg[w]:>14.3f}{paired_agg[w]:>15.3f}")
+    print("a3s-power wall time outside llama_decode (median over rounds): "
+          + ", ".join(f"{k if isinstance(k, str) else f'x{k}'} {v * 100:.2f}%" for k, v in overhead.items()))
     return 0
 
 
