@@ -821,6 +821,15 @@ static bool eval_media(pw_engine *e, slot &s) {
     return true;
 }
 
+// End a sequence with an error; its cells are dropped, as they may be half written.
+static void fail_slot(pw_engine *e, slot &s, pw_event *ev) {
+    emit(e, s, ev, -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
+    llama_memory_seq_rm(e->mem, s.id, -1, -1);
+    s.cache.clear();
+    s.cached_media.clear();
+    slot_release(e, s);
+}
+
 int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     if (!e || !events || !out || cap < (int32_t)e->slots.size()) return fail(PW_E_INVALID, "event buffer too small");
     e->arena.clear();
@@ -853,11 +862,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         while (media_ok && s.n_past < s.prompt.size() && s.prompt[s.n_past] < 0 && b.n_tokens < n_batch)
             media_ok = eval_media(e, s);
         if (!media_ok) {
-            emit(e, s, &events[n_ev++], -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
-            llama_memory_seq_rm(e->mem, s.id, -1, -1);
-            s.cache.clear();
-            s.cached_media.clear();
-            slot_release(e, s);
+            fail_slot(e, s, &events[n_ev++]);
             continue;
         }
         const int32_t n_before = b.n_tokens;
@@ -883,11 +888,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             // The batch's sequences end with an error; their cells are dropped.
             for (auto &s : e->slots) {
                 if (s.state == SLOT_IDLE || !s.in_batch) continue;
-                emit(e, s, &events[n_ev++], -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
-                llama_memory_seq_rm(e->mem, s.id, -1, -1);
-                s.cache.clear();
-                s.cached_media.clear();
-                slot_release(e, s);
+                fail_slot(e, s, &events[n_ev++]);
             }
             out->text = e->arena.data();
             out->top = e->tops.data();
