@@ -313,9 +313,10 @@ class Engine:
         if not tokens:
             raise InvalidRequest("prompt is empty")
         if media is not None:
-            if len(tokens) > self._limit(opts):
+            limit = self._limit(opts)
+            if len(tokens) > limit:
                 raise InvalidRequest(f"the input with images ({len(tokens)} tokens) exceeds the context length "
-                                     f"({self._limit(opts)} tokens for the prompt)")
+                                     f"({limit} tokens for the prompt)")
             truncated = False
         else:
             tokens, truncated = self._fit(tokens, opts, truncate)
