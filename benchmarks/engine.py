@@ -109,8 +109,10 @@ def ours_batched(model: Path, threads: int, overhead: dict[int, float]) -> dict[
         with Engine(str(model), load) as eng:
             eng.submit(random_tokens(eng, 16, rng), {"temperature": 0, "num_predict": 4}).result()  # warm up
             t0, start = _decode_us(eng), time.monotonic_ns()
-            reqs = [eng.submit(random_tokens(eng, NPP, rng), {"temperature": 0, "num_predict": NTG}, ignore_eos=True)
-                    for _ in range(width)]
+            # All at once, so they share one prompt step as in llama-batched-bench (submitted one by one,
+            # a late request's prompt would land inside an earlier one's generation time).
+            reqs = eng.submit_many([random_tokens(eng, NPP, rng) for _ in range(width)],
+                                   {"temperature": 0, "num_predict": NTG}, ignore_eos=True)
             chunks = [r.result() for r in reqs]
             res[width] = sum(c.eval_count - 1 for c in chunks) / (max(c.eval_duration for c in chunks) / 1e9)
             overhead[width] = 1 - (_decode_us(eng) - t0) * 1000 / (time.monotonic_ns() - start)

@@ -334,6 +334,7 @@ struct slot {
     int32_t n_logprobs = -1;
     bool ignore_eos = false;
     bool argmax = false;              // greedy with nothing else in the chain: skip the candidate array
+    llama_token greedy = -1;          // with argmax: this step's token, found for all such slots at once
     llama_token last = -1;            // sampled, not yet decoded
     int32_t i_batch = -1;             // batch index of this sequence's output
     bool in_batch = false;            // has tokens in the current step's batch
@@ -403,6 +404,9 @@ struct pw_engine {
     std::vector<llama_token_data> cur;
     std::string arena;
     std::vector<pw_top> tops;
+    std::vector<const float *> greedy_rows;  // per step: the logits of greedy sequences,
+    std::vector<slot *> greedy_slots;        // their slots,
+    std::vector<llama_token> greedy_toks;    // and their tokens
     llama_adapter_lora *lora = nullptr;
     pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine
     int64_t tick = 0;
@@ -464,26 +468,80 @@ void fill_candidates(pw_engine *e, const float *logits, llama_token_data_array &
     arr = llama_token_data_array{e->cur.data(), e->cur.size(), -1, false};
 }
 
-// Index of the largest logit. Eight running maxima let the compiler vectorise the scan over a large
-// vocabulary (std::max_element does not); a second scan finds the first position of the maximum.
-llama_token argmax(const float *x, int32_t n) {
-    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+// Greedy sampling is an argmax over the vocabulary (262k logits for Gemma 3, 16 MB for 16 sequences per
+// step), the only per-token work of ours that grows with the vocabulary. One pass: the maxima of
+// 1024-logit blocks vectorise (no index tracking, no early exit), then only the winning block is scanned
+// again for the first position of its maximum. NaN logits are never chosen.
+struct best_logit {
+    float v;
+    int32_t at;
+};
+
+float block_max(const float *x) {
+    float m[16];
+    for (float &v : m) v = -INFINITY;
+    for (int32_t i = 0; i < 1024; i += 16)
+        for (int j = 0; j < 16; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
     float best = m[0];
-    for (int j = 1; j < 8; j++) best = m[j] > best ? m[j] : best;
-    for (; i < n; i++) best = x[i] > best ? x[i] : best;
-    for (i = 0; i < n; i++)
-        if (x[i] == best) return i;
-    return 0;
+    for (int j = 1; j < 16; j++) best = m[j] > best ? m[j] : best;
+    return best;
 }
+
+best_logit argmax_range(const float *x, int32_t lo, int32_t hi) {
+    best_logit b{-INFINITY, lo};
+    int32_t i = lo, block = -1;
+    for (; i + 1024 <= hi; i += 1024) {
+        float m = block_max(x + i);
+        if (m > b.v) {
+            b.v = m;
+            block = i;
+        }
+    }
+    for (int32_t k = i; k < hi; k++)
+        if (x[k] > b.v) {
+            b.v = x[k];
+            b.at = k;
+            block = -1;
+        }
+    if (block >= 0)
+        for (int32_t k = block; k < block + 1024; k++)
+            if (x[k] == b.v) {
+                b.at = k;
+                break;
+            }
+    return b;
+}
+
+// The argmax of each row, split over the decode threads: with OpenMP these are the threads ggml's
+// graph just ran on, still spinning, so the scans start at once.
+void argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, llama_token *out, int32_t n_threads) {
+    if (n_rows <= 0) return;
+    const int32_t parts = std::max(1, n_threads / n_rows);
+    const int32_t chunk = ((n + parts - 1) / parts + 1023) / 1024 * 1024;
+    const int32_t n_tasks = n_rows * parts;
+    std::vector<best_logit> res((size_t)n_tasks);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_tasks > 1 && n_threads > 1)
+#endif
+    for (int32_t t = 0; t < n_tasks; t++) {
+        const int32_t lo = (t % parts) * chunk, hi = std::min(n, lo + chunk);
+        res[(size_t)t] = lo < hi ? argmax_range(rows[t / parts], lo, hi) : best_logit{-INFINITY, lo};
+    }
+    for (int32_t r = 0; r < n_rows; r++) {
+        best_logit b = res[(size_t)r * parts];
+        for (int32_t p = 1; p < parts; p++)
+            if (res[(size_t)(r * parts + p)].v > b.v) b = res[(size_t)(r * parts + p)];
+        out[r] = b.at;
+    }
+}
+
+llama_token argmax(const float *x, int32_t n) { return argmax_range(x, 0, n).at; }
 
 // Sample with the chain; check only the chosen token against the grammar and
 // resample with the grammar applied when it is rejected (grammars are slow on
 // large vocabularies).
 llama_token sample(pw_engine *e, slot &s, const float *logits) {
-    if (s.argmax) return argmax(logits, e->n_vocab);
+    if (s.argmax) return s.greedy >= 0 ? s.greedy : argmax(logits, e->n_vocab);
     llama_token_data_array arr;
     fill_candidates(e, logits, arr);
     llama_sampler_apply(s.chain.get(), &arr);
@@ -898,6 +956,21 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             return n_ev;
         }
     }
+    // Greedy sequences first, all together (their argmax scans share the decode threads).
+    e->greedy_rows.clear();
+    e->greedy_slots.clear();
+    for (auto &s : e->slots) {
+        s.greedy = -1;
+        if (s.state == SLOT_IDLE || s.i_batch < 0 || !s.argmax) continue;
+        e->greedy_rows.push_back(llama_get_logits_ith(e->ctx, s.i_batch));
+        e->greedy_slots.push_back(&s);
+    }
+    if (!e->greedy_rows.empty()) {
+        e->greedy_toks.resize(e->greedy_rows.size());
+        argmax_rows(e->greedy_rows.data(), (int32_t)e->greedy_rows.size(), e->n_vocab, e->greedy_toks.data(),
+                    (int32_t)llama_n_threads(e->ctx));
+        for (size_t i = 0; i < e->greedy_slots.size(); i++) e->greedy_slots[i]->greedy = e->greedy_toks[i];
+    }
     // Sample for every sequence that produced logits.
     char piece[256];
     for (auto &s : e->slots) {
@@ -997,6 +1070,11 @@ int32_t pw_embed(pw_engine *e, const int32_t *tokens, const int32_t *lengths, in
     }
     if (e->mem) llama_memory_clear(e->mem, true);
     return dim;
+}
+
+void pw_argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, int32_t *out, int32_t n_threads) {
+    if (!rows || !out || n <= 0) return;
+    argmax_rows(rows, n_rows, n, out, std::max(1, n_threads));
 }
 
 int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 2 };
+enum pw_abi { PW_ABI_VERSION = 3 };
 
 enum pw_status {
     PW_OK = 0,
@@ -224,6 +224,9 @@ PW_API int32_t pw_step(pw_engine *engine, pw_event *events, int32_t cap, pw_step
 PW_API int32_t pw_embed(pw_engine *engine, const int32_t *tokens, const int32_t *lengths, int32_t n_inputs,
                         float *out, int32_t n_out, bool normalize);
 PW_API int32_t pw_engine_stats(const pw_engine *engine, pw_stats *out);
+/* Greedy sampling's argmax: for each of n_rows rows of n floats, the first index of the largest value
+ * (NaN is never chosen; a row with no number > -inf gives 0), split over n_threads threads. */
+PW_API void pw_argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, int32_t *out, int32_t n_threads);
 
 /* Multimodal input (libmtmd). A prompt with media is tokenized into text
  * tokens and media chunks; in the token list a media chunk appears as a run of

@@ -25,14 +25,14 @@ import cffi
 from power.errors import InvalidRequest, NativeError
 
 __all__ = [
-    "ABI_VERSION", "LIB_DIR", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
+    "ABI_VERSION", "LIB_DIR", "argmax_rows", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
     "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
 ]
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -467,6 +467,19 @@ class Context:
 
     def clear(self) -> None:
         _check(_lib.pw_engine_clear(self.handle))
+
+
+def argmax_rows(rows: Sequence[Sequence[float]], n_threads: int = 1) -> list[int]:
+    """Greedy sampling's argmax of each row (rows of equal length), as the engine computes it."""
+    if not rows:
+        return []
+    n = len(rows[0])
+    if any(len(r) != n for r in rows):
+        raise ValueError("rows must have equal lengths")
+    bufs = [_ffi.new("float[]", list(r)) for r in rows]
+    out = _ffi.new("int32_t[]", len(rows))
+    _lib.pw_argmax_rows(_ffi.new("float *[]", bufs), len(rows), n, out, n_threads)
+    return list(out)
 
 
 MEDIA_MARKER = _ffi.string(_lib.pw_mtmd_marker()).decode()

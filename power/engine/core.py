@@ -113,6 +113,7 @@ class Request:
         self.cancel_reason: str | None = None
         self._stops = StopMatcher(opts.stop)
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._done = threading.Event()  # set after the last item is queued
         self.submitted_at = time.monotonic_ns()
 
     # ---- consumer side -------------------------------------------------------
@@ -126,7 +127,12 @@ class Request:
             yield item  # type: ignore[misc]
 
     def result(self) -> Chunk:
-        """Wait for the whole answer as one chunk."""
+        """Wait for the whole answer as one chunk.
+
+        Sleeps until the request ends instead of waking for every token, so a waiting caller takes
+        no CPU time from the decode threads.
+        """
+        self._done.wait()
         parts: list[str] = []
         tokens: list[int] = []
         lps: list[TokenLogprob] = []
@@ -148,6 +154,7 @@ class Request:
             self.finished = True
             self._q.put(exc)
             self._q.put(_END)
+            self._done.set()
 
     def _finish(self, text: str, tokens: tuple[int, ...], reason: str, ev: native.Event | None,
                 lps: tuple[TokenLogprob, ...] = (), eval_count: int | None = None) -> None:
@@ -157,6 +164,7 @@ class Request:
                           eval_count if eval_count is not None else len(self.output_tokens),
                           (ev.t_gen_us if ev else 0) * 1000, self.load_duration, lps))
         self._q.put(_END)
+        self._done.set()
 
     def _on_event(self, ev: native.Event, lps: tuple[TokenLogprob, ...]) -> bool:
         """Deliver one event; return True when the request wants its sequence stopped."""
@@ -301,6 +309,25 @@ class Engine:
         With ``images`` (encoded image files), ``prompt`` is text whose ``[img-N]`` tags place them.
         A prompt with images is never truncated through an image: one that does not fit is refused.
         """
+        req = self._prepare(prompt, options, grammar=grammar, logprobs=logprobs, add_special=add_special,
+                            truncate=truncate, ignore_eos=ignore_eos, images=images)
+        self._enqueue([req])
+        return req
+
+    def submit_many(self, prompts: Sequence[str | Sequence[int]],
+                    options: RequestOptions | Mapping[str, Any] | None = None, **kwargs: Any) -> list[Request]:
+        """Queue several generations that join the batch at the same step, all or none.
+
+        Takes ``submit``'s keyword arguments, applied to every prompt; an invalid prompt raises
+        before any is queued.
+        """
+        reqs = [self._prepare(p, options, **kwargs) for p in prompts]
+        self._enqueue(reqs)
+        return reqs
+
+    def _prepare(self, prompt: str | Sequence[int], options: RequestOptions | Mapping[str, Any] | None, *,
+                 grammar: str | None = None, logprobs: int = -1, add_special: bool = True, truncate: bool = True,
+                 ignore_eos: bool = False, images: Sequence[bytes] = ()) -> Request:
         if self._ctx is None:
             raise InvalidRequest("this model does not support generate")
         opts = options if isinstance(options, RequestOptions) else RequestOptions.from_options(
@@ -325,13 +352,17 @@ class Engine:
             temperature=opts.temperature, repeat_last_n=opts.repeat_last_n, repeat_penalty=opts.repeat_penalty,
             presence_penalty=opts.presence_penalty, frequency_penalty=opts.frequency_penalty,
             num_predict=opts.num_predict, logprobs=logprobs, grammar=grammar, ignore_eos=ignore_eos)
-        req = Request(self, tokens, opts, sampling, truncated, self._take_load_duration(), media)
+        return Request(self, tokens, opts, sampling, truncated, 0, media)
+
+    def _enqueue(self, reqs: list[Request]) -> None:
         with self._lock:
             if self._closed:
                 raise EngineError("model is unloading")
-            self._pending.append(req)
+            if not reqs:
+                return
+            reqs[0].load_duration = self._take_load_duration()
+            self._pending.extend(reqs)
             self._lock.notify()
-        return req
 
     def _cancel(self, req: Request, reason: str) -> None:
         with self._lock:

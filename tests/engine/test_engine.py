@@ -122,6 +122,30 @@ def test_batched_greedy_matches_single_stream(engine: Engine) -> None:
     assert together.tokens == alone.tokens
 
 
+def test_submit_many_shares_one_prompt_step(tiny_model: Path) -> None:
+    with Engine(str(tiny_model), LoadOptions(num_ctx=128, num_parallel=4, num_batch=256)) as eng:
+        prompts = [eng.tokenize(f"prompt number {i} for the batch") for i in range(4)]
+        alone = [eng.submit(p, {"temperature": 0, "num_predict": 6}).result().tokens for p in prompts]
+        eng._ctx.clear()
+        before = eng.stats()["n_decode"]
+        reqs = eng.submit_many(prompts, {"temperature": 0, "num_predict": 6})
+        together = [r.result() for r in reqs]
+        # one decode for the four prompts, then one per generated token after the first
+        assert eng.stats()["n_decode"] - before == 6
+        assert [c.tokens for c in together] == alone
+        assert all(c.prompt_eval_count == len(p) for c, p in zip(together, prompts))
+
+
+def test_submit_many_queues_all_or_none(tiny_model: Path) -> None:
+    with Engine(str(tiny_model), LoadOptions(num_ctx=128, num_parallel=4)) as eng:
+        before = eng.stats()["n_decode"]
+        with pytest.raises(InvalidRequest, match="empty"):
+            eng.submit_many(["fine", [], "also fine"], {"num_predict": 4})
+        assert eng.submit_many([]) == []
+        assert eng.stats()["n_decode"] == before and eng.stats()["n_waiting"] == 0
+        assert run(eng, "still serving", num_predict=3).eval_count == 3
+
+
 def test_more_requests_than_sequences_wait_their_turn(tiny_model: Path) -> None:
     with Engine(str(tiny_model), LoadOptions(num_ctx=128, num_parallel=2)) as eng:
         reqs = [eng.submit(f"q{i}", {"num_predict": 8, "seed": i}) for i in range(6)]

@@ -28,6 +28,14 @@ def test_greedy_answer_is_sensible_and_deterministic(gemma: Engine) -> None:
     assert b.prompt_eval_count == 1  # the whole prompt came from the cache
 
 
+def test_greedy_scan_agrees_with_the_sampler_chain(gemma: Engine) -> None:
+    # temperature 0 takes the shim's threaded argmax over 262k logits; top_k 1 goes through llama.cpp's chain
+    prompts = [f"Write a short poem about the number {i}." for i in range(4)]
+    fast = gemma.submit_many(prompts, {"temperature": 0, "num_predict": 12})
+    chain = [gemma.submit(p, {"temperature": 1.0, "top_k": 1, "seed": 3, "num_predict": 12}) for p in prompts]
+    assert [r.result().tokens for r in fast] == [r.result().tokens for r in chain]
+
+
 def test_stop_string_and_concurrency(gemma: Engine) -> None:
     reqs = [gemma.submit(f"List the numbers from 1 to 20, story {i}:", {"seed": i, "num_predict": 24})
             for i in range(4)]
