@@ -335,6 +335,8 @@ struct slot {
     bool ignore_eos = false;
     bool argmax = false;              // greedy with nothing else in the chain: skip the candidate array
     llama_token greedy = -1;          // with argmax: this step's token, found for all such slots at once
+    int32_t top_k = 0;                // > 0: the chain starts with top-k; its candidates come from top_k_logits
+    std::vector<llama_token_data> cand;  // with top_k: this step's candidates
     llama_token last = -1;            // sampled, not yet decoded
     int32_t i_batch = -1;             // batch index of this sequence's output
     bool in_batch = false;            // has tokens in the current step's batch
@@ -407,6 +409,8 @@ struct pw_engine {
     std::vector<const float *> greedy_rows;  // per step: the logits of greedy sequences,
     std::vector<slot *> greedy_slots;        // their slots,
     std::vector<llama_token> greedy_toks;    // and their tokens
+    std::vector<slot *> topk_slots;          // per step: the sequences sampled with top-k,
+    std::vector<const float *> topk_rows;    // and their logits
     llama_adapter_lora *lora = nullptr;
     pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine
     int64_t tick = 0;
@@ -439,14 +443,21 @@ void slot_release(pw_engine *e, slot &s) {
     s.t_last_used = ++e->tick;
 }
 
+int32_t penalty_window(const pw_engine *e, const pw_sampling &sp) {
+    return sp.repeat_last_n < 0 ? (int32_t)e->n_ctx_seq : sp.repeat_last_n;
+}
+
+bool penalizes(const pw_engine *e, const pw_sampling &sp) {
+    return penalty_window(e, sp) > 0 &&
+           (sp.repeat_penalty != 1.0f || sp.presence_penalty != 0.0f || sp.frequency_penalty != 0.0f);
+}
+
 sampler_ptr build_chain(const pw_engine *e, const pw_sampling &sp) {
     llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
     llama_sampler *ch = llama_sampler_chain_init(cp);
-    int32_t last_n = sp.repeat_last_n < 0 ? (int32_t)e->n_ctx_seq : sp.repeat_last_n;
-    bool penalize = last_n > 0 && (sp.repeat_penalty != 1.0f || sp.presence_penalty != 0.0f ||
-                                   sp.frequency_penalty != 0.0f);
-    if (penalize)
+    int32_t last_n = penalty_window(e, sp);
+    if (penalizes(e, sp))
         llama_sampler_chain_add(ch, llama_sampler_init_penalties(e->n_vocab, last_n, sp.repeat_penalty,
                                                                  sp.frequency_penalty, sp.presence_penalty));
     if (sp.temperature <= 0.0f) {
@@ -537,13 +548,53 @@ void argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, llama_toke
 
 llama_token argmax(const float *x, int32_t n) { return argmax_range(x, 0, n).at; }
 
+// Top-k sampling (Ollama's default, k = 40) over a large vocabulary: llama.cpp's chain would copy every
+// logit into a candidate array and partially sort it. The k largest logits are found here in one pass
+// instead: blocks whose maximum cannot enter the current top k are skipped after a vectorised scan, the
+// rest go through a k-entry heap. The result is what llama.cpp's top-k keeps, sorted by logit (ties by
+// token id), so the rest of the chain runs on k candidates exactly as it would after its own top-k.
+bool ranks_higher(const llama_token_data &a, const llama_token_data &b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+void top_k_logits(const float *x, int32_t n, int32_t k, std::vector<llama_token_data> &out) {
+    out.clear();
+    int32_t i = 0;
+    for (; i < n && (int32_t)out.size() < k; i++) {
+        if (std::isnan(x[i])) continue;
+        out.push_back(llama_token_data{i, x[i], 0.0f});
+        std::push_heap(out.begin(), out.end(), ranks_higher);  // the lowest-ranked on top
+    }
+    if ((int32_t)out.size() == k) {
+        float least = out.front().logit;
+        auto take = [&](int32_t t) {
+            std::pop_heap(out.begin(), out.end(), ranks_higher);
+            out.back() = llama_token_data{t, x[t], 0.0f};
+            std::push_heap(out.begin(), out.end(), ranks_higher);
+            least = out.front().logit;
+        };
+        for (; i < n && i % 1024 != 0; i++)
+            if (x[i] > least) take(i);  // an equal logit has a larger id: it ranks lower
+        for (; i + 1024 <= n; i += 1024)
+            if (block_max(x + i) > least)
+                for (int32_t t = i; t < i + 1024; t++)
+                    if (x[t] > least) take(t);
+        for (; i < n; i++)
+            if (x[i] > least) take(i);
+    }
+    std::sort(out.begin(), out.end(), ranks_higher);
+}
+
 // Sample with the chain; check only the chosen token against the grammar and
 // resample with the grammar applied when it is rejected (grammars are slow on
 // large vocabularies).
 llama_token sample(pw_engine *e, slot &s, const float *logits) {
     if (s.argmax) return s.greedy >= 0 ? s.greedy : argmax(logits, e->n_vocab);
     llama_token_data_array arr;
-    fill_candidates(e, logits, arr);
+    if (s.top_k > 0 && !s.cand.empty())
+        arr = llama_token_data_array{s.cand.data(), s.cand.size(), -1, true};
+    else
+        fill_candidates(e, logits, arr);
     llama_sampler_apply(s.chain.get(), &arr);
     llama_token tok = arr.data[arr.selected].id;
     if (s.grammar) {
@@ -789,6 +840,7 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     s.chain = build_chain(e, *sp);
     s.grammar = std::move(grammar);
     s.argmax = sp->temperature <= 0.0f && !s.grammar && llama_sampler_chain_n(s.chain.get()) == 1;
+    s.top_k = sp->temperature > 0.0f && sp->top_k > 0 && sp->top_k <= 1024 && !penalizes(e, *sp) ? sp->top_k : 0;
     // Penalties see the prompt's text, as in llama-server.
     for (int32_t i = 0; i < n; i++)
         if (tokens[i] >= 0) llama_sampler_accept(s.chain.get(), tokens[i]);
@@ -965,12 +1017,28 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         e->greedy_rows.push_back(llama_get_logits_ith(e->ctx, s.i_batch));
         e->greedy_slots.push_back(&s);
     }
+    const int32_t n_threads = (int32_t)llama_n_threads(e->ctx);
     if (!e->greedy_rows.empty()) {
         e->greedy_toks.resize(e->greedy_rows.size());
         argmax_rows(e->greedy_rows.data(), (int32_t)e->greedy_rows.size(), e->n_vocab, e->greedy_toks.data(),
-                    (int32_t)llama_n_threads(e->ctx));
+                    n_threads);
         for (size_t i = 0; i < e->greedy_slots.size(); i++) e->greedy_slots[i]->greedy = e->greedy_toks[i];
     }
+    // Top-k candidates likewise, a sequence per thread.
+    e->topk_slots.clear();
+    e->topk_rows.clear();
+    for (auto &s : e->slots) {
+        if (s.state == SLOT_IDLE || s.i_batch < 0 || s.top_k <= 0) continue;
+        e->topk_slots.push_back(&s);
+        e->topk_rows.push_back(llama_get_logits_ith(e->ctx, s.i_batch));  // not thread-safe: fetched here
+    }
+    const int32_t n_topk = (int32_t)e->topk_slots.size();
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (n_topk > 1 && n_threads > 1)
+#endif
+    for (int32_t i = 0; i < n_topk; i++)
+        top_k_logits(e->topk_rows[(size_t)i], e->n_vocab, e->topk_slots[(size_t)i]->top_k,
+                     e->topk_slots[(size_t)i]->cand);
     // Sample for every sequence that produced logits.
     char piece[256];
     for (auto &s : e->slots) {
@@ -1075,6 +1143,17 @@ int32_t pw_embed(pw_engine *e, const int32_t *tokens, const int32_t *lengths, in
 void pw_argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, int32_t *out, int32_t n_threads) {
     if (!rows || !out || n <= 0) return;
     argmax_rows(rows, n_rows, n, out, std::max(1, n_threads));
+}
+
+int32_t pw_top_k(const float *logits, int32_t n, int32_t k, int32_t *ids, float *values) {
+    if (!logits || !ids || !values || n <= 0 || k <= 0) return 0;
+    std::vector<llama_token_data> cand;
+    top_k_logits(logits, n, k, cand);
+    for (size_t i = 0; i < cand.size(); i++) {
+        ids[i] = cand[i].id;
+        values[i] = cand[i].logit;
+    }
+    return (int32_t)cand.size();
 }
 
 int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {

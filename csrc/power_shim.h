@@ -227,6 +227,9 @@ PW_API int32_t pw_engine_stats(const pw_engine *engine, pw_stats *out);
 /* Greedy sampling's argmax: for each of n_rows rows of n floats, the first index of the largest value
  * (NaN is never chosen; a row with no number > -inf gives 0), split over n_threads threads. */
 PW_API void pw_argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, int32_t *out, int32_t n_threads);
+/* Top-k sampling's candidates: the k largest of n logits (NaN skipped), by logit descending and token id
+ * ascending among equals, into ids/values (room for k each); returns how many. */
+PW_API int32_t pw_top_k(const float *logits, int32_t n, int32_t k, int32_t *ids, float *values);
 
 /* Multimodal input (libmtmd). A prompt with media is tokenized into text
  * tokens and media chunks; in the token list a media chunk appears as a run of

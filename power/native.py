@@ -25,7 +25,7 @@ import cffi
 from power.errors import InvalidRequest, NativeError
 
 __all__ = [
-    "ABI_VERSION", "LIB_DIR", "argmax_rows", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
+    "ABI_VERSION", "LIB_DIR", "argmax_rows", "top_k", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
     "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
 ]
@@ -480,6 +480,14 @@ def argmax_rows(rows: Sequence[Sequence[float]], n_threads: int = 1) -> list[int
     out = _ffi.new("int32_t[]", len(rows))
     _lib.pw_argmax_rows(_ffi.new("float *[]", bufs), len(rows), n, out, n_threads)
     return list(out)
+
+
+def top_k(logits: Sequence[float], k: int) -> list[tuple[int, float]]:
+    """Top-k sampling's candidates as the engine finds them: (token, logit), best first."""
+    k = max(0, min(k, len(logits)))
+    ids, vals = _ffi.new("int32_t[]", max(1, k)), _ffi.new("float[]", max(1, k))
+    n = _lib.pw_top_k(_ffi.new("float[]", list(logits)), len(logits), k, ids, vals)
+    return [(ids[i], vals[i]) for i in range(n)]
 
 
 MEDIA_MARKER = _ffi.string(_lib.pw_mtmd_marker()).decode()

@@ -236,6 +236,7 @@ class Engine:
         self._lock = threading.Condition()
         self._pending: deque[Request] = deque()
         self._cancels: list[Request] = []
+        self._clear_waiters: list[threading.Event] = []
         self._active: dict[int, Request] = {}
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -407,10 +408,16 @@ class Engine:
         assert ctx is not None
         while True:
             with self._lock:
-                while not self._closed and not self._pending and not self._active and not self._cancels:
+                while (not self._closed and not self._pending and not self._active and not self._cancels
+                       and not self._clear_waiters):
                     self._lock.wait()
                 if self._closed:
                     break
+                if self._clear_waiters and not self._active:
+                    ctx.clear()
+                    for w in self._clear_waiters:
+                        w.set()
+                    self._clear_waiters.clear()
                 self._admit(ctx)
                 if not self._active:
                     continue
@@ -438,6 +445,9 @@ class Engine:
                 if stop:
                     ctx.cancel(ev.seq)
         with self._lock:
+            for w in self._clear_waiters:
+                w.set()
+            self._clear_waiters.clear()
             for req in list(self._active.values()) + list(self._pending):
                 req._fail(EngineError("model was unloaded"))
             self._active.clear()
@@ -468,6 +478,19 @@ class Engine:
         return EmbedResult(vectors, sum(len(t) for t in toks), load)
 
     # ---- state ---------------------------------------------------------------
+    def clear_cache(self) -> None:
+        """Forget every cached prompt prefix, so the next requests evaluate their prompts in full.
+
+        Waits for running generations to end first; queued requests may start before or after it.
+        """
+        done = threading.Event()
+        with self._lock:
+            if self._ctx is None or self._closed:
+                return
+            self._clear_waiters.append(done)
+            self._lock.notify()
+        done.wait()
+
     def stats(self) -> dict[str, int]:
         if self._ctx is None:
             return {"n_seq": 1, "n_active": 0, "kv_used": 0, "n_ctx_seq": self.n_ctx_seq}

@@ -51,3 +51,31 @@ def test_rows_without_numbers() -> None:
     assert native.argmax_rows([]) == []
     with pytest.raises(ValueError):
         native.argmax_rows([[1.0], [1.0, 2.0]])
+
+
+def expected_top_k(row: np.ndarray, k: int) -> list[tuple[int, float]]:
+    order = sorted((i for i in range(len(row)) if not np.isnan(row[i])), key=lambda i: (-row[i], i))
+    return [(i, float(row[i])) for i in order[:k]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.sampled_from(SIZES), k=st.sampled_from((1, 2, 40, 100, 1024)), seed=st.integers(0, 2**31),
+       ties=st.booleans(), specials=st.booleans())
+def test_top_k_candidates_match_a_full_sort(n: int, k: int, seed: int, ties: bool, specials: bool) -> None:
+    rng = np.random.default_rng(seed)
+    row = rng.integers(-3, 3, size=n).astype(np.float32) if ties else rng.standard_normal(n).astype(np.float32)
+    if specials:
+        mask = rng.random(n)
+        row[mask < 0.05] = np.nan
+        row[(mask >= 0.05) & (mask < 0.1)] = -np.inf
+    assert native.top_k(row.tolist(), k) == expected_top_k(row, k)
+
+
+def test_top_k_of_a_large_vocabulary_with_late_winners() -> None:
+    n = 262144
+    row = np.zeros(n, dtype=np.float32)
+    winners = [n - 1, 200000, 131073, 5, 1024, 1023]
+    for rank, i in enumerate(winners):
+        row[i] = 10.0 - rank
+    assert [t for t, _ in native.top_k(row.tolist(), 6)] == winners
+    assert [t for t, _ in native.top_k(row.tolist(), 8)] == winners + [0, 1]  # then ties, by token id

@@ -50,6 +50,17 @@ def test_temperature_zero_and_top_k_one_are_greedy(engine: Engine) -> None:
     assert _spread(engine, temperature=2.0, top_k=0, top_p=1.0) > 3
 
 
+def test_top_k_candidates_sample_as_llama_cpp_chain_does(engine: Engine) -> None:
+    # A presence penalty too small to move any logit sends sampling through llama.cpp's own chain (full
+    # candidate array, partial sort); without it the engine finds the top k itself. Same tokens.
+    for opts in ({"temperature": 0.8, "top_k": 40, "top_p": 0.9}, {"temperature": 1.5, "top_k": 5, "min_p": 0.05},
+                 {"temperature": 1.0, "top_k": 200, "typical_p": 0.7}):
+        for seed in range(4):
+            fast = run(engine, "sampling check", seed=seed, num_predict=20, **opts)
+            chain = run(engine, "sampling check", seed=seed, num_predict=20, presence_penalty=1e-30, **opts)
+            assert fast.tokens == chain.tokens
+
+
 def test_typical_p_narrows_sampling(engine: Engine) -> None:
     wide = _spread(engine, temperature=2.0, top_k=0, top_p=1.0)
     narrow = _spread(engine, temperature=2.0, top_k=0, top_p=1.0, typical_p=0.001)
@@ -126,7 +137,7 @@ def test_submit_many_shares_one_prompt_step(tiny_model: Path) -> None:
     with Engine(str(tiny_model), LoadOptions(num_ctx=128, num_parallel=4, num_batch=256)) as eng:
         prompts = [eng.tokenize(f"prompt number {i} for the batch") for i in range(4)]
         alone = [eng.submit(p, {"temperature": 0, "num_predict": 6}).result().tokens for p in prompts]
-        eng._ctx.clear()
+        eng.clear_cache()
         before = eng.stats()["n_decode"]
         reqs = eng.submit_many(prompts, {"temperature": 0, "num_predict": 6})
         together = [r.result() for r in reqs]
@@ -163,6 +174,19 @@ def test_prefix_reuse_evaluates_only_the_new_part(engine: Engine) -> None:
     assert second.prompt_eval_count == len(new_part) + 1
     again = engine.submit(turn2, {"temperature": 0, "num_predict": 8}).result()
     assert again.prompt_eval_count == 1 and again.tokens == second.tokens
+
+
+def test_clear_cache_forgets_prefixes_after_running_requests_end(tiny_model: Path) -> None:
+    with Engine(str(tiny_model), LoadOptions(num_ctx=256, num_parallel=2)) as eng:
+        prompt = eng.tokenize("a prompt long enough to be worth caching in the engine")
+        assert eng.submit(prompt, {"num_predict": 2}).result().prompt_eval_count == len(prompt)
+        assert eng.submit(prompt, {"num_predict": 2}).result().prompt_eval_count == 1
+        running = eng.submit("still going", {"num_predict": 40})
+        first = next(iter(running))  # generating now
+        eng.clear_cache()
+        assert running.finished and len(first.tokens) + len(running.result().tokens) == 40  # it ran to its end
+        assert eng.submit(prompt, {"num_predict": 2}).result().prompt_eval_count == len(prompt)
+    eng.clear_cache()  # closed: nothing to wait for
 
 
 def test_cancel_frees_the_sequence_and_others_continue(tiny_model: Path) -> None:

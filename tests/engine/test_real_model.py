@@ -36,6 +36,15 @@ def test_greedy_scan_agrees_with_the_sampler_chain(gemma: Engine) -> None:
     assert [r.result().tokens for r in fast] == [r.result().tokens for r in chain]
 
 
+def test_top_k_sampling_agrees_with_the_sampler_chain(gemma: Engine) -> None:
+    # Ollama's defaults (top_k 40, top_p 0.9, temperature 0.8) over 262k logits: the engine's own top-k
+    # against llama.cpp's full chain (forced by a presence penalty too small to move a logit)
+    prompts = [f"Tell me a story about a {animal}." for animal in ("cat", "dog", "fox", "owl")]
+    fast = gemma.submit_many(prompts, {"seed": 11, "num_predict": 16})
+    chain = gemma.submit_many(prompts, {"seed": 11, "num_predict": 16, "presence_penalty": 1e-30})
+    assert [r.result().tokens for r in fast] == [r.result().tokens for r in chain]
+
+
 def test_stop_string_and_concurrency(gemma: Engine) -> None:
     reqs = [gemma.submit(f"List the numbers from 1 to 20, story {i}:", {"seed": i, "num_predict": 24})
             for i in range(4)]

@@ -50,9 +50,9 @@ def test_projector_reports_what_it_takes(vision: Engine) -> None:
 
 
 def test_an_image_adds_its_tokens_to_the_prompt(vision: Engine) -> None:
-    vision._ctx.clear()  # nothing cached: every prompt token is evaluated
+    vision.clear_cache()  # nothing cached: every prompt token is evaluated
     text_only = vision.submit("what is this?", GREEDY).result()
-    vision._ctx.clear()
+    vision.clear_cache()
     with_image = vision.submit("[img-0] what is this?", GREEDY, images=[RED]).result()
     assert text_only.prompt_eval_count == len(vision.tokenize("what is this?"))
     # BOS, the image, then the text after the marker
@@ -61,9 +61,9 @@ def test_an_image_adds_its_tokens_to_the_prompt(vision: Engine) -> None:
 
 
 def test_greedy_output_with_an_image_is_deterministic(vision: Engine) -> None:
-    vision._ctx.clear()  # no reuse: both runs evaluate the image
+    vision.clear_cache()  # no reuse: both runs evaluate the image
     first = vision.submit("[img-0] describe", GREEDY, images=[RED]).result()
-    vision._ctx.clear()
+    vision.clear_cache()
     second = vision.submit("[img-0] describe", GREEDY, images=[RED]).result()
     assert first.text == second.text and first.tokens == second.tokens
 
@@ -71,7 +71,7 @@ def test_greedy_output_with_an_image_is_deterministic(vision: Engine) -> None:
 def test_the_image_reaches_the_model(vision: Engine) -> None:
     """Different pictures give different next-token distributions; the same picture the same one."""
     def first_logprobs(image: bytes) -> tuple[tuple[str, float], ...]:
-        vision._ctx.clear()
+        vision.clear_cache()
         out = vision.submit("[img-0] colour?", {"temperature": 0, "num_predict": 1}, images=[image],
                             logprobs=5).result()
         return tuple((t, round(lp, 3)) for t, lp, _ in out.logprobs[0].top)
@@ -82,7 +82,7 @@ def test_the_image_reaches_the_model(vision: Engine) -> None:
 
 
 def test_a_cached_image_is_reused_and_a_new_one_is_not(vision: Engine) -> None:
-    vision._ctx.clear()
+    vision.clear_cache()
     turn1 = vision.submit("[img-0] first question", GREEDY, images=[RED]).result()
     assert turn1.prompt_eval_count > N_IMAGE_TOKENS
     # Same image and text, more words: only the new tail (and the last token again) is evaluated.
@@ -95,7 +95,7 @@ def test_a_cached_image_is_reused_and_a_new_one_is_not(vision: Engine) -> None:
 
 
 def test_two_images_in_one_prompt(vision: Engine) -> None:
-    vision._ctx.clear()
+    vision.clear_cache()
     out = vision.submit("[img-0] versus [img-1] which?", GREEDY, images=[RED, BLUE]).result()
     text = len(vision.tokenize(" versus ", add_special=False)) + len(vision.tokenize(" which?", add_special=False))
     assert out.prompt_eval_count == 1 + 2 * N_IMAGE_TOKENS + text

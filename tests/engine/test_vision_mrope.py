@@ -41,7 +41,7 @@ def vision(files: tuple[Path, Path]):
 
 def fresh(eng: Engine, prompt: str, options: dict[str, Any], images: list[bytes]) -> Chunk:
     """Evaluate a prompt with nothing cached."""
-    eng._ctx.clear()
+    eng.clear_cache()
     return eng.submit(prompt, options, images=images, logprobs=5).result()
 
 
@@ -97,7 +97,7 @@ def test_image_positions_are_two_dimensional(vision: Engine, files: tuple[Path, 
         image = eng.submit("[img-0] colour?", ONE, images=[TALL], logprobs=5).result()
     finally:
         eng.close()
-    vision._ctx.clear()
+    vision.clear_cache()
     assert same_first_token_distribution(text, vision.submit("colour?", ONE, logprobs=5).result())
     assert not same_first_token_distribution(image, fresh(vision, "[img-0] colour?", ONE, [TALL]))
 
@@ -138,7 +138,7 @@ def test_image_requests_in_parallel(vision: Engine) -> None:
     jobs.append(("[img-0] and [img-1] together", [WIDE, TALL]))
     options = {"temperature": 0, "num_predict": 5}
     alone = [fresh(vision, prompt, options, images).tokens for prompt, images in jobs]
-    vision._ctx.clear()
+    vision.clear_cache()
     results: list[Chunk | None] = [None] * len(jobs)
     errors: list[BaseException] = []
 
