@@ -13,6 +13,7 @@ Writes ``benchmarks/results/serving.json`` and ``serving.png``. Targets on Gemma
 >= 0.95x llama-server at each concurrency, turn-2 TTFT <= 0.2x turn 1.
 
     python benchmarks/serving.py [--model PATH] [--threads N] [--ctx 2048] [--slots 4] [--tokens 64]
+                                  [--sampling greedy|default]
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ Generate = Callable[[str, int], Iterator[int]]
 TURN1 = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog near river number {i}." for i in range(60))
 
 
+# Sampling on both sides: greedy, or Ollama's defaults (temperature 0.8, top-k 40, top-p 0.9) spelled out
+# for llama-server, whose own defaults differ (top-p 0.95, min-p 0.05).
+SAMPLING = {"greedy": {"temperature": 0}, "default": {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0}}
+
+
 class Peer:
     """llama-server on a free loopback port."""
 
-    def __init__(self, exe: Path, model: Path, threads: int, ctx: int, slots: int) -> None:
+    def __init__(self, exe: Path, model: Path, threads: int, ctx: int, slots: int, sampling: str) -> None:
+        self.sampling = SAMPLING[sampling]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -72,7 +79,7 @@ class Peer:
         raise RuntimeError("llama-server did not become healthy")
 
     def generate(self, prompt: str, n: int) -> Iterator[int]:
-        body = json.dumps({"prompt": prompt, "n_predict": n, "stream": True, "temperature": 0,
+        body = json.dumps({"prompt": prompt, "n_predict": n, "stream": True, **self.sampling,
                            "ignore_eos": True, "cache_prompt": True}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/completion", body,
                                      {"Content-Type": "application/json"})
@@ -96,12 +103,12 @@ class Peer:
 class Ours:
     """a3s-power's scheduler with one runner for the model."""
 
-    def __init__(self, model: Path, threads: int, ctx: int, slots: int) -> None:
+    def __init__(self, model: Path, threads: int, ctx: int, slots: int, sampling: str) -> None:
         settings = load_settings({"A3S_POWER_HOME": str(ROOT / "build" / "bench-home"),
                                   "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(ctx),
                                   "OLLAMA_KEEP_ALIVE": "-1"})
         self.sched = Scheduler(settings, lambda name: ModelSpec(name, str(model)), gpus=[])
-        self.options = {"num_thread": threads, "num_batch": 512, "temperature": 0}
+        self.options = {"num_thread": threads, "num_batch": 512, **SAMPLING[sampling]}
         self.sched.load("bench", self.options)
 
     def generate(self, prompt: str, n: int) -> Iterator[int]:
@@ -117,7 +124,7 @@ class Ours:
 class Http:
     """The real a3s-power server (gunicorn) on a free loopback port, driven over /api/generate streaming."""
 
-    def __init__(self, model: Path, threads: int, ctx: int, slots: int) -> None:
+    def __init__(self, model: Path, threads: int, ctx: int, slots: int, sampling: str) -> None:
         import tempfile
 
         from power.store import ModelStore
@@ -136,7 +143,7 @@ class Http:
         self.proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=env, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.options = {"num_thread": threads, "num_batch": 512, "temperature": 0}
+        self.options = {"num_thread": threads, "num_batch": 512, **SAMPLING[sampling]}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -288,6 +295,8 @@ def main() -> int:
     ap.add_argument("--slots", type=int, default=4, help="parallel sequences (OLLAMA_NUM_PARALLEL, -np)")
     ap.add_argument("--tokens", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--levels", default="1,4,8,16")
+    ap.add_argument("--sampling", choices=sorted(SAMPLING), default="greedy",
+                    help="greedy, or Ollama's default top-k/top-p sampling on both sides")
     ap.add_argument("--no-peer", action="store_true", help="measure a3s-power only")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
@@ -298,14 +307,14 @@ def main() -> int:
         args.model = gemma3_270m()
     levels = [int(x) for x in args.levels.split(",")]
     result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "ctx": args.ctx,
-                              "slots": args.slots, "tokens": args.tokens, "sides": {},
+                              "slots": args.slots, "tokens": args.tokens, "sampling": args.sampling, "sides": {},
                               "note": "a3s-power: scheduler API and real HTTP server; llama-server: HTTP"}
-    ours = Ours(args.model, args.threads, args.ctx, args.slots)
+    ours = Ours(args.model, args.threads, args.ctx, args.slots, args.sampling)
     try:
         result["sides"]["a3s-power"] = bench(ours.generate, levels, args.tokens)
     finally:
         ours.close()
-    http = Http(args.model, args.threads, args.ctx, args.slots)
+    http = Http(args.model, args.threads, args.ctx, args.slots, args.sampling)
     try:
         result["sides"]["a3s-power http"] = bench(http.generate, levels, args.tokens)
         # best of three single-stream runs on each side (noise only ever slows a run down)
@@ -319,7 +328,8 @@ def main() -> int:
                                 "http_tokens_per_s": single_http[1] / single_http[2],
                                 "ratio": single_http[1] / single_http[2] / direct}
     if not args.no_peer:
-        peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots)
+        peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots,
+                    args.sampling)
         try:
             result["sides"]["llama-server"] = bench(peer.generate, levels, args.tokens)
         finally:
@@ -330,8 +340,9 @@ def main() -> int:
             result[f"ratio_tokens_per_s {side}"] = [a["tokens_per_s"] / b["tokens_per_s"]
                                                    for a, b in zip(mine["concurrency"], theirs["concurrency"])]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, args.out / "serving.png")
+    name = "serving" if args.sampling == "greedy" else f"serving-{args.sampling}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / f"{name}.png")
     log.info("%s", json.dumps(result, indent=2))
     return 0
 
