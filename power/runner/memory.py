@@ -8,7 +8,9 @@ better than a machine that swaps or a runner killed by the OOM killer.
 
 GPUs come from NVML when ``pynvml`` is importable, else from ``nvidia-smi``; on
 Apple silicon, Metal is one GPU sharing the machine's unified memory
-(``sysctl hw.memsize``). Every command goes through an injectable runner, so
+(``sysctl hw.memsize``). Where neither finds one and this install's native build has
+another GPU backend (Vulkan: AMD and Intel GPUs), a subprocess asks llama.cpp itself
+(``python -m power.runner.probe``). Every command goes through an injectable runner, so
 tests feed captured output. ``place`` decides which GPUs hold a runner's
 offloaded share: the fewest that fit, or all of them with ``OLLAMA_SCHED_SPREAD``.
 """
@@ -16,9 +18,12 @@ offloaded share: the fewest that fit, or all of them with ``OLLAMA_SCHED_SPREAD`
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import os
 import platform
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -243,17 +248,72 @@ def _import_nvml() -> Any:
         return None
 
 
+# Shared libraries of ggml's GPU backends other than Metal (built in, or loadable at run time).
+_GPU_BACKEND_LIBS = ("vulkan", "cuda", "hip", "sycl", "musa", "opencl", "cann")
+
+
+def gpu_backend_built(lib_dir: Path | None = None) -> bool:
+    """Whether this install's native libraries include a ggml GPU backend (found without loading them)."""
+    if lib_dir is None:
+        lib_dir = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parents[1] / "lib")
+    try:
+        names = [p.name for p in lib_dir.iterdir()]
+    except OSError:
+        return False
+    return any(n.startswith(f"libggml-{b}") or n.startswith(f"ggml-{b}") for n in names for b in _GPU_BACKEND_LIBS)
+
+
+def parse_probe(text: str) -> list[GPU]:
+    """Parse ``python -m power.runner.probe``'s JSON (its last line); [] for anything else."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("[")]
+    try:
+        rows = json.loads(lines[-1]) if lines else []
+        gpus = []
+        for r in rows:
+            library = "".join(c for c in str(r["name"]) if not c.isdigit()).lower() or "gpu"
+            gpus.append(GPU(int(r["index"]), str(r.get("description") or r["name"]), int(r["total"]),
+                            int(r["free"]), library=library))
+        return gpus
+    except (ValueError, KeyError, TypeError) as exc:
+        log.info("GPU probe gave no usable answer: %s", exc)
+        return []
+
+
+def probe_gpus(run: Run | None = None) -> list[GPU]:
+    """GPUs as llama.cpp's own backends see them, from a subprocess."""
+    try:
+        return parse_probe((run or _probe_run)([sys.executable, "-m", "power.runner.probe"]))
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.info("GPU probe failed: %s", exc)
+        return []
+
+
+def _probe_run(cmd: Sequence[str]) -> str:
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, check=True).stdout
+
+
 def detect_gpus(run: Run | None = None, *, nvml: Any = None, system: str | None = None,
-                machine: str | None = None) -> list[GPU]:
-    """The machine's GPUs: Metal on Apple silicon, else NVML or nvidia-smi; [] where there is none.
+                machine: str | None = None, gpu_backend: bool | None = None) -> list[GPU]:
+    """The machine's GPUs: Metal on Apple silicon, else NVML or nvidia-smi, else (for a build with
+    another GPU backend) llama.cpp's own devices; [] where there is none.
 
     ``run`` executes a command and returns its output; a test that gives one also
-    decides whether NVML is used (``nvml``), so the host's own GPUs never leak in.
+    decides whether NVML is used (``nvml``) and whether a GPU backend is built
+    (``gpu_backend``), so the host's own GPUs never leak in.
     """
     system = (system or platform.system()).lower()
     machine = (machine or platform.machine()).lower()
     if system == "darwin":
         return detect_metal(run or _run) if machine in ("arm64", "aarch64") else []
+    found = _nvidia_gpus(run, nvml)
+    if found:
+        return found
+    if gpu_backend is None:
+        gpu_backend = run is None and gpu_backend_built()
+    return probe_gpus(run) if gpu_backend else []
+
+
+def _nvidia_gpus(run: Run | None, nvml: Any) -> list[GPU]:
     if nvml is None and run is None:
         nvml = _import_nvml()
     if nvml is not None:

@@ -192,7 +192,7 @@ def test_the_server_offloads_what_a_request_asks(tmp_path: Path, tiny_model: Pat
     library = ModelStore(settings.models, noprune=True)
     for _ in library.create({"model": "tiny", "files": {tiny_model.name: library.blobs.add_file(tiny_model).digest}}):
         pass
-    # The server finds GPUs through NVML/nvidia-smi or Metal only; here, as on a Vulkan machine, none.
+    # No GPUs for the scheduler: offloading happens only as the request asks.
     scheduler = Scheduler(settings, store_resolver(library), gpus=[], runner_log_level="DEBUG")
     client = testing.TestClient(create_app(settings, StorePort(library), scheduler),
                                 headers={"Host": "127.0.0.1:11434"})
@@ -210,3 +210,34 @@ def test_the_server_offloads_what_a_request_asks(tmp_path: Path, tiny_model: Pat
     assert f"offloaded 0/{N_LAYER + 1} layers to GPU" in err
     assert f"offloaded {N_LAYER + 1}/{N_LAYER + 1} layers to GPU" in err
     assert out[99] == out[0] and out[0]  # no near-tie in these 12 tokens (CPU margins >= 0.2)
+
+
+def test_the_server_finds_the_device_and_offloads_by_default(tmp_path: Path, tiny_model: Path,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    # No NVML, nvidia-smi or Metal here: the scheduler asks llama.cpp in a subprocess (power.runner.probe)
+    from falcon import testing
+
+    from power.config import load_settings
+    from power.runner.resolve import store_resolver
+    from power.runner.scheduler import Scheduler
+    from power.server import create_app
+    from power.server.storeport import StorePort
+    from power.store import ModelStore
+
+    settings = load_settings({"A3S_POWER_HOME": str(tmp_path), "OLLAMA_MODELS": str(tmp_path / "models"),
+                              "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "256"})
+    library = ModelStore(settings.models, noprune=True)
+    for _ in library.create({"model": "tiny", "files": {tiny_model.name: library.blobs.add_file(tiny_model).digest}}):
+        pass
+    scheduler = Scheduler(settings, store_resolver(library), runner_log_level="DEBUG")
+    client = testing.TestClient(create_app(settings, StorePort(library), scheduler),
+                                headers={"Host": "127.0.0.1:11434"})
+    try:
+        r = client.simulate_post("/api/generate", json={"model": "tiny", "prompt": "hello", "stream": False,
+                                                        "options": {"temperature": 0, "num_predict": 4}})
+        assert r.status_code == 200, r.text
+        ps = client.simulate_get("/api/ps").json["models"]
+        assert ps and ps[0]["size_vram"] > 0
+    finally:
+        scheduler.close(deadline=5.0)
+    assert f"offloaded {N_LAYER + 1}/{N_LAYER + 1} layers to GPU" in capfd.readouterr().err
