@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,8 +177,9 @@ def test_main_gpu_out_of_range_is_ignored_under_layer_split(tiny_model: Path,
     assert offloaded(lines) == (N_LAYER + 1, N_LAYER + 1)
 
 
-def test_the_server_offloads_what_a_request_asks(tmp_path: Path, tiny_model: Path,
-                                                 capfd: pytest.CaptureFixture[str]) -> None:
+@contextmanager
+def served(tmp_path: Path, tiny_model: Path, gpus: list | None) -> Iterator[Any]:
+    """The app over a real scheduler and runners, with ``tiny`` in its store."""
     from falcon import testing
 
     from power.config import load_settings
@@ -192,20 +194,24 @@ def test_the_server_offloads_what_a_request_asks(tmp_path: Path, tiny_model: Pat
     library = ModelStore(settings.models, noprune=True)
     for _ in library.create({"model": "tiny", "files": {tiny_model.name: library.blobs.add_file(tiny_model).digest}}):
         pass
-    # No GPUs for the scheduler: offloading happens only as the request asks.
-    scheduler = Scheduler(settings, store_resolver(library), gpus=[], runner_log_level="DEBUG")
-    client = testing.TestClient(create_app(settings, StorePort(library), scheduler),
-                                headers={"Host": "127.0.0.1:11434"})
+    scheduler = Scheduler(settings, store_resolver(library), gpus=gpus, runner_log_level="DEBUG")
     try:
-        out = {}
+        yield testing.TestClient(create_app(settings, StorePort(library), scheduler),
+                                 headers={"Host": "127.0.0.1:11434"})
+    finally:
+        scheduler.close(deadline=5.0)
+
+
+def test_the_server_offloads_what_a_request_asks(tmp_path: Path, tiny_model: Path,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    out = {}
+    with served(tmp_path, tiny_model, gpus=[]) as client:  # no GPUs for the scheduler: only as asked
         for num_gpu in (0, 99):  # a load option: the second request reloads the runner
             r = client.simulate_post("/api/generate", json={
                 "model": "tiny", "prompt": "once upon a time", "stream": False,
                 "options": {"temperature": 0, "num_predict": 12, "num_gpu": num_gpu}})
             assert r.status_code == 200, r.text
             out[num_gpu] = r.json["response"]
-    finally:
-        scheduler.close(deadline=5.0)
     err = capfd.readouterr().err  # the runners' logs (their stderr is the server's)
     assert f"offloaded 0/{N_LAYER + 1} layers to GPU" in err
     assert f"offloaded {N_LAYER + 1}/{N_LAYER + 1} layers to GPU" in err
@@ -215,29 +221,10 @@ def test_the_server_offloads_what_a_request_asks(tmp_path: Path, tiny_model: Pat
 def test_the_server_finds_the_device_and_offloads_by_default(tmp_path: Path, tiny_model: Path,
                                                              capfd: pytest.CaptureFixture[str]) -> None:
     # No NVML, nvidia-smi or Metal here: the scheduler asks llama.cpp in a subprocess (power.runner.probe)
-    from falcon import testing
-
-    from power.config import load_settings
-    from power.runner.resolve import store_resolver
-    from power.runner.scheduler import Scheduler
-    from power.server import create_app
-    from power.server.storeport import StorePort
-    from power.store import ModelStore
-
-    settings = load_settings({"A3S_POWER_HOME": str(tmp_path), "OLLAMA_MODELS": str(tmp_path / "models"),
-                              "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "256"})
-    library = ModelStore(settings.models, noprune=True)
-    for _ in library.create({"model": "tiny", "files": {tiny_model.name: library.blobs.add_file(tiny_model).digest}}):
-        pass
-    scheduler = Scheduler(settings, store_resolver(library), runner_log_level="DEBUG")
-    client = testing.TestClient(create_app(settings, StorePort(library), scheduler),
-                                headers={"Host": "127.0.0.1:11434"})
-    try:
+    with served(tmp_path, tiny_model, gpus=None) as client:
         r = client.simulate_post("/api/generate", json={"model": "tiny", "prompt": "hello", "stream": False,
                                                         "options": {"temperature": 0, "num_predict": 4}})
         assert r.status_code == 200, r.text
         ps = client.simulate_get("/api/ps").json["models"]
         assert ps and ps[0]["size_vram"] > 0
-    finally:
-        scheduler.close(deadline=5.0)
     assert f"offloaded {N_LAYER + 1}/{N_LAYER + 1} layers to GPU" in capfd.readouterr().err
