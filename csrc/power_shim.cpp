@@ -20,10 +20,13 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #ifndef POWER_LLAMA_COMMIT
@@ -337,6 +340,13 @@ struct slot {
     llama_token greedy = -1;          // with argmax: this step's token, found for all such slots at once
     int32_t top_k = 0;                // > 0: the chain starts with top-k; its candidates come from top_k_logits
     std::vector<llama_token_data> cand;  // with top_k: this step's candidates
+    std::vector<llama_token> cand_ids;   // scratch for top_k_penalized
+    // With top_k and penalties, the penalties are kept here rather than in the chain (which would visit
+    // the whole vocabulary): the last pen_n tokens and their counts, as llama.cpp's penalties sampler.
+    int32_t pen_n = 0;
+    float pen_repeat = 1.0f, pen_freq = 0.0f, pen_present = 0.0f;
+    std::deque<llama_token> pen_prev;
+    std::unordered_map<llama_token, int32_t> pen_count;
     llama_token last = -1;            // sampled, not yet decoded
     int32_t i_batch = -1;             // batch index of this sequence's output
     bool in_batch = false;            // has tokens in the current step's batch
@@ -452,12 +462,12 @@ bool penalizes(const pw_engine *e, const pw_sampling &sp) {
            (sp.repeat_penalty != 1.0f || sp.presence_penalty != 0.0f || sp.frequency_penalty != 0.0f);
 }
 
-sampler_ptr build_chain(const pw_engine *e, const pw_sampling &sp) {
+sampler_ptr build_chain(const pw_engine *e, const pw_sampling &sp, bool with_penalties) {
     llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
     llama_sampler *ch = llama_sampler_chain_init(cp);
     int32_t last_n = penalty_window(e, sp);
-    if (penalizes(e, sp))
+    if (with_penalties && penalizes(e, sp))
         llama_sampler_chain_add(ch, llama_sampler_init_penalties(e->n_vocab, last_n, sp.repeat_penalty,
                                                                  sp.frequency_penalty, sp.presence_penalty));
     if (sp.temperature <= 0.0f) {
@@ -585,6 +595,50 @@ void top_k_logits(const float *x, int32_t n, int32_t k, std::vector<llama_token_
     std::sort(out.begin(), out.end(), ranks_higher);
 }
 
+// llama.cpp's penalties sampler, for one token's logit and its count in the window.
+float penalized(const slot &s, float logit, int32_t count) {
+    logit = logit <= 0 ? logit * s.pen_repeat : logit / s.pen_repeat;
+    return logit - float(count) * s.pen_freq - float(count > 0) * s.pen_present;
+}
+
+void pen_accept(slot &s, llama_token tok) {
+    s.pen_count[tok]++;
+    if ((int32_t)s.pen_prev.size() >= s.pen_n) {
+        llama_token old = s.pen_prev.front();
+        s.pen_prev.pop_front();
+        if (--s.pen_count[old] == 0) s.pen_count.erase(old);
+    }
+    s.pen_prev.push_back(tok);
+}
+
+// Top-k after penalties, touching only the penalised tokens: at most m = |window| tokens change, so the
+// k best unpenalised tokens are among the k + m best raw logits; the penalised ones are added by hand.
+void top_k_penalized(const float *x, int32_t n, const slot &s, std::vector<llama_token_data> &out,
+                     std::vector<llama_token> &ids) {
+    top_k_logits(x, n, s.top_k + (int32_t)s.pen_count.size(), out);
+    ids.clear();
+    for (auto &c : out) {
+        ids.push_back(c.id);
+        auto it = s.pen_count.find(c.id);
+        if (it != s.pen_count.end()) c.logit = penalized(s, c.logit, it->second);
+    }
+    std::sort(ids.begin(), ids.end());
+    for (const auto &[tok, count] : s.pen_count) {
+        if (tok < 0 || tok >= n || std::isnan(x[tok]) || std::binary_search(ids.begin(), ids.end(), tok)) continue;
+        out.push_back(llama_token_data{tok, penalized(s, x[tok], count), 0.0f});
+    }
+    std::sort(out.begin(), out.end(), ranks_higher);
+    if ((int32_t)out.size() > s.top_k) out.resize((size_t)s.top_k);
+}
+
+// Every token as a candidate, with the slot's own penalties applied (the chain then has none).
+void full_candidates(pw_engine *e, const slot &s, const float *logits, llama_token_data_array &arr) {
+    fill_candidates(e, logits, arr);
+    if (s.pen_n <= 0) return;
+    for (const auto &[tok, count] : s.pen_count)
+        if (tok >= 0 && tok < e->n_vocab) arr.data[tok].logit = penalized(s, arr.data[tok].logit, count);
+}
+
 // Sample with the chain; check only the chosen token against the grammar and
 // resample with the grammar applied when it is rejected (grammars are slow on
 // large vocabularies).
@@ -594,7 +648,7 @@ llama_token sample(pw_engine *e, slot &s, const float *logits) {
     if (s.top_k > 0 && !s.cand.empty())
         arr = llama_token_data_array{s.cand.data(), s.cand.size(), -1, true};
     else
-        fill_candidates(e, logits, arr);
+        full_candidates(e, s, logits, arr);
     llama_sampler_apply(s.chain.get(), &arr);
     llama_token tok = arr.data[arr.selected].id;
     if (s.grammar) {
@@ -602,7 +656,7 @@ llama_token sample(pw_engine *e, slot &s, const float *logits) {
         llama_token_data_array single{&one, 1, -1, false};
         llama_sampler_apply(s.grammar.get(), &single);
         if (std::isinf(one.logit) && one.logit < 0) {
-            fill_candidates(e, logits, arr);
+            full_candidates(e, s, logits, arr);
             llama_sampler_apply(s.grammar.get(), &arr);
             llama_sampler_apply(s.chain.get(), &arr);
             tok = arr.data[arr.selected].id;
@@ -610,6 +664,7 @@ llama_token sample(pw_engine *e, slot &s, const float *logits) {
         llama_sampler_accept(s.grammar.get(), tok);
     }
     llama_sampler_accept(s.chain.get(), tok);
+    if (s.pen_n > 0) pen_accept(s, tok);
     return tok;
 }
 
@@ -837,13 +892,26 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     s.n_predict = sp->n_predict;
     s.n_logprobs = sp->n_logprobs > 20 ? 20 : sp->n_logprobs;
     s.ignore_eos = sp->ignore_eos;
-    s.chain = build_chain(e, *sp);
+    // Top-k of at most 1024 candidates is found by the shim (top_k_logits), penalties then kept by the slot.
+    // A3S_POWER_REFERENCE_SAMPLING=1 leaves all sampling to llama.cpp's chain, for comparisons.
+    const char *reference = std::getenv("A3S_POWER_REFERENCE_SAMPLING");
+    const bool shortcuts = !(reference && *reference && std::strcmp(reference, "0") != 0);
+    s.top_k = shortcuts && sp->temperature > 0.0f && sp->top_k > 0 && sp->top_k <= 1024 ? sp->top_k : 0;
+    s.pen_n = s.top_k > 0 && penalizes(e, *sp) ? penalty_window(e, *sp) : 0;
+    s.pen_repeat = sp->repeat_penalty;
+    s.pen_freq = sp->frequency_penalty;
+    s.pen_present = sp->presence_penalty;
+    s.pen_prev.clear();
+    s.pen_count.clear();
+    s.chain = build_chain(e, *sp, s.pen_n == 0);
     s.grammar = std::move(grammar);
-    s.argmax = sp->temperature <= 0.0f && !s.grammar && llama_sampler_chain_n(s.chain.get()) == 1;
-    s.top_k = sp->temperature > 0.0f && sp->top_k > 0 && sp->top_k <= 1024 && !penalizes(e, *sp) ? sp->top_k : 0;
+    s.argmax = shortcuts && sp->temperature <= 0.0f && !s.grammar && llama_sampler_chain_n(s.chain.get()) == 1;
     // Penalties see the prompt's text, as in llama-server.
-    for (int32_t i = 0; i < n; i++)
-        if (tokens[i] >= 0) llama_sampler_accept(s.chain.get(), tokens[i]);
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0) continue;
+        llama_sampler_accept(s.chain.get(), tokens[i]);
+        if (s.pen_n > 0) pen_accept(s, tokens[i]);
+    }
     s.pending.clear();
     s.cancel = false;
     s.last = -1;
@@ -1036,9 +1104,13 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (n_topk > 1 && n_threads > 1)
 #endif
-    for (int32_t i = 0; i < n_topk; i++)
-        top_k_logits(e->topk_rows[(size_t)i], e->n_vocab, e->topk_slots[(size_t)i]->top_k,
-                     e->topk_slots[(size_t)i]->cand);
+    for (int32_t i = 0; i < n_topk; i++) {
+        slot &s = *e->topk_slots[(size_t)i];
+        if (s.pen_n > 0)
+            top_k_penalized(e->topk_rows[(size_t)i], e->n_vocab, s, s.cand, s.cand_ids);
+        else
+            top_k_logits(e->topk_rows[(size_t)i], e->n_vocab, s.top_k, s.cand);
+    }
     // Sample for every sequence that produced logits.
     char piece[256];
     for (auto &s : e->slots) {
@@ -1154,6 +1226,25 @@ int32_t pw_top_k(const float *logits, int32_t n, int32_t k, int32_t *ids, float 
         values[i] = cand[i].logit;
     }
     return (int32_t)cand.size();
+}
+
+int32_t pw_top_k_penalized(const float *logits, int32_t n, int32_t k, const int32_t *history,
+                           int32_t n_history, int32_t last_n, float repeat, float freq, float present,
+                           int32_t *ids, float *values) {
+    if (!logits || !ids || !values || n <= 0 || k <= 0 || last_n <= 0 || (n_history > 0 && !history)) return 0;
+    slot s;
+    s.top_k = k;
+    s.pen_n = last_n;
+    s.pen_repeat = repeat;
+    s.pen_freq = freq;
+    s.pen_present = present;
+    for (int32_t i = 0; i < n_history; i++) pen_accept(s, history[i]);
+    top_k_penalized(logits, n, s, s.cand, s.cand_ids);
+    for (size_t i = 0; i < s.cand.size(); i++) {
+        ids[i] = s.cand[i].id;
+        values[i] = s.cand[i].logit;
+    }
+    return (int32_t)s.cand.size();
 }
 
 int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {

@@ -230,6 +230,11 @@ PW_API void pw_argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, 
 /* Top-k sampling's candidates: the k largest of n logits (NaN skipped), by logit descending and token id
  * ascending among equals, into ids/values (room for k each); returns how many. */
 PW_API int32_t pw_top_k(const float *logits, int32_t n, int32_t k, int32_t *ids, float *values);
+/* The same after llama.cpp's repeat/frequency/presence penalties over the last `last_n` of the n_history
+ * tokens (oldest first), as the engine samples a sequence with penalties. */
+PW_API int32_t pw_top_k_penalized(const float *logits, int32_t n, int32_t k, const int32_t *history,
+                                  int32_t n_history, int32_t last_n, float repeat, float freq, float present,
+                                  int32_t *ids, float *values);
 
 /* Multimodal input (libmtmd). A prompt with media is tokenized into text
  * tokens and media chunks; in the token list a media chunk appears as a run of

@@ -25,7 +25,7 @@ import cffi
 from power.errors import InvalidRequest, NativeError
 
 __all__ = [
-    "ABI_VERSION", "LIB_DIR", "argmax_rows", "top_k", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
+    "ABI_VERSION", "LIB_DIR", "argmax_rows", "top_k", "top_k_penalized", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
     "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
 ]
@@ -487,6 +487,17 @@ def top_k(logits: Sequence[float], k: int) -> list[tuple[int, float]]:
     k = max(0, min(k, len(logits)))
     ids, vals = _ffi.new("int32_t[]", max(1, k)), _ffi.new("float[]", max(1, k))
     n = _lib.pw_top_k(_ffi.new("float[]", list(logits)), len(logits), k, ids, vals)
+    return [(ids[i], vals[i]) for i in range(n)]
+
+
+def top_k_penalized(logits: Sequence[float], k: int, history: Sequence[int], last_n: int, repeat: float = 1.0,
+                    freq: float = 0.0, present: float = 0.0) -> list[tuple[int, float]]:
+    """Top-k candidates after llama.cpp's penalties over the last ``last_n`` of ``history``, as the engine finds them."""
+    k = max(0, min(k, len(logits)))
+    ids, vals = _ffi.new("int32_t[]", max(1, k)), _ffi.new("float[]", max(1, k))
+    hist = _ffi.new("int32_t[]", list(history) or [0])
+    n = _lib.pw_top_k_penalized(_ffi.new("float[]", list(logits)), len(logits), k, hist, len(history), last_n,
+                                repeat, freq, present, ids, vals)
     return [(ids[i], vals[i]) for i in range(n)]
 
 

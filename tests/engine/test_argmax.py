@@ -79,3 +79,33 @@ def test_top_k_of_a_large_vocabulary_with_late_winners() -> None:
         row[i] = 10.0 - rank
     assert [t for t, _ in native.top_k(row.tolist(), 6)] == winners
     assert [t for t, _ in native.top_k(row.tolist(), 8)] == winners + [0, 1]  # then ties, by token id
+
+
+def expected_penalized(row: np.ndarray, k: int, history: list[int], last_n: int, repeat: float, freq: float,
+                       present: float) -> list[tuple[int, float]]:
+    """llama.cpp's penalties sampler over the whole row, then a full sort (float32 arithmetic, as in C)."""
+    counts: dict[int, int] = {}
+    for t in history[-last_n:]:
+        counts[t] = counts.get(t, 0) + 1
+    vals = row.astype(np.float32).copy()
+    for t, c in counts.items():
+        v = vals[t]
+        v = v * np.float32(repeat) if v <= 0 else v / np.float32(repeat)
+        vals[t] = v - np.float32(c) * np.float32(freq) - np.float32(c > 0) * np.float32(present)
+    return expected_top_k(vals, k)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.sampled_from((50, 1024, 3000)), k=st.sampled_from((1, 3, 40)), seed=st.integers(0, 2**31),
+       n_hist=st.integers(0, 80), last_n=st.sampled_from((1, 6, 64)),
+       repeat=st.sampled_from((1.0, 0.5, 1.3, 3.0)), freq=st.sampled_from((0.0, 0.4, -2.0)),
+       present=st.sampled_from((0.0, 0.7, -4.0)))
+def test_penalized_top_k_matches_penalties_then_a_full_sort(n: int, k: int, seed: int, n_hist: int, last_n: int,
+                                                            repeat: float, freq: float, present: float) -> None:
+    rng = np.random.default_rng(seed)
+    row = (rng.standard_normal(n) * 3).astype(np.float32)  # positive and negative logits
+    history = rng.integers(0, n, size=n_hist).tolist()
+    got = native.top_k_penalized(row.tolist(), k, history, last_n, repeat, freq, present)
+    want = expected_penalized(row, k, history, last_n, repeat, freq, present)
+    assert [t for t, _ in got] == [t for t, _ in want]
+    assert np.allclose([v for _, v in got], [v for _, v in want], rtol=0, atol=0)

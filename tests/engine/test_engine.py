@@ -50,15 +50,30 @@ def test_temperature_zero_and_top_k_one_are_greedy(engine: Engine) -> None:
     assert _spread(engine, temperature=2.0, top_k=0, top_p=1.0) > 3
 
 
-def test_top_k_candidates_sample_as_llama_cpp_chain_does(engine: Engine) -> None:
-    # A presence penalty too small to move any logit sends sampling through llama.cpp's own chain (full
-    # candidate array, partial sort); without it the engine finds the top k itself. Same tokens.
-    for opts in ({"temperature": 0.8, "top_k": 40, "top_p": 0.9}, {"temperature": 1.5, "top_k": 5, "min_p": 0.05},
-                 {"temperature": 1.0, "top_k": 200, "typical_p": 0.7}):
-        for seed in range(4):
-            fast = run(engine, "sampling check", seed=seed, num_predict=20, **opts)
-            chain = run(engine, "sampling check", seed=seed, num_predict=20, presence_penalty=1e-30, **opts)
-            assert fast.tokens == chain.tokens
+SAMPLING_CASES = (
+    {"temperature": 0.8, "top_k": 40, "top_p": 0.9}, {"temperature": 1.5, "top_k": 5, "min_p": 0.05},
+    {"temperature": 1.0, "top_k": 200, "typical_p": 0.7},
+    {"temperature": 1.2, "top_k": 20, "repeat_penalty": 1.5, "repeat_last_n": 6},  # a window that slides
+    {"temperature": 1.0, "top_k": 3, "frequency_penalty": 0.8, "presence_penalty": 0.5, "repeat_penalty": 0.7},
+    {"temperature": 0.9, "top_k": 268, "repeat_penalty": 1.3, "repeat_last_n": -1},  # the whole vocabulary
+    # penalties that raise recent tokens, from below the raw top k, and act on negative logits
+    {"temperature": 1.0, "top_k": 4, "presence_penalty": -4.0, "repeat_penalty": 0.5, "repeat_last_n": 16},
+    {"temperature": 1.0, "top_k": 2, "frequency_penalty": -3.0, "repeat_last_n": 12},
+)
+
+
+@pytest.mark.parametrize("opts", SAMPLING_CASES)
+def test_shortcut_sampling_matches_llama_cpp_chain(engine: Engine, opts: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shim finds the top k (and applies penalties to them) itself; A3S_POWER_REFERENCE_SAMPLING=1 leaves
+    # everything to llama.cpp's chain (full candidate array, penalties over it, partial sort). Same tokens.
+    fast = [run(engine, "sampling check", seed=seed, num_predict=24, **opts).tokens for seed in range(4)]
+    monkeypatch.setenv("A3S_POWER_REFERENCE_SAMPLING", "1")
+    chain = [run(engine, "sampling check", seed=seed, num_predict=24, **opts).tokens for seed in range(4)]
+    assert fast == chain
+    if any(k.endswith("penalty") for k in opts):
+        plain = {k: v for k, v in opts.items() if not k.endswith("penalty")}
+        assert chain != [run(engine, "sampling check", seed=seed, num_predict=24, **plain).tokens
+                         for seed in range(4)]  # the penalties did something
 
 
 def test_typical_p_narrows_sampling(engine: Engine) -> None:
