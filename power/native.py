@@ -25,7 +25,8 @@ import cffi
 from power.errors import InvalidRequest, NativeError
 
 __all__ = [
-    "ABI_VERSION", "LIB_DIR", "argmax_rows", "top_k", "top_k_penalized", "Model", "ModelInfo", "Context", "Event", "StepResult", "Sampling",
+    "ABI_VERSION", "LIB_DIR", "argmax_rows", "top_k", "top_k_penalized", "Model", "ModelInfo", "Context", "Event",
+    "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
     "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
 ]
