@@ -337,6 +337,7 @@ struct slot {
     int32_t n_logprobs = -1;
     bool ignore_eos = false;
     bool argmax = false;              // greedy with nothing else in the chain: skip the candidate array
+    const float *logits = nullptr;    // this step's output logits (valid while i_batch >= 0)
     llama_token greedy = -1;          // with argmax: this step's token, found for all such slots at once
     int32_t top_k = 0;                // > 0: the chain starts with top-k; its candidates come from top_k_logits
     std::vector<llama_token_data> cand;  // with top_k: this step's candidates
@@ -419,8 +420,7 @@ struct pw_engine {
     std::vector<const float *> greedy_rows;  // per step: the logits of greedy sequences,
     std::vector<slot *> greedy_slots;        // their slots,
     std::vector<llama_token> greedy_toks;    // and their tokens
-    std::vector<slot *> topk_slots;          // per step: the sequences sampled with top-k,
-    std::vector<const float *> topk_rows;    // and their logits
+    std::vector<slot *> topk_slots;          // per step: the sequences sampled with top-k
     llama_adapter_lora *lora = nullptr;
     pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine
     int64_t tick = 0;
@@ -556,8 +556,6 @@ void argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, llama_toke
     }
 }
 
-llama_token argmax(const float *x, int32_t n) { return argmax_range(x, 0, n).at; }
-
 // Top-k sampling (Ollama's default, k = 40) over a large vocabulary: llama.cpp's chain would copy every
 // logit into a candidate array and partially sort it. The k largest logits are found here in one pass
 // instead: blocks whose maximum cannot enter the current top k are skipped after a vectorised scan, the
@@ -643,7 +641,7 @@ void full_candidates(pw_engine *e, const slot &s, const float *logits, llama_tok
 // resample with the grammar applied when it is rejected (grammars are slow on
 // large vocabularies).
 llama_token sample(pw_engine *e, slot &s, const float *logits) {
-    if (s.argmax) return s.greedy >= 0 ? s.greedy : argmax(logits, e->n_vocab);
+    if (s.argmax) return s.greedy;  // found for all greedy sequences before sampling
     llama_token_data_array arr;
     if (s.top_k > 0 && !s.cand.empty())
         arr = llama_token_data_array{s.cand.data(), s.cand.size(), -1, true};
@@ -1076,14 +1074,21 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             return n_ev;
         }
     }
-    // Greedy sequences first, all together (their argmax scans share the decode threads).
+    // Each output's logits, fetched once (llama_get_logits_ith is not thread-safe). Greedy argmax scans
+    // and top-k candidates come first, all sequences together on the decode threads.
     e->greedy_rows.clear();
     e->greedy_slots.clear();
+    e->topk_slots.clear();
     for (auto &s : e->slots) {
         s.greedy = -1;
-        if (s.state == SLOT_IDLE || s.i_batch < 0 || !s.argmax) continue;
-        e->greedy_rows.push_back(llama_get_logits_ith(e->ctx, s.i_batch));
-        e->greedy_slots.push_back(&s);
+        if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
+        s.logits = llama_get_logits_ith(e->ctx, s.i_batch);
+        if (s.argmax) {
+            e->greedy_rows.push_back(s.logits);
+            e->greedy_slots.push_back(&s);
+        } else if (s.top_k > 0) {
+            e->topk_slots.push_back(&s);
+        }
     }
     const int32_t n_threads = (int32_t)llama_n_threads(e->ctx);
     if (!e->greedy_rows.empty()) {
@@ -1092,30 +1097,22 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
                     n_threads);
         for (size_t i = 0; i < e->greedy_slots.size(); i++) e->greedy_slots[i]->greedy = e->greedy_toks[i];
     }
-    // Top-k candidates likewise, a sequence per thread.
-    e->topk_slots.clear();
-    e->topk_rows.clear();
-    for (auto &s : e->slots) {
-        if (s.state == SLOT_IDLE || s.i_batch < 0 || s.top_k <= 0) continue;
-        e->topk_slots.push_back(&s);
-        e->topk_rows.push_back(llama_get_logits_ith(e->ctx, s.i_batch));  // not thread-safe: fetched here
-    }
     const int32_t n_topk = (int32_t)e->topk_slots.size();
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (n_topk > 1 && n_threads > 1)
 #endif
-    for (int32_t i = 0; i < n_topk; i++) {
+    for (int32_t i = 0; i < n_topk; i++) {  // a sequence per thread
         slot &s = *e->topk_slots[(size_t)i];
         if (s.pen_n > 0)
-            top_k_penalized(e->topk_rows[(size_t)i], e->n_vocab, s, s.cand, s.cand_ids);
+            top_k_penalized(s.logits, e->n_vocab, s, s.cand, s.cand_ids);
         else
-            top_k_logits(e->topk_rows[(size_t)i], e->n_vocab, s.top_k, s.cand);
+            top_k_logits(s.logits, e->n_vocab, s.top_k, s.cand);
     }
     // Sample for every sequence that produced logits.
     char piece[256];
     for (auto &s : e->slots) {
         if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
-        const float *logits = llama_get_logits_ith(e->ctx, s.i_batch);
+        const float *logits = s.logits;
         s.i_batch = -1;
         if (s.state == SLOT_PROMPT) {
             s.state = SLOT_GEN;

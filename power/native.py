@@ -483,23 +483,23 @@ def argmax_rows(rows: Sequence[Sequence[float]], n_threads: int = 1) -> list[int
     return list(out)
 
 
-def top_k(logits: Sequence[float], k: int) -> list[tuple[int, float]]:
-    """Top-k sampling's candidates as the engine finds them: (token, logit), best first."""
+def _candidates(call: Callable[..., int], logits: Sequence[float], k: int, *args: object) -> list[tuple[int, float]]:
     k = max(0, min(k, len(logits)))
     ids, vals = _ffi.new("int32_t[]", max(1, k)), _ffi.new("float[]", max(1, k))
-    n = _lib.pw_top_k(_ffi.new("float[]", list(logits)), len(logits), k, ids, vals)
+    n = call(_ffi.new("float[]", list(logits)), len(logits), k, *args, ids, vals)
     return [(ids[i], vals[i]) for i in range(n)]
+
+
+def top_k(logits: Sequence[float], k: int) -> list[tuple[int, float]]:
+    """Top-k sampling's candidates as the engine finds them: (token, logit), best first."""
+    return _candidates(_lib.pw_top_k, logits, k)
 
 
 def top_k_penalized(logits: Sequence[float], k: int, history: Sequence[int], last_n: int, repeat: float = 1.0,
                     freq: float = 0.0, present: float = 0.0) -> list[tuple[int, float]]:
     """Top-k candidates after llama.cpp's penalties over the last ``last_n`` of ``history``, as the engine finds them."""
-    k = max(0, min(k, len(logits)))
-    ids, vals = _ffi.new("int32_t[]", max(1, k)), _ffi.new("float[]", max(1, k))
     hist = _ffi.new("int32_t[]", list(history) or [0])
-    n = _lib.pw_top_k_penalized(_ffi.new("float[]", list(logits)), len(logits), k, hist, len(history), last_n,
-                                repeat, freq, present, ids, vals)
-    return [(ids[i], vals[i]) for i in range(n)]
+    return _candidates(_lib.pw_top_k_penalized, logits, k, hist, len(history), last_n, repeat, freq, present)
 
 
 MEDIA_MARKER = _ffi.string(_lib.pw_mtmd_marker()).decode()

@@ -176,8 +176,8 @@ class GPU:
 Run = Callable[[Sequence[str]], str]
 
 
-def _run(cmd: Sequence[str]) -> str:
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=10, check=True).stdout
+def _run(cmd: Sequence[str], timeout: float = 10) -> str:
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=True).stdout
 
 
 def parse_nvidia_smi(text: str) -> list[GPU]:
@@ -282,14 +282,11 @@ def parse_probe(text: str) -> list[GPU]:
 def probe_gpus(run: Run | None = None) -> list[GPU]:
     """GPUs as llama.cpp's own backends see them, from a subprocess."""
     try:
-        return parse_probe((run or _probe_run)([sys.executable, "-m", "power.runner.probe"]))
+        cmd = [sys.executable, "-m", "power.runner.probe"]
+        return parse_probe(run(cmd) if run else _run(cmd, timeout=60))  # loading GPU backends takes a while
     except (OSError, subprocess.SubprocessError) as exc:
         log.info("GPU probe failed: %s", exc)
         return []
-
-
-def _probe_run(cmd: Sequence[str]) -> str:
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=60, check=True).stdout
 
 
 def detect_gpus(run: Run | None = None, *, nvml: Any = None, system: str | None = None,
