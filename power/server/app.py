@@ -17,17 +17,18 @@ import falcon
 
 from power.config import Settings, load_settings
 from power.server.body import DEFAULT_MAX_BODY
-from power.server.embeddings import EmbedResource, LegacyEmbeddingsResource, OpenAIEmbeddingsResource
 from power.server.errors import install_error_handlers
 from power.server.inference import Services
 from power.server.metrics import Metrics
-from power.server.native_gen import ChatResource, GenerateResource
-from power.server.native_models import (
-    BlobResource, CopyResource, CreateResource, DeleteResource, PsResource, RootResource,
-    ShowResource, TagsResource, TransferResource, VersionResource,
-)
 from power.server.observability import HealthResource, MetricsResource, OpenAPIResource, UsageResource
-from power.server.openai import ChatCompletionsResource, CompletionsResource, ModelResource, ModelsResource
+from power.server.ollama import (
+    BlobResource, ChatResource, CopyResource, CreateResource, DeleteResource, EmbedResource, GenerateResource,
+    LegacyEmbeddingsResource, PsResource, RootResource, ShowResource, TagsResource, TransferResource,
+    VersionResource,
+)
+from power.server.openai import (
+    ChatCompletionsResource, CompletionsResource, ModelResource, ModelsResource, OpenAIEmbeddingsResource,
+)
 from power.server.ports import ModelStore, Scheduler
 from power.server.security import SecurityMiddleware
 from power.server.usage import UsageStore

@@ -1,22 +1,17 @@
-"""Embeddings on both APIs: ``/api/embed``, the legacy ``/api/embeddings`` and ``/v1/embeddings``."""
+"""The embedding job shared by every API family: run the scheduler, record usage, cut dimensions."""
 
 from __future__ import annotations
 
-import base64
 import math
-import struct
 import time
 from typing import Any, Sequence
 
 import falcon
 
-from power.errors import InvalidRequest
-from power.server.body import model_field, read_json
 from power.server.inference import Services, check_keep_alive, lookup, merged_options
-from power.server.streaming import send_json
 from power.server.usage import UsageRecord
 
-__all__ = ["EmbedResource", "LegacyEmbeddingsResource", "OpenAIEmbeddingsResource", "cut_dimensions"]
+__all__ = ["Embedder", "cut_dimensions", "inputs_of"]
 
 
 def cut_dimensions(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
@@ -31,7 +26,7 @@ def cut_dimensions(vectors: list[list[float]], dimensions: int | None) -> list[l
     return out
 
 
-def _inputs(value: Any) -> list[str]:
+def inputs_of(value: Any) -> list[str]:
     if value is None or value == "":
         return []
     if isinstance(value, str):
@@ -39,7 +34,9 @@ def _inputs(value: Any) -> list[str]:
     return list(value)
 
 
-class _Embedder:
+class Embedder:
+    """Base of the embedding resources: ``_embed`` runs one request through the scheduler."""
+
     endpoint = ""
 
     def __init__(self, services: Services) -> None:
@@ -65,54 +62,3 @@ class _Embedder:
                 completion_tokens=0, total_duration_ns=total,
                 load_duration_ns=int(result.get("load_duration") or 0), request_id=req.context.rid))
         return view.name, result, total
-
-
-class EmbedResource(_Embedder):
-    endpoint = "/api/embed"
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "EmbedRequest")
-        name, result, total = self._embed(req, model_field(body), _inputs(body.get("input")), body,
-                                          normalize=True)
-        out: dict[str, Any] = {"model": name,
-                               "embeddings": cut_dimensions(result["embeddings"], body.get("dimensions"))}
-        if total:
-            out["total_duration"] = total
-        for key in ("load_duration", "prompt_eval_count"):
-            if result.get(key):
-                out[key] = int(result[key])
-        send_json(resp, out)
-
-
-class LegacyEmbeddingsResource(_Embedder):
-    endpoint = "/api/embeddings"
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "EmbeddingsRequest")
-        _, result, _ = self._embed(req, model_field(body), _inputs(body.get("prompt")), body, normalize=False)
-        vectors = result["embeddings"]
-        send_json(resp, {"embedding": [float(x) for x in vectors[0]] if vectors else []})
-
-
-def _base64(vector: Sequence[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-
-
-class OpenAIEmbeddingsResource(_Embedder):
-    endpoint = "/v1/embeddings"
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, "EmbeddingRequest")
-        encoding = body.get("encoding_format") or "float"
-        if encoding not in ("float", "base64"):
-            raise InvalidRequest(f"invalid encoding_format {encoding!r}: use float or base64")
-        inputs = _inputs(body.get("input"))
-        if not inputs:
-            raise InvalidRequest("invalid input: it must be a non-empty string or list of strings")
-        name, result, _ = self._embed(req, body["model"], inputs, body, normalize=True)
-        vectors = cut_dimensions(result["embeddings"], body.get("dimensions"))
-        data = [{"object": "embedding", "embedding": _base64(v) if encoding == "base64" else v, "index": i}
-                for i, v in enumerate(vectors)]
-        tokens = int(result.get("prompt_eval_count") or 0)
-        send_json(resp, {"object": "list", "data": data, "model": name,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+"""OpenAI's generation routes: ``/v1/chat/completions`` and ``/v1/completions``.
 
 Requests are translated to the native generation (OpenAI's defaults of
 temperature and top_p 1.0 override the Modelfile, as Ollama does) and answers
@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import falcon
@@ -25,7 +24,7 @@ from power.server.inference import (
     require_capability,
     resolve_think,
 )
-from power.server.openai_messages import effort_of, native_messages, response_format
+from power.server.openai.messages import effort_of, native_messages, response_format
 from power.server.prompting import (
     chat_prompt,
     check_images,
@@ -39,7 +38,7 @@ from power.server.prompting import (
 )
 from power.server.streaming import send_json, send_sse
 
-__all__ = ["ChatCompletionsResource", "CompletionsResource", "ModelResource", "ModelsResource"]
+__all__ = ["ChatCompletionsResource", "CompletionsResource"]
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
@@ -250,34 +249,3 @@ class CompletionsResource:
         if include_usage:
             yield {"id": ident, "object": "text_completion", "created": created, "model": gen.job.view.name,
                    "system_fingerprint": "fp_ollama", "choices": [], "usage": _usage(final)}
-
-
-def _model_object(entry: dict[str, Any]) -> dict[str, Any]:
-    name = entry.get("model") or entry.get("name") or ""
-    ns = name.split("/")[-2] if name.count("/") >= 1 else "library"
-    modified = entry.get("modified_at") or ""
-    try:
-        created = int(datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        created = 0
-    return {"id": name, "object": "model", "created": created, "owned_by": ns}
-
-
-class ModelsResource:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        data = [_model_object(m) for m in self.services.store.list()]
-        send_json(resp, {"object": "list", "data": data or None})
-
-
-class ModelResource:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
-        view = lookup(self.services, model)
-        ns = view.namespace
-        send_json(resp, {"id": view.name, "object": "model", "created": int(view.modified_at), "owned_by": ns})
-
