@@ -59,6 +59,13 @@ class Chunk:
     eval_duration: int = 0
     load_duration: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    # Of prompt_eval_count (the whole prompt, as Ollama counts it), the tokens reused from the KV cache.
+    cached_tokens: int = 0
+
+    @property
+    def evaluated(self) -> int:
+        """Prompt tokens actually evaluated for this request (the rest came from the KV cache)."""
+        return self.prompt_eval_count - self.cached_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +150,8 @@ class Request:
             lps.extend(c.logprobs)
             last = c
         return Chunk("".join(parts), tuple(tokens), True, last.done_reason, last.prompt_eval_count,
-                     last.prompt_eval_duration, last.eval_count, last.eval_duration, last.load_duration, tuple(lps))
+                     last.prompt_eval_duration, last.eval_count, last.eval_duration, last.load_duration, tuple(lps),
+                     last.cached_tokens)
 
     def cancel(self, reason: str = "cancel") -> None:
         self.engine._cancel(self, reason)
@@ -159,10 +167,9 @@ class Request:
     def _finish(self, text: str, tokens: tuple[int, ...], reason: str, ev: native.Event | None,
                 lps: tuple[TokenLogprob, ...] = (), eval_count: int | None = None) -> None:
         self.finished = True
-        n_prompt = ev.n_prompt - ev.n_cached if ev else 0
-        self._q.put(Chunk(text, tokens, True, reason, n_prompt, (ev.t_prompt_us if ev else 0) * 1000,
+        self._q.put(Chunk(text, tokens, True, reason, ev.n_prompt if ev else 0, (ev.t_prompt_us if ev else 0) * 1000,
                           eval_count if eval_count is not None else len(self.output_tokens),
-                          (ev.t_gen_us if ev else 0) * 1000, self.load_duration, lps))
+                          (ev.t_gen_us if ev else 0) * 1000, self.load_duration, lps, ev.n_cached if ev else 0))
         self._q.put(_END)
         self._done.set()
 

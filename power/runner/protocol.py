@@ -103,6 +103,7 @@ def chunk_to_wire(chunk: Any) -> dict[str, Any]:
         out["logprobs"] = [_logprob_to_wire(lp) for lp in chunk.logprobs]
     if chunk.done:
         out.update(done=True, done_reason=chunk.done_reason, prompt_eval_count=chunk.prompt_eval_count,
+                   cached_tokens=chunk.cached_tokens,
                    prompt_eval_duration=chunk.prompt_eval_duration, eval_count=chunk.eval_count,
                    eval_duration=chunk.eval_duration, load_duration=chunk.load_duration)
     return out

@@ -191,4 +191,5 @@ class Generation:
                 endpoint=self.job.endpoint, model=model, prompt_tokens=prompt_n, completion_tokens=eval_n,
                 total_duration_ns=int(e2e * 1e9), load_duration_ns=int(final.get("load_duration") or 0),
                 prompt_eval_duration_ns=int(final.get("prompt_eval_duration") or 0),
-                eval_duration_ns=int(final.get("eval_duration") or 0), request_id=self.job.rid))
+                eval_duration_ns=int(final.get("eval_duration") or 0), request_id=self.job.rid,
+                cached_tokens=int(final.get("cached_tokens") or 0)))

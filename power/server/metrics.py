@@ -111,6 +111,8 @@ class Metrics:
         self.request_seconds = Histogram("a3s_power_http_request_duration_seconds", "HTTP request duration",
                                          ["route"], buckets=_LATENCY, registry=r)
         self.tokens_in = Counter("a3s_power_prompt_tokens", "Prompt tokens evaluated", ["model"], registry=r)
+        self.tokens_cached = Counter("a3s_power_prompt_cached_tokens", "Prompt tokens reused from the KV cache",
+                                     ["model"], registry=r)
         self.tokens_out = Counter("a3s_power_generated_tokens", "Tokens generated", ["model"], registry=r)
         self.ttft = Histogram("a3s_power_time_to_first_token_seconds", "Time to first token", ["model"],
                               buckets=_LATENCY, registry=r)
@@ -163,16 +165,19 @@ class Metrics:
     def generation(self, model: str, final: dict[str, Any], *, ttft: float | None, e2e: float,
                    output_tokens: int) -> None:
         """Record one finished generation from its final chunk's counts and durations (ns)."""
-        prompt_n = int(final.get("prompt_eval_count") or 0)
+        prompt_all = int(final.get("prompt_eval_count") or 0)
+        cached_n = min(int(final.get("cached_tokens") or 0), prompt_all)
+        prompt_n = prompt_all - cached_n  # evaluated now; the throughput counters measure work done
         prompt_s = (final.get("prompt_eval_duration") or 0) / 1e9
         eval_n = int(final.get("eval_count") or output_tokens)
         eval_s = (final.get("eval_duration") or 0) / 1e9
         load_s = (final.get("load_duration") or 0) / 1e9
         self.tokens_in.labels(model).inc(prompt_n)
+        self.tokens_cached.labels(model).inc(cached_n)
         self.tokens_out.labels(model).inc(eval_n)
         self.inference.labels(model).observe(e2e)
         self.v_e2e.labels(model).observe(e2e)
-        self.v_prompt.labels(model).inc(prompt_n)
+        self.v_prompt.labels(model).inc(prompt_all)  # vLLM counts whole prompts
         self.v_generation.labels(model).inc(eval_n)
         self.v_success.labels(model, str(final.get("done_reason") or "stop")).inc()
         if load_s > 0:

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS usage (
     load_duration_ns INTEGER NOT NULL,
     prompt_eval_duration_ns INTEGER NOT NULL,
     eval_duration_ns INTEGER NOT NULL,
-    cost REAL NOT NULL
+    cost REAL NOT NULL,
+    cached_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts);
 CREATE INDEX IF NOT EXISTS usage_model ON usage(model, ts);
@@ -54,6 +55,7 @@ class UsageRecord:
     prompt_eval_duration_ns: int = 0
     eval_duration_ns: int = 0
     request_id: str = ""
+    cached_tokens: int = 0  # of prompt_tokens, reused from the KV cache (priced as cached input)
 
 
 def parse_date(text: str | None, *, end: bool = False) -> float | None:
@@ -89,28 +91,35 @@ class UsageStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(usage)")}
+            if "cached_tokens" not in columns:  # a database written before cached counts were kept
+                self._db.execute("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """Price a request; cached prompt tokens cost ``cached_input`` where the price gives one, else ``input``."""
         price = self.prices.get(model) or self.prices.get(model.removesuffix(":latest")) or self.prices.get("*")
         if not isinstance(price, Mapping):
             return 0.0
         try:
-            return (prompt_tokens * float(price.get("input", 0)) +
+            cached = min(max(cached_tokens, 0), prompt_tokens)
+            input_price = float(price.get("input", 0))
+            cached_price = float(price.get("cached_input", input_price))
+            return ((prompt_tokens - cached) * input_price + cached * cached_price +
                     completion_tokens * float(price.get("output", 0))) / 1e6
         except (TypeError, ValueError):
             return 0.0
 
     def record(self, rec: UsageRecord) -> None:
-        cost = self.cost(rec.model, rec.prompt_tokens, rec.completion_tokens)
+        cost = self.cost(rec.model, rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens)
         try:
             with self._lock:
                 self._db.execute(
                     "INSERT INTO usage (ts, request_id, endpoint, model, prompt_tokens, completion_tokens,"
-                    " total_duration_ns, load_duration_ns, prompt_eval_duration_ns, eval_duration_ns, cost)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " total_duration_ns, load_duration_ns, prompt_eval_duration_ns, eval_duration_ns, cost,"
+                    " cached_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (time.time(), rec.request_id, rec.endpoint, rec.model, rec.prompt_tokens,
                      rec.completion_tokens, rec.total_duration_ns, rec.load_duration_ns,
-                     rec.prompt_eval_duration_ns, rec.eval_duration_ns, cost))
+                     rec.prompt_eval_duration_ns, rec.eval_duration_ns, cost, rec.cached_tokens))
         except sqlite3.Error as exc:
             log.warning("usage not recorded model=%s error=%s", rec.model, exc)
 
@@ -128,17 +137,18 @@ class UsageStore:
             where.append("(model = ? OR model = ?)")
             args += [model, model if ":" in model else model + ":latest"]
         sql = ("SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_duration_ns),"
-               " SUM(cost), MIN(ts), MAX(ts) FROM usage WHERE " + " AND ".join(where) +
+               " SUM(cost), MIN(ts), MAX(ts), SUM(cached_tokens) FROM usage WHERE " + " AND ".join(where) +
                " GROUP BY model ORDER BY model")
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         data = [{
-            "model": m, "requests": n, "prompt_tokens": p or 0, "completion_tokens": c or 0,
-            "total_tokens": (p or 0) + (c or 0), "total_duration": d or 0, "cost": round(cost or 0.0, 9),
-            "first": _iso(lo), "last": _iso(hi),
-        } for m, n, p, c, d, cost, lo, hi in rows]
-        totals = {k: sum(x[k] for x in data) for k in ("requests", "prompt_tokens", "completion_tokens",
-                                                       "total_tokens", "total_duration", "cost")}
+            "model": m, "requests": n, "prompt_tokens": p or 0, "cached_tokens": cached or 0,
+            "completion_tokens": c or 0, "total_tokens": (p or 0) + (c or 0), "total_duration": d or 0,
+            "cost": round(cost or 0.0, 9), "first": _iso(lo), "last": _iso(hi),
+        } for m, n, p, c, d, cost, lo, hi, cached in rows]
+        totals = {k: sum(x[k] for x in data) for k in ("requests", "prompt_tokens", "cached_tokens",
+                                                       "completion_tokens", "total_tokens", "total_duration",
+                                                       "cost")}
         return {"object": "usage", "start": _iso(start), "end": _iso(end), "model": model or None,
                 "data": data, "totals": totals}
 

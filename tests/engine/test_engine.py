@@ -186,21 +186,23 @@ def test_prefix_reuse_evaluates_only_the_new_part(engine: Engine) -> None:
     turn2 = turn1 + list(first.tokens) + new_part
     second = engine.submit(turn2, {"temperature": 0, "num_predict": 8}).result()
     # the last answer token was never decoded, so it is evaluated with the new part
-    assert second.prompt_eval_count == len(new_part) + 1
+    assert second.evaluated == len(new_part) + 1
+    assert second.prompt_eval_count == len(turn2)  # counted whole, as Ollama counts it
+    assert second.cached_tokens == len(turn2) - len(new_part) - 1
     again = engine.submit(turn2, {"temperature": 0, "num_predict": 8}).result()
-    assert again.prompt_eval_count == 1 and again.tokens == second.tokens
+    assert again.evaluated == 1 and again.prompt_eval_count == len(turn2) and again.tokens == second.tokens
 
 
 def test_clear_cache_forgets_prefixes_after_running_requests_end(tiny_model: Path) -> None:
     with Engine(str(tiny_model), LoadOptions(num_ctx=256, num_parallel=2)) as eng:
         prompt = eng.tokenize("a prompt long enough to be worth caching in the engine")
         assert eng.submit(prompt, {"num_predict": 2}).result().prompt_eval_count == len(prompt)
-        assert eng.submit(prompt, {"num_predict": 2}).result().prompt_eval_count == 1
+        assert eng.submit(prompt, {"num_predict": 2}).result().evaluated == 1
         running = eng.submit("still going", {"num_predict": 40})
         first = next(iter(running))  # generating now
         eng.clear_cache()
         assert running.finished and len(first.tokens) + len(running.result().tokens) == 40  # it ran to its end
-        assert eng.submit(prompt, {"num_predict": 2}).result().prompt_eval_count == len(prompt)
+        assert eng.submit(prompt, {"num_predict": 2}).result().evaluated == len(prompt)
     eng.clear_cache()  # closed: nothing to wait for
 
 

@@ -87,11 +87,11 @@ def test_a_cached_image_is_reused_and_a_new_one_is_not(vision: Engine) -> None:
     assert turn1.prompt_eval_count > N_IMAGE_TOKENS
     # Same image and text, more words: only the new tail (and the last token again) is evaluated.
     turn2 = vision.submit("[img-0] first question and more", GREEDY, images=[RED]).result()
-    assert turn2.prompt_eval_count < turn1.prompt_eval_count
-    assert turn2.prompt_eval_count <= len(vision.tokenize(" and more")) + 1
+    assert turn2.evaluated < turn1.evaluated
+    assert turn2.evaluated <= len(vision.tokenize(" and more")) + 1
     # Another image right after the same BOS: the image and everything after it is evaluated again.
     turn3 = vision.submit("[img-0] first question and more", GREEDY, images=[BLUE]).result()
-    assert turn3.prompt_eval_count >= N_IMAGE_TOKENS + len(vision.tokenize(" first question and more")) - 1
+    assert turn3.evaluated >= N_IMAGE_TOKENS + len(vision.tokenize(" first question and more")) - 1
 
 
 def test_two_images_in_one_prompt(vision: Engine) -> None:

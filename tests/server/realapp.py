@@ -19,6 +19,7 @@ from power.runner.resolve import store_resolver
 from power.runner.scheduler import Scheduler
 from power.server import create_app
 from power.server.storeport import StorePort
+from power.server.usage import UsageStore
 from power.store import ModelStore
 
 __all__ = ["RealApp", "real_app"]
@@ -44,7 +45,7 @@ class RealApp:
 
 def real_app(home: Path, models: dict[str, Path], context_length: int = 2048,
              adapters: dict[str, tuple[str, Path]] | None = None,
-             projectors: dict[str, Path] | None = None) -> Iterator[RealApp]:
+             projectors: dict[str, Path] | None = None, usage: UsageStore | None = None) -> Iterator[RealApp]:
     """Yield an app serving ``models`` (name -> GGUF) and ``adapters`` (name -> (base, LoRA GGUF)).
 
     ``projectors`` gives a model its vision projector (name -> mmproj GGUF), created as Ollama does:
@@ -66,7 +67,7 @@ def real_app(home: Path, models: dict[str, Path], context_length: int = 2048,
         for _ in library.create({"model": name, "from": base, "adapters": {lora.name: info.digest}}):
             pass
     scheduler = Scheduler(settings, store_resolver(library), gpus=[])
-    app = create_app(settings, StorePort(library), scheduler)
+    app = create_app(settings, StorePort(library), scheduler, usage=usage)
     try:
         yield RealApp(app, testing.TestClient(app, headers={"Host": "127.0.0.1:11434"}), scheduler, library,
                       settings)

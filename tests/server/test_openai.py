@@ -30,7 +30,8 @@ def test_chat_completion(client: testing.TestClient, scheduler: FakeScheduler) -
     assert body["system_fingerprint"] == "fp_ollama" and body["model"] == "tiny:latest"
     assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello world"},
                                 "finish_reason": "stop"}]
-    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
     opts = scheduler.calls[-1][1]["options"]
     assert opts["temperature"] == 1.0 and opts["top_p"] == 1.0
 

@@ -56,10 +56,12 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def _usage(final: dict[str, Any] | None) -> dict[str, int]:
+def _usage(final: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's usage: the whole prompt, with the part reused from the KV cache in ``cached_tokens``."""
     final = final or {}
     p, c = int(final.get("prompt_eval_count") or 0), int(final.get("eval_count") or 0)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": min(int(final.get("cached_tokens") or 0), p)}}
 
 
 def _finish(final: dict[str, Any] | None, tool_calls: bool) -> str:
