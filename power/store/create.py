@@ -19,7 +19,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Protocol
 
 from power.errors import InvalidRequest, ModelNotFound, NativeError, NotFound
 from power.names import parse_name
-from power.store.blobs import BlobInfo
+from power.store.blobs import BlobInfo, sha256_digest
 from power.store.ggml_types import QUANTIZE_SOURCES, parse_quantize_type
 from power.store.gguf import GGUFFile, is_gguf, read_gguf
 from power.store.layout import Layout
@@ -41,7 +41,7 @@ from power.store.manifest import (
     load_json,
 )
 from power.store.record import format_parameter_size
-from power.store.request import CreateRequest
+from power.store.request import CREATE_LIMITS, CreateRequest
 
 __all__ = ["StoreContext", "Quantizer", "TemplateDetector", "create_model", "collect_garbage"]
 
@@ -316,10 +316,8 @@ def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],
         items = without(MEDIA_TEMPLATE, MEDIA_PROMPT) + [text_layer(MEDIA_TEMPLATE, template.encode())]
     if req.system:
         items = without(MEDIA_SYSTEM) + [text_layer(MEDIA_SYSTEM, req.system.encode())]
-    for text in req.license or ():
-        item = text_layer(MEDIA_LICENSE, text.encode())
-        if all(i.layer.digest != item.layer.digest for i in items):
-            items.append(item)
+    if req.license:
+        items = _add_licenses(items, req.license, text_layer)
     if params:  # merged over the base's parameters, the request's values winning
         for old in (i for i in items if i.layer.media_type == MEDIA_PARAMS):
             base = load_json(ctx.layout.blobs.read_bytes(old.layer.digest), f"layer {old.layer.digest}")
@@ -329,6 +327,17 @@ def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],
         data = go_json([dict(m) for m in req.messages], newline=True)
         items = without(MEDIA_MESSAGES) + [text_layer(MEDIA_MESSAGES, data)]
     return items
+
+
+def _add_licenses(items: list[_Item], texts: Iterable[str],
+                  text_layer: Callable[[str, bytes], _Item]) -> list[_Item]:
+    """Append one license layer per distinct text not already there (one pass, one blob per text)."""
+    have = {i.layer.digest for i in items if i.layer.media_type == MEDIA_LICENSE}
+    new = [data for data in dict.fromkeys(text.encode() for text in texts) if sha256_digest(data) not in have]
+    if len(have) + len(new) > CREATE_LIMITS.licenses:  # a chain of creates must not grow without bound
+        raise InvalidRequest(f"license: the model would have {len(have) + len(new)} licenses; "
+                             f"at most {CREATE_LIMITS.licenses} are allowed")
+    return items + [text_layer(MEDIA_LICENSE, data) for data in new]
 
 
 def collect_garbage(ctx: StoreContext, candidates: set[str] | None = None,

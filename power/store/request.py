@@ -14,13 +14,36 @@ from typing import Any, Callable, Mapping
 
 from power.errors import InvalidName, InvalidRequest, ModelfileError
 from power.names import parse_name
+from power.prompt.limits import DEFAULT_LIMITS
 from power.store.blobs import BlobInfo, parse_digest
 from power.store.ggml_types import parse_quantize_type
 from power.store.gguf import is_gguf
 from power.store.modelfile import Modelfile
 from power.store.params import coerce_parameter
 
-__all__ = ["CreateRequest", "request_from_modelfile"]
+__all__ = ["CreateLimits", "CREATE_LIMITS", "CreateRequest", "request_from_modelfile"]
+
+
+@dataclass(frozen=True)
+class CreateLimits:
+    """Bounds on one create request (reliability P7).
+
+    Generous for real models (one or two licenses, a few split GGUF files, a
+    short example conversation), small enough that a hostile request costs
+    little work and few blobs. The template limit is the renderers' own, so
+    create never stores a template that every generate would refuse.
+    """
+
+    files: int = 64  # FROM files, and adapters, each
+    licenses: int = 32
+    messages: int = 1024
+    parameter_values: int = 256  # every value, counting each item of a list (stop)
+    text: int = 1 << 20  # characters of one license, system prompt or message
+    template: int = DEFAULT_LIMITS.max_source
+    name: int = 1024  # characters of a file name, role, renderer, parser, requires
+
+
+CREATE_LIMITS = CreateLimits()
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,9 @@ class CreateRequest:
     parser: str = ""
     requires: str = ""
 
+    def __post_init__(self) -> None:
+        _check_limits(self, CREATE_LIMITS)
+
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> CreateRequest:
         """Validate an ``/api/create`` body (``name`` is accepted for ``model``)."""
@@ -55,6 +81,7 @@ class CreateRequest:
         if not from_ and not files:
             raise InvalidRequest("neither 'from' or 'files' was specified")
         license_ = body.get("license")
+        _early_counts(body)
         if isinstance(license_, str):
             license_ = [license_]
         if license_ is not None and not (isinstance(license_, list)
@@ -74,6 +101,49 @@ class CreateRequest:
             renderer=_text(body, "renderer"), parser=_text(body, "parser"),
             requires=_text(body, "requires"),
         )
+
+
+def _refuse_many(key: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise InvalidRequest(f"{key} has {count} entries; at most {limit} are allowed")
+
+
+def _refuse_long(key: str, text: str | None, limit: int) -> None:
+    if text is not None and len(text) > limit:
+        raise InvalidRequest(f"{key} is longer than {limit} characters")
+
+
+def _early_counts(body: Mapping[str, Any]) -> None:
+    """Refuse an oversized list or object of a JSON body before any work is done per item."""
+    limits = CREATE_LIMITS
+    for key, limit in (("license", limits.licenses), ("messages", limits.messages), ("files", limits.files),
+                       ("adapters", limits.files), ("parameters", limits.parameter_values)):
+        value = body.get(key)
+        if isinstance(value, (list, Mapping)):
+            _refuse_many(key, len(value), limit)
+
+
+def _check_limits(req: CreateRequest, limits: CreateLimits) -> None:
+    _refuse_many("files", len(req.files), limits.files)
+    _refuse_many("adapters", len(req.adapters), limits.files)
+    _refuse_many("license", len(req.license or ()), limits.licenses)
+    _refuse_many("messages", len(req.messages or ()), limits.messages)
+    params = req.parameters or {}
+    values = [(key, v) for key, value in params.items() for v in (value if isinstance(value, list) else [value])]
+    _refuse_many("parameters", len(values), limits.parameter_values)
+    _refuse_long("template", req.template, limits.template)
+    _refuse_long("system", req.system, limits.text)
+    for key in ("renderer", "parser", "requires"):
+        _refuse_long(key, getattr(req, key), limits.name)
+    for text in req.license or ():
+        _refuse_long("license", text, limits.text)
+    for name in (*req.files, *req.adapters):
+        _refuse_long("file name", name, limits.name)
+    for m in req.messages or ():
+        _refuse_long("message role", m.get("role"), limits.name)
+        _refuse_long("message content", m.get("content"), limits.text)
+    for key, v in values:
+        _refuse_long(f"parameter {key}", v if isinstance(v, str) else None, limits.text)
 
 
 def _quantize(text: str) -> str:
@@ -147,6 +217,8 @@ def request_from_modelfile(
     naming its line.
     """
     parse_name(model)
+    for what in ("from", "adapter"):  # before any file is copied
+        _refuse_many(what.upper(), sum(c.name == what for c in modelfile.commands), CREATE_LIMITS.files)
     from_ = ""
     files: dict[str, str] = {}
     adapters: dict[str, str] = {}
