@@ -1,7 +1,10 @@
 """Falcon middleware for the security defaults: Host check, CORS, API key, header cap, request ids, access log.
 
-- A foreign ``Host`` is refused with 403 while bound to loopback (DNS rebinding), as Ollama does.
-- CORS allows ``OLLAMA_ORIGINS`` plus Ollama's defaults; wildcards as in Ollama (``http://localhost:*``).
+- While bound to loopback, a ``Host`` that is not loopback (``localhost``, 127.0.0.0/8, ``::1``) is
+  refused with 403 (DNS rebinding).
+- CORS allows ``OLLAMA_ORIGINS`` plus Ollama's defaults, patterns as in Ollama (``http://localhost:*``).
+  A listed origin is echoed with credentials; one that only a wildcard (``*``, ``https://*``) lets in
+  gets ``*`` without credentials; ``null`` is never allowed.
 - With an API key set, every route but ``/`` and ``/health`` needs ``Authorization: Bearer <key>``
   (or ``x-api-key``), compared in constant time; 401 in the shape of the route's API.
 - Requests carry an id (the client's ``X-Request-ID`` when sane) and are logged without bodies.
@@ -15,7 +18,6 @@ import ipaddress
 import json
 import logging
 import re
-import socket
 import time
 import uuid
 from typing import Any, Sequence
@@ -56,32 +58,63 @@ def is_loopback_bind(host: str) -> bool:
         return False
 
 
-def _split_host(header: str) -> str:
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _split_host(header: str) -> str | None:
+    """The host of a ``Host`` value (``name``, ``name:port``, ``[v6]``, ``[v6]:port``); None if malformed."""
     h = header.strip().lower()
     if h.startswith("["):
-        return h[1:h.find("]")] if "]" in h else h
-    if h.count(":") == 1:
-        return h.split(":", 1)[0]
-    return h
+        end = h.find("]")
+        host, rest = h[1:end], h[end + 1:]
+        if end < 0 or not (rest == "" or rest.startswith(":") and _PORT.fullmatch(rest[1:])):
+            return None
+        return host
+    host, sep, port = h.partition(":")
+    if sep and not _PORT.fullmatch(port):
+        return None  # a bare IPv6 address, an empty or non-numeric port
+    return host
 
 
 def host_allowed(header: str | None) -> bool:
-    """Ollama's rule: loopback/private/unspecified IPs, localhost, this hostname, *.localhost|local|internal."""
-    host = _split_host(header or "")
-    if host in ("", "localhost"):
+    """Whether a ``Host`` names this machine's loopback, the only thing a loopback bind answers as.
+
+    Local means ``localhost`` (and ``*.localhost``, which RFC 6761 and browsers
+    pin to loopback), 127.0.0.0/8, ``::1`` and ``::ffff:127.x.x.x``, with an
+    optional port, or no Host at all (HTTP/1.0). Every other name or address
+    (private, link-local such as 169.254.169.254 or fe80::, unspecified,
+    ``.local`` mDNS names, the machine's own name) is foreign: a DNS-rebinding
+    page can make a browser send any of them to a loopback socket.
+    """
+    if not header:
+        return True
+    host = _split_host(header)
+    if host is None:
+        return False
+    host = host[:-1] if host.endswith(".") else host  # the absolute form of a name
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         addr = ipaddress.ip_address(host)
-        return addr.is_loopback or addr.is_private or addr.is_unspecified or addr.is_link_local
     except ValueError:
-        pass
-    if host == socket.gethostname().lower():
-        return True
-    return any(host.endswith(suffix) for suffix in (".localhost", ".local", ".internal"))
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
 
 
 def _origin_allowed(origin: str, patterns: Sequence[str]) -> bool:
-    return any(p == "*" or p == origin or ("*" in p and fnmatch.fnmatchcase(origin, p)) for p in patterns)
+    return any(p == origin or ("*" in p and fnmatch.fnmatchcase(origin, p)) for p in patterns)
+
+
+def _is_wildcard(pattern: str) -> bool:
+    """A pattern that lets any web page in (``*``, ``http://*``, ``*://*:*``): answered ``*``, never with credentials."""
+    scheme, sep, rest = pattern.partition("://")
+    if not sep:
+        return pattern.strip("*") == ""
+    host = rest.rsplit(":", 1)[0] if not rest.startswith("[") else rest
+    web = any(fnmatch.fnmatchcase(s, scheme) for s in ("http", "https"))
+    return web and host.strip("*") == ""
 
 
 class SecurityMiddleware:
@@ -90,7 +123,8 @@ class SecurityMiddleware:
     def __init__(self, *, bind_host: str, origins: Sequence[str] = (), api_key: str | None = None,
                  max_body: int, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
         self.check_host = is_loopback_bind(bind_host)
-        self.origins = tuple(origins) + DEFAULT_ORIGINS
+        self.origins = tuple(o for o in origins if not _is_wildcard(o)) + DEFAULT_ORIGINS
+        self.wildcards = tuple(o for o in origins if _is_wildcard(o))
         self.api_key = api_key.encode() if api_key else None
         self.max_body = max_body
         self.max_header_bytes = max_header_bytes
@@ -104,17 +138,14 @@ class SecurityMiddleware:
         if sum(len(k) + len(v) for k, v in req.headers.items()) > self.max_header_bytes:
             self._refuse(req, resp, 431, "request header fields too large")
             return
-        if self.check_host and not host_allowed(req.host if req.get_header("Host") else ""):
+        if self.check_host and not host_allowed(req.get_header("Host")):
             self._refuse(req, resp, 403, "forbidden")
             return
         origin = req.get_header("Origin")
         if origin:
-            if _origin_allowed(origin, self.origins):
-                resp.set_header("Access-Control-Allow-Origin", origin)
-                resp.set_header("Vary", "Origin")
-                resp.set_header("Access-Control-Allow-Credentials", "true")
+            allowed = self._allow_origin(origin, resp)
             if req.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
-                if not _origin_allowed(origin, self.origins):
+                if not allowed:
                     self._refuse(req, resp, 403, "origin not allowed")
                     return
                 resp.set_header("Access-Control-Allow-Methods", ALLOWED_METHODS)
@@ -127,6 +158,24 @@ class SecurityMiddleware:
             resp.set_header("WWW-Authenticate", 'Bearer realm="a3s-power"')
             self._refuse(req, resp, 401, "unauthorized: missing or invalid API key",
                          code="invalid_api_key")
+
+    def _allow_origin(self, origin: str, resp: falcon.Response) -> bool:
+        """Set the CORS answer for ``origin``: itself with credentials when listed, ``*`` under a wildcard.
+
+        ``null`` (sandboxed frames, ``data:`` and file pages) is never allowed:
+        any page can make itself ``null``.
+        """
+        resp.set_header("Vary", "Origin")
+        if origin.strip().lower() == "null":
+            return False
+        if _origin_allowed(origin, self.origins):
+            resp.set_header("Access-Control-Allow-Origin", origin)
+            resp.set_header("Access-Control-Allow-Credentials", "true")
+            return True
+        if _origin_allowed(origin, self.wildcards):
+            resp.set_header("Access-Control-Allow-Origin", "*")
+            return True
+        return False
 
     def _authorized(self, req: falcon.Request) -> bool:
         assert self.api_key is not None
