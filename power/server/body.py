@@ -15,7 +15,7 @@ import falcon
 from power.api import decode_body, validate
 from power.errors import InvalidRequest
 
-__all__ = ["DEFAULT_MAX_BODY", "read_json", "read_raw", "BodyTooLarge"]
+__all__ = ["DEFAULT_MAX_BODY", "body_stream", "read_json", "read_raw", "BodyTooLarge"]
 
 DEFAULT_MAX_BODY = 64 << 20
 _CHUNK = 1 << 16
@@ -26,12 +26,21 @@ class BodyTooLarge(falcon.HTTPContentTooLarge):
         super().__init__(description=f"request body exceeds {limit} bytes")
 
 
+def body_stream(req: falcon.Request) -> Any:
+    """The request body as a stream, with or without a Content-Length.
+
+    Without one (``Transfer-Encoding: chunked``) falcon's bounded stream reads nothing; the server's own
+    input stream decodes the chunks and ends with the body. Callers apply their own cap and deadline.
+    """
+    return req.bounded_stream if req.content_length is not None else req.stream
+
+
 def read_raw(req: falcon.Request, limit: int, deadline_s: float = 60.0) -> bytes:
     """Return the whole body, refusing more than ``limit`` bytes or taking longer than ``deadline_s``."""
     length = req.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(limit)
-    stream = req.bounded_stream
+    stream = body_stream(req)
     parts: list[bytes] = []
     total = 0
     start = time.monotonic()

@@ -12,20 +12,15 @@ import logging
 from typing import Any
 
 from power.config import load_settings
+from power.server.serve import gunicorn_options
 
 _settings = load_settings()
-_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
-
-bind = [f"{_host}:{_settings.port}"]
-workers = 1
-# gthread plus deadlines for slow clients and a scheduler-aware SIGTERM (power/server/worker.py).
-worker_class = "power.server.worker.PowerWorker"
-threads = max(8, 4 * _settings.num_parallel + 8)
+# bind, workers (one: a second would start a second scheduler), the worker class (gthread where only whole
+# requests take threads, power/server/worker.py), threads sized from the queue, connections, keep-alive
+# and the graceful timeout (streams get shutdown_timeout seconds after SIGTERM; the rest ends runners).
+globals().update(gunicorn_options(_settings))
 # Streams can be long: the worker heartbeat is separate from request time in gthread.
 timeout = 0
-# Streams get shutdown_timeout seconds after SIGTERM; the rest is for ending runners.
-graceful_timeout = int(_settings.shutdown_timeout) + 10
-keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 16384

@@ -10,18 +10,36 @@ from gunicorn.app.base import BaseApplication
 
 from power.config import Settings
 
-__all__ = ["serve", "gunicorn_options", "CONF_PATH"]
+__all__ = ["serve", "gunicorn_options", "request_threads", "CONF_PATH"]
 
 log = logging.getLogger(__name__)
 
 CONF_PATH = Path(__file__).with_name("gunicorn_conf.py")
 
 
+# Open connections one worker holds; idle ones cost a file descriptor and a few hundred bytes, no thread.
+WORKER_CONNECTIONS = 10000
+# Longer than the 60 s idle timeout of common load balancers, so they close first and never race us.
+KEEPALIVE_S = 65
+
+
+def request_threads(settings: Settings) -> int:
+    """Threads for whole requests: every running and queued stream may hold one, and more stay free.
+
+    A queued request parks its thread on a condition (no CPU, a small stack); past ``max_queue`` the
+    scheduler answers 503 at once, so streams can never take every thread, and control-plane routes
+    have threads of their own (``worker.CONTROL_THREADS``).
+    """
+    slots = settings.num_parallel * max(1, settings.max_loaded_models or 3)
+    return slots + settings.max_queue + 16
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """The settings of ``gunicorn_conf.py`` for ``settings`` (so callers need not set the environment)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return {"bind": [f"{host}:{settings.port}"], "workers": 1, "worker_class": "power.server.worker.PowerWorker",
-            "threads": max(8, 4 * settings.num_parallel + 8), "graceful_timeout": int(settings.shutdown_timeout) + 10}
+            "threads": request_threads(settings), "worker_connections": WORKER_CONNECTIONS,
+            "keepalive": KEEPALIVE_S, "graceful_timeout": int(settings.shutdown_timeout) + 10}
 
 
 class _Server(BaseApplication):  # type: ignore[misc]

@@ -1,10 +1,15 @@
-"""The gunicorn worker of a3s-power: gthread, plus deadlines for slow clients and a graceful shutdown.
+"""The gunicorn worker of a3s-power: gthread, where waiting costs no thread, and a graceful shutdown.
 
-gthread hands a connection to a thread once its first byte arrives; from then
-on a client that sends its headers one byte a second, or trickles its body,
-would hold that thread for as long as it likes. ``GuardedSocket`` sits under
-the request parser and gives every ``recv`` a timeout computed from a
-deadline (P6):
+gthread hands a connection to a thread as soon as it is accepted or readable;
+a client that sends its headers one byte a second would hold that thread for
+as long as it likes, and a few hundred of them would stop the server. Here the
+event loop collects each request's head (and a small body) with non-blocking
+reads first (``power.server.frontdoor.Arrival``), and only a whole request
+takes a thread; control-plane routes get threads of their own
+(``CONTROL_THREADS``), so no number of streams can delay ``/api/tags`` (P14).
+Larger bodies (blob uploads) are read by their thread through
+``GuardedSocket``, which gives every ``recv`` a timeout computed from the same
+deadlines (P6):
 
 - request line and headers: ``header_timeout`` seconds from their first byte,
   else ``408`` and the connection is closed;
@@ -19,19 +24,29 @@ error line and stop every runner, so the worker exits within gunicorn's
 
 from __future__ import annotations
 
+import errno
 import logging
+import resource
+import selectors
 import socket
 import threading
 import time
+from concurrent import futures
+from functools import partial
 from typing import Any
 
+from gunicorn import util as gunicorn_util  # type: ignore[import-untyped]
 from gunicorn.http.errors import NoMoreData  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
 from power.config import Settings, load_settings
 from power.errors import RequestTimeout
+from power.server.frontdoor import Arrival, error_response
 
-__all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down"]
+__all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
+
+# Threads kept for control-plane routes (/api/tags, /api/ps, /health, ...), which no stream can take.
+CONTROL_THREADS = 4
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +159,151 @@ class GuardedSocket:
         return getattr(self._sock, name)
 
 
+def _json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own refusals (bad request line, 414, 431, ...) in Ollama's error shape instead of HTML."""
+    gunicorn_util.write_nonblock(sock, error_response(status_int, reason, mesg or reason.lower()))
+
+
+def _raise_fd_limit(want: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit want=%d error=%s", target, exc)
+
+
 class PowerWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread with receive deadlines and a scheduler-aware SIGTERM."""
+    """gthread where only whole requests take threads, with receive deadlines and a scheduler-aware SIGTERM."""
 
     def init_process(self) -> None:
         self.limits: Settings = load_settings()
         self._closer: threading.Thread | None = None
+        self._arrivals: dict[Any, Arrival] = {}  # connections whose request is still arriving
+        self._lingering: dict[Any, float] = {}  # refused connections drained until then, then closed
+        self.control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
+                                                       thread_name_prefix="power-control")
+        gunicorn_util.write_error = _json_error  # this process only serves a3s-power
+        _raise_fd_limit(self.cfg.worker_connections + 256)
         super().init_process()
+
+    # ---- requests arrive in the event loop ---------------------------------------------------------
+    def enqueue_req(self, conn: Any) -> None:
+        """Hand ``conn`` to a thread once its request is whole; until then read it from the event loop."""
+        if self.cfg.is_ssl or getattr(conn, "is_http2", False):
+            return super().enqueue_req(conn)
+        arrival = Arrival(self.cfg.keepalive or 5, self.limits.header_timeout, self.limits.body_min_rate,
+                          self.limits.body_grace)
+        if conn.parser is not None:  # read ahead by the last request on this connection
+            arrival.add(conn.parser.unreader.take_buffered())
+        if arrival.complete:
+            return self._dispatch(conn, arrival)
+        conn.sock.setblocking(False)
+        self._arrivals[conn] = arrival
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_arrival_readable, conn))
+
+    def _on_arrival_readable(self, conn: Any, _sock: Any) -> None:
+        arrival = self._arrivals[conn]
+        while True:
+            try:
+                data = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:  # the client went away before its request was whole
+                self._forget(conn)
+                self._close(conn)
+                return
+            arrival.add(data)
+            if arrival.complete:
+                self._forget(conn)
+                self._dispatch(conn, arrival)
+                return
+
+    def _forget(self, conn: Any) -> None:
+        self._arrivals.pop(conn, None)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _close(self, conn: Any) -> None:
+        self.nr_conns -= 1
+        conn.close()
+
+    def _dispatch(self, conn: Any, arrival: Arrival) -> None:
+        conn.data_ready = True
+        conn.power_prefix = bytes(arrival.buf)
+        if conn.parser is not None:
+            conn.parser.unreader.unread(conn.power_prefix)
+            conn.power_prefix = b""
+        pool = self.control_pool if arrival.control else self.tpool
+        fs = pool.submit(self.handle, conn)
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        for conn, arrival in list(self._arrivals.items()):
+            idle_while_stopping = not self.alive and arrival.first_byte is None
+            if arrival.deadline() > now and not idle_while_stopping:
+                continue
+            self._forget(conn)
+            answer = arrival.expiry_answer()
+            if answer is None:
+                self._close(conn)
+                continue
+            log.info("client too slow sending its request, closing received=%d", len(arrival.buf))
+            try:
+                conn.sock.send(answer)
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    log.debug("408 not sent error=%s", exc)
+            self._linger(conn)
+        for conn, until in list(self._lingering.items()):
+            if until <= now:
+                self._unlinger(conn)
+
+    def _linger(self, conn: Any) -> None:
+        """Keep reading (and dropping) what a refused client still sends for a moment, so it reads our answer.
+
+        Closing with unread bytes in the receive buffer sends a reset, which can destroy the answer
+        before the client reads it; gunicorn's own graceful close does this drain in a blocking loop.
+        """
+        self._lingering[conn] = time.monotonic() + 1.0
+        try:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
+        except (ValueError, OSError):
+            self._unlinger(conn)
+
+    def _drain(self, conn: Any, _sock: Any) -> None:
+        try:
+            while conn.sock.recv(65536):
+                pass
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._unlinger(conn)  # end of stream: the client has closed its side
+
+    def _unlinger(self, conn: Any) -> None:
+        if self._lingering.pop(conn, None) is None:
+            return
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        self._close(conn)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        super().murder_keepalived(force)
+        if force:  # the worker is stopping: requests still arriving are dropped with it
+            for conn in list(self._arrivals):
+                self._forget(conn)
+                self._close(conn)
 
     def run(self) -> None:
         super().run()
@@ -170,6 +323,10 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                 unreader = getattr(conn.parser, "unreader", None)
                 if unreader is not None and not conn.is_http2 and not isinstance(unreader.sock, GuardedSocket):
                     unreader.sock = GuardedSocket(unreader.sock, guard)
+                prefix = getattr(conn, "power_prefix", b"")
+                if unreader is not None and prefix:  # what the event loop read for this request
+                    unreader.unread(prefix)
+                    conn.power_prefix = b""
 
             conn.init = guarded_init
         guard.head()

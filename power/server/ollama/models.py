@@ -13,7 +13,7 @@ from power import __version__
 from power.api import local_time
 from power.errors import ModelNotFound, PowerError
 from power.names import parse_name
-from power.server.body import model_field, read_json
+from power.server.body import body_stream, model_field, read_json
 from power.server.inference import Services
 from power.server.streaming import send_json, send_ndjson
 from power.store import parse_digest
@@ -159,7 +159,7 @@ class BlobResource(_WithServices):
         if self.services.store.has_blob(digest):
             resp.status = falcon.HTTP_200
             return
-        created = self.services.store.add_blob(digest, _chunks(req.bounded_stream))
+        created = self.services.store.add_blob(digest, _chunks(body_stream(req)))
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
 
 
