@@ -125,4 +125,5 @@ class Loaded:
             "context_length": int(info.get("num_ctx", self.load.num_ctx)),
             "processor": processor_split(size, self.size_vram), "pid": self.runner.pid if self.runner else 0,
             "num_parallel": self.load.num_parallel, "in_flight": self.refs,
+            "running": min(self.refs, self.load.num_parallel), "waiting": self.waiting,
         }

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -76,10 +76,12 @@ class Scheduler:
     # ---- public API (any thread) -----------------------------------------------------------------
     def generate(self, name: str, prompt: str | Sequence[int], *, options: Mapping[str, Any] | None = None,
                  keep_alive: Any = None, grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = ()) -> Stream:
+                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = (),
+                 on_start: Callable[[Stream], None] | None = None) -> Stream:
         """Start a generation, loading the model if needed; errors before the first chunk raise here.
 
-        ``images`` are encoded image files that ``[img-N]`` tags in the prompt place.
+        ``images`` are encoded image files that ``[img-N]`` tags in the prompt place. ``on_start`` gets
+        the stream before the wait for its first chunk (queue and prompt), e.g. to cancel it from elsewhere.
         """
         spec, opts, load, facts = self._prepare(name, options)
         ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
@@ -92,6 +94,8 @@ class Scheduler:
                   "context": context}
         if images:
             fields["images"] = [base64.b64encode(image).decode("ascii") for image in images]
+        if on_start is not None:
+            on_start(stream)
         self._lt.call(self._dispatch(spec, load, facts, ka, "submit", stream, fields, box))
         stream.wait_first()
         return stream
@@ -215,6 +219,8 @@ class Scheduler:
             sink.load_duration = load_ns
         assert m.runner is not None
         box["runner"], box["id"] = m.runner, m.runner.send(op, sink, **fields)
+        if getattr(sink, "cancel_reason", None):  # cancelled while the model was loading
+            self._cancel(box, sink.cancel_reason)  # type: ignore[attr-defined]
         arm_deadlines(sink, lambda reason: self._cancel(box, reason), first_token=self.settings.first_token_timeout,
                       total=self.settings.request_timeout, what=f"model={spec.name} op={op}")
         return load_ns

@@ -62,6 +62,7 @@ class Stream(Sink):
         self._over = False
         self._first = threading.Event()
         self.load_duration = 0
+        self.cancel_reason: str | None = None
 
     # ---- loop side -------------------------------------------------------------------------------
     def feed(self, msg: dict[str, Any]) -> bool:
@@ -138,6 +139,7 @@ class Stream(Sink):
     def cancel(self, reason: str = "cancel") -> None:
         """Stop the generation (client gone, stop word): its sequence is freed within one engine step."""
         if self._cancel is not None and not self.finished:
+            self.cancel_reason = reason  # seen by the scheduler if it is still dispatching this stream
             self._cancel(reason)
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import falcon
 
 from power.config import Settings, load_settings
 from power.server.body import DEFAULT_MAX_BODY
+from power.server.disconnect import ClientSocket
 from power.server.errors import install_error_handlers
 from power.server.inference import Services
 from power.server.metrics import Metrics
@@ -60,6 +61,7 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
         SecurityMiddleware(bind_host=settings.host, origins=settings.origins, api_key=settings.api_key,
                            max_body=max_body),
         _HttpMetrics(metrics),
+        ClientSocket(),
     ], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.default_media_type = "application/json; charset=utf-8"

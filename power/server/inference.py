@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from power.config import Settings
 from power.engine.options import parse_options
@@ -19,6 +19,7 @@ from power.errors import InvalidRequest, ModelNotFound
 from power.names import parse_name
 from power.prompt import Delta, OutputParser
 from power.runner.keepalive import parse_keep_alive
+from power.server.disconnect import current_client, watcher
 from power.server.metrics import Metrics
 from power.server.ports import ModelStore, ModelView, Scheduler
 from power.server.usage import UsageRecord, UsageStore
@@ -120,15 +121,28 @@ class Generation:
         self.output_tokens = 0
         self._recorded = False
         services.metrics.started()
+        extra: dict[str, Any] = {}
+        if job.context:
+            extra["context"] = True
+        if job.images:
+            extra["images"] = job.images
+        client = current_client()
+        stop_watch: list[Callable[[], None]] = []
+        if client is not None:  # a client that leaves while the request waits for a sequence cancels it
+            extra["on_start"] = lambda stream: stop_watch.append(watcher().watch(client, stream.close))
         try:
             self.stream = services.scheduler.generate(
                 job.view.name, job.prompt, options=job.options, keep_alive=job.keep_alive,
                 grammar=job.grammar, logprobs=job.logprobs, add_special=not job.raw, truncate=job.truncate,
-                **({"context": True} if job.context else {}), **({"images": job.images} if job.images else {}))
+                **extra)
+            for stop in stop_watch:  # running now: a failed write tells from here on
+                stop()
             self.first: dict[str, Any] | None = next(iter(self.stream))
         except StopIteration:
             self.first = None
         except BaseException:
+            for stop in stop_watch:
+                stop()
             services.metrics.finished()
             self._recorded = True
             raise

@@ -68,11 +68,14 @@ class HealthResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
-            loaded = [m.get("name") for m in self.services.scheduler.ps()]
+            rows = self.services.scheduler.ps()
         except Exception:  # health must answer even when the scheduler cannot
-            loaded = []
+            rows = []
         send_json(resp, {"status": "ok", "version": __version__,
-                         "uptime": round(time.time() - self.services.started, 3), "models_loaded": loaded})
+                         "uptime": round(time.time() - self.services.started, 3),
+                         "models_loaded": [m.get("name") for m in rows],
+                         "running": sum(int(m.get("running") or 0) for m in rows),
+                         "waiting": sum(int(m.get("waiting") or 0) for m in rows)})
 
     on_head = on_get
 

@@ -8,7 +8,7 @@ their shapes differ), and unit tests pass small scripted fakes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 __all__ = ["ModelView", "ModelStore", "Scheduler", "GenerationStream"]
 
@@ -70,8 +70,8 @@ class Scheduler(Protocol):
 
     def generate(self, name: str, prompt: str, *, options: Mapping[str, Any], keep_alive: float | None,
                  grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-                 truncate: bool = True, context: bool = False,
-                 images: Sequence[bytes] = ()) -> Iterator[dict[str, Any]]: ...
+                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = (),
+                 on_start: Callable[[Any], None] | None = None) -> Iterator[dict[str, Any]]: ...
 
     def embed(self, name: str, inputs: Sequence[str], *, options: Mapping[str, Any],
               keep_alive: float | None, truncate: bool, normalize: bool) -> Any: ...
