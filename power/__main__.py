@@ -1,3 +1,8 @@
+"""``python -m power``: the a3s-power CLI."""
+
+from __future__ import annotations
+
 from power.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

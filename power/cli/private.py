@@ -13,12 +13,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
+from power import python_command
 from power.client import Client
 from power.config import Settings
 from power.errors import PowerError
@@ -57,7 +57,7 @@ class PrivateServer:
         port = free_port()
         fd, name = tempfile.mkstemp(prefix="a3s-power-private-", suffix=".log")
         self.log_path = Path(name)
-        cmd = [sys.executable, "-m", "power", "serve", "--listen", f"127.0.0.1:{port}"]
+        cmd = [*python_command("power"), "serve", "--listen", f"127.0.0.1:{port}"]
         with os.fdopen(fd, "wb") as logf:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                          start_new_session=True)

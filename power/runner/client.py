@@ -18,15 +18,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
 
+from power import python_command
 from power.engine.options import LoadOptions
 from power.errors import PowerError
 from power.runner.protocol import FrameDecoder, ProtocolError, RunnerCrashed, encode, error_from_wire
@@ -36,10 +35,6 @@ __all__ = ["LoopThread", "RunnerProcess"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the ``power`` package
-# A fresh interpreter that can import ``power`` whether or not it is installed.
-_BOOT = f"import sys; sys.path.insert(0, {_ROOT!r}); from power.runner.process import main; sys.exit(main())"
 
 
 class LoopThread:
@@ -119,7 +114,7 @@ class RunnerProcess(asyncio.Protocol):
         self._ready = loop.create_future()
         self._gone = loop.create_future()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [sys.executable, "-c", _BOOT, "--fd", str(theirs.fileno()), "--model", self.model_path,
+        cmd = [*python_command("power.runner"), "--fd", str(theirs.fileno()), "--model", self.model_path,
                "--load", json.dumps(asdict(self.load)), "--adapters", json.dumps(self.adapters),
                "--parent", str(os.getpid()), "--log-level", self.log_level]
         if self.projector:

@@ -23,13 +23,13 @@ import logging
 import os
 import platform
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from power import python_command
 from power.engine.options import LoadOptions
 from power.errors import PowerError
 
@@ -282,7 +282,7 @@ def parse_probe(text: str) -> list[GPU]:
 def probe_gpus(run: Run | None = None) -> list[GPU]:
     """GPUs as llama.cpp's own backends see them, from a subprocess."""
     try:
-        cmd = [sys.executable, "-m", "power.runner.probe"]
+        cmd = python_command("power.runner.probe")
         return parse_probe(run(cmd) if run else _run(cmd, timeout=60))  # loading GPU backends takes a while
     except (OSError, subprocess.SubprocessError) as exc:
         log.info("GPU probe failed: %s", exc)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from power import python_command
 from power.runner import detect_gpus
 from power.runner.memory import GPU, gpu_backend_built, parse_probe, probe_gpus
 
@@ -29,7 +30,7 @@ def test_a_vulkan_gpu_is_found_through_the_probe() -> None:
     seen: list[list[str]] = []
     gpus = detect_gpus(no_nvidia_then(RADEON, seen), nvml=None, system="Linux", machine="x86_64", gpu_backend=True)
     assert gpus == [GPU(0, "AMD Radeon RX 7900 XTX (RADV NAVI31)", 24 * GiB, 23 * GiB, library="vulkan")]
-    assert seen[-1] == [sys.executable, "-m", "power.runner.probe"]
+    assert seen[-1] == python_command("power.runner.probe")
 
 
 def test_no_probe_without_a_gpu_backend_or_when_nvidia_answers() -> None:
