@@ -79,6 +79,8 @@ class Settings:
     registry_hosts: Mapping[str, str] = field(default_factory=dict)
     hf_endpoint: str = "https://huggingface.co"
     max_transfer_streams: int = 4
+    # Pulls and pushes may reach loopback, link-local and private addresses (a local registry or mirror).
+    allow_private_pulls: bool = False
     # Bounded work and input (reliability P6-P8); a value <= 0 turns a timeout off.
     first_token_timeout: float = 300.0  # seconds from dispatch to a runner until the first output
     request_timeout: float = 1800.0  # seconds a whole generation or embedding may take
@@ -86,10 +88,18 @@ class Settings:
     body_min_rate: int = 1024  # bytes/s a request body must average once body_grace has passed
     body_grace: float = 10.0  # seconds a body may take before the minimum rate applies
     shutdown_timeout: float = 25.0  # seconds streams may run on after SIGTERM before they are ended
+    # Stored /v1/responses (store: true): the oldest go first past any bound; a value <= 0 lifts that bound.
+    responses_max_count: int = 10_000
+    responses_max_age: float = 30 * 86400.0  # seconds
+    responses_max_bytes: int = 1 << 30
 
     @property
     def usage_db(self) -> Path:
         return self.home / "usage.db"
+
+    @property
+    def responses_db(self) -> Path:
+        return self.usage_db.with_name("responses.db")
 
     @property
     def base_url(self) -> str:
@@ -174,6 +184,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hf_endpoint=(env.get("HF_ENDPOINT") or str((cfg.get("registry") or {}).get("hf_endpoint", ""))
                      or "https://huggingface.co").strip().strip("'\"").rstrip("/"),
         max_transfer_streams=max(1, _int(env, "OLLAMA_MAX_TRANSFER_STREAMS", 4)),
+        allow_private_pulls=(parse_bool(env["A3S_POWER_ALLOW_PRIVATE_PULLS"])
+                             if "A3S_POWER_ALLOW_PRIVATE_PULLS" in env
+                             else bool((cfg.get("registry") or {}).get("allow_private", False))),
         first_token_timeout=_seconds(env, "A3S_POWER_FIRST_TOKEN_TIMEOUT",
                                      float(cfg.get("first_token_timeout", 300))),
         request_timeout=_seconds(env, "A3S_POWER_REQUEST_TIMEOUT", float(cfg.get("request_timeout", 1800))),
@@ -181,4 +194,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         body_min_rate=max(0, _int(env, "A3S_POWER_BODY_MIN_RATE", int(cfg.get("body_min_rate", 1024)))),
         body_grace=_seconds(env, "A3S_POWER_BODY_GRACE", float(cfg.get("body_grace", 10))),
         shutdown_timeout=_seconds(env, "A3S_POWER_SHUTDOWN_TIMEOUT", float(cfg.get("shutdown_timeout", 25))),
+        responses_max_count=_int(env, "A3S_POWER_RESPONSES_MAX_COUNT", int(cfg.get("responses_max_count", 10_000))),
+        responses_max_age=_seconds(env, "A3S_POWER_RESPONSES_MAX_AGE",
+                                   float(cfg.get("responses_max_age", 30 * 86400))),
+        responses_max_bytes=_int(env, "A3S_POWER_RESPONSES_MAX_BYTES",
+                                 int(cfg.get("responses_max_bytes", 1 << 30))),
     )

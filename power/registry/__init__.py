@@ -15,9 +15,9 @@ from power.registry.auth import Challenge, TokenSource, parse_challenge
 from power.registry.client import RegistryClient, base_url_for
 from power.registry.download import Download, TransferOptions
 from power.registry.service import Registry
-from power.registry.transport import Transport
+from power.registry.transport import Destinations, Refused, Transport
 
 __all__ = [
-    "Challenge", "Download", "Registry", "RegistryClient", "TokenSource", "TransferOptions", "Transport",
+    "Challenge", "Destinations", "Download", "Refused", "Registry", "RegistryClient", "TokenSource", "TransferOptions", "Transport",
     "base_url_for", "parse_challenge",
 ]

@@ -97,8 +97,7 @@ class TokenSource:
         with self._lock:
             return self._tokens.get(challenge_scope)
 
-    def token(self, challenge: Challenge, registry_host: str, scope: str = "",
-              allow_local: bool = False) -> str:
+    def token(self, challenge: Challenge, registry_host: str, scope: str = "") -> str:
         """Ask the realm for a token (the realm must be on ``registry_host``)."""
         realm = split_url(challenge.realm)
         if realm.host.lower() != registry_host.lower():
@@ -115,7 +114,7 @@ class TokenSource:
             signature = sign_request(self.key_path, f"GET,{url},{_EMPTY_SHA}".encode())
             if signature:
                 headers["Authorization"] = signature
-        with self.transport.request("GET", url, headers=headers, allow_local=allow_local) as resp:
+        with self.transport.request("GET", url, headers=headers) as resp:
             if resp.status != 200:
                 raise RegistryError(f"token request to {realm.netloc} failed: {resp.status}: {resp.error_text()}")
             body = resp.read_capped(_MAX_TOKEN_REPLY, "token reply")

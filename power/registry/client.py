@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode, urljoin
 from power.errors import RegistryError, RemoteNotFound
 from power.names import ModelName
 from power.registry.auth import TokenSource, parse_challenge
-from power.registry.transport import Response, Transport, is_loopback_host, split_url
+from power.registry.transport import Response, Transport, split_url
 from power.store.blobs import parse_digest
 from power.store.manifest import MANIFEST_MEDIA_TYPE
 
@@ -50,7 +50,6 @@ class RegistryClient:
         self.transport = transport
         self.tokens = tokens
         self.scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
-        self.local = is_loopback_host(self.base.host)
         self._authorization: str | None = None
 
     def url(self, path: str) -> str:
@@ -63,8 +62,8 @@ class RegistryClient:
         url = urljoin(str(self.base), url)
         for attempt in (0, 1):
             resp = self.transport.request(method, url, headers=headers, body=body,
-                                          authorization=self._authorization, allow_local=self.local,
-                                          follow=follow, read_timeout=read_timeout)
+                                          authorization=self._authorization, follow=follow,
+                                          read_timeout=read_timeout)
             if resp.status != 401 or attempt == 1:
                 return resp
             challenge = parse_challenge(resp.header("WWW-Authenticate"))
@@ -74,7 +73,7 @@ class RegistryClient:
                 raise RegistryError(f"401: unauthorized: {detail}".rstrip(": "))
             if hasattr(body, "seek"):
                 body.seek(0)  # type: ignore[union-attr]
-            token = self.tokens.token(challenge, self.base.host, self.scope, allow_local=self.local)
+            token = self.tokens.token(challenge, self.base.host, self.scope)
             self._authorization = f"Bearer {token}"
         raise AssertionError("unreachable")
 
@@ -135,10 +134,7 @@ class RegistryClient:
         location = resp.header("Docker-Upload-Location") or resp.header("Location")
         if not location:
             raise RegistryError("registry did not say where to upload")
-        url = split_url(urljoin(str(resp.url), location))
-        if url.host != self.base.host and not self.local and is_loopback_host(url.host):
-            raise RegistryError(f"refusing upload location on a local address: {url.netloc}")
-        return str(url)
+        return str(split_url(urljoin(str(resp.url), location)))  # its address is checked when it is used
 
 
 def check(resp: Response) -> None:

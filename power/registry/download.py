@@ -31,7 +31,7 @@ from typing import Protocol
 
 from power.errors import Canceled, DigestMismatch, PowerError, RegistryError, StoreError
 from power.registry.flight import FlightLock
-from power.registry.transport import Response
+from power.registry.transport import Refused, Response
 from power.store.atomic import atomic_write_bytes, os_error
 from power.store.blobs import BlobInfo, BlobStore, parse_digest
 
@@ -245,7 +245,7 @@ class Download:
             self._check_halt()
             try:
                 self._stream_part(fd, part, ranged)
-            except (_NoRanges, _Restart, _Fatal, Canceled, StoreError):
+            except (_NoRanges, _Restart, _Fatal, Refused, Canceled, StoreError):
                 raise
             except RegistryError as exc:
                 failures += 1

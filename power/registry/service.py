@@ -38,7 +38,7 @@ from power.registry.sources import (
     name_for_url,
     probe_url,
 )
-from power.registry.transport import Transport, Unreachable, is_loopback_host, split_url
+from power.registry.transport import Destinations, Transport, Unreachable, is_loopback_host, split_url
 from power.registry.wellknown import WELL_KNOWN, well_known_source
 from power.store import ModelStore
 from power.store.create import collect_garbage
@@ -66,12 +66,13 @@ class Registry:
     def __init__(self, store: ModelStore, *, hosts: Mapping[str, str] | None = None,
                  hf_endpoint: str = "https://huggingface.co", options: TransferOptions = DEFAULT_OPTIONS,
                  key_path: Path | None = None, connect_timeout: float = 10.0,
-                 well_known: Mapping[str, str] = WELL_KNOWN) -> None:
+                 well_known: Mapping[str, str] = WELL_KNOWN, destinations: Destinations = Destinations()) -> None:
         self.store = store
         self.hosts = {k.lower(): v for k, v in (hosts or {}).items()}
         self.hf_endpoint = hf_endpoint.rstrip("/")
         self.options = options
-        self.transport = Transport(connect_timeout=connect_timeout, read_timeout=options.stall_timeout)
+        self.transport = Transport(connect_timeout=connect_timeout, read_timeout=options.stall_timeout,
+                                   destinations=destinations)
         self.key_path = key_path
         self.well_known = well_known
 
@@ -79,7 +80,8 @@ class Registry:
     def from_settings(cls, settings: Settings, store: ModelStore, **kwargs: Any) -> Registry:
         options = TransferOptions(streams=settings.max_transfer_streams)
         return cls(store, hosts=settings.registry_hosts, hf_endpoint=settings.hf_endpoint, options=options,
-                   key_path=Path.home() / ".ollama" / "id_ed25519", **kwargs)
+                   key_path=Path.home() / ".ollama" / "id_ed25519",
+                   destinations=Destinations(allow_private=settings.allow_private_pulls), **kwargs)
 
     # -- entry points -------------------------------------------------------------
     def pull(self, model: str, insecure: bool = False) -> Iterator[Event]:
@@ -111,11 +113,11 @@ class Registry:
         if target.scheme == "http" and not insecure and not is_loopback_host(target.host):
             raise RegistryError("insecure protocol http: pass insecure to download over plain http")
         name = name_for_url(url)
-        size, etag, local = probe_url(self.transport, url)
+        size, etag = probe_url(self.transport, url)
         yield status("pulling manifest")
         filename = PurePosixPath(split_url(url).target.split("?", 1)[0]).name
         key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:40]
-        source = UrlSource(self.transport, url, local)
+        source = UrlSource(self.transport, url)
         yield from self._fetch_and_create(name, [_File(filename, size, None, key, source, etag)])
 
     def _pull_or_fall_back(self, name: ModelName, events: Iterator[Event], source: ModelName) -> Iterator[Event]:
@@ -139,10 +141,9 @@ class Registry:
         yield from self._fetch_and_create(store_as or name, files)
 
     def _hf_download(self, found: HfFile) -> _File:
-        local = is_loopback_host(split_url(found.url).host)
         key = None if found.digest else "url-" + hashlib.sha256(found.url.encode()).hexdigest()[:40]
         return _File(PurePosixPath(found.filename).name, found.size, found.digest, key,
-                     UrlSource(self.transport, found.url, local))
+                     UrlSource(self.transport, found.url))
 
     def _fetch_and_create(self, name: ModelName, files: list[_File]) -> Iterator[Event]:
         """Download ``files`` side by side, then create ``name`` from all of them in one store create."""

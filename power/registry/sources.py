@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 from power.errors import InvalidName, RegistryError, RemoteNotFound
 from power.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
 from power.registry.client import check
-from power.registry.transport import Response, Transport, is_loopback_host, split_url
+from power.registry.transport import Response, Transport
 
 __all__ = ["HF_HOSTS", "HfFile", "HfModel", "UrlSource", "find_hf_model", "is_url", "name_for_url", "probe_url"]
 
@@ -62,25 +62,22 @@ class UrlSource:
 
     transport: Transport
     url: str
-    allow_local: bool
 
     def get(self, first: int | None, last: int | None, read_timeout: float) -> Response:
         headers = {"Range": f"bytes={first}-{last}"} if first is not None else {}
-        return self.transport.request("GET", self.url, headers=headers, allow_local=self.allow_local,
-                                      read_timeout=read_timeout)
+        return self.transport.request("GET", self.url, headers=headers, read_timeout=read_timeout)
 
 
-def probe_url(transport: Transport, url: str) -> tuple[int, str, bool]:
-    """Return the size, validator (ETag) of a URL and whether it is on loopback (HEAD)."""
-    local = is_loopback_host(split_url(url).host)
-    with transport.request("HEAD", url, allow_local=local) as resp:
+def probe_url(transport: Transport, url: str) -> tuple[int, str]:
+    """Return the size and validator (ETag) of a URL (HEAD)."""
+    with transport.request("HEAD", url) as resp:
         if resp.status == 404:
             raise RemoteNotFound("file does not exist")
         check(resp)
         length = resp.header("Content-Length")
         if not length.isdigit():
             raise RegistryError(f"{url}: the server does not say how large the file is")
-        return int(length), resp.header("ETag"), local
+        return int(length), resp.header("ETag")
 
 
 @dataclass(frozen=True)
@@ -112,9 +109,8 @@ def hf_repo(name: ModelName) -> tuple[str, str]:
 def find_hf_model(transport: Transport, endpoint: str, name: ModelName) -> HfModel:
     """List the repository; choose the GGUF for the requested quantization and the projector if any."""
     repo, quant = hf_repo(name)
-    local = is_loopback_host(split_url(endpoint).host)
     url = f"{endpoint}/api/models/{quote(repo)}?blobs=true"
-    with transport.request("GET", url, headers={"Accept": "application/json"}, allow_local=local) as resp:
+    with transport.request("GET", url, headers={"Accept": "application/json"}) as resp:
         if resp.status in (401, 404):
             raise RemoteNotFound("pull model manifest: file does not exist")
         check(resp)

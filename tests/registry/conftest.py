@@ -6,11 +6,14 @@ from typing import Any
 
 import pytest
 
-from power.registry import Registry, TransferOptions
+from power.registry import Destinations, Registry, TransferOptions
 from power.store import ModelStore
 from tests.registry.servers import Nginx, docker_registry, nginx
 from tests.tinymodels import write_llama, write_mmproj
 
+# The test servers (docker-registry, nginx, our own) listen on loopback, which pulls refuse by default:
+# these tests turn on the setting a local registry or mirror needs (A3S_POWER_ALLOW_PRIVATE_PULLS).
+LOCAL_PULLS = Destinations(allow_private=True)
 # Small parts, short stalls and quick back-off keep every test to seconds.
 FAST = TransferOptions(streams=3, min_part=64 << 10, max_part=256 << 10, stall_timeout=2.0, retries=2,
                        backoff=0.05, upload_chunk=1 << 20)
@@ -46,6 +49,7 @@ def create_tiny(store: ModelStore, name: str, gguf: Path, extra: str = "") -> No
 
 def make_registry(store: ModelStore, url: str = "", options: TransferOptions = FAST, **kwargs: Any) -> Registry:
     hosts = {"registry.ollama.ai": url, "reg.test": url} if url else {}
+    kwargs.setdefault("destinations", LOCAL_PULLS)
     return Registry(store, hosts=hosts, options=options, connect_timeout=2.0, **kwargs)
 
 

@@ -128,7 +128,7 @@ class TokenServer:
 class Scripted:
     """A tiny threaded HTTP server whose every request is answered by ``handle(request)``."""
 
-    def __init__(self, handle: Callable[[BaseHTTPRequestHandler], None]) -> None:
+    def __init__(self, handle: Callable[[BaseHTTPRequestHandler], None], host: str = "127.0.0.1") -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -147,10 +147,10 @@ class Scripted:
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _any
 
         self.paths: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

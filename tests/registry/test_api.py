@@ -30,7 +30,7 @@ class NoScheduler:
 
 
 def app_client(tmp_path: Path, store: ModelStore, registry_url: str) -> testing.TestClient:
-    settings = Settings(home=tmp_path, models=store.root,
+    settings = Settings(home=tmp_path, models=store.root, allow_private_pulls=True,  # the registry is on loopback
                         registry_hosts={"registry.ollama.ai": registry_url, "reg.test": registry_url})
     return testing.TestClient(create_app(settings, StorePort(store), NoScheduler()),  # type: ignore[arg-type]
                               headers={"Host": "127.0.0.1:11434"})

@@ -13,7 +13,7 @@ import pytest
 from power.errors import DigestMismatch, ManifestError, PowerError, RegistryError
 from power.registry.transport import Transport
 from power.store import ModelStore
-from tests.registry.conftest import make_registry
+from tests.registry.conftest import LOCAL_PULLS, make_registry
 from tests.registry.servers import Scripted, free_port
 
 BLOB = b"GGUF" + bytes(range(256)) * 64
@@ -139,20 +139,21 @@ def test_plain_http_needs_insecure(store: ModelStore) -> None:
         next(make_registry(store).pull("http://reg.example/team/x"))
 
 
-def test_redirects_drop_credentials_and_refuse_local_or_file() -> None:
-    seen: list[str] = []
-    target = Scripted(lambda r: (seen.append(r.headers.get("Authorization", "")), send(r, 200, b"ok")))
+def test_redirects_drop_credentials_and_refuse_file() -> None:
+    """Credentials go to the first origin only; a redirect never leaves http(s). (Addresses: test_ssrf.py.)"""
+    seen: list[tuple[str, str]] = []
+    target = Scripted(lambda r: (seen.append((r.headers.get("Authorization", ""), r.headers.get("Cookie", ""))),
+                                 send(r, 200, b"ok")))
     origin = Scripted(lambda r: send(r, 307, headers={"Location": f"http://localhost:{target.port}/blob"}))
     files = Scripted(lambda r: send(r, 302, headers={"Location": "file:///etc/passwd"}))
     try:
-        transport = Transport(connect_timeout=2.0)
-        with transport.request("GET", origin.url + "/x", authorization="Bearer secret", allow_local=True) as resp:
+        transport = Transport(connect_timeout=2.0, destinations=LOCAL_PULLS)
+        with transport.request("GET", origin.url + "/x", headers={"Cookie": "session=1"},
+                               authorization="Bearer secret") as resp:
             assert resp.read() == b"ok"
-        assert seen == [""]
-        with pytest.raises(RegistryError, match="local address"):
-            transport.request("GET", origin.url + "/x", allow_local=False)
+        assert seen == [("", "")]
         with pytest.raises(RegistryError, match="only http and https"):
-            transport.request("GET", files.url + "/x", allow_local=True)
+            transport.request("GET", files.url + "/x")
     finally:
         for s in (target, origin, files):
             s.close()
