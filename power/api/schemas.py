@@ -1,8 +1,11 @@
-"""JSON schemas of every request body, used both to validate requests and to build ``/openapi.json``.
+"""JSON schemas of every request and response body: requests are validated with them, ``/openapi.json`` shows them.
 
-Schemas check types and bounds only; unknown fields are allowed because real
-clients send extras (``user``, ``n``, ``logit_bias`` ...). ``validate`` turns the
-first violation into an ``InvalidRequest`` that names the field.
+Request schemas check types, bounds and required fields only; unknown fields
+are allowed because real clients send extras (``user``, ``n``, ``logit_bias``
+...). ``validate`` turns the first violation into an ``InvalidRequest`` that
+names the field. Response schemas describe what the handlers send, one object
+per JSON answer, NDJSON line or server-sent event; the tests hold the real
+server's answers to them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from power.errors import InvalidRequest
 
-__all__ = ["SCHEMAS", "schema_of", "validate"]
+__all__ = ["SCHEMAS", "REQUESTS", "RESPONSES", "schema_of", "validate"]
 
 _S = {"type": "string"}
 _B = {"type": "boolean"}
@@ -54,15 +57,18 @@ _NATIVE_MESSAGE = {
 }
 
 _MODEL = {"type": "string", "description": "model name, e.g. llama3.2:latest"}
+# ``model``, or its deprecated alias ``name``, on the routes that take either.
+_MODEL_OR_NAME = [{"required": ["model"]}, {"required": ["name"]}]
 
 GENERATE = {
     "type": "object",
     "properties": {
-        "model": _MODEL, "prompt": _S, "suffix": _S, "system": _S, "template": _S,
+        "model": _MODEL, "name": _MODEL, "prompt": _S, "suffix": _S, "system": _S, "template": _S,
         "context": {"type": ["array", "null"], "items": _I}, "stream": _B, "raw": _B, "format": _FORMAT,
         "keep_alive": _KEEP_ALIVE, "images": _IMAGES, "options": _OPTIONS, "think": _THINK, "truncate": _B,
         "shift": _B, "logprobs": _B, "top_logprobs": _TOP_LOGPROBS, "_debug_render_only": _B,
     },
+    "anyOf": _MODEL_OR_NAME,
 }
 CHAT = {
     "type": "object",
@@ -73,23 +79,26 @@ CHAT = {
         "stream": _B, "keep_alive": _KEEP_ALIVE, "think": _THINK, "truncate": _B, "shift": _B, "logprobs": _B,
         "top_logprobs": _TOP_LOGPROBS, "_debug_render_only": _B,
     },
+    "required": ["model"],
 }
 _INPUT = {"anyOf": [{"type": "string"}, {"type": "array", "items": _S}, {"type": "null"}]}
 EMBED = {
     "type": "object",
-    "properties": {"model": _MODEL, "input": _INPUT, "truncate": _B, "dimensions": {"type": "integer", "minimum": 0},
-                   "options": _OPTIONS, "keep_alive": _KEEP_ALIVE},
+    "properties": {"model": _MODEL, "name": _MODEL, "input": _INPUT, "truncate": _B,
+                   "dimensions": {"type": "integer", "minimum": 0}, "options": _OPTIONS, "keep_alive": _KEEP_ALIVE},
+    "anyOf": _MODEL_OR_NAME,
 }
 EMBEDDINGS = {
     "type": "object",
-    "properties": {"model": _MODEL, "prompt": _S, "options": _OPTIONS, "keep_alive": _KEEP_ALIVE},
+    "properties": {"model": _MODEL, "name": _MODEL, "prompt": _S, "options": _OPTIONS, "keep_alive": _KEEP_ALIVE},
+    "anyOf": _MODEL_OR_NAME,
 }
-_NAMED = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL}}
 SHOW = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL, "verbose": _B, "system": _S,
-                                         "options": _OPTIONS}}
-DELETE = _NAMED
+                                         "options": _OPTIONS}, "anyOf": _MODEL_OR_NAME}
+DELETE = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL}, "anyOf": _MODEL_OR_NAME}
 COPY = {"type": "object", "properties": {"source": _S, "destination": _S}, "required": ["source", "destination"]}
-PULL = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL, "insecure": _B, "stream": _B}}
+PULL = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL, "insecure": _B, "stream": _B},
+        "anyOf": _MODEL_OR_NAME}
 PUSH = PULL
 CREATE = {
     "type": "object",
@@ -101,6 +110,7 @@ CREATE = {
         "parameters": _OBJ, "messages": {"type": "array", "items": _NATIVE_MESSAGE}, "quantize": _S,
         "stream": _B, "renderer": _S, "parser": _S, "requires": _S,
     },
+    "anyOf": _MODEL_OR_NAME,
 }
 
 _CONTENT_PART = {"type": "object", "properties": {"type": _S}, "required": ["type"]}
@@ -146,12 +156,183 @@ OA_EMBEDDINGS = {
     "required": ["model", "input"],
 }
 
-SCHEMAS: dict[str, dict[str, Any]] = {
+_NUM_OR_NULL = {"type": ["number", "null"]}
+OA_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "model": _MODEL,
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": _OBJ}],
+                  "description": "a string (one user message) or input items: message, function_call, "
+                                 "function_call_output, reasoning"},
+        "instructions": {"type": ["string", "null"]},
+        "tools": {"type": ["array", "null"], "items": {"type": "object", "properties": {"type": _S, "name": _S},
+                                                       "required": ["type"]},
+                  "description": "function tools, flat: {\"type\": \"function\", \"name\": ..., \"parameters\": ...}"},
+        "tool_choice": {"anyOf": [{"enum": ["none", "auto", "required"]}, {"type": "object"}, {"type": "null"}],
+                        "description": "none, auto, required, {\"type\": \"function\", \"name\": ...} or "
+                                       "{\"type\": \"allowed_tools\", \"mode\": ..., \"tools\": [...]}"},
+        "text": {"type": ["object", "null"], "properties": {"format": {"type": ["object", "null"]}},
+                 "description": "format: {\"type\": \"text\" | \"json_object\" | \"json_schema\", \"schema\": ...}"},
+        "reasoning": {"type": ["object", "null"], "properties": {"effort": {"type": ["string", "null"]}}},
+        "max_output_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "temperature": _NUM_OR_NULL, "top_p": _NUM_OR_NULL,
+        "stream": {"type": ["boolean", "null"]}, "store": {"type": ["boolean", "null"]},
+        "previous_response_id": {"type": ["string", "null"]},
+        "truncation": {"enum": ["auto", "disabled", None]},
+        "parallel_tool_calls": {"type": ["boolean", "null"]}, "metadata": {"type": ["object", "null"]},
+    },
+    "required": ["model", "input"],
+}
+
+# Anthropic Messages (/v1/messages): block contents are checked by the adapter, which names the bad block.
+_AN_BLOCK = {"type": "object", "properties": {"type": _S}, "required": ["type"]}
+_AN_CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": _AN_BLOCK}]}
+_AN_MESSAGE = {"type": "object", "properties": {"role": {"enum": ["user", "assistant"]}, "content": _AN_CONTENT},
+               "required": ["role", "content"]}
+_AN_TOOL = {"type": "object", "properties": {"name": _S, "description": _S, "input_schema": _OBJ, "type": _S},
+            "required": ["name"]}
+_AN_TOOL_CHOICE = {"type": "object", "properties": {"type": {"enum": ["auto", "any", "tool", "none"]}, "name": _S,
+                                                    "disable_parallel_tool_use": _B}, "required": ["type"],
+                   "description": "auto, any (a call is forced), tool (the named one is forced) or none"}
+_AN_THINKING = {"type": "object", "properties": {"type": {"enum": ["enabled", "disabled", "adaptive"]},
+                                                 "budget_tokens": {"type": "integer", "minimum": 1}},
+                "required": ["type"],
+                "description": "budget_tokens is enforced: past it the thinking is closed and the answer follows"}
+_AN_PROMPT = {
+    "model": _MODEL, "messages": {"type": "array", "items": _AN_MESSAGE},
+    "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": _AN_BLOCK}]},
+    "tools": {"type": "array", "items": _AN_TOOL}, "tool_choice": _AN_TOOL_CHOICE, "thinking": _AN_THINKING,
+    "output_config": {"type": "object", "properties": {"effort": _S}},
+}
+AN_MESSAGES = {
+    "type": "object",
+    "properties": {
+        **_AN_PROMPT, "max_tokens": {"type": "integer", "minimum": 1}, "stream": _B,
+        "stop_sequences": {"type": "array", "items": _S, "maxItems": 64}, "temperature": _N, "top_p": _N,
+        "top_k": {"type": "integer", "minimum": 0}, "metadata": _OBJ,
+    },
+    "required": ["model", "max_tokens", "messages"],
+}
+AN_COUNT_TOKENS = {"type": "object", "properties": _AN_PROMPT, "required": ["model", "messages"]}
+
+REQUESTS: dict[str, dict[str, Any]] = {
     "GenerateRequest": GENERATE, "ChatRequest": CHAT, "EmbedRequest": EMBED, "EmbeddingsRequest": EMBEDDINGS,
     "ShowRequest": SHOW, "DeleteRequest": DELETE, "CopyRequest": COPY, "PullRequest": PULL, "PushRequest": PUSH,
     "CreateRequest": CREATE, "ChatCompletionRequest": OA_CHAT, "CompletionRequest": OA_COMPLETION,
-    "EmbeddingRequest": OA_EMBEDDINGS,
+    "EmbeddingRequest": OA_EMBEDDINGS, "ResponseRequest": OA_RESPONSE,
+    "MessagesRequest": AN_MESSAGES, "CountTokensRequest": AN_COUNT_TOKENS,
 }
+
+
+# ---- responses: what the handlers send (extra fields allowed, as clients must ignore them) -------------------
+
+def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object schema whose ``required`` properties are always sent and ``optional`` ones sometimes."""
+    return {"type": "object", "properties": {**required, **(optional or {})}, "required": list(required)}
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_NULLABLE_S = {"type": ["string", "null"]}
+_TOP_LOGPROB = _object({"token": _S, "logprob": _N}, {"bytes": {"type": ["array", "null"], "items": _I}})
+_LOGPROB = _object({"token": _S, "logprob": _N},
+                   {"bytes": {"type": ["array", "null"], "items": _I}, "top_logprobs": {"type": "array",
+                                                                                        "items": _TOP_LOGPROB}})
+_FINAL = {  # the last chunk of a generation (and the whole answer without streaming)
+    "done_reason": _S, "total_duration": _COUNT, "load_duration": _COUNT, "prompt_eval_count": _COUNT,
+    "prompt_eval_duration": _COUNT, "eval_count": _COUNT, "eval_duration": _COUNT,
+    "logprobs": {"type": "array", "items": _LOGPROB},
+    "_debug_info": _object({"rendered_template": _S}),
+}
+_DETAILS = {"type": "object", "properties": {
+    "parent_model": _S, "format": _S, "family": _S, "families": {"type": ["array", "null"], "items": _S},
+    "parameter_size": _S, "quantization_level": _S}}
+
+ERROR = _object({"error": _S})
+OA_ERROR = _object({"error": _object({"message": _S, "type": _S, "param": _NULLABLE_S,
+                                      "code": {"type": ["string", "integer", "null"]}})})
+
+GENERATE_RESPONSE = _object({"model": _S, "created_at": _S, "response": _S, "done": _B},
+                            {"thinking": _S, "context": {"type": "array", "items": _I}, **_FINAL})
+_OUT_TOOL_CALL = _object({"function": _object({"name": _S, "arguments": _OBJ}, {"index": _I})}, {"id": _S})
+_OUT_MESSAGE = _object({"role": {"const": "assistant"}, "content": _S},
+                       {"thinking": _S, "tool_calls": {"type": "array", "items": _OUT_TOOL_CALL}})
+CHAT_RESPONSE = _object({"model": _S, "created_at": _S, "message": _OUT_MESSAGE, "done": _B}, _FINAL)
+EMBED_RESPONSE = _object({"model": _S, "embeddings": {"type": "array", "items": {"type": "array", "items": _N}}},
+                         {"total_duration": _COUNT, "load_duration": _COUNT, "prompt_eval_count": _COUNT})
+EMBEDDINGS_RESPONSE = _object({"embedding": {"type": "array", "items": _N}})
+STATUS = _object({"status": _S}, {"digest": _S, "total": _COUNT, "completed": _COUNT})
+_MODEL_ENTRY = _object({"name": _S, "model": _S, "size": _COUNT, "digest": _S, "details": _DETAILS},
+                       {"modified_at": _S, "remote_model": _S, "remote_host": _S})
+TAGS = _object({"models": {"type": "array", "items": _MODEL_ENTRY}})
+SHOW_RESPONSE = _object({"model_info": _OBJ}, {
+    "modelfile": _S, "parameters": _S, "template": _S, "system": _S, "license": _S, "details": _DETAILS,
+    "messages": {"type": "array", "items": _OBJ}, "projector_info": _OBJ, "tensors": {"type": "array"},
+    "capabilities": {"type": "array", "items": _S}, "modified_at": _S})
+_RUNNING = _object({"name": _S, "model": _S, "size": _COUNT, "size_vram": _COUNT, "digest": _S},
+                   {"details": _DETAILS, "expires_at": _S, "context_length": _COUNT, "processor": _S,
+                    "running": _COUNT, "waiting": _COUNT})
+PS = _object({"models": {"type": "array", "items": _RUNNING}})
+VERSION = _object({"version": _S})
+BLOB = _object({"digest": _S})
+
+_OA_USAGE = _object({"prompt_tokens": _COUNT, "completion_tokens": _COUNT, "total_tokens": _COUNT},
+                    {"prompt_tokens_details": _object({"cached_tokens": _COUNT})})
+_OA_TOOL_CALL = _object({"id": _S, "type": {"const": "function"},
+                         "function": _object({"name": _S, "arguments": _S})}, {"index": _I})
+_OA_LOGPROBS = {"type": ["object", "null"], "properties": {"content": {"type": "array", "items": _LOGPROB}}}
+_FINISH = {"enum": ["stop", "length", "tool_calls"]}
+_CHAT_HEAD = {"id": _S, "created": _I, "model": _S}
+CHAT_COMPLETION = _object({
+    **_CHAT_HEAD, "object": {"const": "chat.completion"}, "usage": _OA_USAGE,
+    "choices": {"type": "array", "items": _object(
+        {"index": _I, "finish_reason": _FINISH,
+         "message": _object({"role": {"const": "assistant"}, "content": _S},
+                            {"reasoning": _S, "tool_calls": {"type": "array", "items": _OA_TOOL_CALL}})},
+        {"logprobs": _OA_LOGPROBS})}}, {"system_fingerprint": _S})
+CHAT_COMPLETION_CHUNK = _object({
+    **_CHAT_HEAD, "object": {"const": "chat.completion.chunk"},
+    "choices": {"type": "array", "items": _object(
+        {"index": _I, "finish_reason": {"anyOf": [_FINISH, {"type": "null"}]},
+         "delta": {"type": "object", "properties": {
+             "role": {"const": "assistant"}, "content": _S, "reasoning": _S,
+             "tool_calls": {"type": "array", "items": _OA_TOOL_CALL}}}},
+        {"logprobs": _OA_LOGPROBS})}}, {"system_fingerprint": _S, "usage": _OA_USAGE})
+_LEGACY_LOGPROBS = {"type": ["object", "null"], "properties": {
+    "tokens": {"type": "array", "items": _S}, "token_logprobs": {"type": "array", "items": _N},
+    "top_logprobs": {"type": "array", "items": {"type": "object", "additionalProperties": _N}},
+    "text_offset": {"type": "array", "items": _I}}}
+_COMPLETION_CHOICES = {"type": "array", "items": _object(
+    {"text": _S, "index": _I, "logprobs": _LEGACY_LOGPROBS, "finish_reason": {"anyOf": [_FINISH, {"type": "null"}]}})}
+COMPLETION = _object({**_CHAT_HEAD, "object": {"const": "text_completion"}, "choices": _COMPLETION_CHOICES},
+                     {"system_fingerprint": _S, "usage": _OA_USAGE})
+EMBEDDING_LIST = _object({
+    "object": {"const": "list"}, "model": _S,
+    "data": {"type": "array", "items": _object({"object": {"const": "embedding"}, "index": _I,
+                                                "embedding": {"anyOf": [{"type": "array", "items": _N}, _S]}})},
+    "usage": _object({"prompt_tokens": _COUNT, "total_tokens": _COUNT})})
+MODEL = _object({"id": _S, "object": {"const": "model"}, "created": _I, "owned_by": _S})
+MODEL_LIST = _object({"object": {"const": "list"}, "data": {"type": ["array", "null"], "items": MODEL}})
+
+_USAGE_ROW = {"requests": _COUNT, "prompt_tokens": _COUNT, "cached_tokens": _COUNT, "completion_tokens": _COUNT,
+              "total_tokens": _COUNT, "total_duration": _COUNT, "cost": {"type": "number", "minimum": 0}}
+USAGE = _object({"object": {"const": "usage"}, "start": _NULLABLE_S, "end": _NULLABLE_S, "model": _NULLABLE_S,
+                 "data": {"type": "array", "items": _object(
+                     {"model": _S, **_USAGE_ROW, "first": _NULLABLE_S, "last": _NULLABLE_S})},
+                 "totals": _object(_USAGE_ROW)})
+HEALTH = _object({"status": _S, "version": _S, "uptime": _N, "models_loaded": {"type": "array", "items": _S},
+                  "running": _COUNT, "waiting": _COUNT})
+OPENAPI = _object({"openapi": _S, "info": _OBJ, "paths": _OBJ})
+
+RESPONSES: dict[str, dict[str, Any]] = {
+    "Error": ERROR, "OpenAIError": OA_ERROR,
+    "GenerateResponse": GENERATE_RESPONSE, "ChatResponse": CHAT_RESPONSE, "EmbedResponse": EMBED_RESPONSE,
+    "EmbeddingsResponse": EMBEDDINGS_RESPONSE, "StatusResponse": STATUS, "TagsResponse": TAGS,
+    "ShowResponse": SHOW_RESPONSE, "PsResponse": PS, "VersionResponse": VERSION, "BlobResponse": BLOB,
+    "ChatCompletion": CHAT_COMPLETION, "ChatCompletionChunk": CHAT_COMPLETION_CHUNK, "Completion": COMPLETION,
+    "EmbeddingList": EMBEDDING_LIST, "Model": MODEL, "ModelList": MODEL_LIST, "UsageResponse": USAGE,
+    "HealthResponse": HEALTH, "OpenAPIDocument": OPENAPI,
+}
+SCHEMAS: dict[str, dict[str, Any]] = {**REQUESTS, **RESPONSES}
 _VALIDATORS = {name: Draft202012Validator(schema) for name, schema in SCHEMAS.items()}
 
 
@@ -164,6 +345,14 @@ def _path(error: ValidationError) -> str:
     return ".".join(parts) if parts else "body"
 
 
+def _required_choice(error: ValidationError) -> str | None:
+    """The first name of an ``anyOf`` of required fields (``model`` or ``name``), when that is what failed."""
+    choices = error.validator_value if error.validator == "anyOf" else None
+    if isinstance(choices, list) and choices and all(set(c) == {"required"} for c in choices):
+        return str(choices[0]["required"][0])
+    return None
+
+
 def _message(error: ValidationError) -> str:
     where = _path(error)
     if error.validator == "minItems" and error.instance == []:
@@ -171,6 +360,8 @@ def _message(error: ValidationError) -> str:
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"{missing} is required" if where == "body" else f"{where}.{missing} is required"
+    if (choice := _required_choice(error)) is not None:
+        return f"{choice} is required" if where == "body" else f"{where}.{choice} is required"
     if error.validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import falcon
@@ -18,10 +20,12 @@ import falcon
 from power.config import Settings, load_settings
 from power.server.body import DEFAULT_MAX_BODY
 from power.server.disconnect import ClientSocket
-from power.server.errors import install_error_handlers
+from power.server.errors import MethodsAllowed, install_error_handlers
 from power.server.inference import Services
 from power.server.metrics import Metrics
-from power.server.observability import HealthResource, MetricsResource, OpenAPIResource, UsageResource
+from power.server.observability import (
+    HealthResource, MetricsResource, OpenAPIResource, Operation, Paths, UsageResource, allow_list, openapi_document,
+)
 from power.server.ollama import (
     BlobResource, ChatResource, CopyResource, CreateResource, DeleteResource, EmbedResource, GenerateResource,
     LegacyEmbeddingsResource, PsResource, RootResource, ShowResource, TagsResource, TransferResource,
@@ -29,12 +33,13 @@ from power.server.ollama import (
 )
 from power.server.openai import (
     ChatCompletionsResource, CompletionsResource, ModelResource, ModelsResource, OpenAIEmbeddingsResource,
+    ResponseResource, ResponsesResource, ResponseStore,
 )
 from power.server.ports import ModelStore, Scheduler
 from power.server.security import SecurityMiddleware
 from power.server.usage import UsageStore
 
-__all__ = ["create_app", "get_app"]
+__all__ = ["create_app", "get_app", "Route", "ROUTES", "PATHS"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,82 @@ class _HttpMetrics:
         self.metrics.http(route, req.method, str(resp.status).split(" ", 1)[0], time.monotonic() - start)
 
 
+@dataclass(frozen=True)
+class Route:
+    """One path: how to build its resource, and each method's operation (request and response schemas)."""
+
+    path: str
+    resource: Callable[[Services], object]
+    operations: Mapping[str, Operation]
+
+
+def _read(op: Operation) -> dict[str, Operation]:
+    return {"get": op, "head": op}
+
+
+def _stream(summary: str, request: str, response: str, chunk: str, errors: tuple[int, ...]) -> dict[str, Operation]:
+    return {"post": Operation(summary, request, response, stream=chunk, errors=errors)}
+
+
+_MODEL = (404,)
+_INFER = (404, 503, 504)  # no such model; queue full (Retry-After); out of time
+_DELETE = Operation("Delete a model", "DeleteRequest", errors=_MODEL)
+
+# The one table of routes: create_app serves it and /openapi.json describes it, so a route cannot be served
+# without its schemas (tests/server/test_openapi.py compares it with Falcon's own router).
+ROUTES: tuple[Route, ...] = (
+    Route("/", lambda s: RootResource(), _read(Operation("Heartbeat: 'Ollama is running'", text="text/plain"))),
+    Route("/api/version", lambda s: VersionResource(), _read(Operation("Server version", response="VersionResponse"))),
+    Route("/api/generate", GenerateResource, _stream(
+        "Generate a completion (NDJSON stream unless stream is false)", "GenerateRequest", "GenerateResponse",
+        "GenerateResponse", _INFER)),
+    Route("/api/chat", ChatResource, _stream(
+        "Chat (NDJSON stream unless stream is false)", "ChatRequest", "ChatResponse", "ChatResponse", _INFER)),
+    Route("/api/embed", EmbedResource, {"post": Operation(
+        "Embeddings (L2-normalised)", "EmbedRequest", "EmbedResponse", errors=_INFER)}),
+    Route("/api/embeddings", LegacyEmbeddingsResource, {"post": Operation(
+        "Legacy single embedding", "EmbeddingsRequest", "EmbeddingsResponse", errors=_INFER)}),
+    Route("/api/tags", TagsResource, _read(Operation("List local models", response="TagsResponse"))),
+    Route("/api/show", ShowResource, {"post": Operation("Show a model", "ShowRequest", "ShowResponse",
+                                                        errors=_MODEL)}),
+    Route("/api/ps", PsResource, {"get": Operation("Loaded models", response="PsResponse")}),
+    Route("/api/create", CreateResource, _stream(
+        "Create a model (status stream unless stream is false)", "CreateRequest", "StatusResponse",
+        "StatusResponse", _MODEL)),
+    Route("/api/copy", CopyResource, {"post": Operation("Copy a model", "CopyRequest", errors=_MODEL)}),
+    Route("/api/delete", DeleteResource, {"delete": _DELETE, "post": _DELETE}),  # some clients POST it
+    Route("/api/blobs/{digest}", BlobResource, {
+        "head": Operation("Whether a blob is stored"),
+        "get": Operation("Whether a blob is stored", response="BlobResponse"),
+        "post": Operation("Upload a blob (raw body, checked against its digest)", ok=(200, 201), raw_body=True)}),
+    Route("/api/pull", lambda s: TransferResource(s, "pull"), _stream(
+        "Pull a model from a registry (status stream unless stream is false)", "PullRequest", "StatusResponse",
+        "StatusResponse", _MODEL)),
+    Route("/api/push", lambda s: TransferResource(s, "push"), _stream(
+        "Push a model to a registry (status stream unless stream is false)", "PushRequest", "StatusResponse",
+        "StatusResponse", _MODEL)),
+    Route("/v1/chat/completions", ChatCompletionsResource, _stream(
+        "OpenAI chat completions (server-sent events with stream)", "ChatCompletionRequest", "ChatCompletion",
+        "ChatCompletionChunk", _INFER)),
+    Route("/v1/completions", CompletionsResource, _stream(
+        "OpenAI completions (server-sent events with stream)", "CompletionRequest", "Completion", "Completion",
+        _INFER)),
+    Route("/v1/embeddings", OpenAIEmbeddingsResource, {"post": Operation(
+        "OpenAI embeddings", "EmbeddingRequest", "EmbeddingList", errors=_INFER)}),
+    Route("/v1/models", ModelsResource, {"get": Operation("OpenAI model list", response="ModelList")}),
+    Route("/v1/models/{model}", ModelResource, {"get": Operation("OpenAI model", response="Model")}),
+    Route("/v1/usage", UsageResource, {"get": Operation(
+        "Usage totals per model (start and end: YYYY-MM-DD, ISO 8601 or Unix seconds)", response="UsageResponse",
+        errors=(400, 404), query=("start", "end", "model"))}),
+    Route("/health", HealthResource, _read(Operation("Health, version, uptime, loaded models",
+                                                     response="HealthResponse"))),
+    Route("/metrics", MetricsResource, {"get": Operation("Prometheus metrics", text="text/plain")}),
+    Route("/openapi.json", lambda s: OpenAPIResource(openapi_document(PATHS)),
+          {"get": Operation("This document", response="OpenAPIDocument")}),
+)
+PATHS: Paths = {route.path: route.operations for route in ROUTES}
+
+
 def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, metrics: Metrics | None = None,
                usage: UsageStore | None = None, max_body: int = DEFAULT_MAX_BODY) -> falcon.App:
     """Build the WSGI app over the given collaborators."""
@@ -61,36 +142,13 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
         SecurityMiddleware(bind_host=settings.host, origins=settings.origins, api_key=settings.api_key,
                            max_body=max_body),
         _HttpMetrics(metrics),
-        ClientSocket(),
+        MethodsAllowed({path: allow_list(ops) for path, ops in PATHS.items()}),
     ], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.default_media_type = "application/json; charset=utf-8"
     install_error_handlers(app)
-
-    app.add_route("/", RootResource())
-    app.add_route("/api/version", VersionResource())
-    app.add_route("/api/generate", GenerateResource(services))
-    app.add_route("/api/chat", ChatResource(services))
-    app.add_route("/api/embed", EmbedResource(services))
-    app.add_route("/api/embeddings", LegacyEmbeddingsResource(services))
-    app.add_route("/api/tags", TagsResource(services))
-    app.add_route("/api/show", ShowResource(services))
-    app.add_route("/api/ps", PsResource(services))
-    app.add_route("/api/create", CreateResource(services))
-    app.add_route("/api/copy", CopyResource(services))
-    app.add_route("/api/delete", DeleteResource(services))
-    app.add_route("/api/blobs/{digest}", BlobResource(services))
-    app.add_route("/api/pull", TransferResource(services, "pull"))
-    app.add_route("/api/push", TransferResource(services, "push"))
-    app.add_route("/v1/chat/completions", ChatCompletionsResource(services))
-    app.add_route("/v1/completions", CompletionsResource(services))
-    app.add_route("/v1/embeddings", OpenAIEmbeddingsResource(services))
-    app.add_route("/v1/models", ModelsResource(services))
-    app.add_route("/v1/models/{model}", ModelResource(services))
-    app.add_route("/v1/usage", UsageResource(services))
-    app.add_route("/health", HealthResource(services))
-    app.add_route("/metrics", MetricsResource(services))
-    app.add_route("/openapi.json", OpenAPIResource())
+    for route in ROUTES:
+        app.add_route(route.path, route.resource(services))
     return app
 
 
