@@ -323,6 +323,38 @@ HEALTH = _object({"status": _S, "version": _S, "uptime": _N, "models_loaded": {"
                   "running": _COUNT, "waiting": _COUNT})
 OPENAPI = _object({"openapi": _S, "info": _OBJ, "paths": _OBJ})
 
+_RS_TEXT = _object({"type": {"enum": ["output_text", "reasoning_text"]}, "text": _S},
+                   {"annotations": {"type": "array"}, "logprobs": {"type": "array"}})
+_RS_ITEM = {"anyOf": [
+    _object({"id": _S, "type": {"const": "message"}, "role": {"const": "assistant"}, "status": _S,
+             "content": {"type": "array", "items": _RS_TEXT}}),
+    _object({"id": _S, "type": {"const": "reasoning"}, "summary": {"type": "array"},
+             "content": {"type": "array", "items": _RS_TEXT}}, {"status": _S}),
+    _object({"id": _S, "type": {"const": "function_call"}, "status": _S, "call_id": _S, "name": _S,
+             "arguments": _S})]}
+_RS_USAGE = _object({"input_tokens": _COUNT, "output_tokens": _COUNT, "total_tokens": _COUNT,
+                     "input_tokens_details": _object({"cached_tokens": _COUNT}),
+                     "output_tokens_details": _object({"reasoning_tokens": _COUNT})})
+RESPONSE = _object(
+    {"id": _S, "object": {"const": "response"}, "created_at": _I,
+     "status": {"enum": ["in_progress", "completed", "incomplete", "failed"]}, "model": _S,
+     "output": {"type": "array", "items": _RS_ITEM}, "output_text": _S, "tools": {"type": "array"},
+     "tool_choice": {"type": ["string", "object"]}, "parallel_tool_calls": _B, "store": _B},
+    {"usage": {"anyOf": [_RS_USAGE, {"type": "null"}]}, "previous_response_id": _NULLABLE_S,
+     "instructions": _NULLABLE_S, "incomplete_details": {"type": ["object", "null"]},
+     "error": {"type": ["object", "null"]}, "text": _OBJ, "reasoning": _OBJ})
+RESPONSE_EVENT = _object(  # one server-sent event of a streamed response (the data; its event line names the type)
+    {"type": {"enum": ["response.created", "response.in_progress", "response.output_item.added",
+                       "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+                       "response.reasoning_text.delta", "response.reasoning_text.done",
+                       "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                       "response.content_part.done", "response.output_item.done", "response.completed",
+                       "response.failed", "error"]},
+     "sequence_number": _COUNT},
+    {"response": RESPONSE, "output_index": _COUNT, "content_index": _COUNT, "item_id": _S, "item": _RS_ITEM,
+     "part": _RS_TEXT, "delta": _S, "text": _S, "arguments": _S, "message": _S})
+RESPONSE_DELETED = _object({"id": _S, "object": {"const": "response"}, "deleted": {"const": True}})
+
 RESPONSES: dict[str, dict[str, Any]] = {
     "Error": ERROR, "OpenAIError": OA_ERROR,
     "GenerateResponse": GENERATE_RESPONSE, "ChatResponse": CHAT_RESPONSE, "EmbedResponse": EMBED_RESPONSE,
@@ -330,7 +362,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "ShowResponse": SHOW_RESPONSE, "PsResponse": PS, "VersionResponse": VERSION, "BlobResponse": BLOB,
     "ChatCompletion": CHAT_COMPLETION, "ChatCompletionChunk": CHAT_COMPLETION_CHUNK, "Completion": COMPLETION,
     "EmbeddingList": EMBEDDING_LIST, "Model": MODEL, "ModelList": MODEL_LIST, "UsageResponse": USAGE,
-    "HealthResponse": HEALTH, "OpenAPIDocument": OPENAPI,
+    "HealthResponse": HEALTH, "OpenAPIDocument": OPENAPI, "Response": RESPONSE,
+    "ResponseStreamEvent": RESPONSE_EVENT, "ResponseDeleted": RESPONSE_DELETED,
 }
 SCHEMAS: dict[str, dict[str, Any]] = {**REQUESTS, **RESPONSES}
 _VALIDATORS = {name: Draft202012Validator(schema) for name, schema in SCHEMAS.items()}

@@ -33,7 +33,7 @@ from power.server.ollama import (
 )
 from power.server.openai import (
     ChatCompletionsResource, CompletionsResource, ModelResource, ModelsResource, OpenAIEmbeddingsResource,
-    ResponseResource, ResponsesResource, ResponseStore,
+    ResponseResource, ResponsesResource,
 )
 from power.server.ports import ModelStore, Scheduler
 from power.server.security import SecurityMiddleware
@@ -121,6 +121,12 @@ ROUTES: tuple[Route, ...] = (
         "OpenAI embeddings", "EmbeddingRequest", "EmbeddingList", errors=_INFER)}),
     Route("/v1/models", ModelsResource, {"get": Operation("OpenAI model list", response="ModelList")}),
     Route("/v1/models/{model}", ModelResource, {"get": Operation("OpenAI model", response="Model")}),
+    Route("/v1/responses", ResponsesResource, _stream(
+        "OpenAI responses (typed server-sent events with stream; kept for previous_response_id unless store is "
+        "false)", "ResponseRequest", "Response", "ResponseStreamEvent", _INFER)),
+    Route("/v1/responses/{response_id}", ResponseResource, {
+        "get": Operation("A stored response", response="Response", errors=(404,)),
+        "delete": Operation("Delete a stored response", response="ResponseDeleted", errors=(404,))}),
     Route("/v1/usage", UsageResource, {"get": Operation(
         "Usage totals per model (start and end: YYYY-MM-DD, ISO 8601 or Unix seconds)", response="UsageResponse",
         errors=(400, 404), query=("start", "end", "model"))}),

@@ -68,8 +68,11 @@ def send_ndjson(resp: falcon.Response, items: Iterable[dict[str, Any]],
 
 
 def send_sse(resp: falcon.Response, items: Iterable[dict[str, Any]],
-             close: Callable[[], None] | None = None, done: bool = True) -> None:
-    """Stream dicts as ``data: {...}`` events, ending with ``data: [DONE]``."""
+             close: Callable[[], None] | None = None, done: bool = True, named: bool = False) -> None:
+    """Stream dicts as ``data: {...}`` events, ending with ``data: [DONE]``.
+
+    ``named``: each event also gets an ``event:`` line with the dict's ``type`` (Responses, Anthropic).
+    """
     resp.status = falcon.HTTP_200
     resp.content_type = SSE
     resp.set_header("Cache-Control", "no-cache")
@@ -78,5 +81,8 @@ def send_sse(resp: falcon.Response, items: Iterable[dict[str, Any]],
         body = {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
         return f"data: {dumps(body)}\n\n".encode() + (b"data: [DONE]\n\n" if done else b"")
 
-    resp.stream = _body(items, lambda o: f"data: {dumps(o)}\n\n".encode(), error,
-                        b"data: [DONE]\n\n" if done else None, close)
+    def encode(o: dict[str, Any]) -> bytes:
+        head = f"event: {o['type']}\n" if named else ""
+        return f"{head}data: {dumps(o)}\n\n".encode()
+
+    resp.stream = _body(items, encode, error, b"data: [DONE]\n\n" if done else None, close)
