@@ -145,11 +145,9 @@ def _operation(path: str, method: str, op: Operation) -> dict[str, Any]:
     elif op.raw_body:
         out["requestBody"] = {"required": True, "content": {"application/octet-stream": {
             "schema": {"type": "string", "format": "binary"}}}}
-    params = [{"name": p.strip("{}"), "in": "path", "required": True,
-               "schema": _PATH_PARAMS.get(p, {"type": "string"})} for p in path.split("/") if p.startswith("{")]
-    params += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in op.query]
-    if params:
-        out["parameters"] = params
+    if op.query:
+        out["parameters"] = [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+                             for q in op.query]
     return out
 
 
@@ -175,8 +173,12 @@ def openapi_document(paths: Paths) -> dict[str, Any]:
     """OpenAPI 3.1 for the app's route table, with the very schemas the handlers validate with."""
     out: dict[str, Any] = {}
     for path, ops in paths.items():
-        item = {method: _operation(path, method, op) for method, op in ops.items()}
+        item: dict[str, Any] = {method: _operation(path, method, op) for method, op in ops.items()}
         item["options"] = _options(path, ops)
+        params = [{"name": p.strip("{}"), "in": "path", "required": True,
+                   "schema": _PATH_PARAMS.get(p, {"type": "string"})} for p in path.split("/") if p.startswith("{")]
+        if params:
+            item["parameters"] = params
         out[path] = item
     return {
         "openapi": "3.1.0",
