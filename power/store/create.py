@@ -11,6 +11,7 @@ are removed again, so the store is left as it was.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -87,19 +88,32 @@ class _Item:
 
 
 class _Session:
-    """Blobs written by one create; removed again unless a manifest came to use them."""
+    """Blobs written by one create; removed again unless a manifest came to use them.
+
+    The files a request names by digest were uploaded for it (``POST
+    /api/blobs``) and are removed as well if the create fails and nothing
+    else wants them: no manifest names them, no other create holds them, and
+    nobody touched them (uploaded them again) since this create took them.
+    """
 
     def __init__(self, ctx: StoreContext) -> None:
         self.ctx = ctx
         self.held: list[str] = []
         self.created: list[str] = []
         self.existing: set[str] = set()
+        self.uploads: set[str] = set()
+        self.stamps: dict[str, float] = {}  # digest -> its mtime after this create last touched it
+        self.wanted: set[str] = set()  # uploads someone else touched (uploaded again) meanwhile
 
     def hold(self, digest: str) -> None:
         with self.ctx.lock:
             self.ctx.inflight[digest] = self.ctx.inflight.get(digest, 0) + 1
             self.held.append(digest)
+            path = self.ctx.layout.blobs.path(digest)
+            if _mtime(path) > self.stamps.get(digest, math.inf):
+                self.wanted.add(digest)  # touched by someone else since this create last did
             self.ctx.layout.blobs.touch(digest)
+            self.stamps[digest] = _mtime(path)
 
     def record(self, info: BlobInfo) -> BlobInfo:
         self.hold(info.digest)
@@ -123,9 +137,15 @@ class _Session:
             except Exception:  # a corrupt manifest might name anything: keep everything
                 log.warning("create rollback skipped: manifests unreadable")
                 return
-            for digest in self.created:
-                if digest not in refs and self.ctx.inflight.get(digest, 0) <= self.held.count(digest):
-                    self.ctx.layout.blobs.delete(digest)
+            blobs = self.ctx.layout.blobs
+            unwanted = [d for d in self.created if d not in refs and self._only_ours(d)]
+            unwanted += [d for d in self.uploads - set(self.created) - self.wanted if d not in refs
+                         and self._only_ours(d) and _mtime(blobs.path(d)) <= self.stamps.get(d, 0.0)]
+            for digest in unwanted:
+                blobs.delete(digest)
+
+    def _only_ours(self, digest: str) -> bool:
+        return self.ctx.inflight.get(digest, 0) <= self.held.count(digest)
 
     def release(self) -> None:
         with self.ctx.lock:
@@ -227,6 +247,7 @@ def _file_item(layout: Layout, session: _Session, key: str, digest: str, adapter
     session.hold(digest)
     if digest not in session.created:
         session.existing.add(digest)
+        session.uploads.add(digest)
     if key.endswith(".safetensors") or key.endswith(".json"):
         raise InvalidRequest("safetensors import is not supported; convert the model to GGUF")
     if not is_gguf(path):

@@ -38,8 +38,9 @@ __all__ = ["PRUNE_GRACE", "ModelStore"]
 
 log = logging.getLogger(__name__)
 
-# Startup prune spares blobs touched this recently: another process may be
-# creating or pulling a model that is about to name them.
+# Prune spares blobs touched this recently: a client may have uploaded them for
+# a create it is about to send, or another process may be creating or pulling a
+# model that is about to name them.
 PRUNE_GRACE = 600.0
 
 
@@ -61,11 +62,15 @@ class ModelStore:
         quantizer: Quantizer | None = None,
         template_detector: TemplateDetector | None = None,
         max_blob_size: int | None = None,
+        prune_grace: float = PRUNE_GRACE,
     ) -> None:
         self.layout = Layout(Path(root), BlobStore(Path(root) / "blobs", max_size=max_blob_size))
         self.ctx = StoreContext(self.layout, threading.RLock(), {}, noprune,
                                 quantizer or _native_quantize, 0, template_detector)
         self._in_use = in_use
+        self.prune_grace = prune_grace
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ModelStore:
@@ -83,15 +88,42 @@ class ModelStore:
         return set(self._in_use()) if self._in_use is not None else set()
 
     # -- lifecycle --------------------------------------------------------------
-    def startup(self) -> list[str]:
-        """Prune unreferenced blobs unless OLLAMA_NOPRUNE; return what was removed."""
+    def startup(self, sweep_every: float | None = None) -> list[str]:
+        """Prune unreferenced blobs unless OLLAMA_NOPRUNE, then keep doing so; return what was removed now.
+
+        A blob uploaded for a create that never came (the client or the server
+        died, or the create failed while another client was still using the
+        blob) is young at startup and spared; the sweep every ``sweep_every``
+        seconds (default: the grace period) collects it once the grace is over.
+        """
         if self.ctx.noprune:
             log.info("prune skipped: OLLAMA_NOPRUNE is set")
             return []
-        return self.prune()
+        removed = self.prune()
+        if self._sweeper is None:
+            interval = self.prune_grace if sweep_every is None else sweep_every
+            self._sweeper = threading.Thread(target=self._sweep, args=(max(interval, 0.05),),
+                                             name="store-sweep", daemon=True)
+            self._sweeper.start()
+        return removed
 
-    def prune(self, grace: float = PRUNE_GRACE) -> list[str]:
+    def close(self) -> None:
+        """Stop the sweep that ``startup`` started."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+            self._sweeper = None
+
+    def _sweep(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.prune()
+            except Exception:  # a sweep that fails (a disk gone) must not end the sweeping
+                log.warning("periodic prune failed", exc_info=True)
+
+    def prune(self, grace: float | None = None) -> list[str]:
         """Remove blobs no manifest names, stale temporary files and empty manifest folders."""
+        grace = self.prune_grace if grace is None else grace
         self.blobs.remove_stale_temps()
         manifests = self.root / "manifests"
         for folder in {p.parent for p in manifests.rglob(f"{TMP_PREFIX}*")} if manifests.is_dir() else ():

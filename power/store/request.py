@@ -8,7 +8,7 @@ the same request, exactly as Ollama's CLI does before it calls the server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping
 
@@ -217,8 +217,18 @@ def request_from_modelfile(
     naming its line.
     """
     parse_name(model)
-    for what in ("from", "adapter"):  # before any file is copied
+    for what in ("from", "adapter"):
         _refuse_many(what.upper(), sum(c.name == what for c in modelfile.commands), CREATE_LIMITS.files)
+    licenses = modelfile.values("license")
+    draft = CreateRequest(  # checks every limit before a file is copied (or uploaded, by the CLI)
+        model=model, template=modelfile.last("template"), system=modelfile.last("system"),
+        license=tuple(licenses) if licenses else None,
+        parameters=modelfile.parameters or None,
+        messages=tuple(modelfile.messages) or None,
+        quantize=_quantize(quantize),
+        renderer=modelfile.last("renderer") or "", parser=modelfile.last("parser") or "",
+        requires=modelfile.last("requires") or "",
+    )
     from_ = ""
     files: dict[str, str] = {}
     adapters: dict[str, str] = {}
@@ -241,15 +251,4 @@ def request_from_modelfile(
         target = adapters if cmd.name == "adapter" else files
         key = path.name if path.name not in target else f"{len(target)}-{path.name}"
         target[key] = add_file(path).digest
-    licenses = modelfile.values("license")
-    return CreateRequest(
-        model=model, from_=from_, files=files, adapters=adapters,
-        template=modelfile.last("template"), system=modelfile.last("system"),
-        license=tuple(licenses) if licenses else None,
-        parameters=modelfile.parameters or None,
-        messages=tuple(modelfile.messages) or None,
-        quantize=_quantize(quantize),
-        renderer=modelfile.last("renderer") or "", parser=modelfile.last("parser") or "",
-        requires=modelfile.last("requires") or "",
-    )
-
+    return replace(draft, from_=from_, files=files, adapters=adapters)
