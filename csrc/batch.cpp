@@ -1,0 +1,397 @@
+// Continuous batching: requests are queued into sequences (reusing the longest cached prefix), and every
+// pw_step builds one llama_batch holding one token for every generating sequence plus prompt chunks of
+// new ones, decodes it, then samples, detokenises and checks end-of-generation for each sequence in C.
+// Idle sequences keep their KV cells so that a new request can reuse the longest cached prefix.
+
+#include "shim.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+namespace shim {
+
+// Length of the longest prefix of s made of complete UTF-8 characters.
+size_t utf8_complete_prefix(const std::string &s) {
+    size_t n = s.size();
+    // Look back at most 3 bytes for the start of the last character.
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        unsigned char c = (unsigned char)s[n - back];
+        if ((c & 0xC0) == 0x80) continue;  // continuation byte
+        size_t need = 1;
+        if ((c & 0xE0) == 0xC0) need = 2;
+        else if ((c & 0xF0) == 0xE0) need = 3;
+        else if ((c & 0xF8) == 0xF0) need = 4;
+        return back >= need ? n : n - back;
+    }
+    return n;  // invalid sequence: let the caller replace it
+}
+
+// Position of the cache's next cell: media with M-RoPE take fewer positions than cells.
+llama_pos next_pos(const slot &s) {
+    llama_pos p = (llama_pos)s.cache.size();
+    for (const auto &m : s.cached_media) p -= (llama_pos)m.n_tokens - m.n_pos;
+    return p;
+}
+
+void slot_release(pw_engine *e, slot &s) {
+    s.state = SLOT_IDLE;
+    s.prompt.clear();
+    s.media.clear();
+    s.media_own.clear();
+    s.chain.reset();
+    s.grammar.reset();
+    s.pending.clear();
+    s.cancel = false;
+    s.i_batch = -1;
+    s.last = -1;
+    s.t_last_used = ++e->tick;
+}
+
+size_t common_prefix(const std::vector<llama_token> &a, const int32_t *b, size_t nb) {
+    size_t n = std::min(a.size(), nb), i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+void batch_add(llama_batch &b, llama_token tok, llama_pos pos, llama_seq_id seq, bool logits) {
+    int32_t i = b.n_tokens++;
+    b.token[i] = tok;
+    b.pos[i] = pos;
+    b.n_seq_id[i] = 1;
+    b.seq_id[i][0] = seq;
+    b.logits[i] = logits;
+}
+
+}  // namespace shim
+
+using namespace shim;
+
+// Queue a prompt (text ids, and media placeholders described by `media`) into
+// the idle sequence sharing its longest cached prefix, else the least recently used.
+static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std::vector<media_span> &media,
+                      const pw_sampling *sp) {
+    if (e->params.embeddings) return fail(PW_E_INVALID, "this engine serves embeddings only");
+    if ((uint32_t)n >= e->n_ctx_seq)
+        return fail(PW_E_TOOLONG, "prompt of %d tokens does not fit the context of %u", n, e->n_ctx_seq);
+    slot *best = nullptr;
+    size_t best_lcp = 0;
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_IDLE) continue;
+        size_t lcp = common_prefix(s.cache, tokens, (size_t)n);
+        if (!best || lcp > best_lcp || (lcp == best_lcp && s.t_last_used < best->t_last_used)) {
+            best = &s;
+            best_lcp = lcp;
+        }
+    }
+    if (!best) return fail(PW_E_BUSY, "all %u sequences are busy", e->params.n_seq);
+    slot &s = *best;
+    sampler_ptr grammar;
+    if (sp->grammar && sp->grammar[0]) {
+        std::string problem = grammar_problem(sp->grammar);
+        if (!problem.empty()) return fail(PW_E_GRAMMAR, "invalid grammar: %s", problem.c_str());
+        clear_log_errors();
+        grammar.reset(llama_sampler_init_grammar(e->pm->vocab, sp->grammar, "root"));
+        if (!grammar) return fail(PW_E_GRAMMAR, "invalid grammar: %s", llama_reason().c_str());
+    }
+    std::vector<chunk_ptr> own;
+    std::vector<media_span> spans = media;
+    for (auto &m : spans) {
+        own.emplace_back(mtmd_input_chunk_copy(m.chunk));
+        if (!own.back()) return fail(PW_E_NOMEM, "out of memory");
+        m.chunk = own.back().get();
+    }
+    // At least the last prompt token is evaluated again to get its logits, and
+    // a media chunk is reused whole or not at all.
+    size_t keep = std::min(best_lcp, (size_t)n - 1);
+    for (const auto &m : spans)
+        if (m.start < keep && keep < m.start + m.n_tokens) keep = m.start;
+    // Cells are removed by position: after an M-RoPE image, positions run behind cell counts.
+    s.cache.resize(keep);
+    while (!s.cached_media.empty() && s.cached_media.back().start >= keep) s.cached_media.pop_back();
+    if (!llama_memory_seq_rm(e->mem, s.id, next_pos(s), -1)) {
+        llama_memory_seq_rm(e->mem, s.id, -1, -1);
+        keep = 0;
+        s.cache.clear();
+        s.cached_media.clear();
+    }
+    s.prompt.assign(tokens, tokens + n);
+    s.media = std::move(spans);
+    s.media_own = std::move(own);
+    s.n_past = keep;
+    s.n_cached = (int32_t)keep;
+    s.n_gen = 0;
+    s.n_predict = sp->n_predict;
+    s.n_logprobs = sp->n_logprobs > 20 ? 20 : sp->n_logprobs;
+    s.ignore_eos = sp->ignore_eos;
+    // Top-k of at most 1024 candidates is found by the shim (top_k_logits), penalties then kept by the slot.
+    // A3S_POWER_REFERENCE_SAMPLING=1 leaves all sampling to llama.cpp's chain, for comparisons.
+    const char *reference = std::getenv("A3S_POWER_REFERENCE_SAMPLING");
+    const bool shortcuts = !(reference && *reference && std::strcmp(reference, "0") != 0);
+    s.top_k = shortcuts && sp->temperature > 0.0f && sp->top_k > 0 && sp->top_k <= 1024 ? sp->top_k : 0;
+    s.pen_n = s.top_k > 0 && penalizes(e, *sp) ? penalty_window(e, *sp) : 0;
+    s.pen_repeat = sp->repeat_penalty;
+    s.pen_freq = sp->frequency_penalty;
+    s.pen_present = sp->presence_penalty;
+    s.pen_prev.clear();
+    s.pen_count.clear();
+    s.chain = build_chain(e, *sp, s.pen_n == 0);
+    s.grammar = std::move(grammar);
+    s.argmax = shortcuts && sp->temperature <= 0.0f && !s.grammar && llama_sampler_chain_n(s.chain.get()) == 1;
+    // Penalties see the prompt's text, as in llama-server.
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0) continue;
+        llama_sampler_accept(s.chain.get(), tokens[i]);
+        if (s.pen_n > 0) pen_accept(s, tokens[i]);
+    }
+    s.pending.clear();
+    s.cancel = false;
+    s.last = -1;
+    s.i_batch = -1;
+    s.t_start_us = llama_time_us();
+    s.t_first_us = 0;
+    s.t_last_used = ++e->tick;
+    s.state = SLOT_PROMPT;
+    e->stats.n_reused_tokens += (int64_t)keep;
+    return s.id;
+}
+
+extern "C" {
+
+int32_t pw_submit(pw_engine *e, const int32_t *tokens, int32_t n, const pw_sampling *sp) {
+    if (!e || !tokens || n <= 0 || !sp) return fail(PW_E_INVALID, "a request needs at least one token");
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->n_vocab) return fail(PW_E_INVALID, "token %d out of range", tokens[i]);
+    return submit(e, tokens, n, {}, sp);
+}
+
+int32_t pw_submit_media(pw_engine *e, const pw_media *m, const pw_sampling *sp) {
+    if (!e || !m || !sp || m->tokens.empty()) return fail(PW_E_INVALID, "a request needs at least one token");
+    if (!e->mtmd) return fail(PW_E_INVALID, "this model has no projector for images");
+    if (m->tokens.back() < 0) return fail(PW_E_INVALID, "a prompt cannot end with an image");
+    for (const auto &sp_ : m->spans) {
+        if (sp_.n_tokens > e->params.n_ubatch && mtmd_decode_use_non_causal(e->mtmd->ctx, sp_.chunk))
+            return fail(PW_E_TOOLONG, "an image of %zu tokens needs num_batch of at least %zu (it is %u)",
+                        sp_.n_tokens, sp_.n_tokens, e->params.n_ubatch);
+    }
+    return submit(e, m->tokens.data(), (int32_t)m->tokens.size(), m->spans, sp);
+}
+
+int32_t pw_cancel(pw_engine *e, int32_t seq) {
+    if (!e || seq < 0 || (size_t)seq >= e->slots.size()) return fail(PW_E_INVALID, "no sequence %d", seq);
+    if (e->slots[(size_t)seq].state != SLOT_IDLE) e->slots[(size_t)seq].cancel = true;
+    return PW_OK;
+}
+
+static void emit(pw_engine *e, slot &s, pw_event *ev, llama_token tok, int32_t finish, const std::string &text,
+                 float lp, int32_t top_off, int32_t n_top) {
+    ev->seq = s.id;
+    ev->token = tok;
+    ev->finish = finish;
+    ev->text_off = (int32_t)e->arena.size();
+    ev->text_len = (int32_t)text.size();
+    e->arena += text;
+    ev->logprob = lp;
+    ev->top_off = top_off;
+    ev->n_top = n_top;
+    ev->n_prompt = (int32_t)s.prompt.size();
+    ev->n_cached = s.n_cached;
+    ev->n_gen = s.n_gen;
+    int64_t now = llama_time_us();
+    ev->t_prompt_us = (s.t_first_us ? s.t_first_us : now) - s.t_start_us;
+    ev->t_gen_us = s.t_first_us ? now - s.t_first_us : 0;
+}
+
+// Encode the media chunk at the sequence's next prompt position and decode its
+// embeddings into the sequence's cells, in decode calls of its own.
+static bool eval_media(pw_engine *e, slot &s) {
+    auto it = std::find_if(s.media.begin(), s.media.end(), [&s](const media_span &m) { return m.start == s.n_past; });
+    if (it == s.media.end()) {
+        fail(PW_E_INTERNAL, "no media chunk at prompt position %zu", s.n_past);
+        return false;
+    }
+    llama_pos pos = next_pos(s), new_pos = pos;
+    clear_log_errors();
+    int64_t t0 = llama_time_us();
+    int32_t rc = mtmd_helper_eval_chunk_single(e->mtmd->ctx, e->ctx, it->chunk, pos, s.id,
+                                               (int32_t)e->params.n_batch, false, &new_pos);
+    e->stats.t_decode_us += llama_time_us() - t0;
+    e->stats.n_decode++;
+    if (rc != 0) {
+        fail(PW_E_DECODE, "image evaluation failed (%d): %s", rc, llama_reason().c_str());
+        return false;
+    }
+    media_span done = *it;
+    done.n_pos = new_pos - pos;
+    done.chunk = nullptr;
+    s.cached_media.push_back(done);
+    s.cache.insert(s.cache.end(), s.prompt.begin() + (long)s.n_past, s.prompt.begin() + (long)(s.n_past + done.n_tokens));
+    s.n_past += done.n_tokens;
+    e->stats.n_prompt_tokens += (int64_t)done.n_tokens;
+    return true;
+}
+
+// End a sequence with an error; its cells are dropped, as they may be half written.
+static void fail_slot(pw_engine *e, slot &s, pw_event *ev) {
+    emit(e, s, ev, -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
+    llama_memory_seq_rm(e->mem, s.id, -1, -1);
+    s.cache.clear();
+    s.cached_media.clear();
+    slot_release(e, s);
+}
+
+int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
+    if (!e || !events || !out || cap < (int32_t)e->slots.size()) return fail(PW_E_INVALID, "event buffer too small");
+    e->arena.clear();
+    e->tops.clear();
+    int32_t n_ev = 0;
+    llama_batch &b = e->batch;
+    b.n_tokens = 0;
+    const int32_t n_batch = (int32_t)e->params.n_batch;
+    for (auto &s : e->slots) s.in_batch = false;
+
+    // Cancelled sequences end now, before they cost another decode.
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_IDLE && s.cancel) {
+            emit(e, s, &events[n_ev++], -1, PW_FINISH_CANCEL, s.pending, 0.0f, 0, 0);
+            slot_release(e, s);
+        }
+    }
+    // Generating sequences first: one token each.
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_GEN) continue;
+        s.i_batch = b.n_tokens;
+        s.in_batch = true;
+        batch_add(b, s.last, next_pos(s), s.id, true);
+        s.cache.push_back(s.last);
+    }
+    // Prompt chunks fill the rest of the batch; media are evaluated on their own first.
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_PROMPT) continue;
+        bool media_ok = true;
+        while (media_ok && s.n_past < s.prompt.size() && s.prompt[s.n_past] < 0 && b.n_tokens < n_batch)
+            media_ok = eval_media(e, s);
+        if (!media_ok) {
+            fail_slot(e, s, &events[n_ev++]);
+            continue;
+        }
+        const int32_t n_before = b.n_tokens;
+        llama_pos pos = next_pos(s);
+        while (s.n_past < s.prompt.size() && s.prompt[s.n_past] >= 0 && b.n_tokens < n_batch) {
+            bool is_last = s.n_past + 1 == s.prompt.size();
+            if (is_last) s.i_batch = b.n_tokens;
+            batch_add(b, s.prompt[s.n_past], pos++, s.id, is_last);
+            s.cache.push_back(s.prompt[s.n_past]);
+            s.n_past++;
+            e->stats.n_prompt_tokens++;
+        }
+        s.in_batch = b.n_tokens > n_before;
+    }
+    out->n_decoded = b.n_tokens;
+    if (b.n_tokens > 0) {
+        int64_t t0 = llama_time_us();
+        int32_t rc = llama_decode(e->ctx, b);
+        e->stats.t_decode_us += llama_time_us() - t0;
+        e->stats.n_decode++;
+        if (rc != 0) {
+            fail(PW_E_DECODE, "llama_decode failed (%d): %s", rc, llama_reason().c_str());
+            // The batch's sequences end with an error; their cells are dropped.
+            for (auto &s : e->slots) {
+                if (s.state == SLOT_IDLE || !s.in_batch) continue;
+                fail_slot(e, s, &events[n_ev++]);
+            }
+            out->text = e->arena.data();
+            out->top = e->tops.data();
+            out->n_events = n_ev;
+            out->n_active = 0;
+            for (auto &s : e->slots) out->n_active += s.state != SLOT_IDLE;
+            return n_ev;
+        }
+    }
+    // Each output's logits, fetched once (llama_get_logits_ith is not thread-safe). Greedy argmax scans
+    // and top-k candidates come first, all sequences together on the decode threads.
+    e->greedy_rows.clear();
+    e->greedy_slots.clear();
+    e->topk_slots.clear();
+    for (auto &s : e->slots) {
+        s.greedy = -1;
+        if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
+        s.logits = llama_get_logits_ith(e->ctx, s.i_batch);
+        if (s.argmax) {
+            e->greedy_rows.push_back(s.logits);
+            e->greedy_slots.push_back(&s);
+        } else if (s.top_k > 0) {
+            e->topk_slots.push_back(&s);
+        }
+    }
+    const int32_t n_threads = (int32_t)llama_n_threads(e->ctx);
+    if (!e->greedy_rows.empty()) {
+        e->greedy_toks.resize(e->greedy_rows.size());
+        argmax_rows(e->greedy_rows.data(), (int32_t)e->greedy_rows.size(), e->n_vocab, e->greedy_toks.data(),
+                    n_threads);
+        for (size_t i = 0; i < e->greedy_slots.size(); i++) e->greedy_slots[i]->greedy = e->greedy_toks[i];
+    }
+    const int32_t n_topk = (int32_t)e->topk_slots.size();
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (n_topk > 1 && n_threads > 1)
+#endif
+    for (int32_t i = 0; i < n_topk; i++) {  // a sequence per thread
+        slot &s = *e->topk_slots[(size_t)i];
+        if (s.pen_n > 0)
+            top_k_penalized(s.logits, e->n_vocab, s, s.cand, s.cand_ids);
+        else
+            top_k_logits(s.logits, e->n_vocab, s.top_k, s.cand);
+    }
+    // Sample for every sequence that produced logits.
+    char piece[256];
+    for (auto &s : e->slots) {
+        if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
+        const float *logits = s.logits;
+        s.i_batch = -1;
+        if (s.state == SLOT_PROMPT) {
+            s.state = SLOT_GEN;
+            s.t_first_us = llama_time_us();
+        }
+        llama_token tok = sample(e, s, logits);
+        float lp = 0.0f;
+        int32_t top_off = (int32_t)e->tops.size(), n_top = 0;
+        if (s.n_logprobs >= 0) {
+            lp = logprobs(e, logits, tok, s.n_logprobs);
+            n_top = (int32_t)e->tops.size() - top_off;
+        }
+        s.n_gen++;
+        e->stats.n_gen_tokens++;
+        int32_t finish = PW_FINISH_NONE;
+        if (!s.ignore_eos && llama_vocab_is_eog(e->pm->vocab, tok)) {
+            finish = PW_FINISH_STOP;
+        } else {
+            int32_t n = llama_token_to_piece(e->pm->vocab, tok, piece, sizeof piece, 0, false);
+            if (n > 0) s.pending.append(piece, (size_t)n);
+            if (s.n_predict >= 0 && s.n_gen >= s.n_predict) finish = PW_FINISH_LENGTH;
+            else if (s.cache.size() + 1 >= e->n_ctx_seq) finish = PW_FINISH_CONTEXT;
+        }
+        std::string text;
+        if (finish != PW_FINISH_NONE) {
+            text.swap(s.pending);
+        } else {
+            size_t ok = utf8_complete_prefix(s.pending);
+            text = s.pending.substr(0, ok);
+            s.pending.erase(0, ok);
+        }
+        emit(e, s, &events[n_ev++], tok, finish, text, lp, top_off, n_top);
+        if (finish != PW_FINISH_NONE) {
+            // The last token was never decoded: the cache ends before it.
+            slot_release(e, s);
+        } else {
+            s.last = tok;
+        }
+    }
+    out->text = e->arena.data();
+    out->top = e->tops.data();
+    out->n_events = n_ev;
+    out->n_active = 0;
+    for (auto &s : e->slots) out->n_active += s.state != SLOT_IDLE;
+    return n_ev;
+}
+
+}  // extern "C"

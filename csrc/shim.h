@@ -1,0 +1,190 @@
+// The shim's internal declarations: the structures behind power_shim.h's opaque handles and the helpers
+// its files share. Python never sees this header (its cdef comes from power_shim.h only).
+//
+//   runtime.cpp   errors, logging, backends, devices
+//   model.cpp     loading a model, metadata, tokens; quantize.cpp: quantizing
+//   sampling.cpp  sampler chains, the argmax and top-k shortcuts, penalties, log-probabilities, grammars
+//   engine.cpp    creating an engine (one llama_context), adapters, stats, embeddings
+//   batch.cpp     continuous batching: submitting requests, one decode step for every sequence
+//   media.cpp     multimodal prompts (libmtmd)
+#ifndef POWER_SHIM_INTERNAL_H
+#define POWER_SHIM_INTERNAL_H
+
+#include "power_shim.h"
+
+#include "ggml-backend.h"
+#include "llama.h"
+#include "mtmd-helper.h"
+#include "mtmd.h"
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#ifndef POWER_LLAMA_COMMIT
+#define POWER_LLAMA_COMMIT "unknown"
+#endif
+
+namespace shim {
+
+// ---- errors (runtime.cpp) ----
+// Set the calling thread's pw_last_error() message; returns code.
+int32_t fail(int32_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Forget this thread's logged errors before a llama.cpp call whose failure is reported only in the log.
+void clear_log_errors();
+// The reason llama.cpp gave last on this thread (libllama logs the cause last).
+std::string llama_reason();
+// The first reason logged since clear_log_errors() (libmtmd logs the cause first and a generic failure last).
+std::string first_reason();
+
+struct sampler_deleter {
+    void operator()(llama_sampler *s) const {
+        if (s) llama_sampler_free(s);
+    }
+};
+using sampler_ptr = std::unique_ptr<llama_sampler, sampler_deleter>;
+
+struct chunk_deleter {
+    void operator()(mtmd_input_chunk *c) const {
+        if (c) mtmd_input_chunk_free(c);
+    }
+};
+using chunk_ptr = std::unique_ptr<mtmd_input_chunk, chunk_deleter>;
+
+enum slot_state { SLOT_IDLE, SLOT_PROMPT, SLOT_GEN };
+
+// A media chunk of a prompt: its placeholder run starts at `start`, holds
+// n_tokens KV cells and advances positions by n_pos (fewer with M-RoPE).
+struct media_span {
+    size_t start = 0;
+    size_t n_tokens = 0;
+    llama_pos n_pos = 0;
+    const mtmd_input_chunk *chunk = nullptr;  // owned by the prompt or the slot
+};
+
+struct slot {
+    int32_t id = 0;
+    slot_state state = SLOT_IDLE;
+    std::vector<llama_token> cache;   // tokens whose KV cells this sequence holds
+    std::vector<llama_token> prompt;  // the request's prompt
+    size_t n_past = 0;                // prompt tokens already in the KV cache
+    int32_t n_cached = 0;
+    int32_t n_gen = 0;
+    int32_t n_predict = -1;
+    int32_t n_logprobs = -1;
+    bool ignore_eos = false;
+    bool argmax = false;              // greedy with nothing else in the chain: skip the candidate array
+    const float *logits = nullptr;    // this step's output logits (valid while i_batch >= 0)
+    llama_token greedy = -1;          // with argmax: this step's token, found for all such slots at once
+    int32_t top_k = 0;                // > 0: the chain starts with top-k; its candidates come from top_k_logits
+    std::vector<llama_token_data> cand;  // with top_k: this step's candidates
+    std::vector<llama_token> cand_ids;   // scratch for top_k_penalized
+    // With top_k and penalties, the penalties are kept here rather than in the chain (which would visit
+    // the whole vocabulary): the last pen_n tokens and their counts, as llama.cpp's penalties sampler.
+    int32_t pen_n = 0;
+    float pen_repeat = 1.0f, pen_freq = 0.0f, pen_present = 0.0f;
+    std::deque<llama_token> pen_prev;
+    std::unordered_map<llama_token, int32_t> pen_count;
+    llama_token last = -1;            // sampled, not yet decoded
+    int32_t i_batch = -1;             // batch index of this sequence's output
+    bool in_batch = false;            // has tokens in the current step's batch
+    bool cancel = false;
+    sampler_ptr chain;
+    sampler_ptr grammar;
+    std::string pending;              // bytes of an incomplete UTF-8 character
+    std::vector<media_span> media;    // the prompt's media, by placeholder start
+    std::vector<chunk_ptr> media_own; // copies of their chunks
+    std::vector<media_span> cached_media;  // media whose cells are in the cache
+    int64_t t_start_us = 0;
+    int64_t t_first_us = 0;
+    int64_t t_last_used = 0;
+};
+
+}  // namespace shim
+
+struct pw_model {
+    llama_model *model = nullptr;
+    const llama_vocab *vocab = nullptr;
+    ~pw_model() {
+        if (model) llama_model_free(model);
+    }
+};
+
+struct pw_mtmd {
+    mtmd_context *ctx = nullptr;
+    pw_model *pm = nullptr;
+    ~pw_mtmd() {
+        if (ctx) mtmd_free(ctx);
+    }
+};
+
+struct pw_media {
+    mtmd_input_chunks *chunks = nullptr;
+    std::vector<llama_token> tokens;  // text ids; media as runs of placeholders
+    std::vector<shim::media_span> spans;
+    ~pw_media() {
+        if (chunks) mtmd_input_chunks_free(chunks);
+    }
+};
+
+struct pw_engine {
+    pw_model *pm = nullptr;
+    llama_context *ctx = nullptr;
+    llama_memory_t mem = nullptr;
+    llama_batch batch{};
+    pw_engine_params params{};
+    uint32_t n_ctx_seq = 0;
+    int32_t n_vocab = 0;
+    std::vector<shim::slot> slots;
+    std::vector<llama_token_data> cur;
+    std::string arena;
+    std::vector<pw_top> tops;
+    std::vector<const float *> greedy_rows;  // per step: the logits of greedy sequences,
+    std::vector<shim::slot *> greedy_slots;  // their slots,
+    std::vector<llama_token> greedy_toks;    // and their tokens
+    std::vector<shim::slot *> topk_slots;    // per step: the sequences sampled with top-k
+    llama_adapter_lora *lora = nullptr;
+    pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine
+    int64_t tick = 0;
+    pw_stats stats{};
+
+    ~pw_engine() {
+        for (auto &s : slots) {
+            s.chain.reset();
+            s.grammar.reset();
+        }
+        if (batch.token) llama_batch_free(batch);
+        if (ctx) llama_free(ctx);
+        if (lora) llama_adapter_lora_free(lora);
+    }
+};
+
+namespace shim {
+
+// ---- sampling (sampling.cpp) ----
+int32_t penalty_window(const pw_engine *e, const pw_sampling &sp);
+bool penalizes(const pw_engine *e, const pw_sampling &sp);
+sampler_ptr build_chain(const pw_engine *e, const pw_sampling &sp, bool with_penalties);
+void argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, llama_token *out, int32_t n_threads);
+void top_k_logits(const float *x, int32_t n, int32_t k, std::vector<llama_token_data> &out);
+void pen_accept(slot &s, llama_token tok);
+void top_k_penalized(const float *x, int32_t n, const slot &s, std::vector<llama_token_data> &out,
+                     std::vector<llama_token> &ids);
+llama_token sample(pw_engine *e, slot &s, const float *logits);
+float logprobs(pw_engine *e, const float *logits, llama_token tok, int32_t n_top);
+// Why a GBNF grammar does not parse, or "" when it does.
+std::string grammar_problem(const char *src);
+
+// ---- batching (batch.cpp) ----
+void batch_add(llama_batch &b, llama_token tok, llama_pos pos, llama_seq_id seq, bool logits);
+size_t common_prefix(const std::vector<llama_token> &a, const int32_t *b, size_t nb);
+// Position of the cache's next cell: media with M-RoPE take fewer positions than cells.
+llama_pos next_pos(const slot &s);
+void slot_release(pw_engine *e, slot &s);
+
+}  // namespace shim
+
+#endif  // POWER_SHIM_INTERNAL_H
