@@ -45,7 +45,14 @@ void slot_release(pw_engine *e, slot &s) {
     s.cancel = false;
     s.i_batch = -1;
     s.last = -1;
+    s.wait_src = -1;
     s.t_last_used = ++e->tick;
+}
+
+void slot_clear(pw_engine *e, slot &s) {
+    llama_memory_seq_rm(e->mem, s.id, -1, -1);
+    s.cache.clear();
+    s.cached_media.clear();
 }
 
 size_t common_prefix(const std::vector<llama_token> &a, const int32_t *b, size_t nb) {
@@ -67,14 +74,13 @@ void batch_add(llama_batch &b, llama_token tok, llama_pos pos, llama_seq_id seq,
 
 using namespace shim;
 
-// Queue a prompt (text ids, and media placeholders described by `media`) into
-// the idle sequence sharing its longest cached prefix, else the least recently used.
-static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std::vector<media_span> &media,
-                      const pw_sampling *sp) {
-    if (e->params.embeddings) return fail(PW_E_INVALID, "this engine serves embeddings only");
-    if ((uint32_t)n >= e->n_ctx_seq)
-        return fail(PW_E_TOOLONG, "prompt of %d tokens does not fit the context of %u", n, e->n_ctx_seq);
-    slot *best = nullptr;
+// The idle sequence a new prompt goes to: the one sharing its longest prefix when it keeps at least half
+// of what it holds (a conversation going on) or holds the whole prompt (asked again), else an empty one,
+// else the least recently used, whose cells then go to host memory while the prefix comes from wherever
+// it is cached (cache.cpp).
+static slot *choose_slot(pw_engine *e, const int32_t *tokens, int32_t n) {
+    auto spare_rank = [](const slot &s) { return std::make_pair(!s.cache.empty(), s.t_last_used); };
+    slot *best = nullptr, *spare = nullptr;
     size_t best_lcp = 0;
     for (auto &s : e->slots) {
         if (s.state != SLOT_IDLE) continue;
@@ -83,9 +89,22 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
             best = &s;
             best_lcp = lcp;
         }
+        if (!spare || spare_rank(s) < spare_rank(*spare)) spare = &s;
     }
-    if (!best) return fail(PW_E_BUSY, "all %u sequences are busy", e->params.n_seq);
-    slot &s = *best;
+    if (best && best_lcp > 0 && (2 * best_lcp >= best->cache.size() || best_lcp >= (size_t)n)) return best;
+    return spare;
+}
+
+// Queue a prompt (text ids, and media placeholders described by `media`) into an idle sequence.
+static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std::vector<media_span> &media,
+                      const pw_sampling *sp) {
+    if (e->params.embeddings) return fail(PW_E_INVALID, "this engine serves embeddings only");
+    if ((uint32_t)n >= e->n_ctx_seq)
+        return fail(PW_E_TOOLONG, "prompt of %d tokens does not fit the context of %u", n, e->n_ctx_seq);
+    resolve_waits(e);  // a waiting request copies from its source before that source can be reused
+    slot *chosen = choose_slot(e, tokens, n);
+    if (!chosen) return fail(PW_E_BUSY, "all %u sequences are busy", e->params.n_seq);
+    slot &s = *chosen;
     sampler_ptr grammar;
     if (sp->grammar && sp->grammar[0]) {
         std::string problem = grammar_problem(sp->grammar);
@@ -101,25 +120,9 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
         if (!own.back()) return fail(PW_E_NOMEM, "out of memory");
         m.chunk = own.back().get();
     }
-    // At least the last prompt token is evaluated again to get its logits, and
-    // a media chunk is reused whole or not at all.
-    size_t keep = std::min(best_lcp, (size_t)n - 1);
-    for (const auto &m : spans)
-        if (m.start < keep && keep < m.start + m.n_tokens) keep = m.start;
-    // Cells are removed by position: after an M-RoPE image, positions run behind cell counts.
-    s.cache.resize(keep);
-    while (!s.cached_media.empty() && s.cached_media.back().start >= keep) s.cached_media.pop_back();
-    if (!llama_memory_seq_rm(e->mem, s.id, next_pos(s), -1)) {
-        llama_memory_seq_rm(e->mem, s.id, -1, -1);
-        keep = 0;
-        s.cache.clear();
-        s.cached_media.clear();
-    }
     s.prompt.assign(tokens, tokens + n);
     s.media = std::move(spans);
     s.media_own = std::move(own);
-    s.n_past = keep;
-    s.n_cached = (int32_t)keep;
     s.n_gen = 0;
     s.n_predict = sp->n_predict;
     s.n_logprobs = sp->n_logprobs > 20 ? 20 : sp->n_logprobs;
@@ -151,8 +154,7 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     s.t_start_us = llama_time_us();
     s.t_first_us = 0;
     s.t_last_used = ++e->tick;
-    s.state = SLOT_PROMPT;
-    e->stats.n_reused_tokens += (int64_t)keep;
+    reuse_prefix(e, s);  // SLOT_PROMPT, or SLOT_WAIT for a sequence evaluating the same prefix
     return s.id;
 }
 
@@ -234,10 +236,17 @@ static bool eval_media(pw_engine *e, slot &s) {
 // End a sequence with an error; its cells are dropped, as they may be half written.
 static void fail_slot(pw_engine *e, slot &s, pw_event *ev) {
     emit(e, s, ev, -1, PW_FINISH_ERROR, std::string(), 0.0f, 0, 0);
-    llama_memory_seq_rm(e->mem, s.id, -1, -1);
-    s.cache.clear();
-    s.cached_media.clear();
+    slot_clear(e, s);
     slot_release(e, s);
+}
+
+static int32_t step_done(pw_engine *e, pw_step_out *out, int32_t n_ev) {
+    out->text = e->arena.data();
+    out->top = e->tops.data();
+    out->n_events = n_ev;
+    out->n_active = 0;
+    for (auto &s : e->slots) out->n_active += s.state != SLOT_IDLE;
+    return n_ev;
 }
 
 int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
@@ -257,6 +266,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             slot_release(e, s);
         }
     }
+    resolve_waits(e);
     // Generating sequences first: one token each.
     for (auto &s : e->slots) {
         if (s.state != SLOT_GEN) continue;
@@ -293,6 +303,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         int32_t rc = llama_decode(e->ctx, b);
         e->stats.t_decode_us += llama_time_us() - t0;
         e->stats.n_decode++;
+        for (auto &s : e->slots) s.copying = false;  // the decode made the pending stream copies
         if (rc != 0) {
             fail(PW_E_DECODE, "llama_decode failed (%d): %s", rc, llama_reason().c_str());
             // The batch's sequences end with an error; their cells are dropped.
@@ -300,12 +311,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
                 if (s.state == SLOT_IDLE || !s.in_batch) continue;
                 fail_slot(e, s, &events[n_ev++]);
             }
-            out->text = e->arena.data();
-            out->top = e->tops.data();
-            out->n_events = n_ev;
-            out->n_active = 0;
-            for (auto &s : e->slots) out->n_active += s.state != SLOT_IDLE;
-            return n_ev;
+            return step_done(e, out, n_ev);
         }
     }
     // Each output's logits, fetched once (llama_get_logits_ith is not thread-safe). Greedy argmax scans
@@ -386,12 +392,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             s.last = tok;
         }
     }
-    out->text = e->arena.data();
-    out->top = e->tops.data();
-    out->n_events = n_ev;
-    out->n_active = 0;
-    for (auto &s : e->slots) out->n_active += s.state != SLOT_IDLE;
-    return n_ev;
+    return step_done(e, out, n_ev);
 }
 
 }  // extern "C"

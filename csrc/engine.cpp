@@ -66,6 +66,8 @@ int32_t pw_engine_create(pw_model *pm, const pw_engine_params *params, pw_engine
     e->ctx = ctx;
     e->mem = llama_get_memory(ctx);
     e->params = p;
+    e->can_share = e->mem && !llama_model_is_recurrent(pm->model) && !llama_model_is_hybrid(pm->model);
+    e->ram.budget = e->can_share && !p.embeddings ? (size_t)p.cache_ram : 0;
     e->n_ctx_seq = std::min(llama_n_ctx_seq(ctx), p.n_ctx);  // cells are padded; num_ctx is the limit
     e->n_vocab = llama_vocab_n_tokens(pm->vocab);
     e->batch = llama_batch_init((int32_t)p.n_batch, 0, 1);
@@ -97,6 +99,7 @@ int32_t pw_engine_set_lora(pw_engine *e, const char *path, float scale) {
         s.cache.clear();
         s.cached_media.clear();
     }
+    ram_clear(e);
     return PW_OK;
 }
 
@@ -158,6 +161,9 @@ int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {
         out->n_active += s.state != SLOT_IDLE;
         out->kv_used += (int64_t)s.cache.size();
     }
+    out->ram_bytes = (int64_t)e->ram.bytes;
+    out->ram_entries = (int64_t)e->ram.entries.size();
+    out->ram_budget = (int64_t)e->ram.budget;
     return PW_OK;
 }
 
@@ -170,6 +176,7 @@ int32_t pw_engine_clear(pw_engine *e) {
         s.cache.clear();
         s.cached_media.clear();
     }
+    ram_clear(e);
     return PW_OK;
 }
 

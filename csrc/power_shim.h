@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 3 };
+enum pw_abi { PW_ABI_VERSION = 4 };
 
 enum pw_status {
     PW_OK = 0,
@@ -108,6 +108,7 @@ typedef struct pw_engine_params {
     int32_t type_v;
     bool embeddings;       /* an embedding engine (pw_embed only) */
     int32_t pooling;       /* -1 model default, 0 none, 1 mean, 2 cls, 3 last */
+    uint64_t cache_ram;    /* bytes of host memory for saved prompt states; 0 = none */
 } pw_engine_params;
 
 typedef struct pw_sampling {
@@ -137,7 +138,7 @@ typedef struct pw_event {
     int32_t top_off;        /* entries in the step's top-logprob arena */
     int32_t n_top;
     int32_t n_prompt;       /* prompt tokens of the request */
-    int32_t n_cached;       /* of which were reused from the KV cache */
+    int32_t n_cached;       /* of which were not evaluated: kept, copied from another sequence or restored */
     int32_t n_gen;          /* tokens generated so far */
     int64_t t_prompt_us;    /* prompt evaluation time */
     int64_t t_gen_us;       /* generation time after the first token */
@@ -166,7 +167,24 @@ typedef struct pw_stats {
     int64_t t_decode_us;
     int64_t n_prompt_tokens;
     int64_t n_gen_tokens;
-    int64_t n_reused_tokens;
+    int64_t n_reused_tokens; /* prompt tokens not evaluated, from every tier */
+    /* The prompt cache, per tier. KV: requests that reused cells (their own sequence's or copied from
+     * another), or reused none; tokens copied across sequences; requests that waited for another's prefix. */
+    int64_t kv_hits;
+    int64_t kv_misses;
+    int64_t kv_shared_tokens;
+    int64_t kv_copies;
+    int64_t kv_waits;
+    /* Host memory: the saved states' bytes and count, the bound, requests restored from a state or
+     * finding none, tokens restored, states saved and states dropped to stay under the bound. */
+    int64_t ram_bytes;
+    int64_t ram_entries;
+    int64_t ram_budget;
+    int64_t ram_hits;
+    int64_t ram_misses;
+    int64_t ram_restored_tokens;
+    int64_t ram_saves;
+    int64_t ram_evictions;
 } pw_stats;
 
 typedef struct pw_mtmd_info {

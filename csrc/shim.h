@@ -6,6 +6,7 @@
 //   sampling.cpp  sampler chains, the argmax and top-k shortcuts, penalties, log-probabilities, grammars
 //   engine.cpp    creating an engine (one llama_context), adapters, stats, embeddings
 //   batch.cpp     continuous batching: submitting requests, one decode step for every sequence
+//   cache.cpp     the prompt cache: prefixes shared across sequences, prompt states kept in host memory
 //   media.cpp     multimodal prompts (libmtmd)
 #ifndef POWER_SHIM_INTERNAL_H
 #define POWER_SHIM_INTERNAL_H
@@ -19,6 +20,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -54,7 +56,8 @@ struct chunk_deleter {
 };
 using chunk_ptr = std::unique_ptr<mtmd_input_chunk, chunk_deleter>;
 
-enum slot_state { SLOT_IDLE, SLOT_PROMPT, SLOT_GEN };
+// SLOT_WAIT: the request waits for another sequence to evaluate the prefix they share, then copies it.
+enum slot_state { SLOT_IDLE, SLOT_WAIT, SLOT_PROMPT, SLOT_GEN };
 
 // A media chunk of a prompt: its placeholder run starts at `start`, holds
 // n_tokens KV cells and advances positions by n_pos (fewer with M-RoPE).
@@ -71,7 +74,7 @@ struct slot {
     std::vector<llama_token> cache;   // tokens whose KV cells this sequence holds
     std::vector<llama_token> prompt;  // the request's prompt
     size_t n_past = 0;                // prompt tokens already in the KV cache
-    int32_t n_cached = 0;
+    int32_t n_cached = 0;             // prompt tokens this request did not evaluate (reused from any tier)
     int32_t n_gen = 0;
     int32_t n_predict = -1;
     int32_t n_logprobs = -1;
@@ -98,9 +101,28 @@ struct slot {
     std::vector<media_span> media;    // the prompt's media, by placeholder start
     std::vector<chunk_ptr> media_own; // copies of their chunks
     std::vector<media_span> cached_media;  // media whose cells are in the cache
+    int32_t wait_src = -1;            // SLOT_WAIT: the sequence evaluating our prefix,
+    size_t wait_len = 0;              // and how many of our prompt's tokens it will hold
+    bool copying = false;             // source or target of a stream copy that the next decode performs
+    int64_t reused_kv = 0;            // this request's reuse, by tier: cells it kept or copied,
+    int64_t reused_ram = 0;           // and cells restored from host memory
     int64_t t_start_us = 0;
     int64_t t_first_us = 0;
     int64_t t_last_used = 0;
+};
+
+// A sequence's saved KV state in host memory (llama_state_seq_get_data), with the tokens it holds.
+struct ram_entry {
+    std::vector<llama_token> tokens;
+    std::vector<media_span> media;  // chunk pointers are null: only the spans matter for positions
+    std::vector<uint8_t> state;
+    size_t bytes() const { return state.size() + tokens.size() * sizeof(llama_token); }
+};
+
+struct ram_cache {
+    size_t budget = 0;              // bytes; 0 = off
+    size_t bytes = 0;
+    std::list<ram_entry> entries;   // most recently used first
 };
 
 }  // namespace shim
@@ -148,6 +170,8 @@ struct pw_engine {
     std::vector<shim::slot *> topk_slots;    // per step: the sequences sampled with top-k
     llama_adapter_lora *lora = nullptr;
     pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine
+    bool can_share = false;           // cells can be cut and copied (not a recurrent model)
+    shim::ram_cache ram;
     int64_t tick = 0;
     pw_stats stats{};
 
@@ -184,6 +208,18 @@ size_t common_prefix(const std::vector<llama_token> &a, const int32_t *b, size_t
 // Position of the cache's next cell: media with M-RoPE take fewer positions than cells.
 llama_pos next_pos(const slot &s);
 void slot_release(pw_engine *e, slot &s);
+// Forget what a sequence holds, cells included.
+void slot_clear(pw_engine *e, slot &s);
+
+// ---- the prompt cache (cache.cpp) ----
+// Give a queued request's sequence the longest prefix of its prompt that any tier holds (its own cells,
+// another sequence's, a state in host memory), or make it wait for a sequence evaluating that prefix;
+// the sequence's previous cells go to host memory first. Leaves the slot in SLOT_PROMPT or SLOT_WAIT.
+void reuse_prefix(pw_engine *e, slot &s);
+// Start the waiting sequences whose prefix is ready (before each step and each submit).
+void resolve_waits(pw_engine *e);
+// Forget every saved state.
+void ram_clear(pw_engine *e);
 
 }  // namespace shim
 

@@ -33,7 +33,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -348,12 +348,20 @@ class StepResult:
 FINISH_NONE, FINISH_STOP, FINISH_LENGTH, FINISH_CONTEXT, FINISH_CANCEL, FINISH_ERROR = range(6)
 
 
+# pw_stats's counters, as Context.stats() names them (the prompt cache's per tier: kv_*, ram_*).
+_STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_decode_us", "n_prompt_tokens",
+          "n_gen_tokens", "n_reused_tokens", "kv_hits", "kv_misses", "kv_shared_tokens", "kv_copies", "kv_waits",
+          "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens", "ram_saves",
+          "ram_evictions")
+
+
 class Context:
     """One llama_context serving up to ``n_seq`` sequences (continuous batching)."""
 
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_seq: int = 1, n_batch: int = 512,
                  n_ubatch: int = 512, n_threads: int = 0, n_threads_batch: int = 0, flash_attn: int = -1,
-                 type_k: str = "f16", type_v: str = "f16", embeddings: bool = False, pooling: int = -1) -> None:
+                 type_k: str = "f16", type_v: str = "f16", embeddings: bool = False, pooling: int = -1,
+                 cache_ram: int = 0) -> None:
         self.model = model
         p = _lib.pw_engine_default_params()
         p.n_ctx = n_ctx
@@ -370,6 +378,7 @@ class Context:
             raise InvalidRequest(f"unsupported KV cache type {exc.args[0]!r}") from None
         p.embeddings = embeddings
         p.pooling = pooling
+        p.cache_ram = max(0, cache_ram)  # bytes of host memory for prompt states of evicted sequences
         out = _ffi.new("pw_engine **")
         _check(_lib.pw_engine_create(model.handle, _ffi.new("pw_engine_params *", p), out))
         self._h = _ffi.gc(out[0], _lib.pw_engine_free)
@@ -400,7 +409,7 @@ class Context:
         _check(_lib.pw_engine_set_mtmd(self.handle, projector.handle if projector else _ffi.NULL))
 
     def submit(self, tokens: "Sequence[int] | MediaPrompt", s: Sampling) -> int:
-        """Start a sequence; returns its id. The idle sequence with the longest cached prefix is reused."""
+        """Start a sequence; returns its id. The longest cached prefix of the prompt is reused (cache.cpp)."""
         sp = self._sp
         sp.seed = 0xFFFFFFFF if s.seed < 0 else s.seed & 0xFFFFFFFF
         sp.top_k = s.top_k
@@ -462,9 +471,7 @@ class Context:
     def stats(self) -> dict[str, int]:
         st = _ffi.new("pw_stats *")
         _check(_lib.pw_engine_stats(self.handle, st))
-        return {k: int(getattr(st, k)) for k in ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode",
-                                                   "t_decode_us", "n_prompt_tokens", "n_gen_tokens",
-                                                   "n_reused_tokens")}
+        return {k: int(getattr(st, k)) for k in _STATS}
 
     def clear(self) -> None:
         _check(_lib.pw_engine_clear(self.handle))

@@ -206,8 +206,10 @@ class Engine:
 
     def __init__(self, model_path: str, load: LoadOptions | None = None, *,
                  adapters: Sequence[tuple[str, float]] = (), progress: Callable[[float], bool] | None = None,
-                 embedding_only: bool | None = None, projector: str | None = None) -> None:
+                 embedding_only: bool | None = None, projector: str | None = None, cache_ram: int = 0) -> None:
+        """``cache_ram``: bytes of host memory for the prompt states of sequences given to other prompts."""
         self.load = load or LoadOptions()
+        self.cache_ram = cache_ram
         t0 = time.monotonic_ns()
         self.model = native.Model(model_path, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
                                   use_mmap=self.load.use_mmap, progress=progress)
@@ -259,7 +261,8 @@ class Engine:
                               n_ubatch=lo.num_batch, n_threads=lo.threads, n_threads_batch=lo.threads,
                               flash_attn=lo.flash_attn_mode, type_k=kv, type_v=kv if kv == "f16" or
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
-                              pooling=1 if embeddings and not self.embedding_only else -1)
+                              pooling=1 if embeddings and not self.embedding_only else -1,
+                              cache_ram=0 if embeddings else self.cache_ram)
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:

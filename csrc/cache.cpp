@@ -1,0 +1,219 @@
+// The prompt cache: a request reuses the longest prefix of its prompt held by any tier, and evaluates only
+// the rest.
+//
+//   - its own sequence's cells (the KV cache as it is);
+//   - another sequence's cells, idle or running, up to what that sequence has evaluated: copied with
+//     llama_memory_seq_cp. Each sequence is its own KV stream (kv_unified=false, so that every sequence has
+//     its whole num_ctx), and a copy across streams copies the whole stream at the next decode; the cells
+//     past the prefix are then cut. A request whose prefix another sequence is still evaluating waits for
+//     it (SLOT_WAIT) instead of evaluating it a second time;
+//   - a sequence's state saved in host memory (llama_state_seq_get_data) before its cells were given to
+//     another prompt, in a byte-bounded LRU list; restored with llama_state_seq_set_data.
+//
+// Sharing needs sequences whose cells can be cut at any position: not recurrent or hybrid models.
+
+#include "shim.h"
+
+#include <algorithm>
+
+namespace shim {
+
+namespace {
+
+// Below this many tokens a copy or a restore is not worth its cost (a whole stream is copied).
+constexpr size_t kMinGain = 8;
+// Waiting costs the waiting request a step: only for prefixes longer than this.
+constexpr size_t kMinWait = 32;
+// States shorter than this are not saved.
+constexpr size_t kMinSave = 16;
+
+// How many of the prompt's first tokens `held` gives: at most all but the last (whose logits are needed),
+// and a media chunk whole or not at all.
+size_t usable(const std::vector<llama_token> &held, const slot &s) {
+    size_t n = s.prompt.size();
+    size_t keep = std::min(common_prefix(held, s.prompt.data(), n), n - 1);
+    for (const auto &m : s.media)
+        if (m.start < keep && keep < m.start + m.n_tokens) keep = m.start;
+    return keep;
+}
+
+// Keep a sequence's first `keep` tokens. Cells are removed by position: after an M-RoPE image, positions
+// run behind cell counts. A sequence that cannot be cut there is emptied.
+void truncate(pw_engine *e, slot &s, size_t keep) {
+    s.cache.resize(std::min(keep, s.cache.size()));
+    while (!s.cached_media.empty() && s.cached_media.back().start + s.cached_media.back().n_tokens > s.cache.size())
+        s.cached_media.pop_back();
+    if (!llama_memory_seq_rm(e->mem, s.id, next_pos(s), -1)) slot_clear(e, s);
+}
+
+void ram_drop(pw_engine *e, std::list<ram_entry>::iterator it) {
+    e->ram.bytes -= it->bytes();
+    e->ram.entries.erase(it);
+}
+
+// Save a sequence's cells before they go to another prompt, unless a saved state already holds them. A
+// saved state that this one extends is replaced; the oldest go first past the bound, but never `keep`
+// (the state about to be restored).
+void ram_save(pw_engine *e, const slot &s, std::list<ram_entry>::iterator keep) {
+    ram_cache &r = e->ram;
+    if (r.budget == 0 || s.cache.size() < kMinSave || s.copying) return;
+    for (auto it = r.entries.begin(); it != r.entries.end(); ++it) {
+        if (common_prefix(s.cache, it->tokens.data(), it->tokens.size()) == s.cache.size()) {
+            r.entries.splice(r.entries.begin(), r.entries, it);
+            return;
+        }
+    }
+    ram_entry en;
+    en.tokens = s.cache;
+    en.media = s.cached_media;
+    size_t size = llama_state_seq_get_size(e->ctx, s.id);
+    if (size == 0 || size + en.tokens.size() * sizeof(llama_token) > r.budget) return;
+    en.state.resize(size);
+    size_t got = llama_state_seq_get_data(e->ctx, en.state.data(), size, s.id);
+    if (got == 0) return;
+    en.state.resize(got);
+    for (auto it = r.entries.begin(); it != r.entries.end();) {
+        auto next = std::next(it);
+        if (it != keep && common_prefix(it->tokens, s.cache.data(), s.cache.size()) == it->tokens.size())
+            ram_drop(e, it);
+        it = next;
+    }
+    r.bytes += en.bytes();
+    r.entries.push_front(std::move(en));
+    e->stats.ram_saves++;
+    for (auto it = r.entries.end(); r.bytes > r.budget && it != r.entries.begin();) {
+        auto victim = std::prev(it);
+        if (victim == keep) {
+            it = victim;
+            continue;
+        }
+        ram_drop(e, victim);
+        e->stats.ram_evictions++;
+    }
+}
+
+// Give `dst` the cells of `src`'s first `len` tokens.
+void copy_prefix(pw_engine *e, slot &dst, slot &src, size_t len) {
+    llama_memory_seq_rm(e->mem, dst.id, -1, -1);
+    llama_memory_seq_cp(e->mem, src.id, dst.id, -1, -1);
+    dst.cache = src.cache;
+    dst.cached_media = src.cached_media;
+    dst.copying = src.copying = true;
+    truncate(e, dst, len);
+    e->stats.kv_copies++;
+    e->stats.kv_shared_tokens += (int64_t)dst.cache.size();
+}
+
+bool ram_restore(pw_engine *e, slot &dst, std::list<ram_entry>::iterator it, size_t len) {
+    ram_cache &r = e->ram;
+    r.entries.splice(r.entries.begin(), r.entries, it);
+    if (llama_state_seq_set_data(e->ctx, it->state.data(), it->state.size(), dst.id) == 0) {
+        slot_clear(e, dst);
+        return false;
+    }
+    dst.cache = it->tokens;
+    dst.cached_media = it->media;
+    truncate(e, dst, len);
+    return true;
+}
+
+// The request's prefix is settled: count it and let it evaluate the rest.
+void start_prompt(pw_engine *e, slot &s) {
+    s.n_past = s.cache.size();
+    s.n_cached = (int32_t)s.n_past;
+    s.reused_kv = (int64_t)s.n_past - s.reused_ram;
+    s.state = SLOT_PROMPT;
+    s.wait_src = -1;
+    e->stats.n_reused_tokens += (int64_t)s.n_past;
+    if (s.reused_kv > 0) e->stats.kv_hits++;
+    else e->stats.kv_misses++;
+    if (s.reused_ram > 0) {
+        e->stats.ram_hits++;
+        e->stats.ram_restored_tokens += s.reused_ram;
+    } else if (e->ram.budget > 0) {
+        e->stats.ram_misses++;
+    }
+}
+
+}  // namespace
+
+void reuse_prefix(pw_engine *e, slot &s) {
+    s.reused_kv = s.reused_ram = 0;
+    s.wait_src = -1;
+    s.wait_len = 0;
+    const size_t own = usable(s.cache, s);
+    if (!e->can_share) {
+        truncate(e, s, own);
+        start_prompt(e, s);
+        return;
+    }
+    slot *copy_src = nullptr, *wait_src = nullptr;
+    size_t copy_len = 0, wait_len = 0;
+    for (auto &o : e->slots) {
+        if (&o == &s || o.state == SLOT_WAIT) continue;
+        size_t n = usable(o.cache, s);
+        if (n > copy_len) {
+            copy_len = n;
+            copy_src = &o;
+        }
+        if (o.state == SLOT_PROMPT) {  // what it will hold once its prompt is in
+            size_t w = usable(o.prompt, s);
+            if (w > wait_len) {
+                wait_len = w;
+                wait_src = &o;
+            }
+        }
+    }
+    auto ram_it = e->ram.entries.end();
+    size_t ram_len = 0;
+    if (!s.copying) {  // a restore would write cells that a pending copy reads or overwrites
+        for (auto it = e->ram.entries.begin(); it != e->ram.entries.end(); ++it) {
+            size_t n = usable(it->tokens, s);
+            if (n > ram_len) {
+                ram_len = n;
+                ram_it = it;
+            }
+        }
+    }
+    const size_t best_now = std::max({own, copy_len, ram_len});
+    const bool wait = wait_src && wait_len >= best_now + kMinWait;
+    const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= ram_len;
+    const bool restore = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain;
+    // What this sequence held beyond what it keeps is worth saving before it is overwritten.
+    if (wait || copy || restore || s.cache.size() > own + kMinSave)
+        ram_save(e, s, restore ? ram_it : e->ram.entries.end());
+    if (wait) {
+        truncate(e, s, own);
+        s.wait_src = wait_src->id;
+        s.wait_len = wait_len;
+        s.state = SLOT_WAIT;
+        e->stats.kv_waits++;
+        return;
+    }
+    if (copy) {
+        copy_prefix(e, s, *copy_src, copy_len);
+    } else if (restore) {
+        if (ram_restore(e, s, ram_it, ram_len)) s.reused_ram = (int64_t)s.cache.size();
+    } else {
+        truncate(e, s, own);
+    }
+    start_prompt(e, s);
+}
+
+void resolve_waits(pw_engine *e) {
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_WAIT) continue;
+        slot &src = e->slots[(size_t)s.wait_src];
+        if (src.state == SLOT_PROMPT && src.n_past < s.wait_len && !s.cancel) continue;
+        size_t len = src.state == SLOT_WAIT ? 0 : usable(src.cache, s);
+        if (len >= s.cache.size() + kMinGain) copy_prefix(e, s, src, len);
+        start_prompt(e, s);
+    }
+}
+
+void ram_clear(pw_engine *e) {
+    e->ram.entries.clear();
+    e->ram.bytes = 0;
+}
+
+}  // namespace shim
