@@ -157,9 +157,11 @@ int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {
     *out = e->stats;
     out->n_active = 0;
     out->kv_used = 0;
+    out->kv_entries = 0;
     for (auto &s : e->slots) {
         out->n_active += s.state != SLOT_IDLE;
         out->kv_used += (int64_t)s.cache.size();
+        out->kv_entries += !s.cache.empty();
     }
     out->ram_bytes = (int64_t)e->ram.bytes;
     out->ram_entries = (int64_t)e->ram.entries.size();

@@ -170,6 +170,7 @@ typedef struct pw_stats {
     int64_t n_reused_tokens; /* prompt tokens not evaluated, from every tier */
     /* The prompt cache, per tier. KV: requests that reused cells (their own sequence's or copied from
      * another), or reused none; tokens copied across sequences; requests that waited for another's prefix. */
+    int64_t kv_entries;      /* sequences holding cells */
     int64_t kv_hits;
     int64_t kv_misses;
     int64_t kv_shared_tokens;

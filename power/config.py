@@ -67,6 +67,9 @@ class Settings:
     origins: tuple[str, ...] = ()
     flash_attention: str = "auto"
     kv_cache_type: str = "f16"
+    # MiB of host memory per runner for the prompt states of sequences given to other prompts (-1: from
+    # free memory, see power.runner.memory.prompt_cache_bytes; 0: none).
+    cache_ram: int = -1
     noprune: bool = False
     debug: int = 0
     load_timeout: float = 300.0
@@ -172,6 +175,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         origins=origins,
         flash_attention=(env.get("OLLAMA_FLASH_ATTENTION") or str(cfg.get("flash_attention", "auto"))).lower(),
         kv_cache_type=(env.get("OLLAMA_KV_CACHE_TYPE") or str(cfg.get("kv_cache_type", "f16"))).lower(),
+        cache_ram=max(-1, _int(env, "A3S_POWER_CACHE_RAM", int(cfg.get("cache_ram", -1)))),
         noprune=parse_bool(env["OLLAMA_NOPRUNE"]) if "OLLAMA_NOPRUNE" in env else False,
         debug=_int(env, "OLLAMA_DEBUG", 0),
         load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),

@@ -350,9 +350,9 @@ FINISH_NONE, FINISH_STOP, FINISH_LENGTH, FINISH_CONTEXT, FINISH_CANCEL, FINISH_E
 
 # pw_stats's counters, as Context.stats() names them (the prompt cache's per tier: kv_*, ram_*).
 _STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_decode_us", "n_prompt_tokens",
-          "n_gen_tokens", "n_reused_tokens", "kv_hits", "kv_misses", "kv_shared_tokens", "kv_copies", "kv_waits",
-          "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens", "ram_saves",
-          "ram_evictions")
+          "n_gen_tokens", "n_reused_tokens", "kv_entries", "kv_hits", "kv_misses", "kv_shared_tokens", "kv_copies",
+          "kv_waits", "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens",
+          "ram_saves", "ram_evictions")
 
 
 class Context:

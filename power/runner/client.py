@@ -81,9 +81,10 @@ class RunnerProcess(asyncio.Protocol):
     """One runner process and its socket; every method runs in the loop thread."""
 
     def __init__(self, model_path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
-                 *, projector: str | None = None, log_level: str = "WARNING",
+                 *, projector: str | None = None, log_level: str = "WARNING", cache_ram: int = 0,
                  on_exit: Callable[[RunnerProcess], None] | None = None) -> None:
         self.model_path = model_path
+        self.cache_ram = cache_ram
         self.load = load
         self.adapters = list(adapters)
         self.projector = projector
@@ -116,7 +117,7 @@ class RunnerProcess(asyncio.Protocol):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [*python_command("power.runner"), "--fd", str(theirs.fileno()), "--model", self.model_path,
                "--load", json.dumps(asdict(self.load)), "--adapters", json.dumps(self.adapters),
-               "--parent", str(os.getpid()), "--log-level", self.log_level]
+               "--parent", str(os.getpid()), "--log-level", self.log_level, "--cache-ram", str(self.cache_ram)]
         if self.projector:
             cmd += ["--projector", self.projector]
         try:

@@ -113,7 +113,23 @@ class Loaded:
         waiting = int(engine["n_waiting"]) if "n_waiting" in engine else self.waiting
         return {"name": self.spec.name, "running": running, "waiting": waiting, "kv_used": kv_used,
                 "n_ctx": n_ctx, "kv_cache_usage": kv_used / n_ctx if n_ctx else 0.0,
-                "num_parallel": self.load.num_parallel, "in_flight": self.refs}
+                "num_parallel": self.load.num_parallel, "in_flight": self.refs,
+                "prompt_cache": self._prompt_cache(engine, kv_used, n_ctx)}
+
+    def _prompt_cache(self, engine: Mapping[str, Any], kv_used: int, n_ctx: int) -> dict[str, dict[str, int]]:
+        """The prompt cache per tier (``kv``: the sequences' cells; ``ram``: saved states in host memory):
+        bytes, entries, hits, misses and tokens not evaluated thanks to it."""
+        def get(key: str) -> int:
+            return int(engine.get(key) or 0)
+
+        ram_restored = get("ram_restored_tokens")
+        return {
+            "kv": {"bytes": self.estimate.kv_cache * kv_used // n_ctx if n_ctx else 0, "entries": get("kv_entries"),
+                   "hits": get("kv_hits"), "misses": get("kv_misses"),
+                   "restored_tokens": max(0, get("n_reused_tokens") - ram_restored)},
+            "ram": {"bytes": get("ram_bytes"), "entries": get("ram_entries"), "hits": get("ram_hits"),
+                    "misses": get("ram_misses"), "restored_tokens": ram_restored},
+        }
 
     def describe(self) -> dict[str, Any]:
         """The ``/api/ps`` view of this model."""

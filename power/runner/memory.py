@@ -49,6 +49,7 @@ __all__ = [
     "parse_nvidia_smi",
     "place",
     "processor_split",
+    "prompt_cache_bytes",
     "read_meminfo",
 ]
 
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 _KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
              "q5_0": 22 / 32, "q5_1": 24 / 32, "iq4_nl": 18 / 32}
 _OVERHEAD = 64 << 20  # interpreter, llama.cpp's own tables, allocator slack
+_PROMPT_CACHE_MAX = 8 << 30  # llama-server's --cache-ram default
 
 
 class OutOfMemory(PowerError):
@@ -125,14 +127,29 @@ class MemoryEstimate:
     kv_cache: int
     compute: int
     gpus: tuple[tuple[int, int], ...] = ()  # (GPU index, bytes) of the offloaded share, once placed
+    prompt_cache: int = 0  # the bound of the prompt states kept in host memory (never offloaded)
 
     @property
     def total(self) -> int:
+        """The model's own size: what may be offloaded."""
         return self.weights + self.kv_cache + self.compute
 
+    @property
+    def host(self) -> int:
+        """The most the runner holds in system memory, its prompt cache included."""
+        return self.total + self.prompt_cache
 
-def estimate(facts: ModelFacts, weights: int, load: LoadOptions) -> MemoryEstimate:
-    """Estimate the resident size of a runner for ``load`` (bytes)."""
+
+def prompt_cache_bytes(mib: int, available: int) -> int:
+    """The bound of a runner's prompt cache in host memory: ``mib`` (``A3S_POWER_CACHE_RAM``), or for -1 an
+    eighth of ``available`` (what the machine has free beside the model), at most 8 GiB."""
+    if mib >= 0:
+        return mib << 20
+    return min(_PROMPT_CACHE_MAX, max(0, available) // 8)
+
+
+def estimate(facts: ModelFacts, weights: int, load: LoadOptions, cache_ram: int = 0) -> MemoryEstimate:
+    """Estimate the resident size of a runner for ``load`` (bytes), with ``cache_ram`` for its prompt cache."""
     n_ctx = load.num_ctx
     kv_type = load.kv_cache_type if load.kv_cache_type in _KV_BYTES else "f16"
     per_token = facts.n_layer * facts.n_head_kv * (facts.key_length + facts.value_length) * _KV_BYTES[kv_type]
@@ -143,7 +160,7 @@ def estimate(facts: ModelFacts, weights: int, load: LoadOptions) -> MemoryEstima
     compute = 4 * ubatch * (facts.n_vocab + 6 * facts.n_embd)
     if load.flash_attn_mode != 1:
         compute += 4 * ubatch * facts.n_head * n_ctx
-    return MemoryEstimate(weights, kv, compute + _OVERHEAD)
+    return MemoryEstimate(weights, kv, compute + _OVERHEAD, prompt_cache=0 if facts.embedding else cache_ram)
 
 
 def read_meminfo(path: str = "/proc/meminfo") -> tuple[int, int]:

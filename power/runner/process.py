@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--projector", default=None, help="multimodal projector GGUF (mmproj)")
     ap.add_argument("--parent", type=int, default=0, help="server pid: exit when it is gone")
     ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument("--cache-ram", type=int, default=0, help="bytes of host memory for saved prompt states")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="runner[%(process)d] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         from power.engine.core import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
         adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
         engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters,
-                        projector=args.projector)
+                        projector=args.projector, cache_ram=args.cache_ram)
     except Exception as exc:
         log.error("model failed to load model=%s: %s", args.model, exc)
         outbox.send({"op": "failed", "error": error_to_wire(exc)})

@@ -37,6 +37,7 @@ from power.runner.memory import (
     model_facts,
     place,
     processor_split,
+    prompt_cache_bytes,
     read_meminfo,
 )
 from power.runner.resolve import blob_digests
@@ -272,11 +273,14 @@ class Scheduler:
                 await self._wait_change()
             await self._stop(old, "unload")
         est = estimate(facts, spec.files_size(), load)
+        # The prompt cache's default bound is a share of the memory the model leaves free.
+        est = estimate(facts, spec.files_size(), load,
+                       prompt_cache_bytes(self.settings.cache_ram, self._budget()[1] - est.total))
         placement = await self._make_room(spec, est, load, facts)
         m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram)
         self._models[spec.name] = m
         m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector,
-                                 log_level=self._log_level,
+                                 log_level=self._log_level, cache_ram=est.prompt_cache,
                                  on_exit=lambda r: self._on_exit(m, r))
         t0 = time.monotonic_ns()
         try:
@@ -302,7 +306,7 @@ class Scheduler:
         total, avail = self._meminfo()
         if not total:
             return 1 << 62, 1 << 62
-        held = sum(m.estimate.total for m in self._models.values())
+        held = sum(m.estimate.host for m in self._models.values())
         # MemAvailable counts mmap'd weights as reclaimable cache, so trust our own estimates too.
         return total - self._reserve, min(avail, total - held) - self._reserve
 
@@ -320,7 +324,7 @@ class Scheduler:
     async def _make_room(self, spec: ModelSpec, est: MemoryEstimate, load: LoadOptions,
                          facts: ModelFacts) -> Placement:
         """Evict idle runners until ``est`` fits system memory and its offloaded share fits the GPUs."""
-        need = est.total
+        need = est.host
         ceiling, _ = self._budget()
         if need > ceiling:
             raise OutOfMemory(f"model requires more system memory ({need / GiB:.1f} GiB) than is available "

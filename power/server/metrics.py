@@ -13,7 +13,7 @@ import threading
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
@@ -60,6 +60,7 @@ class _SchedulerCollector(Collector):
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         yield from self._per_model(models, stats.get("models") or [])
+        yield from self._prompt_cache(stats.get("models") or [])
         yield from self._gpus(stats.get("gpus") or [])
 
     @staticmethod
@@ -81,6 +82,27 @@ class _SchedulerCollector(Collector):
             wait.add_metric([name], float(u.get("waiting", 0)))
             kv.add_metric([name], float(u.get("kv_cache_usage", 0.0)))
         yield from (mem, vram, run, wait, kv)
+
+    @staticmethod
+    def _prompt_cache(usage: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        """Each model's prompt cache per tier: kv (its sequences' cells), ram (saved states in host memory)."""
+        labels = ["model", "tier"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "bytes": GaugeMetricFamily("a3s_power_prompt_cache_bytes", "Bytes the prompt cache holds", labels=labels),
+            "entries": GaugeMetricFamily("a3s_power_prompt_cache_entries",
+                                         "Prompts the cache holds (sequences with cells, saved states)", labels=labels),
+            "hits": CounterMetricFamily("a3s_power_prompt_cache_hits", "Requests that reused a cached prefix",
+                                        labels=labels),
+            "misses": CounterMetricFamily("a3s_power_prompt_cache_misses", "Requests that found no cached prefix",
+                                          labels=labels),
+            "restored_tokens": CounterMetricFamily("a3s_power_prompt_cache_restored_tokens",
+                                                   "Prompt tokens reused instead of evaluated", labels=labels),
+        }
+        for u in usage:
+            for tier, values in (u.get("prompt_cache") or {}).items():
+                for key, family in families.items():
+                    family.add_metric([str(u.get("name", "")), str(tier)], float(values.get(key, 0)))
+        yield from families.values()
 
     @staticmethod
     def _gpus(gpus: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily]:

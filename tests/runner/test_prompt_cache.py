@@ -1,0 +1,46 @@
+"""The prompt cache through real runners: its host-memory bound in the estimate, its counters in /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from power.engine.options import LoadOptions
+from power.runner import Scheduler
+from power.runner.memory import ModelFacts, estimate, prompt_cache_bytes
+from power.server.metrics import Metrics
+
+GREEDY = {"temperature": 0, "num_predict": 8}
+
+
+def test_prompt_cache_bound_from_the_setting_or_free_memory() -> None:
+    assert prompt_cache_bytes(0, 64 << 30) == 0
+    assert prompt_cache_bytes(100, 1 << 30) == 100 << 20
+    assert prompt_cache_bytes(-1, 16 << 30) == 2 << 30  # an eighth of what is available
+    assert prompt_cache_bytes(-1, 512 << 30) == 8 << 30  # at most llama-server's default
+    facts = ModelFacts(n_layer=2, n_head=4, n_head_kv=4, n_embd=64, key_length=16, value_length=16, n_vocab=300)
+    est = estimate(facts, 1 << 20, LoadOptions(num_ctx=512), 64 << 20)
+    assert est.prompt_cache == 64 << 20 and est.host == est.total + (64 << 20)
+    assert estimate(ModelFacts(embedding=True), 1 << 20, LoadOptions(), 64 << 20).prompt_cache == 0
+
+
+def test_a_conversation_comes_back_from_host_memory(make_scheduler: Callable[..., Scheduler]) -> None:
+    sched = make_scheduler(cache_ram=64)  # MiB; two sequences (OLLAMA_NUM_PARALLEL=2)
+    turn1 = "rivers are what we talk about today, in some detail, for a while. "
+    first = sched.generate("tiny", turn1, options=GREEDY).result()
+    for topic in ("deserts", "volcanoes", "glaciers"):  # its cells go to other prompts
+        sched.generate("tiny", f"{topic} are what we talk about today, in some detail.", options=GREEDY).result()
+    new_part = sched.tokenize("tiny", " and their sources?", add_special=False)
+    tokens = sched.tokenize("tiny", turn1) + list(first["tokens"]) + new_part
+    turn2 = sched.generate("tiny", tokens, options=GREEDY).result()
+    assert turn2["cached_tokens"] == len(tokens) - len(new_part) - 1  # the last answer token was never decoded
+    [row] = sched.stats()["models"]
+    ram, kv = row["prompt_cache"]["ram"], row["prompt_cache"]["kv"]
+    assert ram["hits"] == 1 and ram["restored_tokens"] == turn2["cached_tokens"]
+    assert 0 < ram["bytes"] <= 64 << 20 and ram["entries"] >= 2 and ram["misses"] >= 4
+    assert kv["entries"] == 2 and kv["bytes"] > 0
+    [loaded] = sched._models.values()
+    assert loaded.estimate.prompt_cache == 64 << 20
+    text = Metrics(sched).render().decode()
+    assert 'a3s_power_prompt_cache_hits_total{model="tiny",tier="ram"} 1.0' in text
+    assert 'a3s_power_prompt_cache_entries{model="tiny",tier="kv"} 2.0' in text
+    assert "a3s_power_prompt_cache_restored_tokens_total" in text and "a3s_power_prompt_cache_bytes" in text
