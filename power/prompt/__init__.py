@@ -31,6 +31,11 @@ Reading output (streaming or whole)::
 halves, usable alone (same ``feed``/``finish`` contract). ``capabilities_of(go,
 jinja, metadata)`` gives the template-derived capabilities ("tools", "insert",
 "thinking"); ``tool_call_tag`` and ``thinking_tags`` the tags a template declares.
+
+Layout: this folder builds prompts (``chat``, ``messages``, ``jinja``, ``builtin``,
+``capabilities``, ``limits``); ``go/`` is Ollama's Go template engine; ``grammars/``
+the GBNF the sampler is constrained with (schemas, thinking, ``tool_choice``);
+``parsing/`` reads model output.
 """
 
 from __future__ import annotations
@@ -45,13 +50,23 @@ from power.prompt.chat import (
     render_generate,
     think_values,
 )
-from power.prompt.delta import Delta, ToolCall, new_call_id
-from power.prompt.gotemplate import GoTemplate, parse_template
+from power.prompt.go import GoTemplate, parse_template
+from power.prompt.grammars import ToolPlan, after_thinking, plan_tools, tool_call_grammar
 from power.prompt.jinja import JinjaTemplate, parse_jinja
 from power.prompt.limits import Limits
-from power.prompt.output import OutputParser, output_parser
-from power.prompt.thinking import ThinkingParser, starts_thinking, thinking_tags
-from power.prompt.tools import ToolCallParser, parse_tool_calls, tool_call_tag
+from power.prompt.parsing import (
+    Delta,
+    OutputParser,
+    ThinkingParser,
+    ToolCall,
+    ToolCallParser,
+    new_call_id,
+    output_parser,
+    parse_tool_calls,
+    starts_thinking,
+    thinking_tags,
+    tool_call_tag,
+)
 
 __all__ = [
     "BuiltinFormat",
@@ -65,6 +80,8 @@ __all__ = [
     "ThinkingParser",
     "ToolCall",
     "ToolCallParser",
+    "ToolPlan",
+    "after_thinking",
     "build_chat",
     "builtin_format",
     "capabilities_of",
@@ -74,10 +91,12 @@ __all__ = [
     "parse_jinja",
     "parse_template",
     "parse_tool_calls",
+    "plan_tools",
     "render_chat",
     "render_generate",
     "starts_thinking",
     "think_values",
     "thinking_tags",
+    "tool_call_grammar",
     "tool_call_tag",
 ]

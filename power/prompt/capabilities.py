@@ -14,8 +14,8 @@ from typing import Any
 
 from power.errors import TemplateError
 from power.prompt.builtin import fim_template
-from power.prompt.gotemplate import parse_template
-from power.prompt.thinking import thinking_tags
+from power.prompt.go.template import parse_template
+from power.prompt.parsing.thinking import thinking_tags
 
 __all__ = ["capabilities_of"]
 

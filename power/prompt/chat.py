@@ -17,7 +17,7 @@ from typing import Any
 from power.errors import InvalidRequest, TemplateError
 from power.prompt.builtin import builtin_format, fim_template
 from power.prompt.capabilities import capabilities_of
-from power.prompt.gotemplate import GoTemplate, parse_template
+from power.prompt.go.template import GoTemplate, parse_template
 from power.prompt.jinja import JinjaTemplate, parse_jinja
 from power.prompt.limits import Budget
 from power.prompt.messages import (

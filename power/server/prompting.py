@@ -21,9 +21,14 @@ from power.prompt import (
     render_generate,
     tool_call_tag,
 )
-from power.prompt.grammar import JSON_OBJECT_GRAMMAR, check_gbnf, schema_to_grammar
-from power.prompt.thinkgrammar import after_thinking
-from power.prompt.toolchoice import ToolPlan, plan_tools
+from power.prompt.grammars import (
+    JSON_OBJECT_GRAMMAR,
+    ToolPlan,
+    after_thinking,
+    check_gbnf,
+    plan_tools,
+    schema_to_grammar,
+)
 from power.server.images import decode_images
 from power.server.ports import ModelView
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from power.errors import TemplateError
-from power.prompt.gotemplate import GoTemplate
+from power.prompt.go import GoTemplate
 from power.prompt.limits import Limits
 
 _PIECES = [

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from power.errors import TemplateError
-from power.prompt.gotemplate import GoTemplate
+from power.prompt.go import GoTemplate
 from power.prompt.limits import Limits
 
 

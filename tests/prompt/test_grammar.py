@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 
 from power.errors import InvalidRequest
-from power.prompt.grammar import (
+from power.prompt.grammars import (
     JSON_OBJECT_GRAMMAR,
     MAX_DEPTH,
     check_gbnf,
+    check_tools,
+    plan_tools,
     schema_to_grammar,
+    tool_call_grammar,
 )
-from power.prompt.toolchoice import check_tools, plan_tools, tool_call_grammar
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
                                             "parameters": {"type": "object",

@@ -33,9 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from power import native
-from power.prompt.grammar import JSON_OBJECT_GRAMMAR, schema_to_grammar
-from power.prompt.toolchoice import tool_call_grammar
-from power.prompt.tools import parse_tool_calls
+from power.prompt.grammars import JSON_OBJECT_GRAMMAR, schema_to_grammar, tool_call_grammar
+from power.prompt.parsing import parse_tool_calls
 from tests.tinymodels import write_llama
 
 SCHEMAS: list[dict[str, Any]] = [

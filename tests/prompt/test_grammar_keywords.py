@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from power.errors import InvalidRequest
-from power.prompt.grammar import MAX_RULES, schema_to_grammar
+from power.prompt.grammars import MAX_RULES, schema_to_grammar
 
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", '"': '"', "[": "[", "]": "]", "-": "-"}
 

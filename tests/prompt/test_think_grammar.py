@@ -10,8 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from power.prompt.grammar import schema_to_grammar
-from power.prompt.thinkgrammar import after_thinking
+from power.prompt.grammars import after_thinking, schema_to_grammar
 from tests.tinymodels import write_llama
 
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0}},

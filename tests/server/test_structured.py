@@ -10,7 +10,7 @@ import pytest
 from falcon import testing
 
 from power.errors import InvalidRequest
-from power.prompt.grammar import JSON_OBJECT_GRAMMAR
+from power.prompt.grammars import JSON_OBJECT_GRAMMAR
 from power.server.ports import ModelView
 from power.server.prompting import check_images
 from tests.server.conftest import FakeScheduler

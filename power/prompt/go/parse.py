@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from power.errors import TemplateError
-from power.prompt.gotree import (
+from power.prompt.go.tree import (
     Action,
     Arg,
     Branch,

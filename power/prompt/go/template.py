@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from power.errors import TemplateError
-from power.prompt.gofuncs import FUNCS, field_of, go_str, truth
-from power.prompt.goparse import parse
-from power.prompt.gotree import (
+from power.prompt.go.funcs import FUNCS, field_of, go_str, truth
+from power.prompt.go.parse import parse
+from power.prompt.go.tree import (
     Action,
     Arg,
     Branch,

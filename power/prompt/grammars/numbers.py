@@ -23,7 +23,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from power.errors import InvalidRequest
-from power.prompt.gbnf import Rules, repeat
+from power.prompt.grammars.gbnf import Rules, repeat
 
 __all__ = ["FRAC_DIGITS", "INT_DIGITS", "MAX_BOUND_DIGITS", "Bound", "NumberRange", "numeric_bounds"]
 

@@ -27,8 +27,8 @@ import re
 from typing import NoReturn
 
 from power.errors import InvalidRequest
-from power.prompt.gbnf import REPEAT_MAX, Rules, gbnf_literal
-from power.prompt.regex_nodes import (
+from power.prompt.grammars.gbnf import REPEAT_MAX, Rules, gbnf_literal
+from power.prompt.grammars.regex_nodes import (
     ANY,
     EMPTY,
     MAX_CP,

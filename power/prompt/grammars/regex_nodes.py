@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from power.errors import InvalidRequest
-from power.prompt.gbnf import REPEAT_MAX
+from power.prompt.grammars.gbnf import REPEAT_MAX
 
 __all__ = ["ANY", "EMPTY", "MAX_CP", "NOTHING", "SCALARS", "Alt", "Chars", "Node", "Ranges", "Rep", "Seq", "alt",
            "cs", "cs_and", "cs_minus", "cs_not", "fit_lengths", "lengths", "rep", "seq"]

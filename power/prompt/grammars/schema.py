@@ -43,17 +43,17 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from power.errors import InvalidRequest
-from power.prompt.gbnf import (
+from power.prompt.grammars.gbnf import (
     MAX_USER_GRAMMAR,
     REPEAT_MAX,
     check_gbnf,
     gbnf_literal,
     repeat,
 )
-from power.prompt.gbnf_formats import FORMATS
-from power.prompt.gbnf_numbers import NumberRange, numeric_bounds
-from power.prompt.gbnf_regex import MAX_PATTERN, PatternWriter, parse_pattern
-from power.prompt.regex_nodes import fit_lengths
+from power.prompt.grammars.formats import FORMATS
+from power.prompt.grammars.numbers import NumberRange, numeric_bounds
+from power.prompt.grammars.regex import MAX_PATTERN, PatternWriter, parse_pattern
+from power.prompt.grammars.regex_nodes import fit_lengths
 
 __all__ = ["FORMATS", "JSON_OBJECT_GRAMMAR", "MAX_DEPTH", "MAX_NODES", "MAX_PATTERN", "MAX_RULES", "MAX_USER_GRAMMAR",
            "REPEAT_MAX", "GrammarBuilder", "check_gbnf", "check_schema", "gbnf_literal", "measure_schema",

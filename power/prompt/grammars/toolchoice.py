@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from power.errors import InvalidRequest
-from power.prompt.grammar import (
+from power.prompt.grammars.schema import (
     GrammarBuilder,
     check_schema,
     gbnf_literal,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from power.prompt.chat import TemplateSource
-from power.prompt.delta import Delta
-from power.prompt.thinking import (
+from power.prompt.parsing.delta import Delta
+from power.prompt.parsing.thinking import (
     DEFAULT_TAGS,
     ThinkingParser,
     starts_thinking,
     thinking_tags,
 )
-from power.prompt.tools import ToolCallParser, tool_call_tag
+from power.prompt.parsing.tools import ToolCallParser, tool_call_tag
+
+if TYPE_CHECKING:
+    from power.prompt.chat import TemplateSource
 
 __all__ = ["OutputParser", "output_parser"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import enum
 
 from power.errors import TemplateError
-from power.prompt.delta import Delta
-from power.prompt.gotemplate import parse_template
+from power.prompt.parsing.delta import Delta
+from power.prompt.go.template import parse_template
 
 __all__ = [
     "DEFAULT_TAGS",

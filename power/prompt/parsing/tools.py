@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from power.errors import TemplateError
-from power.prompt.delta import Delta, ToolCall
-from power.prompt.gotemplate import parse_template
-from power.prompt.jsonscan import JsonScan, calls_in, loads_lenient
-from power.prompt.thinking import partial_suffix
+from power.prompt.parsing.delta import Delta, ToolCall
+from power.prompt.go.template import parse_template
+from power.prompt.parsing.jsonscan import JsonScan, calls_in, loads_lenient
+from power.prompt.parsing.thinking import partial_suffix
 
 __all__ = ["KNOWN_TAGS", "ToolCallParser", "parse_tool_calls", "tool_call_tag"]
 
