@@ -47,7 +47,7 @@ def test_create_translates_to_the_native_chat_and_answers_a_response(client: tes
     assert out.status == "completed" and out.output_text == "Hello world" and r.json["output_text"] == "Hello world"
     assert [i.type for i in out.output] == ["message"] and out.output[0].id.startswith("msg_")
     assert out.instructions == "Be brief." and out.max_output_tokens == 5 and out.store is True
-    assert r.json["usage"] == {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+    assert r.json["usage"] == {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                                "output_tokens": 2, "output_tokens_details": {"reasoning_tokens": 0},
                                "total_tokens": 9}
 
@@ -288,8 +288,6 @@ def test_an_error_once_streaming_becomes_the_error_event(client: testing.TestCli
     ({"input": 7}, "invalid value for 'input'"),
     ({}, "input is required"),
     ({"input": []}, "input is required"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,@@@"}]}]},
-     "base64"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]},
      "data URL"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}, "file_id"),

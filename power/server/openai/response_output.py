@@ -112,8 +112,9 @@ class ResponseBuilder:
 
     def _usage(self, final: dict[str, Any]) -> dict[str, Any]:
         prompt, output = int(final.get("prompt_eval_count") or 0), int(final.get("eval_count") or 0)
-        return {"input_tokens": prompt,
-                "input_tokens_details": {"cached_tokens": min(int(final.get("cached_tokens") or 0), prompt)},
+        # KV reuse is implicit, as OpenAI's automatic prompt caching: nothing is "written" with a retention
+        cached = min(int(final.get("cached_tokens") or 0), prompt)
+        return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
                 "output_tokens": output,
                 "output_tokens_details": {"reasoning_tokens": min(self.reasoning_tokens, output)},
                 "total_tokens": prompt + output}

@@ -68,7 +68,7 @@ def _head(body: dict[str, Any], model: str, previous: str | None, store: bool) -
         "background": False, "completed_at": None, "error": None, "incomplete_details": None,
         "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
         "metadata": body.get("metadata") or {}, "model": model, "output": [],
-        "parallel_tool_calls": body.get("parallel_tool_calls", True), "previous_response_id": previous,
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False, "previous_response_id": previous,
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
         "service_tier": "default", "store": store, "temperature": body.get("temperature", 1.0),
         "text": {**text, "format": text.get("format") or {"type": "text"}},
