@@ -22,7 +22,7 @@ from power.errors import (
     Busy, Canceled, InvalidRequest, ModelNotFound, NotFound, PowerError,
 )
 
-__all__ = ["Client", "ServerUnreachable", "HTTPStatusError", "error_from_status", "file_digest"]
+__all__ = ["Client", "ServerUnreachable", "StreamCut", "HTTPStatusError", "error_from_status", "file_digest"]
 
 _CHUNK = 1 << 20
 
@@ -31,6 +31,13 @@ class ServerUnreachable(PowerError):
     """could not connect to a3s-power server, run 'a3s-power serve' to start it"""
 
     status = 503
+
+
+class StreamCut(ServerUnreachable):
+    """The server's stream ended before its last line (``done`` or ``success``): the server went away."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"lost connection to the server before the {what} finished")
 
 
 class HTTPStatusError(PowerError):
@@ -67,6 +74,12 @@ def _error_message(status: int, reason: str, data: bytes) -> str:
             return err
     text = data.decode("utf-8", "replace").strip()
     return text or f"{status} {reason}".strip()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 def file_digest(path: Path) -> str:
@@ -124,12 +137,22 @@ class Client:
         elif payload is None and method in ("POST", "PUT", "DELETE"):
             headers["Content-Length"] = "0"
         conn = self._connect(timeout if timeout is not None else self.timeout)
+        broken: OSError | None = None
         try:
             conn.request(method, self.prefix + path, body=payload, headers=headers)
+        except OSError as exc:
+            # A server that refuses a body (a full disk) answers and closes before reading all of it: the
+            # send breaks ("broken pipe"), but the answer is there to read, and it says why.
+            broken = exc
+        except http.client.HTTPException as exc:
+            conn.close()
+            raise ServerUnreachable(f"lost connection to the server: {exc}") from exc
+        try:
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise ServerUnreachable(f"lost connection to the server: {exc}") from exc
+            cause = broken or exc
+            raise ServerUnreachable(f"lost connection to the server: {_reason(cause)}") from cause
         if resp.status >= 400:
             data_ = resp.read() if method != "HEAD" else b""
             conn.close()
@@ -153,15 +176,25 @@ class Client:
             raise PowerError(f"unexpected server response: {data[:200]!r}") from exc
 
     def stream(self, path: str, body: Mapping[str, Any], *, model: str | None = None) -> Iterator[dict[str, Any]]:
-        """POST ``body`` and yield each NDJSON object; an ``error`` line raises PowerError."""
+        """POST ``body`` and yield each NDJSON object; an ``error`` line raises PowerError.
+
+        Every stream ends with a last line, ``done: true`` (generate, chat) or
+        ``status: success`` (create, pull, push); one that stops before it
+        (the server died, the connection broke) raises StreamCut, never ends
+        as if it had succeeded.
+        """
+        what = path.rstrip("/").rsplit("/", 1)[-1]
         resp = self.request("POST", path, dict(body), model=model)
+        finished = False
         try:
             while True:
                 try:
                     line = resp.readline()
                 except (OSError, http.client.HTTPException) as exc:
-                    raise ServerUnreachable(f"lost connection to the server: {exc}") from exc
+                    raise StreamCut(what) from exc
                 if not line:
+                    if not finished:
+                        raise StreamCut(what)
                     return
                 if not line.strip():
                     continue
@@ -172,6 +205,7 @@ class Client:
                 if isinstance(obj, dict) and obj.get("error"):
                     raise PowerError(str(obj["error"]))
                 if isinstance(obj, dict):
+                    finished = obj.get("done") is True or obj.get("status") == "success"
                     yield obj
         finally:
             resp.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -52,11 +53,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     home = tmp_path_factory.mktemp("served")
     port = free_port()
     env = _env(home, port)
-    log = home / "serve.log"
+    with serving(env, home / "serve.log"):
+        yield env
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log: Path) -> Iterator[None]:
+    """Run ``a3s-power serve`` with ``env`` until the block ends, its output in ``log``."""
     with open(log, "wb") as sink:  # a file, not a pipe: a full pipe would stall the server
         proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=env, cwd=ROOT,
                                 stdout=sink, stderr=sink, start_new_session=True)
-    client = Client(f"http://127.0.0.1:{port}")
+    client = Client(env["OLLAMA_HOST"] if "://" in env["OLLAMA_HOST"] else f"http://{env['OLLAMA_HOST']}")
     deadline = time.monotonic() + 60
     while not client.heartbeat(timeout=0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -67,7 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     owner = PrivateServer(load_settings(env))
     owner.proc = proc
     try:
-        yield env
+        yield
     finally:
         owner.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from power.errors import InvalidRequest, StoreError
 from power.store import ModelStore
 from tests.store.test_create import blob_digest
 from tests.tinymodels import write_llama
+from tests.tmpfs import small_tmpfs
 
 
 def upload(store: ModelStore, path: Path) -> str:
@@ -23,16 +23,8 @@ def upload(store: ModelStore, path: Path) -> str:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A small tmpfs (160 MiB) to fill up; skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a tmpfs")
-    try:
+    with small_tmpfs(tmp_path / "disk") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, leave: int) -> None:
