@@ -114,6 +114,10 @@ bool ram_restore(pw_engine *e, slot &dst, std::list<ram_entry>::iterator it, siz
     dst.cache = it->tokens;
     dst.cached_media = it->media;
     truncate(e, dst, len);
+    if (it->from_disk) {
+        e->stats.disk_hits++;
+        e->stats.disk_restored_tokens += (int64_t)dst.cache.size();
+    }
     return true;
 }
 
@@ -179,9 +183,10 @@ void reuse_prefix(pw_engine *e, slot &s) {
     const bool wait = wait_src && wait_len >= best_now + kMinWait;
     const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= ram_len;
     const bool restore = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain;
-    // What this sequence held beyond what it keeps is worth saving before it is overwritten.
-    if (wait || copy || restore || s.cache.size() > own + kMinSave)
-        ram_save(e, s, restore ? ram_it : e->ram.entries.end());
+    // What this sequence held is worth saving before it is overwritten when a good part of it goes (not
+    // the short tail of an answer to a shared prefix).
+    const size_t lost = wait || copy || restore ? s.cache.size() : s.cache.size() - std::min(own, s.cache.size());
+    if (lost >= kMinSave && 4 * lost >= s.cache.size()) ram_save(e, s, restore ? ram_it : e->ram.entries.end());
     if (wait) {
         truncate(e, s, own);
         s.wait_src = wait_src->id;

@@ -186,6 +186,10 @@ typedef struct pw_stats {
     int64_t ram_restored_tokens;
     int64_t ram_saves;
     int64_t ram_evictions;
+    /* Disk: states read from an earlier engine's files, requests restored from one, tokens restored. */
+    int64_t disk_loaded;
+    int64_t disk_hits;
+    int64_t disk_restored_tokens;
 } pw_stats;
 
 typedef struct pw_mtmd_info {
@@ -273,6 +277,14 @@ PW_API void pw_media_free(pw_media *media);
 PW_API int32_t pw_engine_set_mtmd(pw_engine *engine, pw_mtmd *mtmd);
 PW_API int32_t pw_submit_media(pw_engine *engine, const pw_media *media, const pw_sampling *sampling);
 PW_API int32_t pw_engine_clear(pw_engine *engine);
+
+/* The prompt cache's disk tier. pw_cache_save writes the prompt states an engine holds between steps (each
+ * sequence's cells, then host memory's states) into `dir`, replacing the files there, at most max_bytes in
+ * all, each file headed by `key` (what the states are valid for: model, llama.cpp commit, context
+ * parameters); returns how many. pw_cache_load reads the files of `dir` whose key matches into host memory
+ * (within its bound) and removes those that do not match or are damaged; returns how many it read. */
+PW_API int32_t pw_cache_save(pw_engine *engine, const char *dir, const char *key, uint64_t max_bytes);
+PW_API int32_t pw_cache_load(pw_engine *engine, const char *dir, const char *key);
 /* CDEF-END */
 
 #ifdef __cplusplus

@@ -7,6 +7,7 @@
 //   engine.cpp    creating an engine (one llama_context), adapters, stats, embeddings
 //   batch.cpp     continuous batching: submitting requests, one decode step for every sequence
 //   cache.cpp     the prompt cache: prefixes shared across sequences, prompt states kept in host memory
+//   disk.cpp      its disk tier: prompt states written when an engine ends, read by the next one
 //   media.cpp     multimodal prompts (libmtmd)
 #ifndef POWER_SHIM_INTERNAL_H
 #define POWER_SHIM_INTERNAL_H
@@ -116,6 +117,7 @@ struct ram_entry {
     std::vector<llama_token> tokens;
     std::vector<media_span> media;  // chunk pointers are null: only the spans matter for positions
     std::vector<uint8_t> state;
+    bool from_disk = false;         // read by pw_cache_load from an earlier engine's files
     size_t bytes() const { return state.size() + tokens.size() * sizeof(llama_token); }
 };
 

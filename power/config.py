@@ -70,6 +70,9 @@ class Settings:
     # MiB of host memory per runner for the prompt states of sequences given to other prompts (-1: from
     # free memory, see power.runner.memory.prompt_cache_bytes; 0: none).
     cache_ram: int = -1
+    # MiB of disk per model for the prompt states a runner holds when it ends, read by the model's next
+    # runner (0: none); under <home>/prompt-cache.
+    cache_disk: int = 0
     noprune: bool = False
     debug: int = 0
     load_timeout: float = 300.0
@@ -95,6 +98,10 @@ class Settings:
     responses_max_count: int = 10_000
     responses_max_age: float = 30 * 86400.0  # seconds
     responses_max_bytes: int = 1 << 30
+
+    @property
+    def prompt_cache_dir(self) -> Path:
+        return self.home / "prompt-cache"
 
     @property
     def usage_db(self) -> Path:
@@ -176,6 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flash_attention=(env.get("OLLAMA_FLASH_ATTENTION") or str(cfg.get("flash_attention", "auto"))).lower(),
         kv_cache_type=(env.get("OLLAMA_KV_CACHE_TYPE") or str(cfg.get("kv_cache_type", "f16"))).lower(),
         cache_ram=max(-1, _int(env, "A3S_POWER_CACHE_RAM", int(cfg.get("cache_ram", -1)))),
+        cache_disk=max(0, _int(env, "A3S_POWER_CACHE_DISK", int(cfg.get("cache_disk", 0)))),
         noprune=parse_bool(env["OLLAMA_NOPRUNE"]) if "OLLAMA_NOPRUNE" in env else False,
         debug=_int(env, "OLLAMA_DEBUG", 0),
         load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),

@@ -352,7 +352,7 @@ FINISH_NONE, FINISH_STOP, FINISH_LENGTH, FINISH_CONTEXT, FINISH_CANCEL, FINISH_E
 _STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_decode_us", "n_prompt_tokens",
           "n_gen_tokens", "n_reused_tokens", "kv_entries", "kv_hits", "kv_misses", "kv_shared_tokens", "kv_copies",
           "kv_waits", "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens",
-          "ram_saves", "ram_evictions")
+          "ram_saves", "ram_evictions", "disk_loaded", "disk_hits", "disk_restored_tokens")
 
 
 class Context:
@@ -475,6 +475,16 @@ class Context:
 
     def clear(self) -> None:
         _check(_lib.pw_engine_clear(self.handle))
+
+    def cache_save(self, folder: str | os.PathLike[str], key: str, max_bytes: int) -> int:
+        """Write the prompt states this context holds into ``folder`` (the disk tier); returns how many."""
+        return _check(_lib.pw_cache_save(self.handle, os.fsencode(folder), key.encode(), max(0, max_bytes)))
+
+    def cache_load(self, folder: str | os.PathLike[str], key: str) -> int:
+        """Read the states in ``folder`` written under ``key`` into host memory, removing any other file there."""
+        if not os.path.isdir(folder):
+            return 0
+        return _check(_lib.pw_cache_load(self.handle, os.fsencode(folder), key.encode()))
 
 
 def argmax_rows(rows: Sequence[Sequence[float]], n_threads: int = 1) -> list[int]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from power import native
 from power.engine.options import LoadOptions, RequestOptions, parse_options
+from power.engine.statefiles import state_folder, state_key
 from power.engine.stops import StopMatcher
 from power.errors import EngineError, InvalidRequest, NativeError
 
@@ -206,13 +207,18 @@ class Engine:
 
     def __init__(self, model_path: str, load: LoadOptions | None = None, *,
                  adapters: Sequence[tuple[str, float]] = (), progress: Callable[[float], bool] | None = None,
-                 embedding_only: bool | None = None, projector: str | None = None, cache_ram: int = 0) -> None:
-        """``cache_ram``: bytes of host memory for the prompt states of sequences given to other prompts."""
+                 embedding_only: bool | None = None, projector: str | None = None, cache_ram: int = 0,
+                 cache_disk: tuple[str, int] | None = None) -> None:
+        """``cache_ram``: bytes of host memory for the prompt states of sequences given to other prompts;
+        ``cache_disk``: (folder, bytes) where the prompt states go when the engine closes, and come back from."""
         self.load = load or LoadOptions()
         self.cache_ram = cache_ram
+        self.cache_disk = cache_disk
         t0 = time.monotonic_ns()
         self.model = native.Model(model_path, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
                                   use_mmap=self.load.use_mmap, progress=progress)
+        self.model_path = model_path
+        self.projector_path = projector
         self.info = self.model.info
         self.arch = self.model.meta("general.architecture") or ""
         pooling = self.model.meta(f"{self.arch}.pooling_type")
@@ -240,6 +246,9 @@ class Engine:
             self.model.close()
             raise
         self.n_ctx_seq = self._ctx.n_ctx_seq if self._ctx else self.num_ctx
+        if self._ctx is not None and cache_disk is not None:
+            loaded = self._ctx.cache_load(*self._state_files())
+            log.info("prompt states read from disk states=%d model=%s", loaded, model_path)
         self.load_duration = time.monotonic_ns() - t0
         self._load_reported = False
         self._lock = threading.Condition()
@@ -252,6 +261,12 @@ class Engine:
         if self._ctx is not None:
             self._thread = threading.Thread(target=self._loop, name="power-engine", daemon=True)
             self._thread.start()
+
+    def _state_files(self) -> tuple[str, str]:
+        """The disk tier's folder and key for this engine."""
+        assert self.cache_disk is not None
+        key = state_key(self.model_path, self.adapters, self.projector_path, self.n_ctx_seq, self.load)
+        return state_folder(self.cache_disk[0], key), key
 
     def _make_context(self, *, embeddings: bool) -> native.Context:
         lo = self.load
@@ -517,6 +532,11 @@ class Engine:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join()
+        if self._ctx is not None and self.cache_disk is not None:
+            try:
+                self._ctx.cache_save(*self._state_files(), self.cache_disk[1])
+            except NativeError as exc:
+                log.warning("prompt states not written to disk: %s", exc)
         for c in (self._ctx, self._embed_ctx, self.projector):
             if c is not None:
                 c.close()

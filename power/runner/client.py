@@ -82,9 +82,11 @@ class RunnerProcess(asyncio.Protocol):
 
     def __init__(self, model_path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
                  *, projector: str | None = None, log_level: str = "WARNING", cache_ram: int = 0,
+                 cache_disk: tuple[str, int] | None = None,
                  on_exit: Callable[[RunnerProcess], None] | None = None) -> None:
         self.model_path = model_path
         self.cache_ram = cache_ram
+        self.cache_disk = cache_disk
         self.load = load
         self.adapters = list(adapters)
         self.projector = projector
@@ -120,6 +122,8 @@ class RunnerProcess(asyncio.Protocol):
                "--parent", str(os.getpid()), "--log-level", self.log_level, "--cache-ram", str(self.cache_ram)]
         if self.projector:
             cmd += ["--projector", self.projector]
+        if self.cache_disk:
+            cmd += ["--cache-dir", self.cache_disk[0], "--cache-disk", str(self.cache_disk[1])]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except OSError:

@@ -117,8 +117,8 @@ class Loaded:
                 "prompt_cache": self._prompt_cache(engine, kv_used, n_ctx)}
 
     def _prompt_cache(self, engine: Mapping[str, Any], kv_used: int, n_ctx: int) -> dict[str, dict[str, int]]:
-        """The prompt cache per tier (``kv``: the sequences' cells; ``ram``: saved states in host memory):
-        bytes, entries, hits, misses and tokens not evaluated thanks to it."""
+        """The prompt cache per tier (``kv``: the sequences' cells; ``ram``: saved states in host memory;
+        ``disk``: states of an earlier runner): bytes, entries, hits, misses, tokens not evaluated thanks to it."""
         def get(key: str) -> int:
             return int(engine.get(key) or 0)
 
@@ -129,6 +129,9 @@ class Loaded:
                    "restored_tokens": max(0, get("n_reused_tokens") - ram_restored)},
             "ram": {"bytes": get("ram_bytes"), "entries": get("ram_entries"), "hits": get("ram_hits"),
                     "misses": get("ram_misses"), "restored_tokens": ram_restored},
+            # states an earlier runner wrote, read into host memory at load (counted in ram's bytes too)
+            "disk": {"entries": get("disk_loaded"), "hits": get("disk_hits"),
+                     "restored_tokens": get("disk_restored_tokens")},
         }
 
     def describe(self) -> dict[str, Any]:

@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent", type=int, default=0, help="server pid: exit when it is gone")
     ap.add_argument("--log-level", default="WARNING")
     ap.add_argument("--cache-ram", type=int, default=0, help="bytes of host memory for saved prompt states")
+    ap.add_argument("--cache-dir", default=None, help="folder of the prompt states kept across runners")
+    ap.add_argument("--cache-disk", type=int, default=0, help="bytes of prompt states written there at the end")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="runner[%(process)d] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         from power.engine.core import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
         adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
         engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters,
-                        projector=args.projector, cache_ram=args.cache_ram)
+                        projector=args.projector, cache_ram=args.cache_ram,
+                        cache_disk=(args.cache_dir, args.cache_disk) if args.cache_dir and args.cache_disk else None)
     except Exception as exc:
         log.error("model failed to load model=%s: %s", args.model, exc)
         outbox.send({"op": "failed", "error": error_to_wire(exc)})

@@ -281,6 +281,8 @@ class Scheduler:
         self._models[spec.name] = m
         m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector,
                                  log_level=self._log_level, cache_ram=est.prompt_cache,
+                                 cache_disk=(str(self.settings.prompt_cache_dir), self.settings.cache_disk << 20)
+                                 if self.settings.cache_disk and not facts.embedding else None,
                                  on_exit=lambda r: self._on_exit(m, r))
         t0 = time.monotonic_ns()
         try:

@@ -139,3 +139,97 @@ def test_clear_cache_forgets_every_tier(tiny_model: Path, cache_ram: int) -> Non
         eng.clear_cache()
         assert eng.stats()["ram_entries"] == 0
         assert eng.submit(first, GREEDY).result().evaluated == len(first)
+
+
+def test_a_prefix_with_an_m_rope_image_is_shared_and_restored(tmp_path: Path) -> None:
+    # M-RoPE: the image's 8 cells advance positions by 4, so copied and restored cells must keep their positions
+    from tests.tinymodels import png
+    from tests.tinyqwen2vl import write_qwen2vl_mmproj, write_qwen2vl_text
+
+    model = write_qwen2vl_text(tmp_path / "text.gguf", seed=1)
+    mmproj = write_qwen2vl_mmproj(tmp_path / "mmproj.gguf", n_embd_text=64)
+    tall = png(56, 112, (220, 20, 20))
+    text = "[img-0] describe this picture with care, every part of it, for a reader who cannot see it."
+    prompts = [text + " first", text + " then"]
+
+    def fresh(prompt: str) -> tuple[int, ...]:
+        with Engine(str(model), LoadOptions(num_ctx=256, num_parallel=1), projector=str(mmproj)) as eng:
+            return eng.submit(prompt, GREEDY, images=[tall]).result().tokens
+
+    load = LoadOptions(num_ctx=256, num_parallel=2, num_batch=64)
+    with Engine(str(model), load, projector=str(mmproj), cache_ram=16 << 20) as eng:
+        running = eng.submit(prompts[0], {"temperature": 0, "num_predict": 200}, images=[tall])
+        head = next(iter(running))
+        before = eng.stats()
+        shared = eng.submit(prompts[1], GREEDY, images=[tall]).result()
+        running.cancel()
+        assert running.result().done_reason == "cancel" and head.tokens
+        assert delta(eng, before, "kv_copies") == (1,)
+        assert shared.cached_tokens > 8 and shared.evaluated <= len(eng.tokenize(" then", add_special=False)) + 1
+        assert shared.tokens == fresh(prompts[1])
+        for topic in ("apples", "bridges"):  # both sequences go to other prompts
+            eng.submit(conversation(eng, topic), GREEDY).result()
+        before = eng.stats()
+        again = eng.submit(prompts[1], GREEDY, images=[tall]).result()
+        assert delta(eng, before, "ram_hits") == (1,) and again.evaluated == 1
+        assert again.tokens == shared.tokens
+
+
+def test_disk_tier_keeps_a_conversation_across_an_engine_restart(tiny_model: Path, tmp_path: Path) -> None:
+    disk = (str(tmp_path / "states"), 64 << 20)
+    load = LoadOptions(num_ctx=512, num_parallel=2)
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        turn1 = conversation(eng, "harbours")
+        answer = eng.submit(turn1, GREEDY).result()
+        eng.submit(conversation(eng, "lanterns"), GREEDY).result()
+        turn2 = turn1 + list(answer.tokens) + tokens(eng, " user: and at night?")
+    files = list((tmp_path / "states").glob("*/*.pwkv"))
+    assert len(files) == 2  # each sequence's cells
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        assert eng.stats()["disk_loaded"] == 2
+        second = eng.submit(turn2, GREEDY).result()
+        assert second.cached_tokens == len(turn1) + len(answer.tokens) - 1
+        st = eng.stats()
+        assert st["disk_hits"] == 1 and st["disk_restored_tokens"] == second.cached_tokens
+    assert second.tokens == alone(tiny_model, turn2)
+
+
+def test_disk_tier_refuses_states_of_another_model_build_or_a_damaged_file(tiny_model: Path, eos_model: Path,
+                                                                           tmp_path: Path) -> None:
+    from power import native
+
+    load = LoadOptions(num_ctx=512, num_parallel=1)
+    folder = tmp_path / "states"
+    prompts = ("tides are what we talk about for a while.", "comets are what we talk about for a while.")
+
+    def fill() -> list[Path]:
+        with Engine(str(tiny_model), load, cache_ram=64 << 20) as eng:
+            for p in prompts:
+                eng.submit(p, GREEDY).result()
+            ctx = eng._ctx
+            assert ctx is not None
+            assert ctx.cache_save(folder, "model-a|commit-1", 64 << 20) == 2
+        return sorted(folder.glob("*.pwkv"))
+
+    def load_with(model: Path, key: str) -> int:
+        with Engine(str(model), load, cache_ram=64 << 20) as eng:
+            ctx = eng._ctx
+            assert ctx is not None
+            return ctx.cache_load(folder, key)
+
+    assert len(fill()) == 2
+    assert load_with(tiny_model, "model-a|commit-2") == 0  # another llama.cpp commit
+    assert list(folder.glob("*.pwkv")) == []  # and the files are gone
+    fill()
+    assert load_with(eos_model, "model-b|commit-1") == 0  # another model
+    first, second = fill()
+    first.write_bytes(first.read_bytes()[:-100])  # truncated
+    raw = bytearray(second.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte flipped
+    second.write_bytes(bytes(raw))
+    assert load_with(tiny_model, "model-a|commit-1") == 0 and list(folder.glob("*.pwkv")) == []
+    assert fill() and load_with(tiny_model, "model-a|commit-1") == 2  # intact files of the same key load
+    # the engine's own key names the weights and the llama.cpp commit
+    from power.engine.statefiles import state_key
+    assert native.llama_commit() in state_key(str(tiny_model), [], None, 512, load)
+    assert state_key(str(tiny_model), [], None, 512, load) != state_key(str(eos_model), [], None, 512, load)

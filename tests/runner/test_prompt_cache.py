@@ -44,3 +44,19 @@ def test_a_conversation_comes_back_from_host_memory(make_scheduler: Callable[...
     assert 'a3s_power_prompt_cache_hits_total{model="tiny",tier="ram"} 1.0' in text
     assert 'a3s_power_prompt_cache_entries{model="tiny",tier="kv"} 2.0' in text
     assert "a3s_power_prompt_cache_restored_tokens_total" in text and "a3s_power_prompt_cache_bytes" in text
+
+
+def test_a_conversation_stays_warm_across_a_runner_restart(make_scheduler: Callable[..., Scheduler]) -> None:
+    sched = make_scheduler(cache_ram=64, cache_disk=64)
+    turn1 = "harbours are what we talk about today, in some detail, for a while. "
+    first = sched.generate("tiny", turn1, options=GREEDY).result()
+    new_part = sched.tokenize("tiny", " and at night?", add_special=False)
+    tokens = sched.tokenize("tiny", turn1) + list(first["tokens"]) + new_part
+    assert sched.unload("tiny")  # the runner ends and writes its prompt states
+    assert list(sched.settings.prompt_cache_dir.glob("*/*.pwkv"))
+    second = sched.generate("tiny", tokens, options=GREEDY).result()
+    assert second["load_duration"] > 0  # a new runner
+    assert second["cached_tokens"] == len(tokens) - len(new_part) - 1
+    [row] = sched.stats()["models"]
+    assert row["prompt_cache"]["disk"]["hits"] == 1
+    assert row["prompt_cache"]["disk"]["restored_tokens"] == second["cached_tokens"]
