@@ -58,13 +58,18 @@ class RegistryClient:
     def send(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
              body: bytes | BinaryIO | None = None, follow: bool = True,
              read_timeout: float | None = None) -> Response:
-        """Send one request, answering a Bearer challenge once."""
+        """Send one request, answering a Bearer challenge once.
+
+        The token goes only to the registry's own origin: an upload location
+        elsewhere gets the request without it, and its challenge is not answered.
+        """
         url = urljoin(str(self.base), url)
+        own = split_url(url).origin == self.base.origin
         for attempt in (0, 1):
             resp = self.transport.request(method, url, headers=headers, body=body,
-                                          authorization=self._authorization, follow=follow,
+                                          authorization=self._authorization if own else None, follow=follow,
                                           read_timeout=read_timeout)
-            if resp.status != 401 or attempt == 1:
+            if resp.status != 401 or attempt == 1 or not own:
                 return resp
             challenge = parse_challenge(resp.header("WWW-Authenticate"))
             detail = resp.error_text()

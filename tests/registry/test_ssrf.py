@@ -237,3 +237,25 @@ def test_registry_hop_to_an_internal_host_is_refused(store: ModelStore, internal
     with pytest.raises(Refused):
         next(Registry(store, hf_endpoint=internal.url, options=FAST).pull("hf.co/someone/Tiny-GGUF"))
     assert internal.paths == []
+
+
+def test_the_registry_token_stays_with_the_registry() -> None:
+    """An upload location on another origin gets no token, and its challenge earns it none."""
+    from power.registry import RegistryClient, TokenSource
+
+    seen: list[str] = []
+    elsewhere = Scripted(lambda r: (seen.append(r.headers.get("Authorization", "")),
+                                    send(r, 401, headers={"WWW-Authenticate": 'Bearer realm="x"'})), host=PUBLIC)
+    registry = Scripted(lambda r: (seen.append(r.headers.get("Authorization", "")), send(r, 202)), host=PUBLIC)
+    try:
+        transport = Transport(destinations=ONLY_PUBLIC)
+        client = RegistryClient(registry.url, "team/x", transport, TokenSource(transport), push=True)
+        client._authorization = "Bearer registry-token"
+        with client.send("PATCH", f"{registry.url}/v2/team/x/blobs/uploads/1", body=b"") as resp:
+            assert resp.status == 202
+        with client.send("PATCH", f"{elsewhere.url}/upload/1", body=b"") as resp:
+            assert resp.status == 401
+    finally:
+        elsewhere.close()
+        registry.close()
+    assert seen == ["Bearer registry-token", ""]
