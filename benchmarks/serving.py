@@ -12,8 +12,19 @@ through its scheduler (runner processes over Unix sockets); llama-server through
 Writes ``benchmarks/results/serving.json`` and ``serving.png``. Targets on Gemma 3 270M: aggregate
 >= 0.95x llama-server at each concurrency, turn-2 TTFT <= 0.2x turn 1.
 
+With ``--cache`` (issue 15), the prompt-cache workloads instead, over HTTP streaming on both sides (llama-server
+with its defaults, its host-memory prompt cache included), writing ``serving-cache.json``:
+
+* W1: 8 clients arriving together, each prompt one common ~1,000-token prefix plus its own short question;
+* W2: the same after the prefix has been served once;
+* W3: 12 conversations taking turns (one at a time) over the slots, 3 rounds, each turn adding to its own
+  history; and one conversation alone, for comparison.
+
+Per workload: mean and max time to first token and the wall time. Targets: W1 and W2 mean TTFT <= 0.5x
+llama-server's; W3's later rounds <= 1.0x llama-server's and within 1.5x of one conversation alone.
+
     python benchmarks/serving.py [--model PATH] [--threads N] [--ctx 2048] [--slots 4] [--tokens 64]
-                                  [--sampling greedy|default]
+                                  [--sampling greedy|default] [--cache]
 """
 
 from __future__ import annotations
@@ -261,6 +272,66 @@ def multi_turn(gen: Generate, n: int) -> dict[str, float]:
     return {"turn1_ttft_s": ttft1, "turn2_ttft_s": ttft2, "ratio": ttft2 / ttft1 if ttft1 else 0.0}
 
 
+# The prompt-cache workloads (--cache). Histories grow by fixed text, the same on both sides.
+SHARED_PREFIX = "You are the help desk of a large library. " + " ".join(
+    f"Rule {i}: books of shelf {i} go back to shelf {i} before closing, and readers may borrow {i % 5 + 1} of them."
+    for i in range(40))
+QUESTIONS = ("Where do atlases go?", "Can I renew online?", "Who sorts shelf 7?", "How many may I borrow?",
+             "Is there a late fee?", "When do you close?", "Are maps lent?", "Where is shelf 12?")
+TOPICS = ("rivers", "deserts", "volcanoes", "glaciers", "forests", "oceans", "islands", "canyons", "caves",
+          "meadows", "reefs", "tundra")
+
+
+def _ttfts(runs: list[tuple[float, int, float]], wall: float) -> dict[str, float]:
+    ttft = [r[0] for r in runs]
+    return {"requests": len(runs), "ttft_mean_s": statistics.mean(ttft), "ttft_max_s": max(ttft), "wall_s": wall}
+
+
+def together(gen: Generate, prompts: list[str], n: int) -> dict[str, float]:
+    """All prompts sent at once; their TTFTs and the wall time until the last answer ends."""
+    runs: list[tuple[float, int, float]] = []
+    lock = threading.Lock()
+
+    def client(p: str) -> None:
+        r = one_run(gen, p, n)
+        with lock:
+            runs.append(r)
+
+    threads = [threading.Thread(target=client, args=(p,)) for p in prompts]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return _ttfts(runs, time.perf_counter() - t0)
+
+
+def conversations(gen: Generate, topics: tuple[str, ...], rounds: int, n: int) -> list[dict[str, float]]:
+    """Each conversation takes its turn in order, round after round; per round, its TTFTs and wall time."""
+    history = {t: f"A conversation about {t}. " + " ".join(
+        f"Fact {i} about {t}: {t} number {i} is remarkable in its own quiet way." for i in range(25))
+        for t in topics}
+    out = []
+    for r in range(rounds):
+        runs = []
+        t0 = time.perf_counter()
+        for t in topics:
+            history[t] += f" User: tell me more about {t}, part {r + 1}. Assistant:"
+            runs.append(one_run(gen, history[t], n))
+            history[t] += f" Here is part {r + 1} about {t}, told briefly."
+        out.append(_ttfts(runs, time.perf_counter() - t0))
+    return out
+
+
+def cache_workloads(gen: Generate, n: int) -> dict[str, Any]:
+    one_run(gen, "warm up", 2)
+    w1 = together(gen, [f"{SHARED_PREFIX} Question: {q} Answer:" for q in QUESTIONS], n)
+    w2 = together(gen, [f"{SHARED_PREFIX} Question (again): {q} Answer:" for q in QUESTIONS], n)
+    w3 = conversations(gen, TOPICS, 3, n)
+    alone = conversations(gen, ("a lone conversation on comets",), 3, n)
+    return {"W1": w1, "W2": w2, "W3": w3, "W3_alone": alone}
+
+
 def bench(gen: Generate, levels: list[int], n: int) -> dict[str, Any]:
     concurrency(gen, 1, 8)  # warm up
     return {"concurrency": [concurrency(gen, c, n) for c in levels], "multi_turn": multi_turn(gen, n)}
@@ -287,6 +358,33 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def cache_main(args: argparse.Namespace) -> int:
+    """W1-W3 over HTTP on both sides; ``--tokens`` bounds each answer (16 is plenty for TTFT)."""
+    n = min(args.tokens, 16)
+    result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "ctx": args.ctx, "slots": args.slots,
+                              "tokens": n, "sides": {}}
+    http = Http(args.model, args.threads, args.ctx, args.slots, args.sampling)
+    try:
+        result["sides"]["a3s-power"] = cache_workloads(http.generate, n)
+    finally:
+        http.close()
+    if not args.no_peer:
+        peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots,
+                    args.sampling)
+        try:
+            result["sides"]["llama-server"] = cache_workloads(peer.generate, n)
+        finally:
+            peer.close()
+        ours, theirs = result["sides"]["a3s-power"], result["sides"]["llama-server"]
+        result["ratio_ttft_mean"] = {
+            **{w: ours[w]["ttft_mean_s"] / theirs[w]["ttft_mean_s"] for w in ("W1", "W2")},
+            "W3": [a["ttft_mean_s"] / b["ttft_mean_s"] for a, b in zip(ours["W3"], theirs["W3"])]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serving-cache.json").write_text(json.dumps(result, indent=2) + "\n")
+    log.info("%s", json.dumps(result, indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="GGUF (default: Gemma 3 270M from tests/realmodels.py)")
@@ -298,6 +396,7 @@ def main() -> int:
     ap.add_argument("--sampling", choices=sorted(SAMPLING), default="greedy",
                     help="greedy, or Ollama's default top-k/top-p sampling on both sides")
     ap.add_argument("--no-peer", action="store_true", help="measure a3s-power only")
+    ap.add_argument("--cache", action="store_true", help="the prompt-cache workloads W1-W3 only (issue 15)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -305,6 +404,8 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "tests"))
         from realmodels import gemma3_270m
         args.model = gemma3_270m()
+    if args.cache:
+        return cache_main(args)
     levels = [int(x) for x in args.levels.split(",")]
     result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "ctx": args.ctx,
                               "slots": args.slots, "tokens": args.tokens, "sampling": args.sampling, "sides": {},
