@@ -259,3 +259,47 @@ def test_the_registry_token_stays_with_the_registry() -> None:
         elsewhere.close()
         registry.close()
     assert seen == ["Bearer registry-token", ""]
+
+
+def test_https_connects_to_the_checked_address_with_the_name_in_sni(tmp_path: Path) -> None:
+    """TLS goes through the same checked connect, and still names the host (SNI) for its certificate."""
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=registry.test", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server_ctx.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,return-value]
+    listener = socket.create_server((PUBLIC, 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        try:
+            server_ctx.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            pass  # the client does not trust this certificate, and says so
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    resolve = fake_resolver(PUBLIC)
+    transport = Transport(connect_timeout=5.0, destinations=Destinations(allowed=ONLY_PUBLIC.allowed,
+                                                                         resolve=resolve))
+    try:
+        with pytest.raises(Exception, match="certificate verify failed"):
+            transport.request("GET", f"https://registry.test:{port}/v2/")
+    finally:
+        thread.join(5)
+        listener.close()
+    assert names == ["registry.test"] and resolve.calls == ["registry.test"]
+    with pytest.raises(Refused, match="loopback"):
+        Transport().request("GET", f"https://localhost:{port}/v2/")
