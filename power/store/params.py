@@ -12,6 +12,7 @@ import re
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
+from power.engine.options import DEPRECATED, OPTIONS, check_option
 from power.errors import InvalidRequest
 from power.store.ggml_types import f32_shortest
 
@@ -20,22 +21,10 @@ __all__ = [
     "merge_parameters", "format_parameters", "go_quote", "go_value",
 ]
 
-# name -> "int" | "float" | "bool" | "str" | "list"
-PARAMETER_TYPES: dict[str, str] = {
-    "num_ctx": "int", "num_batch": "int", "num_gpu": "int", "main_gpu": "int", "use_mmap": "bool",
-    "num_thread": "int", "num_keep": "int", "seed": "int", "num_predict": "int", "top_k": "int",
-    "top_p": "float", "min_p": "float", "typical_p": "float", "repeat_last_n": "int",
-    "temperature": "float", "repeat_penalty": "float", "presence_penalty": "float",
-    "frequency_penalty": "float", "stop": "list", "draft_num_predict": "int",
-    # Deprecated: still accepted so old Modelfiles and clients keep working.
-    "penalize_newline": "bool", "low_vram": "bool", "f16_kv": "bool", "logits_all": "bool",
-    "vocab_only": "bool", "use_mlock": "bool", "mirostat": "int", "mirostat_tau": "float",
-    "mirostat_eta": "float", "tfs_z": "float", "numa": "bool", "num_gqa": "int",
-}
-DEPRECATED_PARAMETERS = frozenset({
-    "penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock",
-    "mirostat", "mirostat_tau", "mirostat_eta", "tfs_z", "numa", "num_gqa",
-})
+_KINDS = {int: "int", float: "float", bool: "bool", list: "list"}
+# name -> "int" | "float" | "bool" | "list": the engine's option table, so both check the same types and ranges.
+PARAMETER_TYPES: dict[str, str] = {name: _KINDS[o.kind] for name, o in OPTIONS.items()}
+DEPRECATED_PARAMETERS = DEPRECATED
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -50,13 +39,16 @@ def parse_parameter(name: str, text: str) -> Any:
     if kind is None:
         raise InvalidRequest(f"unknown parameter '{name}'")
     if kind == "int":
-        if not _INT.fullmatch(text) or not -_INT64 <= int(text) < _INT64:
+        # int() of thousands of digits is slow and then refuses: no int64 has more than 19
+        if not _INT.fullmatch(text) or len(text.lstrip("+-0")) > 19 or not -_INT64 <= int(text) < _INT64:
             raise InvalidRequest(f"invalid int value [{text}]")
+        check_option(name, int(text))
         return int(text)
     if kind == "float":
         value = float(text) if _FLOAT.fullmatch(text) else math.nan
         if not math.isfinite(value) or abs(value) > 3.4028234663852886e38:
             raise InvalidRequest(f"invalid float value [{text}]")
+        check_option(name, value)
         return f32_shortest(value)
     if kind == "bool":
         if text in _TRUE:
@@ -82,10 +74,12 @@ def coerce_parameter(name: str, value: Any) -> Any:
     if kind == "bool" and isinstance(value, bool):
         return value
     if kind == "int" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if float(value).is_integer():
+        if isinstance(value, int) or (math.isfinite(value) and value.is_integer()):
+            check_option(name, value)
             return int(value)
     if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
         if math.isfinite(value):
+            check_option(name, value)
             return value
     raise InvalidRequest(f"option \"{name}\" must be of type {_GO_TYPES[kind]}")
 
