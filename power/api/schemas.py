@@ -56,7 +56,8 @@ _NATIVE_MESSAGE = {
     "required": ["role"],
 }
 
-_MODEL = {"type": "string", "description": "model name, e.g. llama3.2:latest"}
+_TOKEN = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "description": "a token id"}
+_MODEL = {"type": "string", "description": "model name, e.g. llama3.2:latest", "examples": ["llama3.2"]}
 # ``model``, or its deprecated alias ``name``, on the routes that take either.
 _MODEL_OR_NAME = [{"required": ["model"]}, {"required": ["name"]}]
 
@@ -64,7 +65,7 @@ GENERATE = {
     "type": "object",
     "properties": {
         "model": _MODEL, "name": _MODEL, "prompt": _S, "suffix": _S, "system": _S, "template": _S,
-        "context": {"type": ["array", "null"], "items": _I}, "stream": _B, "raw": _B, "format": _FORMAT,
+        "context": {"type": ["array", "null"], "items": _TOKEN}, "stream": _B, "raw": _B, "format": _FORMAT,
         "keep_alive": _KEEP_ALIVE, "images": _IMAGES, "options": _OPTIONS, "think": _THINK, "truncate": _B,
         "shift": _B, "logprobs": _B, "top_logprobs": _TOP_LOGPROBS, "_debug_render_only": _B,
     },
@@ -113,13 +114,17 @@ CREATE = {
     "anyOf": _MODEL_OR_NAME,
 }
 
-_CONTENT_PART = {"type": "object", "properties": {"type": _S}, "required": ["type"]}
+_CONTENT_PART = {"type": "object", "properties": {
+    "type": _S, "text": _S, "image_url": {"type": ["string", "object"]}, "input_audio": _OBJ}, "required": ["type"]}
+_OA_CALL = {"type": "object", "properties": {"id": _S, "type": _S, "function": {"type": "object", "properties": {
+    "name": _S, "arguments": {"type": ["string", "object", "null"]}}}}}
 _OA_MESSAGE = {
     "type": "object",
     "properties": {
         "role": _S,
         "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _CONTENT_PART}, {"type": "null"}]},
-        "reasoning": _S, "tool_calls": {"type": "array"}, "tool_call_id": _S, "name": _S,
+        "reasoning": _S, "tool_calls": {"type": ["array", "null"], "items": _OA_CALL}, "tool_call_id": _S,
+        "name": _S,
     },
     "required": ["role"],
 }

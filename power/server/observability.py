@@ -175,10 +175,14 @@ def openapi_document(paths: Paths) -> dict[str, Any]:
     for path, ops in paths.items():
         item: dict[str, Any] = {method: _operation(path, method, op) for method, op in ops.items()}
         item["options"] = _options(path, ops)
-        params = [{"name": p.strip("{}"), "in": "path", "required": True,
-                   "schema": _PATH_PARAMS.get(p, {"type": "string"})} for p in path.split("/") if p.startswith("{")]
-        if params:
-            item["parameters"] = params
+        params = [p for p in path.split("/") if p.startswith("{")]
+        for method, op in item.items():  # OPTIONS answers any value: its parameters are plain strings
+            op.setdefault("parameters", [])[:0] = [
+                {"name": p.strip("{}"), "in": "path", "required": True,
+                 "schema": {"type": "string"} if method == "options" else _PATH_PARAMS.get(p, {"type": "string"})}
+                for p in params]
+            if not op["parameters"]:
+                del op["parameters"]
         out[path] = item
     return {
         "openapi": "3.1.0",

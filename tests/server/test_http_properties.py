@@ -3,7 +3,9 @@ mangled (wrong types, missing and extra fields, huge numbers, odd unicode, hosti
 the real scheduler and a tiny model. No answer may be a 5xx or stray from the document, none may take longer than
 ``TIMEOUT`` (a hang), and after each one the model must still answer (no wedged or dead runner).
 
-``POWER_HTTP_EXAMPLES`` sets the examples per route (default 8: tens of seconds in all).
+``POWER_HTTP_EXAMPLES`` sets the examples per route (default 8: tens of seconds in all). Beside the random draws,
+every route always gets the known hostile classes (a lone surrogate in each string field, every option at
+int32's edges and past them, 1e308 counts, out-of-vocabulary context), so they are tried on every run.
 """
 
 from __future__ import annotations
@@ -246,3 +248,52 @@ def test_no_path_or_query_gets_a_5xx(served: Served, path: str, method: str) -> 
         assert not _problems(served, path, method, result), (url, query)
 
     check()
+
+
+ASK = [{"role": "user", "content": "hi"}]
+BASES: dict[str, dict[str, Any]] = {  # a valid request per route, the model bounded to two tokens
+    "/api/generate": {"model": "tiny", "prompt": "hi", "stream": False, "options": {"num_predict": 2}},
+    "/api/chat": {"model": "tiny", "messages": ASK, "stream": False, "options": {"num_predict": 2}},
+    "/api/embed": {"model": "embedder", "input": "hi"}, "/api/embeddings": {"model": "embedder", "prompt": "hi"},
+    "/v1/embeddings": {"model": "embedder", "input": "hi"}, "/api/show": {"model": "tiny"},
+    "/api/create": {"model": "scratch", "from": "tiny"}, "/api/copy": {"source": "tiny", "destination": "scratch"},
+    "/api/delete": {"model": "scratch"}, "/api/pull": {"model": "tiny", "stream": False},
+    "/api/push": {"model": "scratch", "stream": False},
+    "/v1/chat/completions": {"model": "tiny", "messages": ASK, "max_tokens": 2},
+    "/v1/completions": {"model": "tiny", "prompt": "hi", "max_tokens": 2},
+    "/v1/responses": {"model": "tiny", "input": "hi", "max_output_tokens": 2},
+    "/v1/messages": {"model": "tiny", "messages": ASK, "max_tokens": 2},
+    "/v1/messages/count_tokens": {"model": "tiny", "messages": ASK},
+}
+EDGES = {int: (2**31, -(2**31) - 1, 2**63, -(10**20)), float: (1e308, -1e308, 2**63), list: (["\ud800"],)}
+
+
+def hostile(path: str, schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The known hostile classes for a route, each over its valid base request."""
+    base = BASES.get(path, {"model": "tiny"})
+    for name, prop in schema.get("properties", {}).items():
+        kinds = prop.get("type", [])
+        if "string" in kinds or any("string" == s.get("type") for s in prop.get("anyOf", ())):
+            yield {**base, name: "a\ud800b"}
+    if "messages" in base:
+        yield {**base, "messages": [{"role": "user", "content": "\udfff"}]}
+    if path == "/api/generate":
+        yield from ({**base, "context": ctx} for ctx in ([2**31], [-1], [10**6], [2**70]))
+    if "options" in base or "options" in schema.get("properties", {}):
+        options = {"num_predict": 2, **base.get("options", {})}
+        yield {**base, "options": {**options, "num_predict": 1e308}}
+        for key, kind in OPTION_TYPES.items():
+            for edge in EDGES.get(kind, ()):
+                yield {**base, "options": {**options, key: edge}}
+
+
+@pytest.mark.parametrize("path,method", BODY_ROUTES)
+def test_known_hostile_inputs_are_refused_and_the_model_survives(served: Served, path: str, method: str) -> None:
+    problems = []
+    for sent in hostile(path, REQUESTS[PATHS[path][method].request or ""]):
+        result = served.call(method.upper(), path, body=json.dumps(sent).encode(),  # escapes lone surrogates
+                             headers={"Content-Type": "application/json"})
+        problems += [f"{p} <- {json.dumps(sent)[:200]}" for p in _problems(served, path, method, result)]
+        if path in INFERENCE or "embed" in path:
+            _still_serving(served, path)
+    assert not problems, "\n".join(problems)

@@ -197,10 +197,32 @@ def test_success_answers_conform(client: testing.TestClient, doc: dict[str, Any]
 def test_digest_pattern_is_the_stores_rule(text: str) -> None:
     """The document's digest pattern refuses exactly what the store refuses (so its 400s are the documented ones)."""
     item = openapi_document({"/api/blobs/{digest}": PATHS["/api/blobs/{digest}"]})["paths"]["/api/blobs/{digest}"]
-    pattern = item["parameters"][0]["schema"]["pattern"].replace("$", r"\Z")  # ECMA's $ is Python's \Z
+    pattern = item["get"]["parameters"][0]["schema"]["pattern"].replace("$", r"\Z")  # ECMA's $ is Python's \Z
     try:
         parse_digest(text)
         accepted = True
     except InvalidDigest:
         accepted = False
     assert accepted == bool(re.search(pattern, text))
+
+
+def test_the_checker_sees_a_stray_stream_item(doc: dict[str, Any]) -> None:
+    good = b'{"model":"x","created_at":"t","response":"a","done":false}\n'
+    ndjson = {"content-type": "application/x-ndjson"}
+    assert not conformance_problems(doc, "/api/generate", "post", 200, ndjson, good)
+    assert len(conformance_problems(doc, "/api/generate", "post", 200, ndjson, good + b'{"model": 5}\n')) == 1
+    sse = {"content-type": "text/event-stream"}
+    assert conformance_problems(doc, "/v1/chat/completions", "post", 200, sse, b'data: {"id": 1}\n\ndata: [DONE]\n\n')
+    assert conformance_problems(doc, "/api/tags", "get", 200, {"content-type": "text/html"}, b"<p>")
+
+
+@pytest.mark.parametrize("message", [
+    {"role": "assistant", "content": "", "tool_calls": [None]},
+    {"role": "assistant", "content": "", "tool_calls": [{"function": "get_weather"}]},
+    {"role": "user", "content": [{"type": "input_audio", "input_audio": "AAAA"}]},
+    {"role": "user", "content": [{"type": "image_url", "image_url": 5}]},
+])
+def test_malformed_openai_message_parts_are_400s(client: testing.TestClient, message: dict[str, Any]) -> None:
+    """Found by schemathesis: a null tool call was an AttributeError (500); the schema now types every part."""
+    result = client.simulate_post("/v1/chat/completions", json={"model": "tiny", "messages": [message]})
+    assert result.status_code == 400 and "messages.0" in result.json["error"]["message"], result.text
