@@ -108,9 +108,17 @@ def _refuse_many(key: str, count: int, limit: int) -> None:
         raise InvalidRequest(f"{key} has {count} entries; at most {limit} are allowed")
 
 
-def _refuse_long(key: str, text: str | None, limit: int) -> None:
-    if text is not None and len(text) > limit:
+def _check_text(key: str, text: str | None, limit: int) -> None:
+    """Refuse text longer than ``limit``, or that no UTF-8 can hold (a lone surrogate from JSON's ``\\ud800``)."""
+    if text is None:
+        return
+    if len(text) > limit:
         raise InvalidRequest(f"{key} is longer than {limit} characters")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{key} is not valid Unicode (a lone surrogate)") from None
 
 
 def _early_counts(body: Mapping[str, Any]) -> None:
@@ -131,19 +139,19 @@ def _check_limits(req: CreateRequest, limits: CreateLimits) -> None:
     params = req.parameters or {}
     values = [(key, v) for key, value in params.items() for v in (value if isinstance(value, list) else [value])]
     _refuse_many("parameters", len(values), limits.parameter_values)
-    _refuse_long("template", req.template, limits.template)
-    _refuse_long("system", req.system, limits.text)
+    _check_text("template", req.template, limits.template)
+    _check_text("system", req.system, limits.text)
     for key in ("renderer", "parser", "requires"):
-        _refuse_long(key, getattr(req, key), limits.name)
+        _check_text(key, getattr(req, key), limits.name)
     for text in req.license or ():
-        _refuse_long("license", text, limits.text)
+        _check_text("license", text, limits.text)
     for name in (*req.files, *req.adapters):
-        _refuse_long("file name", name, limits.name)
+        _check_text("file name", name, limits.name)
     for m in req.messages or ():
-        _refuse_long("message role", m.get("role"), limits.name)
-        _refuse_long("message content", m.get("content"), limits.text)
+        _check_text("message role", m.get("role"), limits.name)
+        _check_text("message content", m.get("content"), limits.text)
     for key, v in values:
-        _refuse_long(f"parameter {key}", v if isinstance(v, str) else None, limits.text)
+        _check_text(f"parameter {key}", v if isinstance(v, str) else None, limits.text)
 
 
 def _quantize(text: str) -> str:
@@ -156,6 +164,7 @@ def _text(body: Mapping[str, Any], key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidRequest(f"{key} must be a string")
+    _check_text(key, value, len(value))  # before an error message can echo it
     return value
 
 

@@ -133,3 +133,19 @@ def test_modelfile_limits_apply_before_files_are_copied(store: ModelStore, model
     with pytest.raises(InvalidRequest, match="template is longer than"):
         list(store.create_from_modelfile("m", template, model_dir))
     assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("field,value", [
+    ("system", "\ud800"), ("template", "{{ .Prompt }}\udfff"), ("license", ["ok", "bad \ud800"]),
+    ("messages", [{"role": "user", "content": "\ud800"}]), ("messages", [{"role": "us\ud800er", "content": "hi"}]),
+    ("parameters", {"stop": ["\ud800"]}), ("renderer", "\ud800"), ("files", {"a\ud800.gguf": "sha256:" + "a" * 64}),
+    ("model", "x\ud800"), ("from", "base\ud800"), ("quantize", "q4_\ud800"),
+])
+def test_lone_surrogates_in_any_create_field_are_a_400(tmp_path: Path, based: ModelStore, field: str,
+                                                       value: Any) -> None:
+    import json
+
+    body = {"model": "x", "from": "base", field: value}
+    r = app_client(tmp_path, based).simulate_post("/api/create", body=json.dumps(body).encode())
+    assert r.status_code == 400, r.text
+    assert set(r.json) == {"error"}
