@@ -9,23 +9,26 @@ collated messages; an older one that does not renders once per turn with
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from power.errors import InvalidRequest, TemplateError
 from power.prompt.builtin import builtin_format, fim_template
 from power.prompt.capabilities import capabilities_of
 from power.prompt.go.template import GoTemplate, parse_template
-from power.prompt.jinja import JinjaTemplate, parse_jinja
+from power.prompt.jinja import JinjaTemplate, TemplateRefused, parse_jinja
 from power.prompt.limits import Budget
 from power.prompt.messages import (
     Message,
     collate,
     default_image_marker,
     go_message,
-    hf_message,
+    hf_messages,
+    hf_tools,
     normalize,
     normalize_tools,
     with_image_markers,
@@ -170,19 +173,33 @@ def _render_jinja(source: TemplateSource, msgs: Sequence[Message], tools: list[d
     if msgs and msgs[-1].role == "assistant" and not msgs[-1].tool_calls:
         # Continue a partial assistant turn: render up to it, then append its text.
         prefill, msgs = msgs[-1].content, msgs[:-1]
+    now = _dt.datetime.now()
     variables: dict[str, Any] = {
-        "messages": [hf_message(m) for m in msgs],
-        "tools": tools or None,
+        "tools": hf_tools(tools) or None,
         "add_generation_prompt": True,
         "bos_token": source.special_token("bos"),
         "eos_token": source.special_token("eos"),
+        # What llama.cpp's chat layer also passes (Firefunction reads these).
+        "datetime": now.strftime("%b %d %Y"),
+        "date_string": now.strftime("%d %b %Y"),
+        "functions": json.dumps([t.get("function", t) for t in tools], ensure_ascii=False,
+                                indent=4) if tools else "",
     }
     if think is not None:
         variables["enable_thinking"] = bool(think)
         if isinstance(think, str):
             variables["reasoning_effort"] = think
     variables.update(extra)
-    return source.jinja_template().render(**variables) + prefill
+    template = source.jinja_template()
+    try:
+        return template.render(messages=hf_messages(msgs), **variables) + prefill
+    except TemplateRefused:
+        if len(msgs) < 2 or msgs[0].role != "system":
+            raise
+        # As llama.cpp, for templates without a system role: into the first turn it goes.
+        first = msgs[1]
+        merged = [replace(first, content=msgs[0].content + "\n" + first.content), *msgs[2:]]
+        return template.render(messages=hf_messages(merged), **variables) + prefill
 
 
 def _renderer(source: TemplateSource, tools: list[dict[str, Any]], think: bool | str | None,

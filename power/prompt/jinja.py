@@ -1,8 +1,10 @@
 """Render a GGUF ``tokenizer.chat_template`` (Jinja) in a bounded sandbox.
 
-The environment is jinja2's ``ImmutableSandboxedEnvironment`` with the globals
-chat templates expect (``raise_exception``, ``strftime_now``, HF-style
-``tojson``, ``loopcontrols``). Every block body the compiler emits starts with
+The environment is jinja2's ``SandboxedEnvironment`` with the globals chat
+templates expect (``raise_exception``, ``strftime_now``, HF-style ``tojson``,
+``loopcontrols``, Hugging Face's ``{% generation %}`` tag). Lists and dicts the
+template builds itself may be changed (``append``, ``update``, ``pop``...), as
+llama.cpp's Jinja allows; what the caller passed in stays immutable. Every block body the compiler emits starts with
 a call that counts a step and checks the deadline, so a template cannot loop
 for long even without writing anything; string repetition, ``%`` formatting
 and the padding filters are capped so no single expression can build a huge
@@ -21,15 +23,19 @@ from typing import Any, NoReturn
 
 import jinja2
 from jinja2.compiler import CodeGenerator
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import nodes
+from jinja2.ext import Extension, loopcontrols
+from jinja2.sandbox import SandboxedEnvironment, modifies_known_mutable
 
 from power.errors import TemplateError
 from power.prompt.limits import DEFAULT_LIMITS, Budget, Limits
 
-__all__ = ["JinjaTemplate", "parse_jinja"]
+__all__ = ["JinjaTemplate", "TemplateRefused", "parse_jinja"]
 
 _budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("jinja_budget", default=None)
+# ids of the containers passed in to the render under way: those stay immutable.
+_inputs: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("jinja_inputs",
+                                                                         default=frozenset())
 
 # Format specs with large widths ("{:>99999999}") would allocate before we can count.
 _WIDE_SPEC = re.compile(r"[{%][^}%]*?\d{5,}")
@@ -37,6 +43,10 @@ _WIDE_SPEC = re.compile(r"[{%][^}%]*?\d{5,}")
 
 class _TemplateRaised(Exception):
     """``raise_exception`` from inside a template."""
+
+
+class TemplateRefused(TemplateError):
+    """The template called ``raise_exception``: it refuses this conversation (a 400 with its words)."""
 
 
 def _tick() -> None:
@@ -51,6 +61,34 @@ class _CountingCodeGenerator(CodeGenerator):
     def blockvisit(self, nodes: Any, frame: Any) -> None:
         self.writeline("environment.power_tick()")
         super().blockvisit(nodes, frame)
+
+
+class _GenerationTag(Extension):
+    """``{% generation %}...{% endgeneration %}`` (HF's marker for assistant tokens): render the body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> Any:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
+
+
+class _Undefined(jinja2.Undefined):
+    """A missing field joined to a string reads as empty (as llama.cpp's Jinja), not an error."""
+
+    def __add__(self, other: Any) -> Any:
+        return other if isinstance(other, str) else super().__add__(other)
+
+    def __radd__(self, other: Any) -> Any:
+        return other if isinstance(other, str) else super().__radd__(other)
+
+
+def _containers(value: Any, seen: set[int], depth: int = 0) -> None:
+    if isinstance(value, (dict, list, set)) and id(value) not in seen and depth < 64:
+        seen.add(id(value))
+        for item in value.values() if isinstance(value, dict) else value:
+            _containers(item, seen, depth + 1)
 
 
 def _raise_exception(message: str = "") -> NoReturn:
@@ -82,13 +120,14 @@ def _bounded(func: Any, limit_arg: int) -> Any:
     return wrapper
 
 
-class _Environment(ImmutableSandboxedEnvironment):
+class _Environment(SandboxedEnvironment):
     code_generator_class = _CountingCodeGenerator
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, limits: Limits) -> None:
-        super().__init__(extensions=[loopcontrols], trim_blocks=True, lstrip_blocks=True,
-                         keep_trailing_newline=False, autoescape=False)
+        super().__init__(extensions=[loopcontrols, _GenerationTag], trim_blocks=True, lstrip_blocks=True,
+                         keep_trailing_newline=False, autoescape=False,
+                         undefined=_Undefined)
         self.limits = limits
         self.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
         self.filters["tojson"] = _tojson
@@ -99,8 +138,20 @@ class _Environment(ImmutableSandboxedEnvironment):
     def power_tick(self) -> None:
         _tick()
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        result = super().call(__context, __obj, *args, **kwargs)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, (list, dict, set)):
+            __self._check_size(owner)  # a template's own list may grow, not without bound
+        return result
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if modifies_known_mutable(obj, attr) and id(obj) in _inputs.get():
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
     def _check_size(self, value: Any) -> Any:
-        if isinstance(value, (str, list, tuple, bytes)) and len(value) > self.limits.max_output:
+        if isinstance(value, (str, list, tuple, bytes, dict, set)) and len(value) > self.limits.max_output:
             raise _TemplateRaised("expression result too large")
         return value
 
@@ -168,6 +219,9 @@ class JinjaTemplate:
         """Render with ``variables`` (``messages``, ``tools``, ``add_generation_prompt``, ...)."""
         budget = Budget(self.limits)
         token = _budget.set(budget)
+        passed: set[int] = set()
+        _containers(list(variables.values()), passed)
+        inputs = _inputs.set(frozenset(passed))
         out: list[str] = []
         try:
             for chunk in self.template.generate(**variables):
@@ -175,10 +229,13 @@ class JinjaTemplate:
                 out.append(chunk)
         except TemplateError:
             raise
+        except _TemplateRaised as exc:
+            raise TemplateRefused(f"chat template: {exc or 'refused the conversation'}") from exc
         except _RENDER_ERRORS as exc:
             raise TemplateError(f"chat template: {exc or type(exc).__name__}") from exc
         finally:
             _budget.reset(token)
+            _inputs.reset(inputs)
         return "".join(out)
 
 

@@ -9,6 +9,7 @@ templates expect.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,8 @@ __all__ = [
     "default_image_marker",
     "go_message",
     "hf_message",
+    "hf_messages",
+    "hf_tools",
     "normalize",
     "normalize_tools",
     "with_image_markers",
@@ -193,12 +196,75 @@ def go_message(msg: Message) -> dict[str, Any]:
     }
 
 
+class _Arguments(dict):  # type: ignore[type-arg]
+    """Tool call arguments: an object, and its JSON text where a template joins it to a string.
+
+    Some templates ``tojson`` or iterate the arguments, others concatenate or print them
+    (they were trained on OpenAI's string form); one value serves both, as llama.cpp's
+    chat layer gives each template the form it wants.
+    """
+
+    def __str__(self) -> str:
+        return json.dumps(self, ensure_ascii=False)
+
+    def __add__(self, other: Any) -> Any:
+        return str(self) + other if isinstance(other, str) else NotImplemented
+
+    def __radd__(self, other: Any) -> Any:
+        return other + str(self) if isinstance(other, str) else NotImplemented
+
+
+class _Tool(dict):  # type: ignore[type-arg]
+    """A request tool whose function's fields also read at the top level (``tool.description``)."""
+
+    def __missing__(self, key: str) -> Any:
+        func = dict.get(self, "function")
+        if isinstance(func, dict) and key in func:
+            return func[key]
+        raise KeyError(key)
+
+
+def hf_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``tools`` a Jinja chat template sees."""
+    return [_Tool(t) for t in tools]
+
+
+def _call_id(turn: int, index: int) -> str:
+    # Nine alphanumerics: what Mistral's templates demand; stable, so prompts cache.
+    return hashlib.sha256(f"{turn}:{index}".encode()).hexdigest()[:9]
+
+
+def hf_messages(msgs: Sequence[Message]) -> list[dict[str, Any]]:
+    """The ``messages`` a Jinja template sees, with the ids templates expect filled in.
+
+    A tool call without an id gets one; a tool result without ``tool_call_id`` takes
+    the id of the call it answers (by name, else in order), as llama.cpp does.
+    """
+    out: list[dict[str, Any]] = []
+    pending: list[ToolCallIn] = []
+    for turn, msg in enumerate(msgs):
+        if msg.tool_calls:
+            msg = replace(msg, tool_calls=tuple(
+                c if c.id else replace(c, id=_call_id(turn, i)) for i, c in enumerate(msg.tool_calls)))
+            pending = list(msg.tool_calls)
+        elif msg.role == "tool" and pending:
+            match = next((c for c in pending if c.name == msg.tool_name), pending[0])
+            pending.remove(match)
+            msg = replace(msg, tool_call_id=msg.tool_call_id or match.id,
+                          tool_name=msg.tool_name or match.name)
+        elif msg.role != "tool":
+            pending = []
+        out.append(hf_message(msg))
+    return out
+
+
 def hf_message(msg: Message) -> dict[str, Any]:
     """The ``messages`` element a Jinja chat template sees (Hugging Face / OpenAI shape)."""
     out: dict[str, Any] = {"role": msg.role, "content": msg.content}
     if msg.tool_calls:
         out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": _Arguments(c.arguments)}}
             for c in msg.tool_calls
         ]
     if msg.tool_name:

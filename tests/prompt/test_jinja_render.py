@@ -80,7 +80,8 @@ def test_syntax_error_is_a_template_error() -> None:
     "{{ 2 ** 100000000 }}",
     "{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}",
     "{{ ''.__class__.__mro__ }}{{ cycler.__init__.__globals__ }}",
-    "{% set x = [] %}{{ x.append(1) }}",
+    "{{ messages.append(1) }}",  # the template's own lists may change (Kimi K2), not its inputs
+    "{% set x = [1] %}{% for i in range(64) %}{% set _ = x.extend(x) %}{% endfor %}",
 ])
 def test_hostile_templates_fail_fast(src: str) -> None:
     start = time.monotonic()
