@@ -295,6 +295,12 @@ def test_an_error_once_streaming_becomes_the_error_event(client: testing.TestCli
     ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{oops"}]}, "arguments"),
     ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]}, "arguments"),
     ({"input": [{"type": "function_call", "name": "f"}]}, "call_id"),
+    ({"input": [{"type": "function_call_output", "call_id": ["x"], "output": "1"}]}, "call_id"),
+    ({"input": [{"type": "function_call_output", "call_id": {"a": 1}, "output": "1"}]}, "call_id"),
+    ({"input": [{"role": "user", "content": [{"type": {"k": 1}}]}]}, "content[0].type"),
+    ({"input": [{"role": ["user"], "content": "x"}]}, "role"),
+    ({"input": [{"type": ["message"]}]}, "input[0].type"),
+    ({"input": [{"role": "user", "content": {"text": "x"}}]}, "input[0].content"),
     ({"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type 'yaml'"),
     ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format.schema"),
     ({"input": "x", "text": {"format": {"type": "json_schema", "schema": {"type": "wat"}}}}, "schema"),
@@ -384,3 +390,28 @@ def test_store_settings_come_from_the_environment(tmp_path: Path) -> None:
         settings.usage_db.parent
     defaults = load_settings({"A3S_POWER_HOME": str(tmp_path)})
     assert defaults.responses_max_count == 10_000 and defaults.responses_max_age == 30 * 86400
+
+
+def test_lenient_where_clients_differ(client: testing.TestClient, scheduler: FakeScheduler) -> None:
+    items = [{"role": "user", "content": "Weather?"},
+             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": {"city": "Oslo"}},
+             {"type": "function_call_output", "call_id": "call_1",
+              "output": [{"type": "input_text", "text": "-3C"}]}]
+    assert post(client, input=items, tools=[TOOL]).status_code == 200
+    prompt = last_generate(scheduler)["prompt"]
+    assert "<|im_start|>tool\n-3C<|im_end|>" in prompt
+    strict = [items[0], {**items[1], "arguments": '{"city": "Oslo"}'}, {**items[2], "output": "-3C"}]
+    assert post(client, input=strict, tools=[TOOL]).status_code == 200
+    assert last_generate(scheduler)["prompt"] == prompt  # an object for arguments, parts for output: the same
+
+
+@pytest.mark.parametrize("choice", [
+    {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": ["x"]}]},
+    {"type": "allowed_tools", "mode": "required", "tools": ["get_weather"]},
+    {"type": "allowed_tools", "mode": "sometimes", "tools": [{"type": "function", "name": "get_weather"}]},
+    {"type": "allowed_tools", "tools": {"name": "get_weather"}},
+    {"type": "function", "name": {"a": 1}},
+])
+def test_malformed_tool_choices_are_400s(client: testing.TestClient, choice: Any) -> None:
+    r = post(client, input="x", tools=[TOOL], tool_choice=choice)
+    assert r.status_code == 400 and "tool_choice" in r.json["error"]["message"], r.text

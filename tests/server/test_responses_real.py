@@ -204,3 +204,13 @@ def test_bad_input_keeps_the_server_serving(client: Any) -> None:
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="tiny", input="x", text={"format": {"type": "json_schema", "name": "x"}})
     assert client.responses.create(model="tiny", input="still there?", max_output_tokens=2).output_text
+
+
+def test_truncation_disabled_refuses_a_prompt_past_the_context_and_auto_fits_it(client: Any) -> None:
+    history = [{"role": "user", "content": "old words " * 400}, {"role": "assistant", "content": "ok"},
+               {"role": "user", "content": "Name a colour."}]
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="tiny", input=history, max_output_tokens=2, store=False)
+    fitted = client.responses.create(model="tiny", input=history, max_output_tokens=2, store=False,
+                                     truncation="auto")
+    assert fitted.usage.input_tokens <= 2048 and fitted.truncation == "auto"

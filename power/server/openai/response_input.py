@@ -75,6 +75,8 @@ def _arguments(item: Mapping[str, Any], where: str) -> str:
     args = item.get("arguments")
     if args is None or args == "":
         return "{}"
+    if isinstance(args, Mapping):  # OpenAI sends a JSON string; an object means the same
+        return json.dumps(args, ensure_ascii=False)
     if not isinstance(args, str):
         raise InvalidRequest(f"invalid {where}.arguments: expected a JSON string")
     try:
@@ -128,7 +130,7 @@ def chat_messages(items: Sequence[Any], instructions: Any = None) -> list[dict[s
                 thinking = ""
         elif kind == "function_call_output":
             call_id = item.get("call_id")
-            if call_id not in calls:
+            if not isinstance(call_id, str) or call_id not in calls:
                 raise InvalidRequest(f"invalid {where}: no function_call with call_id {_short(call_id)} "
                                      "comes before this function_call_output")
             output = item.get("output")
@@ -180,7 +182,10 @@ def chat_tool_choice(choice: Any, tools: list[dict[str, Any]] | None) -> tuple[A
         allowed = choice.get("tools")
         if not isinstance(allowed, list):
             raise InvalidRequest("invalid tool_choice.tools: expected an array of tools")
-        names = {t.get("name") for t in allowed if isinstance(t, Mapping)}
+        listed = [t.get("name") if isinstance(t, Mapping) else None for t in allowed]
+        if not all(isinstance(n, str) for n in listed):
+            raise InvalidRequest("invalid tool_choice.tools: each allowed tool needs a name")
+        names = set(listed)
         kept = [t for t in tools or () if t["function"]["name"] in names]
         if len(kept) != len(names):
             raise InvalidRequest("invalid tool_choice.tools: every allowed tool must be one of the request's tools")
