@@ -453,8 +453,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     if args.model is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from realmodels import gemma3_270m
+        from tests.realmodels import gemma3_270m  # tests/ itself is not on sys.path: tests/packaging shadows a module
         args.model = gemma3_270m()
     result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "slots": args.slots,
                               "idle": args.idle, "streams": args.streams, "tokens": args.tokens, "sides": {}}

@@ -401,8 +401,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from realmodels import gemma3_270m
+        from tests.realmodels import gemma3_270m  # tests/ itself is not on sys.path: tests/packaging shadows a module
         args.model = gemma3_270m()
     if args.cache:
         return cache_main(args)

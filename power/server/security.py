@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import time
 import uuid
 from typing import Any, Sequence
@@ -77,14 +78,16 @@ def _split_host(header: str) -> str | None:
 
 
 def host_allowed(header: str | None) -> bool:
-    """Whether a ``Host`` names this machine's loopback, the only thing a loopback bind answers as.
+    """Whether a loopback bind answers a request with this ``Host`` (the DNS-rebinding check).
 
-    Local means ``localhost`` (and ``*.localhost``, which RFC 6761 and browsers
-    pin to loopback), 127.0.0.0/8, ``::1`` and ``::ffff:127.x.x.x``, with an
-    optional port, or no Host at all (HTTP/1.0). Every other name or address
-    (private, link-local such as 169.254.169.254 or fe80::, unspecified,
-    ``.local`` mDNS names, the machine's own name) is foreign: a DNS-rebinding
-    page can make a browser send any of them to a loopback socket.
+    A rebinding page makes the browser send the attacker's own name; what Ollama
+    accepts cannot be such a name, so it is accepted here too: ``localhost``
+    and ``*.localhost`` (RFC 6761), this machine's name, ``*.local`` (mDNS) and
+    ``*.internal``, and address literals that are loopback, private or
+    unspecified (also IPv4-mapped), with an optional port, or no Host at all
+    (HTTP/1.0). Link-local addresses (169.254.0.0/16 with the cloud metadata
+    service, fe80::/10) are refused, as are public addresses, multicast and
+    every other name.
     """
     if not header:
         return True
@@ -92,7 +95,8 @@ def host_allowed(header: str | None) -> bool:
     if host is None:
         return False
     host = host[:-1] if host.endswith(".") else host  # the absolute form of a name
-    if host == "localhost" or host.endswith(".localhost"):
+    host = host.lower()
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")) or host == _hostname():
         return True
     try:
         addr = ipaddress.ip_address(host)
@@ -100,7 +104,17 @@ def host_allowed(header: str | None) -> bool:
         return False
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    return addr.is_loopback
+    if addr.is_link_local or addr.is_multicast:
+        return False
+    return addr.is_loopback or addr.is_unspecified or any(addr in net for net in _PRIVATE)
+
+
+# Go's net.IP.IsPrivate, which Ollama's check uses (RFC 1918 and RFC 4193).
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+
+
+def _hostname() -> str:
+    return socket.gethostname().lower()
 
 
 def _origin_allowed(origin: str, patterns: Sequence[str]) -> bool:

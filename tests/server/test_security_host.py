@@ -1,8 +1,10 @@
-"""Host and CORS checks (issue 12 item 7): only loopback is local on a loopback bind; wildcards never carry credentials."""
+"""Host and CORS checks (issue 12 item 7): Ollama's local Hosts but never link-local; wildcards never carry credentials."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import socket
 
 import pytest
 from falcon import testing
@@ -10,15 +12,17 @@ from falcon import testing
 from power.server.security import host_allowed
 
 LOCAL = ["localhost", "LOCALHOST:11434", "localhost.", "app.localhost:8080", "127.0.0.1", "127.0.0.1:11434",
-         "127.1.2.3:80", "127.255.255.254", "[::1]", "[::1]:11434", "[::ffff:127.0.0.1]:11434", ""]
+         "127.1.2.3:80", "127.255.255.254", "[::1]", "[::1]:11434", "[::ffff:127.0.0.1]:11434", "",
+         # what Ollama also accepts on a loopback bind: private and unspecified literals, mDNS and .internal names
+         "10.0.0.1", "192.168.1.5:11434", "172.16.0.1", "[fd00::1]", "[::ffff:10.0.0.1]", "0.0.0.0", "0.0.0.0:11434",
+         "[::]", "box.local", "metadata.google.internal", socket.gethostname()]
 FOREIGN = [
     "169.254.169.254", "169.254.169.254:80", "169.254.0.1:11434",  # link-local (cloud metadata)
     "[fe80::1]", "[fe80::1%eth0]:11434", "[fe80::abcd]:11434",  # IPv6 link-local
-    "[::ffff:169.254.169.254]", "[::ffff:10.0.0.1]", "[::ffff:7f00:1]:1:2",  # mapped, malformed
-    "10.0.0.1", "192.168.1.5:11434", "172.16.0.1", "[fd00::1]", "100.64.0.1",  # private, shared
-    "0.0.0.0", "0.0.0.0:11434", "[::]", "224.0.0.1", "255.255.255.255",  # unspecified, multicast, broadcast
+    "[::ffff:169.254.169.254]", "[::ffff:7f00:1]:1:2",  # mapped link-local, malformed
+    "100.64.0.1", "224.0.0.1", "[ff02::1]", "255.255.255.255",  # shared, multicast, broadcast
     "8.8.8.8", "[2001:4860:4860::8888]", "evil.example.com", "evil.example.com:11434",
-    "box.local", "metadata.google.internal", "localhost.evil.com", "127.0.0.1.nip.io", "127.0.0.1.evil.com",
+    "localhost.evil.com", "127.0.0.1.nip.io", "127.0.0.1.evil.com", "local.evil.com",
     "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "::1", "localhost:", "localhost:abc",
     "localhost:11434:1", "[::1", "[::1]x", "loc alhost",
 ]
@@ -34,7 +38,7 @@ def test_every_other_host_is_foreign(host: str) -> None:
     assert not host_allowed(host)
 
 
-@pytest.mark.parametrize("host", ["169.254.169.254", "[fe80::1]:11434", "10.1.2.3", "0.0.0.0:11434"])
+@pytest.mark.parametrize("host", ["169.254.169.254", "[fe80::1]:11434", "8.8.8.8", "evil.example.com:11434"])
 def test_foreign_host_gets_403_on_a_loopback_bind(client: testing.TestClient, host: str) -> None:
     r = client.simulate_get("/api/tags", headers={"Host": host})
     assert r.status_code == 403 and r.json == {"error": "forbidden"}
