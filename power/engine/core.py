@@ -11,6 +11,13 @@ first ``num_keep`` tokens and the most recent tail (as Ollama does), so that a
 quarter of the context (or ``num_predict`` tokens) is left for the answer;
 with ``truncate=False`` it is refused instead. Generation that fills the
 sequence's context ends with ``done_reason`` "length".
+
+Failures: a request's own fault (a bad token, a grammar that does not parse)
+ends that request and no other. Anything that escapes the loop itself is
+fatal to the engine (P12): every request in it ends with an ``EngineError``,
+later submits are refused, and ``on_death`` tells the owner (the runner
+process exits, so the server starts a fresh one) rather than leave a live
+engine that answers nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from power import native
-from power.engine.options import LoadOptions, RequestOptions, parse_options
+from power.engine.options import INT32_MAX, LoadOptions, RequestOptions, parse_options
 from power.engine.statefiles import state_folder, state_key
 from power.engine.stops import StopMatcher
 from power.errors import EngineError, InvalidRequest, NativeError
@@ -208,10 +215,13 @@ class Engine:
     def __init__(self, model_path: str, load: LoadOptions | None = None, *,
                  adapters: Sequence[tuple[str, float]] = (), progress: Callable[[float], bool] | None = None,
                  embedding_only: bool | None = None, projector: str | None = None, cache_ram: int = 0,
-                 cache_disk: tuple[str, int] | None = None) -> None:
+                 cache_disk: tuple[str, int] | None = None,
+                 on_death: Callable[[EngineError], None] | None = None) -> None:
         """``cache_ram``: bytes of host memory for the prompt states of sequences given to other prompts;
         ``cache_disk``: (folder, bytes) where the prompt states go when the engine closes, and come back from."""
         self.load = load or LoadOptions()
+        self.on_death = on_death  # called (from the loop thread) if the loop dies
+        self.dead: EngineError | None = None
         self.cache_ram = cache_ram
         self.cache_disk = cache_disk
         t0 = time.monotonic_ns()
@@ -271,9 +281,11 @@ class Engine:
     def _make_context(self, *, embeddings: bool) -> native.Context:
         lo = self.load
         kv = lo.kv_cache_type if lo.kv_cache_type in native.GGML_TYPES else "f16"
+        n_batch = max(lo.num_batch, self.num_ctx) if embeddings else lo.num_batch
+        # An encoder (a BERT-like embedding model) must see each input in one ubatch, whatever num_batch says.
+        n_ubatch = n_batch if embeddings and self.embedding_only else lo.num_batch
         return native.Context(self.model, n_ctx=self.num_ctx, n_seq=1 if embeddings else lo.num_parallel,
-                              n_batch=max(lo.num_batch, self.num_ctx) if embeddings else lo.num_batch,
-                              n_ubatch=lo.num_batch, n_threads=lo.threads, n_threads_batch=lo.threads,
+                              n_batch=n_batch, n_ubatch=n_ubatch, n_threads=lo.threads, n_threads_batch=lo.threads,
                               flash_attn=lo.flash_attn_mode, type_k=kv, type_v=kv if kv == "f16" or
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
                               pooling=1 if embeddings and not self.embedding_only else -1,
@@ -283,8 +295,16 @@ class Engine:
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return self.model.detokenize(tokens)
+    def detokenize(self, tokens: Sequence[Any]) -> str:
+        return self.model.detokenize(self.check_tokens(tokens))
+
+    def check_tokens(self, tokens: Sequence[Any]) -> list[int]:
+        """Refuse ids that are not integers of this model's vocabulary (a 400, not an error from C)."""
+        n_vocab = self.info.n_vocab
+        for t in tokens:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n_vocab:
+                raise InvalidRequest(f"token {t!r} is not in the model's vocabulary (0 to {n_vocab - 1})")
+        return list(tokens)
 
     def _take_load_duration(self) -> int:
         if self._load_reported:
@@ -304,7 +324,7 @@ class Engine:
             return tokens, False
         if not truncate:
             raise InvalidRequest("the input length exceeds the context length")
-        keep = max(0, min(opts.num_keep, limit - 1))
+        keep = limit - 1 if opts.num_keep < 0 else min(opts.num_keep, limit - 1)
         if self.info.add_bos and tokens and tokens[0] == self.info.token_bos:
             keep = max(keep, 1)
         tail = limit - keep
@@ -362,7 +382,8 @@ class Engine:
         if media is not None:
             tokens = media.tokens
         else:
-            tokens = self.tokenize(prompt, add_special=add_special) if isinstance(prompt, str) else list(prompt)
+            tokens = (self.tokenize(prompt, add_special=add_special) if isinstance(prompt, str)
+                      else self.check_tokens(prompt))
         if not tokens:
             raise InvalidRequest("prompt is empty")
         if media is not None:
@@ -373,15 +394,21 @@ class Engine:
             truncated = False
         else:
             tokens, truncated = self._fit(tokens, opts, truncate)
+        # Counts past the vocabulary or the context mean "all of it": fit them to int32 for llama.cpp, and
+        # keep the penalty window (a buffer llama.cpp allocates) no larger than the context.
         sampling = native.Sampling(
-            seed=opts.seed, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, typical_p=opts.typical_p,
-            temperature=opts.temperature, repeat_last_n=opts.repeat_last_n, repeat_penalty=opts.repeat_penalty,
-            presence_penalty=opts.presence_penalty, frequency_penalty=opts.frequency_penalty,
-            num_predict=opts.num_predict, logprobs=logprobs, grammar=grammar, ignore_eos=ignore_eos)
+            seed=opts.seed, top_k=max(0, min(opts.top_k, self.info.n_vocab)), top_p=opts.top_p, min_p=opts.min_p,
+            typical_p=opts.typical_p, temperature=opts.temperature,
+            repeat_last_n=-1 if opts.repeat_last_n < 0 else min(opts.repeat_last_n, self.n_ctx_seq),
+            repeat_penalty=opts.repeat_penalty, presence_penalty=opts.presence_penalty,
+            frequency_penalty=opts.frequency_penalty, num_predict=max(-2, min(opts.num_predict, INT32_MAX)),
+            logprobs=max(-1, min(logprobs, 20)), grammar=grammar, ignore_eos=ignore_eos)
         return Request(self, tokens, opts, sampling, truncated, 0, media)
 
     def _enqueue(self, reqs: list[Request]) -> None:
         with self._lock:
+            if self.dead is not None:
+                raise self.dead
             if self._closed:
                 raise EngineError("model is unloading")
             if not reqs:
@@ -418,6 +445,10 @@ class Engine:
                 # the request's own fault (too long for the context or the batch) is a 400
                 req._fail(InvalidRequest(str(exc)) if exc.code == native.E_TOOLONG else EngineError(str(exc)))
                 continue
+            except Exception as exc:  # anything else about one request ends that request, not the loop
+                log.exception("request could not start")
+                req._fail(EngineError(f"request could not start: {exc}"))
+                continue
             self._active[req.seq] = req
 
     def _logprobs(self, ev: native.Event, req: Request) -> tuple[TokenLogprob, ...]:
@@ -429,6 +460,34 @@ class Engine:
         return (TokenLogprob(b.decode("utf-8", "replace"), ev.logprob, tuple(b), top),)
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # whatever it was, the engine must not live on without its loop
+            self._die(exc)
+            return
+        self._end_all(EngineError("model was unloaded"))
+
+    def _die(self, exc: BaseException) -> None:
+        log.critical("engine loop died: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        err = EngineError(f"the model's engine stopped ({type(exc).__name__}: {exc})")
+        with self._lock:
+            self.dead = err  # refuses submits from now on; close() still frees everything
+        self._end_all(err)
+        if self.on_death is not None:
+            self.on_death(err)
+
+    def _end_all(self, err: EngineError) -> None:
+        """End every request still in the engine with ``err`` (the loop is over)."""
+        with self._lock:
+            for w in self._clear_waiters:
+                w.set()
+            self._clear_waiters.clear()
+            for req in list(self._active.values()) + list(self._pending):
+                req._fail(err)
+            self._active.clear()
+            self._pending.clear()
+
+    def _run(self) -> None:
         ctx = self._ctx
         assert ctx is not None
         while True:
@@ -469,14 +528,6 @@ class Engine:
                     stop = ev.finish == native.FINISH_NONE
                 if stop:
                     ctx.cancel(ev.seq)
-        with self._lock:
-            for w in self._clear_waiters:
-                w.set()
-            self._clear_waiters.clear()
-            for req in list(self._active.values()) + list(self._pending):
-                req._fail(EngineError("model was unloaded"))
-            self._active.clear()
-            self._pending.clear()
 
     # ---- embeddings ----------------------------------------------------------
     def embed(self, inputs: Sequence[str], *, normalize: bool = True, truncate: bool = True) -> EmbedResult:
@@ -510,7 +561,7 @@ class Engine:
         """
         done = threading.Event()
         with self._lock:
-            if self._ctx is None or self._closed:
+            if self._ctx is None or self._closed or self.dead is not None:
                 return
             self._clear_waiters.append(done)
             self._lock.notify()
@@ -532,7 +583,7 @@ class Engine:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join()
-        if self._ctx is not None and self.cache_disk is not None:
+        if self._ctx is not None and self.cache_disk is not None and self.dead is None:
             try:
                 self._ctx.cache_save(*self._state_files(), self.cache_disk[1])
             except NativeError as exc:

@@ -7,6 +7,11 @@ requests; one thread per generation drains the engine's chunks into the
 outbox; one writer thread sends whatever is ready in as few writes as
 possible, merging the pending output of a request into a single chunk.
 
+An engine whose loop dies is fatal to the runner (P12): its requests get
+their error frames, then the process exits with ``EXIT_ENGINE_DIED``, so the
+server fails whatever else was in flight and its next request starts a fresh
+runner.
+
 It never outlives the server: ``PR_SET_PDEATHSIG`` asks the kernel to kill it
 when the thread that spawned it ends, end-of-file on the socket ends it, and a
 watchdog polls the parent pid where neither applies.
@@ -35,6 +40,7 @@ __all__ = ["Outbox", "main"]
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+EXIT_ENGINE_DIED = 70  # EX_SOFTWARE
 
 
 class Outbox:
@@ -141,7 +147,7 @@ class Runner:
                                             parse_special=bool(msg.get("parse_special", True)))
                 self.outbox.send({"id": rid, "result": toks})
             elif op == "detokenize":
-                self.outbox.send({"id": rid, "result": self.engine.detokenize([int(t) for t in msg["tokens"]])})
+                self.outbox.send({"id": rid, "result": self.engine.detokenize(list(msg["tokens"]))})
             elif op == "stats":
                 self.outbox.send({"id": rid, "result": self.engine.stats()})
             elif op == "health":
@@ -205,7 +211,8 @@ class Runner:
             req.cancel(reason)
         deadline = time.monotonic() + timeout
         for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t.ident is not None:  # registered a moment before it starts
+                t.join(max(0.0, deadline - time.monotonic()))
 
 
 def die_with_parent(parent: int) -> None:
@@ -257,11 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(args.parent)
     sock = socket.socket(fileno=args.fd)
     outbox = Outbox(sock)
+    runner: Runner | None = None
+
+    def engine_died(err: BaseException) -> None:
+        # Let each request's pump send its error frame, then go: a runner without its loop answers nothing.
+        log.critical("engine loop died, the runner exits model=%s: %s", args.model, err)
+        try:
+            if runner is not None:
+                runner.drain("error")
+            outbox.close()
+        finally:
+            os._exit(EXIT_ENGINE_DIED)
+
     try:
         from power.engine.core import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
         adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
         engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters,
-                        projector=args.projector, cache_ram=args.cache_ram,
+                        projector=args.projector, on_death=engine_died, cache_ram=args.cache_ram,
                         cache_disk=(args.cache_dir, args.cache_disk) if args.cache_dir and args.cache_disk else None)
     except Exception as exc:
         log.error("model failed to load model=%s: %s", args.model, exc)
