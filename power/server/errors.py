@@ -71,6 +71,8 @@ def _write(req: falcon.Request, resp: falcon.Response, status: int, message: str
            code: str | None = None) -> None:
     resp.status = falcon.code_to_http_status(status) if status in _KNOWN else _OTHER.get(status, f"{status} Error")
     resp.content_type = "application/json; charset=utf-8"
+    # A message may quote the request (a lone surrogate from a JSON escape): shown escaped, it always encodes.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     resp.text = json.dumps(error_body(req.path, status, message, code), ensure_ascii=False)
     resp.stream = None
 

@@ -226,3 +226,11 @@ def test_malformed_openai_message_parts_are_400s(client: testing.TestClient, mes
     """Found by schemathesis: a null tool call was an AttributeError (500); the schema now types every part."""
     result = client.simulate_post("/v1/chat/completions", json={"model": "tiny", "messages": [message]})
     assert result.status_code == 400 and "messages.0" in result.json["error"]["message"], result.text
+
+
+def test_an_error_message_quoting_a_lone_surrogate_still_encodes(client: testing.TestClient) -> None:
+    """The error writer is total: a message that quotes the request (here keep_alive) cannot make its own 500."""
+    body = b'{"model": "tiny", "prompt": "hi", "keep_alive": "a\\ud800b"}'
+    result = client.simulate_post("/api/generate", body=body, headers={"Content-Type": "application/json"})
+    assert result.status_code == 400, result.text
+    assert isinstance(result.json["error"], str) and result.json["error"], result.text
