@@ -70,7 +70,14 @@ def committed_tree(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """scripts/wheel.sh run on the committed tree, then the tree deleted: nothing may point back at it."""
+    """scripts/wheel.sh run on the committed tree, then the tree deleted: nothing may point back at it.
+
+    A3S_POWER_PACKAGING_DIST names the OUT folder of an earlier ``scripts/wheel.sh SOURCE OUT`` to test
+    instead of building again.
+    """
+    given = os.environ.get("A3S_POWER_PACKAGING_DIST")
+    if given:
+        return _found(Path(given))
     base = tmp_path_factory.mktemp("packaging")
     src = committed_tree(base / "src")
     out = base / "dist"
@@ -79,6 +86,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     assert r.returncode == 0, r.stdout + r.stderr
     shutil.rmtree(src)
     shutil.rmtree(out / ".work" / "tmp", ignore_errors=True)  # pip's build folders
+    return _found(out)
+
+
+def _found(out: Path) -> Built:
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
     return Built(sdist=sdist, wheel=wheel, reqs=out / ".work" / "reqs")

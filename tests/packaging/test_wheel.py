@@ -24,7 +24,7 @@ from power.cli.private import free_port
 from tests.packaging.conftest import ROOT, Built, Installed, clean_env, run
 from tests.tinymodels import write_llama
 
-pytestmark = pytest.mark.packaging
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(5400)]  # the build is the first test's setup
 
 PIN = tomllib.loads((ROOT / "vendor" / "pin.toml").read_text())
 LIBS = ("libllama.so", "libggml.so", "libggml-base.so", "libmtmd.so", "libpower_shim.so", "power_shim.h")
