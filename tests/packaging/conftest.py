@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from power.cli.private import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -105,7 +107,9 @@ def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Install
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     home = where / "home"
-    env = clean_env(A3S_POWER_HOME=str(home), OLLAMA_MODELS=str(home / "models"), OLLAMA_CONTEXT_LENGTH="256")
+    # OLLAMA_HOST: a port nothing listens on, so no other server on this machine answers for a private one.
+    env = clean_env(A3S_POWER_HOME=str(home), OLLAMA_MODELS=str(home / "models"), OLLAMA_CONTEXT_LENGTH="256",
+                    OLLAMA_HOST=f"127.0.0.1:{free_port()}")
     return Installed(python=python, cli=python.with_name("a3s-power"), env=env)
 
 
