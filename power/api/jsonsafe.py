@@ -1,10 +1,12 @@
 """Decode untrusted JSON bodies totally: every failure is an ``InvalidRequest`` naming the problem.
 
 Python's decoder accepts ``NaN`` and ``Infinity``, builds integers of any length
-(slowly, then refuses past 4,300 digits with a ValueError) and recurses once per
-nesting level. None of that may reach a handler (P6, P11): constants are
-refused, numbers are capped in length, nesting is capped in depth, and only
-objects are accepted at the top.
+(slowly, then refuses past 4,300 digits with a ValueError), recurses once per
+nesting level, and turns an escape such as ``"\ud800"`` into a lone UTF-16
+surrogate: a str that no UTF-8 encoder, tokenizer or file write accepts. None
+of that may reach a handler (P6, P11): constants are refused, numbers are
+capped in length, nesting is capped in depth, strings (keys too) with a lone
+surrogate are refused, and only objects are accepted at the top.
 """
 
 from __future__ import annotations
@@ -41,6 +43,27 @@ def _parse_float(text: str) -> float:
     return value
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(value: Any) -> None:
+    """Refuse any string of a decoded value holding a lone surrogate (a paired one decodes to one character)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str):
+            m = _SURROGATE.search(item)
+            if m is not None:
+                raise InvalidRequest(f"invalid JSON: a string holds a lone surrogate (\\u{ord(m.group()):04x}), "
+                                     "which is not Unicode text")
+
+
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
@@ -67,14 +90,17 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     if text.count("[") + text.count("{") > max_depth:
         _check_nesting(text, max_depth)
     try:
-        return json.loads(text, parse_constant=_parse_constant, parse_int=_parse_int,
-                          parse_float=_parse_float)
+        value = json.loads(text, parse_constant=_parse_constant, parse_int=_parse_int,
+                           parse_float=_parse_float)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:  # belt and braces: _check_nesting should have caught it
         raise InvalidRequest(f"invalid JSON: nesting deeper than {max_depth} levels") from exc
     except ValueError as exc:
         raise InvalidRequest(f"invalid JSON: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(text):  # only an escape can make one: UTF-8 input cannot hold a surrogate
+        _check_text(value)
+    return value
 
 
 def decode_body(data: bytes) -> dict[str, Any]:

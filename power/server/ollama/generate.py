@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 
 from power.api import now_utc
+from power.engine.options import INT32_MAX
 from power.errors import InvalidRequest
 from power.runner.keepalive import parse_keep_alive
 from power.server.body import model_field, read_json
@@ -116,6 +117,10 @@ class GenerateResource(_Base):
         source = source_of(view)
         context_text = None
         if body.get("context") and not raw:
+            # ids past int32 never reach the runner; those past the vocabulary it refuses itself
+            if not isinstance(body["context"], list) or not all(
+                    type(t) is int and 0 <= t <= INT32_MAX for t in body["context"]):
+                raise InvalidRequest(f"context must be a list of token ids from 0 to {INT32_MAX}")
             context_text = self.services.scheduler.detokenize(view.name, body["context"])
         prompt = generate_prompt(view, source, body, think, context_text)
         if body.get("_debug_render_only"):

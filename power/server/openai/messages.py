@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Mapping, Sequence
 
+from power.api import jsonsafe
 from power.errors import InvalidRequest
 
 __all__ = ["native_messages", "effort_of", "response_format"]
@@ -65,9 +65,9 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
         args = fn.get("arguments")
         if isinstance(args, str):
             try:
-                args = json.loads(args) if args.strip() else {}
-            except ValueError:
-                raise InvalidRequest(f"invalid tool call arguments in message tool_calls[{i}]") from None
+                args = jsonsafe.loads(args) if args.strip() else {}
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"invalid tool call arguments in message tool_calls[{i}] ({exc})") from None
         out.append({"id": call.get("id", ""), "function": {"index": i, "name": fn.get("name", ""),
                                                            "arguments": args or {}}})
     return out

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from power.api import jsonsafe
 from power.errors import InvalidRequest
 
 __all__ = ["input_items", "chat_messages", "chat_tools", "chat_tool_choice", "text_format"]
@@ -80,9 +81,9 @@ def _arguments(item: Mapping[str, Any], where: str) -> str:
     if not isinstance(args, str):
         raise InvalidRequest(f"invalid {where}.arguments: expected a JSON string")
     try:
-        parsed = json.loads(args)
-    except ValueError:
-        raise InvalidRequest(f"invalid {where}.arguments: not valid JSON") from None
+        parsed = jsonsafe.loads(args)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"invalid {where}.arguments: not valid JSON ({exc})") from None
     if not isinstance(parsed, dict):
         raise InvalidRequest(f"invalid {where}.arguments: expected a JSON object")
     return args
