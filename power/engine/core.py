@@ -293,7 +293,10 @@ class Engine:
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
-        return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+        try:
+            return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+        except UnicodeEncodeError as exc:  # a lone surrogate: the server refuses them, other callers may not
+            raise InvalidRequest(f"the text is not valid Unicode: {exc.reason} at position {exc.start}") from None
 
     def detokenize(self, tokens: Sequence[Any]) -> str:
         return self.model.detokenize(self.check_tokens(tokens))

@@ -126,3 +126,13 @@ def test_the_engine_fits_raw_counts_past_int32(engine: Any) -> None:
 
     opts = RequestOptions(top_k=10**20, repeat_last_n=10**20, seed=10**30, num_predict=3, num_keep=10**20)
     assert engine.submit("hi there", opts, logprobs=10**12).result().eval_count == 3
+
+
+def test_the_engine_refuses_what_llama_cpp_cannot_take(engine: Any) -> None:
+    """Text with a lone surrogate and ids outside the vocabulary are the caller's fault (400), not a crash."""
+    for call in (lambda: engine.submit("a\ud800b", {"num_predict": 1}), lambda: engine.tokenize("\udfff"),
+                 lambda: engine.detokenize([engine.info.n_vocab]), lambda: engine.detokenize([2**40]),
+                 lambda: engine.submit([1, -1], {"num_predict": 1}), lambda: engine.submit([1.5], {"num_predict": 1})):
+        with pytest.raises(InvalidRequest):
+            call()
+    assert engine.submit("still serving", {"num_predict": 2}).result().eval_count == 2
