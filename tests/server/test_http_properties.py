@@ -104,6 +104,7 @@ JSON = st.recursive(st.none() | st.booleans() | NUMBER | TEXT,
 MODELS = st.sampled_from(["tiny", "tiny:latest", "embedder", "missing", "Tiny", "tiny:", "a/b/c/d", ""]) | TEXT
 SCRATCH = (st.sampled_from(["scratch", "scratch:v2", "ns/scratch"]) | TEXT).filter(  # never a model under test
     lambda n: not n.strip().lower().split(":")[0].endswith(("tiny", "embedder")))
+LIMITS = {"options", "max_tokens", "max_completion_tokens", "max_output_tokens"}  # what bounds a generation
 ROLES = st.sampled_from(["user", "system", "assistant", "tool", "developer", "USER", ""]) | TEXT
 
 
@@ -118,8 +119,10 @@ def _typed(kind: type) -> st.SearchStrategy[Any]:
 
 
 # Every option Ollama knows, typed and hostile; num_predict stays small unless the draw mangles it.
+# num_ctx stays at most 4096: a valid huge one is fitted, not refused, and allocating it is slow, not wrong.
 OPTIONS = st.fixed_dictionaries({"num_predict": st.integers(0, 8)}, optional={
-    key: _typed(kind) | JSON for key, kind in OPTION_TYPES.items() if key != "num_predict"}) | JSON
+    key: (st.integers(-(2**31), 4096) if key == "num_ctx" else _typed(kind)) | JSON
+    for key, kind in OPTION_TYPES.items() if key != "num_predict"}) | JSON
 
 
 def value(schema: dict[str, Any], name: str = "", path: str = "") -> st.SearchStrategy[Any]:
@@ -130,6 +133,8 @@ def value(schema: dict[str, Any], name: str = "", path: str = "") -> st.SearchSt
         return SCRATCH if name == "destination" else MODELS
     if name == "options":
         return OPTIONS
+    if name in LIMITS:
+        return st.integers(-2, 8) | HUGE
     if name == "role":
         return ROLES
     if "const" in schema:
@@ -165,6 +170,7 @@ def body(schema: dict[str, Any], path: str) -> st.SearchStrategy[dict[str, Any]]
     """An object for ``schema``: required fields (mostly), some optional ones, a few mangled or extra."""
     props = schema.get("properties", {})
     required = set(schema.get("required", ())) | {c["required"][0] for c in schema.get("anyOf", ())[:1]}
+    required |= LIMITS.intersection(props)  # generations stay short (a mangled draw may still lift the bound)
 
     def field(name: str) -> st.SearchStrategy[Any]:
         return st.one_of(value(props[name], name, path), JSON) if name in props else JSON
@@ -265,7 +271,7 @@ BASES: dict[str, dict[str, Any]] = {  # a valid request per route, the model bou
     "/v1/messages": {"model": "tiny", "messages": ASK, "max_tokens": 2},
     "/v1/messages/count_tokens": {"model": "tiny", "messages": ASK},
 }
-EDGES = {int: (2**31, -(2**31) - 1, 2**63, -(10**20)), float: (1e308, -1e308, 2**63), list: (["\ud800"],)}
+EDGES = {int: (2**31, -(10**20)), float: (1e308, -1e308), list: (["\ud800"],)}  # past int32 and float32
 
 
 def hostile(path: str, schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -280,11 +286,14 @@ def hostile(path: str, schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if path == "/api/generate":
         yield from ({**base, "context": ctx} for ctx in ([2**31], [-1], [10**6], [2**70]))
     if "options" in base or "options" in schema.get("properties", {}):
+        # Every route parses options alike: each option's edges once (on generate), a sample elsewhere.
         options = {"num_predict": 2, **base.get("options", {})}
         yield {**base, "options": {**options, "num_predict": 1e308}}
-        for key, kind in OPTION_TYPES.items():
+        yield {**base, "options": {**options, "top_k": 2**31}}
+        for key, kind in OPTION_TYPES.items() if path == "/api/generate" else ():
             for edge in EDGES.get(kind, ()):
-                yield {**base, "options": {**options, key: edge}}
+                if key != "num_ctx" or edge < 0:  # see OPTIONS
+                    yield {**base, "options": {**options, key: edge}}
 
 
 @pytest.mark.parametrize("path,method", BODY_ROUTES)
