@@ -1,4 +1,4 @@
-"""Helpers for the Responses API tests: an openai client over a WSGI app, and stream events checked as the SDK types them."""
+"""Helpers for the Responses tests: an openai client over a WSGI app, stream events checked as the SDK types them."""
 
 from __future__ import annotations
 
