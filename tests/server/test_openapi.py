@@ -38,7 +38,8 @@ def doc(client: testing.TestClient) -> dict[str, Any]:
 
 
 def test_every_served_method_is_documented_and_nothing_else(client: testing.TestClient, doc: dict[str, Any]) -> None:
-    served = {r.path: {m.method for m in r.methods if not m.internal} for r in falcon.inspect.inspect_routes(client.app)}
+    routes = falcon.inspect.inspect_routes(client.app)
+    served = {r.path: {m.method for m in r.methods if not m.internal} for r in routes}
     documented = {path: {m.upper() for m in item if m != "parameters"} - {"OPTIONS"}
                   for path, item in doc["paths"].items()}
     assert served == documented
