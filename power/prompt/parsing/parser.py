@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from power.prompt.families import FamilyParser, family_of
 from power.prompt.parsing.delta import Delta
 from power.prompt.parsing.thinking import (
     DEFAULT_TAGS,
@@ -23,7 +25,7 @@ class OutputParser:
     """Feed generated text; get back content, thinking and tool calls as they are decided."""
 
     def __init__(self, thinking: ThinkingParser | None = None,
-                 tools: ToolCallParser | None = None) -> None:
+                 tools: ToolCallParser | FamilyParser | _Chained | None = None) -> None:
         self.thinking = thinking
         self.tools = tools
 
@@ -42,6 +44,28 @@ class OutputParser:
         return Delta(found.content, step.thinking, found.tool_calls)
 
 
+class _Chained:
+    """A family's parser, then the lenient JSON reading over what it leaves as content."""
+
+    def __init__(self, family: FamilyParser, lenient: ToolCallParser) -> None:
+        self.family, self.lenient, self.count = family, lenient, 0
+
+    def feed(self, text: str) -> Delta:
+        return self._join(self.family.feed(text), self.lenient.feed)
+
+    def finish(self) -> Delta:
+        first = self.family.finish()
+        return self._join(first, lambda rest: self.lenient.feed(rest) + self.lenient.finish())
+
+    def _join(self, first: Delta, then: Any) -> Delta:
+        second = then(first.content)
+        calls = []
+        for call in first.tool_calls + second.tool_calls:
+            calls.append(replace(call, index=self.count))
+            self.count += 1
+        return Delta(second.content, "", tuple(calls))
+
+
 def output_parser(source: TemplateSource, *, prompt: str = "", tools: Any = None,
                   think: bool | str | None = None, lenient: bool = True) -> OutputParser:
     """The parser that fits a model's template and the request.
@@ -57,8 +81,13 @@ def output_parser(source: TemplateSource, *, prompt: str = "", tools: Any = None
         tags = thinking_tags(go, jinja) or DEFAULT_TAGS
         if think or thinking_tags(go, jinja) or starts_thinking(prompt, tags[0]):
             thinking = ThinkingParser(*tags, start_in_thinking=starts_thinking(prompt, tags[0]))
-    tool_parser = None
-    if tools:
+    tool_parser: ToolCallParser | _Chained | None = None
+    family = family_of(jinja)
+    if tools and family is not None:
+        # The prompt may open the calls itself (Functionary v3.2 ends with ">>>").
+        own = FamilyParser(family, tools, start_open=prompt.endswith(family.open))
+        tool_parser = _Chained(own, ToolCallParser(tools, None, lenient=lenient)) if lenient else own
+    elif tools:
         if source.kind == "builtin":
             go = source.go_template().source
         tool_parser = ToolCallParser(tools, tool_call_tag(go, jinja), lenient=lenient)

@@ -38,6 +38,8 @@ def partial_suffix(text: str, tag: str) -> int:
 
 def thinking_tags(template: str | None = None, jinja: str | None = None) -> tuple[str, str] | None:
     """The open/close thinking tags a template declares, or None when it has none."""
+    from power.prompt.families import family_thinking  # families import this module
+
     if template:
         try:
             tmpl = parse_template(template)
@@ -48,6 +50,9 @@ def thinking_tags(template: str | None = None, jinja: str | None = None) -> tupl
             lines_after = [ln.strip() for ln in after.splitlines() if ln.strip()]
             if lines_before and lines_after:
                 return lines_before[-1], lines_after[0]
+    special = family_thinking(jinja)
+    if special is not None:
+        return special
     if jinja and (DEFAULT_TAGS[0] in jinja or "reasoning_content" in jinja
                   or "enable_thinking" in jinja):
         return DEFAULT_TAGS

@@ -20,6 +20,7 @@ from typing import Any
 
 from power.errors import TemplateError
 from power.prompt.parsing.delta import Delta, ToolCall
+from power.prompt.families import family_of
 from power.prompt.go.template import parse_template
 from power.prompt.parsing.jsonscan import JsonScan, calls_in, loads_lenient
 from power.prompt.parsing.thinking import partial_suffix
@@ -29,8 +30,10 @@ __all__ = ["KNOWN_TAGS", "ToolCallParser", "parse_tool_calls", "tool_call_tag"]
 KNOWN_TAGS = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "<function_call>")
 _FENCE = "```"
 _SPACE = " \t\r\n"
-_MISTRAL_NAME = re.compile(r"([A-Za-z0-9_.\-]+)\[ARGS\]")
-_MISTRAL_PARTIAL = re.compile(r"[A-Za-z0-9_.\-]*(?:\[(?:A(?:R(?:G(?:S)?)?)?)?)?")
+# Mistral Small 3.2 puts the call's id between: name[CALL_ID]id[ARGS]{...}.
+_MISTRAL_NAME = re.compile(r"([A-Za-z0-9_.\-]+)(?:\[CALL_ID\][A-Za-z0-9_\-]+)?\[ARGS\]")
+_MISTRAL_PARTIAL = re.compile(r"[A-Za-z0-9_.\-]*(?:\[(?:C(?:A(?:L(?:L(?:_(?:I(?:D(?:\][A-Za-z0-9_\-]*"
+                              r"(?:\[(?:A(?:R(?:G(?:S)?)?)?)?)?)?)?)?)?)?)?)?|A(?:R(?:G(?:S)?)?)?)?)?")
 _FENCE_HEAD = re.compile(r"```[A-Za-z0-9_\-]*[ \t]*\r?\n?[ \t]*")
 
 
@@ -38,7 +41,8 @@ def tool_call_tag(template: str | None = None, jinja: str | None = None) -> str 
     """The text that opens a tool call, inferred from the model's template.
 
     Go: the first non-blank literal inside ``{{ if .ToolCalls }}``, cut at ``{``
-    (``"{"`` when nothing is left). Jinja: a known tag it mentions. None when the
+    (``"{"`` when nothing is left). Jinja: its family's open tag (``families``),
+    else a known tag it mentions. None when the
     template shows no tool calls at all.
     """
     if template:
@@ -55,6 +59,9 @@ def tool_call_tag(template: str | None = None, jinja: str | None = None) -> str 
             return tag or "{"
         return "{" if tmpl.uses("ToolCalls") else None
     if jinja:
+        family = family_of(jinja)
+        if family is not None:
+            return family.open
         for tag in KNOWN_TAGS:
             if tag in jinja:
                 return tag

@@ -1,0 +1,8 @@
+"""Apertus: ``<|tools_prefix|>[{"NAME": {arguments}}]<|tools_suffix|>``."""
+
+from __future__ import annotations
+
+from power.prompt.families.family import Family
+from power.prompt.families.readers import named_json
+
+FAMILY = Family("apertus", "<|tools_prefix|>", "<|tools_suffix|>", named_json)

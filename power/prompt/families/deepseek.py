@@ -1,0 +1,34 @@
+"""DeepSeek V3.1 and R1 (``<｜tool▁calls▁begin｜>``), V3.2 (DSML ``function_calls``) and V4 (DSML ``tool_calls``).
+
+V3.1: ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{json}<｜tool▁call▁end｜>``; R1:
+``<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\n{json}\n```<｜tool▁call▁end｜>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from power.prompt.families.family import Family, each_call
+from power.prompt.families.readers import invoke_xml, json_value
+
+_SEP = "<｜tool▁sep｜>"
+
+
+def _call(text: str) -> tuple[str, dict[str, Any]] | None:
+    head, found, rest = text.partition(_SEP)
+    if not found:
+        return None
+    if head.strip() == "function":  # R1: the name, a newline, then fenced JSON
+        name, _, rest = rest.partition("\n")
+    else:
+        name = head
+    args = json_value(rest)
+    return (name.strip(), args) if name.strip() and isinstance(args, dict) else None
+
+
+FAMILY = Family("deepseek", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
+                each_call("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", _call))
+DSML = Family("deepseek_dsml", "<｜DSML｜function_calls>", "</｜DSML｜function_calls>",
+              invoke_xml("｜DSML｜"), markers=("｜DSML｜", "function_calls"))
+DSML_V4 = Family("deepseek_v4", "<｜DSML｜tool_calls>", "</｜DSML｜tool_calls>", invoke_xml("｜DSML｜"),
+                 markers=("｜DSML｜", "tool_calls"))

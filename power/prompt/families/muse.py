@@ -1,0 +1,8 @@
+"""Muse Glimmer: ``<atem:function_calls><atem:invoke name="N"><atem:parameter name="K">V</atem:parameter>...``."""
+
+from __future__ import annotations
+
+from power.prompt.families.family import Family
+from power.prompt.families.readers import invoke_xml
+
+FAMILY = Family("muse", "<atem:function_calls>", "</atem:function_calls>", invoke_xml("atem:"))
