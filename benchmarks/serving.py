@@ -363,11 +363,14 @@ def cache_main(args: argparse.Namespace) -> int:
     n = min(args.tokens, 16)
     result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "ctx": args.ctx, "slots": args.slots,
                               "tokens": n, "sides": {}}
+    out = args.out / "serving-cache.json"
+    args.out.mkdir(parents=True, exist_ok=True)
     http = Http(args.model, args.threads, args.ctx, args.slots, args.sampling)
     try:
         result["sides"]["a3s-power"] = cache_workloads(http.generate, n)
     finally:
         http.close()
+    out.write_text(json.dumps(result, indent=2) + "\n")  # one side's figures survive an interrupted run
     if not args.no_peer:
         peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots,
                     args.sampling)
@@ -379,8 +382,7 @@ def cache_main(args: argparse.Namespace) -> int:
         result["ratio_ttft_mean"] = {
             **{w: ours[w]["ttft_mean_s"] / theirs[w]["ttft_mean_s"] for w in ("W1", "W2")},
             "W3": [a["ttft_mean_s"] / b["ttft_mean_s"] for a, b in zip(ours["W3"], theirs["W3"])]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serving-cache.json").write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("%s", json.dumps(result, indent=2))
     return 0
 
