@@ -42,7 +42,7 @@ def runpaths(lib: Path) -> list[str]:
 
 
 def site_lib(inst: Installed) -> Path:
-    out = run([inst.python, "-c", "import power.native as n; print(n.LIB_DIR)"], env=inst.env, cwd=inst.python.parent)
+    out = run([inst.python, "-P", "-c", "import power.native as n; print(n.LIB_DIR)"], env=inst.env, cwd=inst.python.parent)
     assert out.returncode == 0, out.stderr
     return Path(out.stdout.strip())
 
@@ -96,13 +96,13 @@ def test_the_wheel_metadata_lists_the_dependencies_and_extras(built: Built) -> N
 def test_the_installed_package_is_the_one_that_runs(installed: Installed, elsewhere: Path) -> None:
     code = ("import importlib.metadata as m, power, power.native as n; "
             "print(m.version('a3s-power'), power.__version__, power.__file__, n.LIB_DIR, n.llama_commit())")
-    out = run([installed.python, "-c", code], env=installed.env, cwd=elsewhere)
+    out = run([installed.python, "-P", "-c", code], env=installed.env, cwd=elsewhere)
     assert out.returncode == 0, out.stderr
     meta_version, version, where, lib_dir, commit = out.stdout.split()
     site = installed.python.parents[1]
     assert meta_version == version and commit == PIN["llama_cpp_commit"]
     assert Path(where).is_relative_to(site) and Path(lib_dir).is_relative_to(site)
-    for argv in ([installed.cli, "--version"], [installed.python, "-m", "power", "--version"]):
+    for argv in ([installed.cli, "--version"], [installed.python, "-P", "-m", "power", "--version"]):
         shown = run(argv, env=installed.env, cwd=elsewhere)
         assert shown.returncode == 0, shown.stderr
         assert f"client version is {meta_version}" in shown.stdout
@@ -110,7 +110,7 @@ def test_the_installed_package_is_the_one_that_runs(installed: Installed, elsewh
 
 def test_the_best_cpu_variant_for_this_machine_is_loaded(installed: Installed, elsewhere: Path) -> None:
     flags = set(re.findall(r"\S+", Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0]))
-    out = run([installed.python, "-c", "import power.native as n; print(n.system_info())"], env=installed.env,
+    out = run([installed.python, "-P", "-c", "import power.native as n; print(n.system_info())"], env=installed.env,
               cwd=elsewhere)
     assert out.returncode == 0, out.stderr
     info = out.stdout
@@ -155,7 +155,7 @@ def test_create_run_and_serve_with_the_installed_wheel(installed: Installed, els
 
 
 def metadata_version(inst: Installed) -> str:
-    out = run([inst.python, "-c", "import importlib.metadata as m; print(m.version('a3s-power'))"], env=inst.env,
+    out = run([inst.python, "-P", "-c", "import importlib.metadata as m; print(m.version('a3s-power'))"], env=inst.env,
               cwd=inst.python.parent)
     return out.stdout.strip()
 
@@ -174,13 +174,16 @@ def wait_for_json(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
 
 def test_a_gpu_backend_that_cannot_load_falls_back_to_the_cpu(installed: Installed, elsewhere: Path) -> None:
     """A CUDA wheel on a machine without the driver: libggml-cuda.so fails to load and the CPU serves."""
-    lib = elsewhere / "lib"
-    shutil.copytree(site_lib(installed), lib)
+    installed_lib = site_lib(installed)
+    lib = elsewhere / "site" / "power" / "lib"
+    shutil.copytree(installed_lib, lib)
+    for grafted in installed_lib.parents[1].glob("*.libs"):  # auditwheel's, found through $ORIGIN/../..
+        shutil.copytree(grafted, elsewhere / "site" / grafted.name)
     (lib / "libggml-cuda.so").write_bytes(b"\x7fELF not really a library")
     write_llama(elsewhere / "tiny.gguf")
     code = ("import power.native as n; print([d.kind for d in n.devices()]); "
             "m = n.Model('tiny.gguf'); print('loaded', m is not None)")
-    out = run([installed.python, "-c", code], env={**installed.env, "A3S_POWER_LIB_DIR": str(lib)}, cwd=elsewhere)
+    out = run([installed.python, "-P", "-c", code], env={**installed.env, "A3S_POWER_LIB_DIR": str(lib)}, cwd=elsewhere)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "'cpu'" in out.stdout and "loaded True" in out.stdout
 
@@ -204,7 +207,7 @@ def test_a_corrupted_archive_stops_the_build_with_one_line_and_no_wheel(built: B
     r = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", out, src], env=env,
             cwd=tmp_path, timeout=600)
     assert r.returncode != 0
-    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("a3s-power: ")]
+    lines = [line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip().startswith("a3s-power: ")]
     assert lines and "sha256 mismatch" in lines[0] and PIN["archive"] in lines[0], r.stdout[-3000:]
     assert not list(out.glob("*.whl"))
     assert not (src / "vendor" / "llama.cpp").exists()
