@@ -48,20 +48,22 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _check_text(value: Any) -> None:
-    """Refuse any string of a decoded value holding a lone surrogate (a paired one decodes to one character)."""
-    todo = [value]
+    """Refuse a string (or key) holding a lone surrogate, naming its place (a paired one decodes to one character)."""
+    todo: list[tuple[Any, str]] = [(value, "")]
     while todo:
-        item = todo.pop()
+        item, where = todo.pop()
         if isinstance(item, dict):
-            todo.extend(item)
-            todo.extend(item.values())
+            for key, v in item.items():
+                place = f"{where}.{key}" if where else str(key)
+                todo.append((key, f"{where or 'body'} key"))
+                todo.append((v, place))
         elif isinstance(item, list):
-            todo.extend(item)
+            todo.extend((v, f"{where}.{i}") for i, v in enumerate(item))
         elif isinstance(item, str):
             m = _SURROGATE.search(item)
             if m is not None:
-                raise InvalidRequest(f"invalid JSON: a string holds a lone surrogate (\\u{ord(m.group()):04x}), "
-                                     "which is not Unicode text")
+                shown = where.encode("utf-8", "backslashreplace").decode("utf-8")
+                raise InvalidRequest(f"invalid JSON: {shown}: a lone surrogate (\\u{ord(m.group()):04x}) is not text")
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
