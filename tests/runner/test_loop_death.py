@@ -104,8 +104,8 @@ def test_in_range_extremes_reach_llama_cpp_safely(make_scheduler: Callable[..., 
         for chunk in stream:
             chunks.append(chunk)
             if len(chunks) >= 4:
-                stream.close() if hasattr(stream, "close") else None
                 break
+        stream.close()
         assert chunks, key
         pid = pid or pid_of(sched, "tiny")
         assert pid_of(sched, "tiny") == pid, f"{key}={value} cost the runner"
