@@ -3,7 +3,7 @@
 Ollama derives these from the template: a Go template that reads ``.Tools``
 supports tools, one that reads ``.Suffix`` supports fill-in-the-middle, and one
 whose ``{{ .Thinking }}`` sits between literal tags supports thinking. A Jinja
-chat template supports tools when it mentions them. (``completion``,
+chat template supports tools when it mentions them or writes calls in a known family's syntax. (``completion``,
 ``embedding`` and ``vision`` come from the GGUF, not from here.)
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from power.errors import TemplateError
 from power.prompt.builtin import fim_template
+from power.prompt.families import family_of
 from power.prompt.go.template import parse_template
 from power.prompt.parsing.thinking import thinking_tags
 
@@ -37,7 +38,8 @@ def capabilities_of(template_text: str | None, jinja_text: str | None,
                 caps.add("tools")
             if tmpl.uses("Suffix"):
                 caps.add("insert")
-    if jinja_text and ("tools" in jinja_text or "tool_call" in jinja_text):
+    if jinja_text and ("tools" in jinja_text or "tool_call" in jinja_text
+                       or family_of(jinja_text) is not None):
         caps.add("tools")
     if thinking_tags(template_text, None) or thinking_tags(None, jinja_text):
         caps.add("thinking")

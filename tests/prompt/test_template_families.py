@@ -115,3 +115,20 @@ def test_thinking_splits_out(path: Path) -> None:
     delta = parser.feed(text) + parser.finish()
     assert delta.thinking.strip() == "Let me think."
     assert delta.content.strip() == "The answer."
+
+
+@pytest.mark.parametrize("path", template_params())
+def test_capabilities_match_what_the_template_does(path: Path) -> None:
+    """``tools`` when the template shows tools or writes calls; ``thinking`` when ``think`` changes
+    the prompt or the template writes thinking; neither ``insert`` nor ``vision`` from a chat template."""
+    from power.prompt import capabilities_of
+
+    src = path.read_text()
+    source, msgs = _source(path), [{"role": "user", "content": "Hi"}]
+    caps = capabilities_of(None, src)
+    shows_tools = "get_weather" in render_chat(source, msgs, tools=TOOLS)
+    assert ("tools" in caps) == (shows_tools or family_of(src) is not None or _call_output(path) is not None)
+    if "tool_use" not in path.stem:  # those render only with tools
+        toggles = render_chat(source, msgs, think=True) != render_chat(source, msgs, think=False)
+        assert ("thinking" in caps) == (toggles or thinking_tags(None, src) is not None)
+    assert not caps & {"insert", "vision"}

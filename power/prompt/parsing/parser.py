@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from power.prompt.families import FamilyParser, family_of
 from power.prompt.parsing.delta import Delta
 from power.prompt.parsing.thinking import (
     DEFAULT_TAGS,
@@ -17,6 +16,7 @@ from power.prompt.parsing.tools import ToolCallParser, tool_call_tag
 
 if TYPE_CHECKING:
     from power.prompt.chat import TemplateSource
+    from power.prompt.families import FamilyParser
 
 __all__ = ["OutputParser", "output_parser"]
 
@@ -81,6 +81,8 @@ def output_parser(source: TemplateSource, *, prompt: str = "", tools: Any = None
         tags = thinking_tags(go, jinja) or DEFAULT_TAGS
         if think or thinking_tags(go, jinja) or starts_thinking(prompt, tags[0]):
             thinking = ThinkingParser(*tags, start_in_thinking=starts_thinking(prompt, tags[0]))
+    from power.prompt.families import FamilyParser, family_of  # the families import this package
+
     tool_parser: ToolCallParser | _Chained | None = None
     family = family_of(jinja)
     if tools and family is not None:

@@ -20,7 +20,6 @@ from typing import Any
 
 from power.errors import TemplateError
 from power.prompt.parsing.delta import Delta, ToolCall
-from power.prompt.families import family_of
 from power.prompt.go.template import parse_template
 from power.prompt.parsing.jsonscan import JsonScan, calls_in, loads_lenient
 from power.prompt.parsing.thinking import partial_suffix
@@ -59,6 +58,8 @@ def tool_call_tag(template: str | None = None, jinja: str | None = None) -> str 
             return tag or "{"
         return "{" if tmpl.uses("ToolCalls") else None
     if jinja:
+        from power.prompt.families import family_of  # the families import this package
+
         family = family_of(jinja)
         if family is not None:
             return family.open
