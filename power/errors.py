@@ -135,6 +135,8 @@ class ManifestError(StoreError):
 class RegistryError(PowerError):
     """A registry answered with an error or could not be reached."""
 
+    status = 502  # the upstream failed, not this server
+
 
 class RemoteNotFound(RegistryError):
     """file does not exist"""

@@ -18,6 +18,7 @@ from typing import Any
 import falcon
 
 from power.config import Settings, load_settings
+from power.server.anthropic import CountTokensResource, MessagesResource
 from power.server.body import DEFAULT_MAX_BODY
 from power.server.disconnect import ClientSocket
 from power.server.errors import MethodsAllowed, install_error_handlers
@@ -75,7 +76,9 @@ def _stream(summary: str, request: str, response: str, chunk: str, errors: tuple
 
 
 _MODEL = (404,)
+_TRANSFER = (404, 502)  # no such model or remote file; the registry failed or could not be reached
 _INFER = (404, 503, 504)  # no such model; queue full (Retry-After); out of time
+_ANTHROPIC = (404, 529, 504)  # the same, a full queue as Anthropic's 529
 _DELETE = Operation("Delete a model", "DeleteRequest", errors=_MODEL)
 
 # The one table of routes: create_app serves it and /openapi.json describes it, so a route cannot be served
@@ -107,10 +110,10 @@ ROUTES: tuple[Route, ...] = (
         "post": Operation("Upload a blob (raw body, checked against its digest)", ok=(200, 201), raw_body=True)}),
     Route("/api/pull", lambda s: TransferResource(s, "pull"), _stream(
         "Pull a model from a registry (status stream unless stream is false)", "PullRequest", "StatusResponse",
-        "StatusResponse", _MODEL)),
+        "StatusResponse", _TRANSFER)),
     Route("/api/push", lambda s: TransferResource(s, "push"), _stream(
         "Push a model to a registry (status stream unless stream is false)", "PushRequest", "StatusResponse",
-        "StatusResponse", _MODEL)),
+        "StatusResponse", _TRANSFER)),
     Route("/v1/chat/completions", ChatCompletionsResource, _stream(
         "OpenAI chat completions (server-sent events with stream)", "ChatCompletionRequest", "ChatCompletion",
         "ChatCompletionChunk", _INFER)),
@@ -127,6 +130,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/v1/responses/{response_id}", ResponseResource, {
         "get": Operation("A stored response", response="Response", errors=(404,)),
         "delete": Operation("Delete a stored response", response="ResponseDeleted", errors=(404,))}),
+    Route("/v1/messages", MessagesResource, _stream(
+        "Anthropic messages (named server-sent events with stream; thinking budget_tokens enforced)",
+        "MessagesRequest", "Message", "MessageStreamEvent", _ANTHROPIC)),
+    Route("/v1/messages/count_tokens", CountTokensResource, {"post": Operation(
+        "Anthropic token count: the prompt's tokens as /v1/messages evaluates them", "CountTokensRequest",
+        "CountTokensResponse", errors=_ANTHROPIC)}),
     Route("/v1/usage", UsageResource, {"get": Operation(
         "Usage totals per model (start and end: YYYY-MM-DD, ISO 8601 or Unix seconds)", response="UsageResponse",
         errors=(400, 404), query=("start", "end", "model"))}),

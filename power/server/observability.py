@@ -11,7 +11,7 @@ import falcon
 
 from power import __version__
 from power.api import SCHEMAS
-from power.server.errors import is_openai_path
+from power.server.errors import is_anthropic_path, is_openai_path
 from power.server.inference import Services
 from power.server.metrics import CONTENT_TYPE
 from power.server.security import OPEN_ROUTES
@@ -33,13 +33,15 @@ _STATUS_TEXT = {
     404: "No such model, blob or route", 405: "Method not served here; Allow lists those that are",
     408: "Request headers or body not received in time", 413: "Request body too large",
     414: "Request line too long", 431: "Request header fields too large",
-    503: "Queue full: retry after Retry-After seconds", 504: "The generation took longer than allowed",
+    502: "The registry failed or could not be reached", 503: "Queue full: retry after Retry-After seconds", 504: "The generation took longer than allowed",
+    529: "Queue full (Anthropic's overloaded_error): retry after Retry-After seconds",
 }
 # Refusals the HTTP layer (gunicorn's parser, the front door) writes in the native shape on every path.
 _HTTP_LAYER = frozenset({400, 408, 414, 431})
 _HEADERS = {
     405: {"Allow": {"required": True, "schema": {"type": "string"}, "description": "the methods served"}},
     503: {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0}}},
+    529: {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0}}},
     401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
 }
 
@@ -86,12 +88,17 @@ def _ref(name: str) -> dict[str, str]:
 def _error_schema(path: str, status: int) -> dict[str, Any]:
     if not is_openai_path(path):
         return _ref("Error")
+    shape = _ref("AnthropicError") if is_anthropic_path(path) else _ref("OpenAIError")
     if status in _HTTP_LAYER:
-        return {"anyOf": [_ref("OpenAIError"), _ref("Error")]}
-    return _ref("OpenAIError")
+        return {"anyOf": [shape, _ref("Error")]}
+    return shape
 
 
 def _stream_content(path: str, name: str) -> dict[str, Any]:
+    if is_anthropic_path(path):  # named events (an error too), no [DONE]
+        data = {"contentMediaType": _JSON, "contentSchema": _ref(name)}
+        return {_SSE: {"schema": {"type": "object", "properties": {"event": {"type": "string"}, "data": data},
+                                  "required": ["event", "data"]}}}
     if is_openai_path(path):  # one event per chunk, then ``data: [DONE]``
         data = {"if": {"const": "[DONE]"}, "else": {
             "contentMediaType": _JSON, "contentSchema": {"anyOf": [_ref(name), _ref("OpenAIError")]}}}

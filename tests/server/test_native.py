@@ -192,6 +192,6 @@ def test_pull_push_unreachable_registry(make_client: Any) -> None:
     client = make_client(registry_hosts={"registry.ollama.ai": f"http://127.0.0.1:{port}"},
                          allow_private_pulls=True)  # loopback, which pulls refuse by default
     r = client.simulate_post("/api/pull", json={"model": "other"})
-    assert r.status_code == 500 and "pull model manifest" in r.json["error"]
+    assert r.status_code == 502 and "pull model manifest" in r.json["error"]
     r = client.simulate_post("/api/push", json={"model": "tiny", "stream": False})
-    assert r.status_code == 500 and "connection refused" in r.json["error"]
+    assert r.status_code == 502 and "connection refused" in r.json["error"]
