@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from power import native
+from power.prompt.families import FAMILIES, FamilyParser
 from power.prompt.grammars import JSON_OBJECT_GRAMMAR, schema_to_grammar, tool_call_grammar
 from power.prompt.parsing import parse_tool_calls
 from tests.tinymodels import write_llama
@@ -222,6 +223,21 @@ def test_forced_tool_call_parses_as_a_call(engine: Any) -> None:
             text = _generate(engine, grammar, seed)
             calls = parse_tool_calls(text, tools)
             assert len(calls) == 1 and calls[0][0] in ("get_weather", "noop"), text
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f.forced], ids=lambda f: f.name)
+def test_forced_call_in_a_familys_own_syntax_parses(engine: Any, family: Any) -> None:
+    """``tool_choice: required`` for a family with its own tags: what the sampler lets through is a call."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 6}}, "required": ["city"]}}},
+             {"type": "function", "function": {"name": "noop"}}]
+    grammar = tool_call_grammar(tools, family.open)
+    for seed in range(2):
+        text = _generate(engine, grammar, seed)
+        parser = FamilyParser(family, tools)
+        delta = parser.feed(text) + parser.finish()
+        assert [c.name for c in delta.tool_calls] in (["get_weather"], ["noop"]), text
+        assert not delta.content.strip(), text
 
 
 _LEAF = st.one_of(

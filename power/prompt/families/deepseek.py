@@ -27,7 +27,8 @@ def _call(text: str) -> tuple[str, dict[str, Any]] | None:
 
 
 FAMILY = Family("deepseek", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
-                each_call("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", _call))
+                each_call("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", _call),
+                forced=("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>", _SEP, "<｜tool▁call▁end｜><｜tool▁calls▁end｜>"))
 DSML = Family("deepseek_dsml", "<｜DSML｜function_calls>", "</｜DSML｜function_calls>",
               invoke_xml("｜DSML｜"), markers=("｜DSML｜", "function_calls"))
 DSML_V4 = Family("deepseek_v4", "<｜DSML｜tool_calls>", "</｜DSML｜tool_calls>", invoke_xml("｜DSML｜"),

@@ -33,6 +33,9 @@ class Family:
     read: Reader
     markers: tuple[str, ...] = ()  # all in the template source (default: the open tag)
     think: tuple[str, str] | None = None
+    # How a forced call is written around the tool's name and its JSON arguments:
+    # (before the name, between name and arguments, after the arguments); None: not forced here.
+    forced: tuple[str, str, str] | None = None
 
     def found_in(self, source: str) -> bool:
         return all(m in source for m in (self.markers or (self.open,)))

@@ -20,6 +20,6 @@ def _call(text: str) -> tuple[str, dict[str, Any]] | None:
 
 
 FAMILY = Family("harmony", "to=functions.", "<|call|>",
-                single_call(_call),
+                single_call(_call), forced=("to=functions.", "<|channel|>commentary json<|message|>", "<|call|>"),
                 markers=("<|channel|>", "functions."),
                 think=("<|channel|>analysis<|message|>", "<|end|>"))

@@ -15,4 +15,6 @@ def _call(text: str) -> tuple[str, dict[str, Any]] | None:
 
 
 FAMILY = Family("solar", "<|tool_calls|>", "<|calls|>",
-                each_call("<|tool_call:begin|>", "<|tool_call:end|>", _call))
+                each_call("<|tool_call:begin|>", "<|tool_call:end|>", _call),
+                forced=("<|tool_calls|><|tool_call:begin|>0<|tool_call:name|>", "<|tool_call:args|>",
+                        "<|tool_call:end|><|calls|>"))

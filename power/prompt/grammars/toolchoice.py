@@ -4,8 +4,9 @@
 the sampler must produce: ``none`` hides the tools (and nothing is parsed as a
 call), ``auto`` leaves the model free, ``required`` and a named function
 constrain the output with a grammar in the model's own tool-call format
-(Hermes/Qwen ``<tool_call>`` blocks, Mistral ``[TOOL_CALLS]``, else a bare
-``{"name": ..., "arguments": ...}`` object) built from the tools' parameter
+(Hermes/Qwen ``<tool_call>`` blocks, Mistral ``[TOOL_CALLS]``, the families
+that write a name and JSON arguments between tags of their own (``Family.forced``:
+DeepSeek, Kimi, gpt-oss, Solar), else a bare ``{"name": ..., "arguments": ...}`` object) built from the tools' parameter
 schemas, so what comes out always parses as a call of a supplied tool.
 """
 
@@ -111,6 +112,7 @@ def tool_call_grammar(tools: Sequence[Mapping[str, Any]], tag: str | None) -> st
     builder = GrammarBuilder(where="tool parameters")
     builder.primitive("space")
     calls: list[str] = []
+    named: list[tuple[str, str]] = []
     for i, tool in enumerate(tools):
         fn = _function(tool, i)
         name = fn["name"]
@@ -119,10 +121,18 @@ def tool_call_grammar(tools: Sequence[Mapping[str, Any]], tag: str | None) -> st
         check_schema(params, where)
         builder.document(params, where)
         args = builder.visit(params, f"{name}-arguments")
+        named.append((name, args))
         calls.append(builder.add(f"{name}-call", (
             '"{" space "\\"name\\"" space ":" space '
             f'{gbnf_literal(json.dumps(name, ensure_ascii=False))} space "," space '
             f'"\\"arguments\\"" space ":" space {args} "}}" space')))
+    from power.prompt.families import FAMILIES  # noqa: PLC0415 (the families import parsing)
+
+    family = next((f for f in FAMILIES if f.open == tag and f.forced), None)
+    if family is not None and family.forced is not None:
+        before, between, after = (gbnf_literal(part) for part in family.forced)
+        return builder.text(" | ".join(f"{before} {gbnf_literal(name)} {between} {args} {after}"
+                                       for name, args in named))
     call = builder.add("call", " | ".join(calls))
     if tag == "<tool_call>":
         root = f'"<tool_call>\\n" {call} "\\n</tool_call>"'
