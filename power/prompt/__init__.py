@@ -35,7 +35,8 @@ jinja, metadata)`` gives the template-derived capabilities ("tools", "insert",
 Layout: this folder builds prompts (``chat``, ``messages``, ``jinja``, ``builtin``,
 ``capabilities``, ``limits``); ``go/`` is Ollama's Go template engine; ``grammars/``
 the GBNF the sampler is constrained with (schemas, thinking, ``tool_choice``);
-``parsing/`` reads model output.
+``parsing/`` reads model output; ``families/`` holds the tool-call and thinking
+syntax of each model family, one module per family, named after it.
 """
 
 from __future__ import annotations
