@@ -204,10 +204,15 @@ _AN_THINKING = {"type": "object", "properties": {"type": {"enum": ["enabled", "d
                 "required": ["type"],
                 "description": "budget_tokens is enforced: past it the thinking is closed and the answer follows"}
 _AN_PROMPT = {
-    "model": _MODEL, "messages": {"type": "array", "items": _AN_MESSAGE},
+    "model": _MODEL, "messages": {"type": "array", "items": _AN_MESSAGE, "minItems": 1},
     "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": _AN_BLOCK}]},
     "tools": {"type": "array", "items": _AN_TOOL}, "tool_choice": _AN_TOOL_CHOICE, "thinking": _AN_THINKING,
-    "output_config": {"type": "object", "properties": {"effort": _S}},
+    "output_config": {"type": ["object", "null"], "properties": {
+        "effort": {"type": ["string", "null"]},
+        "format": {"type": ["object", "null"], "description": "{\"type\": \"json_schema\", \"schema\": ...}: the "
+                                                              "answer follows the schema"}}},
+    "output_format": {"type": ["object", "null"], "description": "the structured-outputs beta's name for "
+                                                                 "output_config.format"},
 }
 AN_MESSAGES = {
     "type": "object",
@@ -360,6 +365,28 @@ RESPONSE_EVENT = _object(  # one server-sent event of a streamed response (the d
      "part": _RS_TEXT, "delta": _S, "text": _S, "arguments": _S, "message": _S})
 RESPONSE_DELETED = _object({"id": _S, "object": {"const": "response"}, "deleted": {"const": True}})
 
+_AN_USAGE = _object({"input_tokens": _COUNT, "output_tokens": _COUNT, "cache_creation_input_tokens": _COUNT,
+                     "cache_read_input_tokens": _COUNT})
+_AN_OUT_BLOCK = {"anyOf": [
+    _object({"type": {"const": "text"}, "text": _S}),
+    _object({"type": {"const": "thinking"}, "thinking": _S, "signature": _S}),
+    _object({"type": {"const": "tool_use"}, "id": _S, "name": _S, "input": _OBJ})]}
+_AN_STOP = {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use", None]}
+_AN_FAILURE = _object({"type": _S, "message": _S})
+AN_MESSAGE = _object({"id": _S, "type": {"const": "message"}, "role": {"const": "assistant"}, "model": _S,
+                      "content": {"type": "array", "items": _AN_OUT_BLOCK}, "stop_reason": _AN_STOP,
+                      "stop_sequence": _NULLABLE_S, "usage": _AN_USAGE})
+AN_EVENT = _object(  # one server-sent event of a streamed message (the data; its event line names the type)
+    {"type": {"enum": ["message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                       "message_delta", "message_stop", "ping", "error"]}},
+    {"message": AN_MESSAGE, "index": _COUNT, "content_block": _AN_OUT_BLOCK, "usage": _AN_USAGE,
+     "delta": {"type": "object", "properties": {
+         "type": {"enum": ["text_delta", "thinking_delta", "input_json_delta"]}, "text": _S, "thinking": _S,
+         "partial_json": _S, "stop_reason": _AN_STOP, "stop_sequence": _NULLABLE_S}},
+     "error": _AN_FAILURE})
+AN_COUNT = _object({"input_tokens": _COUNT})
+AN_ERROR = _object({"type": {"const": "error"}, "error": _AN_FAILURE})
+
 RESPONSES: dict[str, dict[str, Any]] = {
     "Error": ERROR, "OpenAIError": OA_ERROR,
     "GenerateResponse": GENERATE_RESPONSE, "ChatResponse": CHAT_RESPONSE, "EmbedResponse": EMBED_RESPONSE,
@@ -369,6 +396,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "EmbeddingList": EMBEDDING_LIST, "Model": MODEL, "ModelList": MODEL_LIST, "UsageResponse": USAGE,
     "HealthResponse": HEALTH, "OpenAPIDocument": OPENAPI, "Response": RESPONSE,
     "ResponseStreamEvent": RESPONSE_EVENT, "ResponseDeleted": RESPONSE_DELETED,
+    "Message": AN_MESSAGE, "MessageStreamEvent": AN_EVENT, "CountTokensResponse": AN_COUNT,
+    "AnthropicError": AN_ERROR,
 }
 SCHEMAS: dict[str, dict[str, Any]] = {**REQUESTS, **RESPONSES}
 _VALIDATORS = {name: Draft202012Validator(schema) for name, schema in SCHEMAS.items()}

@@ -194,7 +194,8 @@ def openapi_document(paths: Paths) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "a3s-power", "version": __version__,
-                 "description": "Ollama's native API and the OpenAI API, served by a3s-power."},
+                 "description": "Ollama's native API, the OpenAI API and Anthropic's Messages API, "
+                                "served by a3s-power."},
         "paths": out,
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",

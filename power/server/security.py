@@ -42,7 +42,8 @@ ALLOWED_HEADERS = (
     "x-stainless-arch", "x-stainless-async", "x-stainless-custom-poll-interval", "x-stainless-helper-method",
     "x-stainless-lang", "x-stainless-os", "x-stainless-package-version", "x-stainless-poll-helper",
     "x-stainless-retry-count", "x-stainless-runtime", "x-stainless-runtime-version", "x-stainless-timeout",
-    "X-Request-ID", "x-api-key",
+    "X-Request-ID", "x-api-key", "anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access",
+    "x-stainless-read-timeout",
 )
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 OPEN_ROUTES = frozenset({"/", "/health"})
