@@ -146,8 +146,10 @@ def runner_pids(pids: set[int]) -> set[int]:
     for pid in pids:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"power.runner.process" in fh.read():
-                    found.add(pid)
+                argv = fh.read().split(b"\0")
+            # started by power.python_command("power.runner"): the module name inside -c, then --fd, --model, ...
+            if any(b"'power.runner'" in a for a in argv) and b"--model" in argv:
+                found.add(pid)
         except OSError:
             continue
     return found
