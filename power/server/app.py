@@ -158,6 +158,7 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
                            max_body=max_body),
         _HttpMetrics(metrics),
         MethodsAllowed({path: allow_list(ops) for path, ops in PATHS.items()}),
+        ClientSocket(),  # lets a queued generation notice its client leaving (power/server/disconnect.py)
     ], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.default_media_type = "application/json; charset=utf-8"

@@ -177,7 +177,7 @@ def test_queue_is_visible_in_ps_and_health(server: LiveServer) -> None:
 def test_a_client_gone_while_queued_never_reaches_the_runner(server: LiveServer) -> None:
     # Two long streams hold both slots; a third request waits; its client leaves.
     done: list[int] = []
-    body = {"model": "tiny", "prompt": "occupy", "options": {"num_predict": 400}}
+    body = {"model": "tiny", "prompt": "occupy", "options": {"num_predict": 1900}}  # most of the 2,048 context
     holders = [threading.Thread(target=lambda: done.append(len(list(server.stream_lines(
         "/api/generate", body, timeout=180))))) for _ in range(2)]
     for t in holders:
@@ -190,11 +190,14 @@ def test_a_client_gone_while_queued_never_reaches_the_runner(server: LiveServer)
     _wait_for(server, lambda row: row["waiting"] == 1)
     s.shutdown(socket.SHUT_RDWR)
     s.close()
-    # The waiting request is cancelled at once, long before the holders free a slot.
-    _wait_for(server, lambda row: row["waiting"] == 0 and row["running"] == 2, timeout=5)
+    # The waiting request is cancelled at once, before the holders free a slot.
+    row = _wait_for(server, lambda row: row["waiting"] == 0, timeout=5)
+    holders_still_running = row["running"] == 2
     for t in holders:
         t.join(180)
     assert len(done) == 2
+    if not holders_still_running:  # a fast machine finished 1,900 tokens first: nothing was shown either way
+        pytest.skip("the holders finished before the queued request could be seen cancelled")
 
 
 def _wait_for(server: LiveServer, test, timeout: float = 60.0) -> dict:
