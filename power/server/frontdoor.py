@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["Arrival", "CONTROL_ROUTES", "MAX_PREREAD_BODY", "error_response", "head_end", "is_control",
+__all__ = ["Arrival", "CONTROL_ROUTES", "HEAD_TIMEOUT_ANSWER", "MAX_PREREAD_BODY", "error_response", "head_end", "is_control",
            "announced_body"]
 
 # GET/HEAD routes that answer from memory or the model folder, never from a runner.
@@ -70,6 +70,10 @@ def error_response(status: int, reason: str, message: str) -> bytes:
     body = json.dumps({"error": message}, ensure_ascii=False).encode("utf-8")
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1") + body
+
+
+# Also what a thread's GuardedSocket answers when a head it reads itself runs out of time.
+HEAD_TIMEOUT_ANSWER = error_response(408, "Request Timeout", "request header not received in time")
 
 
 @dataclass
@@ -129,7 +133,7 @@ class Arrival:
         if self.first_byte is None:
             return None
         if self.head_len < 0:
-            return error_response(408, "Request Timeout", "request header not received in time")
+            return HEAD_TIMEOUT_ANSWER
         return error_response(408, "Request Timeout",
                               f"request body not received in time (at least {self.body_min_rate} bytes/s "
                               f"after {self.body_grace:g}s)")

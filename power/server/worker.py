@@ -41,7 +41,7 @@ from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped
 
 from power.config import Settings, load_settings
 from power.errors import RequestTimeout
-from power.server.frontdoor import Arrival, error_response
+from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
 
 __all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
 
@@ -50,9 +50,6 @@ CONTROL_THREADS = 4
 
 log = logging.getLogger(__name__)
 
-_408_BODY = b'{"error":"request header not received in time"}'
-_408 = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_408_BODY), _408_BODY))
 
 
 def shut_down(sock: socket.socket, linger: float = 0.5) -> None:
@@ -144,7 +141,7 @@ class GuardedSocket:
         if g.phase == "head":
             log.info("client too slow sending headers, closing phase=head timeout_s=%g", g.header_timeout)
             try:
-                self._sock.sendall(_408)
+                self._sock.sendall(HEAD_TIMEOUT_ANSWER)
             except OSError:
                 pass
             shut_down(self._sock)
