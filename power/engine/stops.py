@@ -12,10 +12,11 @@ class StopMatcher:
     next piece decides it; the stop string itself is never emitted.
     """
 
-    __slots__ = ("stops", "_held", "_longest")
+    __slots__ = ("stops", "matched", "_held", "_longest")
 
     def __init__(self, stops: list[str]) -> None:
         self.stops = [s for s in stops if s]
+        self.matched: str | None = None  # the stop string that was hit (the longest of those starting first)
         self._held = ""
         self._longest = max((len(s) for s in self.stops), default=0)
 
@@ -27,8 +28,8 @@ class StopMatcher:
         cut = -1
         for s in self.stops:
             i = buf.find(s)
-            if i != -1 and (cut == -1 or i < cut):
-                cut = i
+            if i != -1 and (cut == -1 or i < cut or (i == cut and len(s) > len(self.matched or ""))):
+                cut, self.matched = i, s
         if cut != -1:
             self._held = ""
             return buf[:cut], True

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from power.engine.stops import StopMatcher
 from power.prompt import Delta, OutputParser, ThinkingParser
 from power.server.anthropic.blocks import usage
 from power.server.anthropic.prepare import Prepared
@@ -44,32 +45,24 @@ class SequenceStops(OutputParser):
 
     def __init__(self, parser: OutputParser, stops: Sequence[str]) -> None:
         super().__init__(parser.thinking, parser.tools)
-        self.stops = [s for s in stops if s]
-        self.matched: str | None = None
+        self._stops = StopMatcher(list(stops))  # the engine's own matcher, which also says which one hit
+        self.stops = self._stops.stops
         self.muted = False  # output past the thinking budget is dropped, held text included
-        self._held = ""
-        self._longest = max((len(s) for s in self.stops), default=0)
+
+    @property
+    def matched(self) -> str | None:
+        return self._stops.matched
 
     def feed(self, text: str) -> Delta:
         if self.muted or self.matched is not None:
             return Delta()
-        if not self.stops:
-            return super().feed(text)
-        buf = self._held + text
-        hits = [(i, -len(s), s) for s in self.stops if (i := buf.find(s)) >= 0]
-        if hits:
-            at, _, self.matched = min(hits)
-            self._held = ""
-            return super().feed(buf[:at])
-        hold = next((n for n in range(min(len(buf), self._longest - 1), 0, -1)
-                     if any(s.startswith(buf[-n:]) for s in self.stops)), 0)
-        self._held = buf[len(buf) - hold:]
-        return super().feed(buf[:len(buf) - hold])
+        emit, _ = self._stops.feed(text)
+        return super().feed(emit)
 
     def finish(self) -> Delta:
         if self.muted:
             return Delta()
-        rest, self._held = self._held, ""
+        rest = self._stops.flush()
         return (super().feed(rest) if rest else Delta()) + super().finish()
 
 
