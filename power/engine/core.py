@@ -475,9 +475,9 @@ class Engine:
         err = EngineError(f"the model's engine stopped ({type(exc).__name__}: {exc})")
         with self._lock:
             self.dead = err  # refuses submits from now on; close() still frees everything
-        self._end_all(err)
-        if self.on_death is not None:
+        if self.on_death is not None:  # first, so the owner can say so before the requests' errors go out
             self.on_death(err)
+        self._end_all(err)
 
     def _end_all(self, err: EngineError) -> None:
         """End every request still in the engine with ``err`` (the loop is over)."""

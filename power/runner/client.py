@@ -11,6 +11,7 @@ fails with ``RunnerCrashed`` unless the server itself asked it to stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -35,6 +36,7 @@ __all__ = ["LoopThread", "RunnerProcess"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+REAP_GRACE_S = 2.0  # how long a runner that closed its socket may take to exit before it is killed
 
 
 class LoopThread:
@@ -166,6 +168,10 @@ class RunnerProcess(asyncio.Protocol):
 
     def _control(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
+        if op == "exiting":  # its engine is gone: the frames still to come are its requests' errors
+            log.error("runner pid=%d is exiting: %s", self.pid, (msg.get("error") or {}).get("error", "?"))
+            self.closed = True
+            return
         if self._ready is None or self._ready.done():
             return
         if op == "ready":
@@ -178,10 +184,17 @@ class RunnerProcess(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> None:
-        proc = self.proc
+        proc, loop = self.proc, asyncio.get_running_loop()
         status = None
         if proc is not None:
-            status = await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+            try:
+                status = await asyncio.wait_for(loop.run_in_executor(None, proc.wait),
+                                                None if self.stopping else REAP_GRACE_S)
+            except TimeoutError:  # it hung up on us but lives on: its requests must not wait for it
+                log.error("runner pid=%d hung up but did not exit, killing it", self.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGKILL)
+                status = await loop.run_in_executor(None, proc.wait)
         if self.stopping:
             err: PowerError = RunnerCrashed("model was unloaded")
         else:
@@ -229,6 +242,8 @@ class RunnerProcess(asyncio.Protocol):
     async def stop(self, reason: str = "unload", timeout: float = 10.0) -> None:
         """Ask the runner to end its requests with ``reason`` and exit; kill it if it takes too long."""
         self.stopping = True
+        if self.closed:  # its socket is gone, so it cannot hear the request: don't wait out the timeout
+            self.kill()
         self._write({"op": "shutdown", "reason": reason})
         await self.wait_gone(timeout)
 

@@ -85,7 +85,9 @@ class Loaded:
         return max(0, self.refs - self.load.num_parallel)
 
     def serves(self, spec: ModelSpec, load: LoadOptions) -> bool:
-        return not self.closing and self.load == load and self.spec.same_files(spec)
+        # A runner whose socket has closed is dead even before its exit is reaped (and _on_exit runs).
+        alive = self.runner is None or not self.runner.closed
+        return alive and not self.closing and self.load == load and self.spec.same_files(spec)
 
     def hold(self, keep_alive: float | None) -> None:
         self.refs += 1

@@ -77,8 +77,10 @@ class Outbox:
             self._cond.notify()
 
     def send(self, msg: dict[str, Any]) -> None:
+        """Queue ``msg``; whatever is queued after it, chunks and errors too, is written after it."""
         with self._cond:
             self._frames.append(msg)
+            self._open.clear()
             self._cond.notify()
 
     def _run(self) -> None:
@@ -267,14 +269,20 @@ def main(argv: list[str] | None = None) -> int:
     runner: Runner | None = None
 
     def engine_died(err: BaseException) -> None:
-        # Let each request's pump send its error frame, then go: a runner without its loop answers nothing.
+        # Called before the engine ends its requests: tell the server first (so it sends nothing more
+        # here, ahead of any request's error line), then let each pump send its error frame, and go.
         log.critical("engine loop died, the runner exits model=%s: %s", args.model, err)
-        try:
-            if runner is not None:
-                runner.drain("error")
-            outbox.close()
-        finally:
-            os._exit(EXIT_ENGINE_DIED)
+        outbox.send({"op": "exiting", "error": error_to_wire(err)})
+
+        def finish() -> None:
+            try:
+                if runner is not None:
+                    runner.drain("error")
+                outbox.close()
+            finally:
+                os._exit(EXIT_ENGINE_DIED)
+
+        threading.Thread(target=finish, name="runner-exit", daemon=True).start()
 
     try:
         from power.engine.core import Engine, LoadOptions  # loads llama.cpp: only ever in a runner

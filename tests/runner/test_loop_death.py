@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +31,29 @@ if marker:
             raise RuntimeError("injected fault in the engine loop")
         return step(self)
     native.Context.step = faulty_step
+'''
+
+# A runner that hangs up on the server and then takes its time to exit (as freeing a large model can).
+HANG_UP = '''
+import os, socket, stat, time
+marker = os.environ.get("POWER_TEST_STEP_FAULT")
+if marker:
+    import power.native as native
+    step = native.Context.step
+    exit_now = os._exit
+    def hang_up(self):
+        if os.path.exists(marker):
+            os._exit = lambda code: (time.sleep(20), exit_now(code))
+            for fd in map(int, os.listdir("/proc/self/fd")):
+                try:
+                    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                        socket.socket(fileno=fd).shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            time.sleep(20)
+            exit_now(1)
+        return step(self)
+    native.Context.step = hang_up
 '''
 
 
@@ -66,6 +90,39 @@ def test_a_dead_loop_ends_its_requests_and_its_runner(make_scheduler: Callable[.
     again = sched.generate("tiny", "hi", options={"num_predict": 3}).result()
     assert again["done_reason"] == "length"
     assert pid_of(sched, "tiny") != pid
+
+
+def test_a_runner_that_hung_up_fails_its_requests_at_once_and_is_replaced(
+        make_scheduler: Callable[..., Scheduler], fault: Path) -> None:
+    """A runner that closed its socket but lingers (20 s here) costs its requests a moment, not its linger."""
+    (fault.parent / "site" / "sitecustomize.py").write_text(HANG_UP)
+    sched = make_scheduler()
+    sched.generate("tiny", "warm", options={"num_predict": 2}).result()
+    pid = pid_of(sched, "tiny")
+    fault.touch()
+    t0 = time.monotonic()
+    with pytest.raises(EngineError, match="unexpectedly stopped"):
+        sched.generate("tiny", "hi", options=LONG).result()
+    assert time.monotonic() - t0 < 10, "the request waited for the hung-up runner to exit by itself"
+    fault.unlink()
+    assert wait_for(lambda: not pid_alive(pid), 5), "the hung-up runner was left running"
+    again = sched.generate("tiny", "hi", options={"num_predict": 3}).result()
+    assert again["done_reason"] == "length" and pid_of(sched, "tiny") != pid
+
+
+def test_requests_right_after_a_loop_death_start_a_new_runner(
+        make_scheduler: Callable[..., Scheduler], fault: Path) -> None:
+    """The runner says it is exiting ahead of its requests' errors, so nothing more is sent to it."""
+    sched = make_scheduler()
+    for _ in range(5):
+        sched.generate("tiny", "warm", options={"num_predict": 2}).result()
+        pid = pid_of(sched, "tiny")
+        fault.touch()
+        with pytest.raises(EngineError):
+            sched.generate("tiny", "hi", options=LONG).result()
+        fault.unlink()
+        again = sched.generate("tiny", "hi", options={"num_predict": 3}).result()  # no wait: at once
+        assert again["done_reason"] == "length" and pid_of(sched, "tiny") != pid
 
 
 def test_the_error_names_the_engine_failure(make_scheduler: Callable[..., Scheduler], fault: Path) -> None:
