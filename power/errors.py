@@ -115,6 +115,12 @@ class StoreError(PowerError):
     """The model store could not complete an operation."""
 
 
+class StoreFull(StoreError):
+    """The disk under the store is full, or would be past its reserve (HTTP 507 Insufficient Storage)."""
+
+    status = 507
+
+
 class DigestMismatch(StoreError):
     """Content does not match its digest."""
 

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from power.errors import StoreError
+from power.errors import StoreError, StoreFull
 
 __all__ = ["TMP_PREFIX", "WRITER_PREFIX", "atomic_write_bytes", "fsync_dir", "os_error", "remove_dead_temps",
            "writer_temp"]
@@ -71,8 +71,8 @@ def remove_dead_temps(folder: Path, max_age: float = 3600.0) -> int:
 
 def os_error(exc: OSError, what: str) -> StoreError:
     """Translate an OSError into a StoreError with a short reason."""
-    if exc.errno == errno.ENOSPC:
-        return StoreError(f"{what}: no space left on device")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"{what}: no space left on device")
     return StoreError(f"{what}: {exc.strerror or exc}")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from power.errors import DigestMismatch, InvalidDigest, NotFound, StoreError
+from power.errors import DigestMismatch, InvalidDigest, NotFound, StoreError, StoreFull
 from power.store.atomic import (
     TMP_PREFIX,
     fsync_dir,
@@ -250,7 +250,7 @@ class BlobStore:
         except OSError:
             return
         if free - need < self.reserve:
-            raise StoreError("no space left on device: the disk reserve would be used")
+            raise StoreFull("no space left on device: the disk reserve would be used")
 
     # -- removal --------------------------------------------------------------
     def delete(self, digest: str) -> bool:

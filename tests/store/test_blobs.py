@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from power.errors import DigestMismatch, InvalidDigest, NotFound, StoreError
+from power.errors import DigestMismatch, InvalidDigest, NotFound, StoreError, StoreFull
 from power.store.atomic import TMP_PREFIX
 from power.store.blobs import BlobStore, blob_filename, parse_digest
 
@@ -98,8 +98,9 @@ def test_size_cap_and_disk_reserve(tmp_path: Path) -> None:
         capped.add_bytes(b"x" * 11)
     assert leftovers(capped) == []
     greedy = BlobStore(tmp_path / "b", reserve=1 << 62)
-    with pytest.raises(StoreError, match="space"):
+    with pytest.raises(StoreFull, match="space") as full:
         greedy.add_bytes(b"x")
+    assert full.value.status == 507  # Insufficient Storage, not a 500
     assert leftovers(greedy) == []
 
 
