@@ -169,7 +169,7 @@ class RunnerProcess(asyncio.Protocol):
     def _control(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "exiting":  # its engine is gone: the frames still to come are its requests' errors
-            log.error("runner pid=%d is exiting: %s", self.pid, (msg.get("error") or {}).get("error", "?"))
+            log.error("runner pid=%d is exiting: %s", self.pid, error_from_wire(msg.get("error")))
             self.closed = True
             return
         if self._ready is None or self._ready.done():
