@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from dataclasses import dataclass, field
-from typing import Iterator, TextIO
+from typing import TYPE_CHECKING, Iterator, TextIO
 
-from power.cli.backend import LocalModels, Models, RemoteModels
 from power.cli.private import PrivateServer, is_loopback
 from power.client import Client, ServerUnreachable
 from power.config import Settings, load_settings
+
+if TYPE_CHECKING:  # the backends (and the store behind them) load when a command needs models
+    from power.cli.backend import Models
 
 __all__ = ["Context"]
 
@@ -49,6 +51,8 @@ class Context:
 
     def models(self) -> Models:
         """The server when one answers; the local models folder when none does on this machine."""
+        from power.cli.backend import LocalModels, RemoteModels
+
         if self.server_answers():
             return RemoteModels(self.client)
         if not self.local_host:

@@ -41,33 +41,69 @@ syntax of each model family, one module per family, named after it.
 
 from __future__ import annotations
 
-from power.prompt.builtin import BuiltinFormat, builtin_format, fim_template
-from power.prompt.capabilities import capabilities_of
-from power.prompt.chat import (
-    ChatPrompt,
-    TemplateSource,
-    build_chat,
-    render_chat,
-    render_generate,
-    think_values,
-)
-from power.prompt.go import GoTemplate, parse_template
-from power.prompt.grammars import ToolPlan, after_thinking, plan_tools, tool_call_grammar
-from power.prompt.jinja import JinjaTemplate, parse_jinja
-from power.prompt.limits import Limits
-from power.prompt.parsing import (
-    Delta,
-    OutputParser,
-    ThinkingParser,
-    ToolCall,
-    ToolCallParser,
-    new_call_id,
-    output_parser,
-    parse_tool_calls,
-    starts_thinking,
-    thinking_tags,
-    tool_call_tag,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. The package imports its modules on first use (PEP 562), so that
+# importing one small module of it (``power.prompt.limits`` from the store, say) does not pull in
+# Jinja, jsonschema and every family: the CLI starts without them.
+_EXPORTS = {
+    "power.prompt.builtin": ("BuiltinFormat", "builtin_format", "fim_template"),
+    "power.prompt.capabilities": ("capabilities_of",),
+    "power.prompt.chat": ("ChatPrompt", "TemplateSource", "build_chat", "render_chat", "render_generate",
+                          "think_values"),
+    "power.prompt.go": ("GoTemplate", "parse_template"),
+    "power.prompt.grammars": ("ToolPlan", "after_thinking", "plan_tools", "tool_call_grammar"),
+    "power.prompt.jinja": ("JinjaTemplate", "parse_jinja"),
+    "power.prompt.limits": ("Limits",),
+    "power.prompt.parsing": ("Delta", "OutputParser", "ThinkingParser", "ToolCall", "ToolCallParser",
+                             "new_call_id", "output_parser", "parse_tool_calls", "starts_thinking",
+                             "thinking_tags", "tool_call_tag"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+
+if TYPE_CHECKING:
+    from power.prompt.builtin import BuiltinFormat, builtin_format, fim_template
+    from power.prompt.capabilities import capabilities_of
+    from power.prompt.chat import (
+        ChatPrompt,
+        TemplateSource,
+        build_chat,
+        render_chat,
+        render_generate,
+        think_values,
+    )
+    from power.prompt.go import GoTemplate, parse_template
+    from power.prompt.grammars import ToolPlan, after_thinking, plan_tools, tool_call_grammar
+    from power.prompt.jinja import JinjaTemplate, parse_jinja
+    from power.prompt.limits import Limits
+    from power.prompt.parsing import (
+        Delta,
+        OutputParser,
+        ThinkingParser,
+        ToolCall,
+        ToolCallParser,
+        new_call_id,
+        output_parser,
+        parse_tool_calls,
+        starts_thinking,
+        thinking_tags,
+        tool_call_tag,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "BuiltinFormat",
