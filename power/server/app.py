@@ -37,6 +37,7 @@ from power.server.openai import (
     ResponseResource, ResponsesResource,
 )
 from power.server.ports import ModelStore, Scheduler
+from power.server.fastlane import FastLane
 from power.server.security import SecurityMiddleware
 from power.server.usage import UsageStore
 
@@ -56,6 +57,12 @@ class _HttpMetrics:
         start = req.context.get("start") or time.monotonic()
         route = req.uri_template or "unmatched"
         self.metrics.http(route, req.method, str(resp.status).split(" ", 1)[0], time.monotonic() - start)
+
+
+class PowerApp(falcon.App):
+    """Falcon's app, carrying the fast lane that the worker answers hot polls with (power/server/worker.py)."""
+
+    fast_lane: FastLane | None = None
 
 
 @dataclass(frozen=True)
@@ -153,9 +160,10 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
     """Build the WSGI app over the given collaborators."""
     metrics = metrics or Metrics(scheduler)
     services = Services(settings, store, scheduler, metrics, usage)
-    app = falcon.App(middleware=[
-        SecurityMiddleware(bind_host=settings.host, origins=settings.origins, api_key=settings.api_key,
-                           max_body=max_body),
+    security = SecurityMiddleware(bind_host=settings.host, origins=settings.origins, api_key=settings.api_key,
+                                  max_body=max_body)
+    app = PowerApp(middleware=[
+        security,
         _HttpMetrics(metrics),
         MethodsAllowed({path: allow_list(ops) for path, ops in PATHS.items()}),
         ClientSocket(),  # lets a queued generation notice its client leaving (power/server/disconnect.py)
@@ -165,6 +173,7 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
     install_error_handlers(app)
     for route in ROUTES:
         app.add_route(route.path, route.resource(services))
+    app.fast_lane = FastLane(security, store.tags_body, metrics.http)  # see power/server/worker.py
     return app
 
 

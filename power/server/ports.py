@@ -43,6 +43,8 @@ class ModelStore(Protocol):
 
     def list(self) -> list[dict[str, Any]]: ...  # /api/tags entries, newest first
 
+    def tags_body(self) -> bytes: ...  # the /api/tags JSON, {"models": list()}, kept while nothing changes
+
     def show(self, name: str, *, verbose: bool = False, system: str | None = None,
              options: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
 

@@ -27,7 +27,8 @@ import falcon
 
 from power.server.errors import error_body
 
-__all__ = ["SecurityMiddleware", "DEFAULT_ORIGINS", "is_loopback_bind", "host_allowed", "ALLOWED_HEADERS"]
+__all__ = ["SecurityMiddleware", "DEFAULT_ORIGINS", "is_loopback_bind", "host_allowed", "ALLOWED_HEADERS",
+           "access_log", "request_id"]
 
 log = logging.getLogger("power.server.access")
 
@@ -61,6 +62,18 @@ def is_loopback_bind(host: str) -> bool:
 
 
 _PORT = re.compile(r"[0-9]{1,5}")
+
+
+def request_id(given: str | None) -> str | None:
+    """The client's ``X-Request-ID`` when it is sane (kept in logs and answers), else None."""
+    return given if given and _RID.fullmatch(given) else None
+
+
+def access_log(rid: Any, method: str, path: str, status: Any, ms: float, model: str, stream: bool,
+               client: Any) -> None:
+    """One line per request, without bodies (also written by the worker's fast lane)."""
+    log.info("rid=%s method=%s path=%s status=%s ms=%.1f model=%s stream=%d client=%s",
+             rid, method, path, status, ms, model, int(stream), client)
 
 
 def _split_host(header: str) -> str | None:
@@ -145,8 +158,7 @@ class SecurityMiddleware:
         self.max_header_bytes = max_header_bytes
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        rid = req.get_header("X-Request-ID")
-        req.context.rid = rid if rid and _RID.fullmatch(rid) else uuid.uuid4().hex[:16]
+        req.context.rid = request_id(req.get_header("X-Request-ID")) or uuid.uuid4().hex[:16]
         req.context.start = time.monotonic()
         req.context.max_body = self.max_body
         resp.set_header("X-Request-ID", req.context.rid)
@@ -213,7 +225,6 @@ class SecurityMiddleware:
         start = req.context.get("start")
         elapsed = (time.monotonic() - start) * 1000 if start else 0.0
         model = req.context.get("model", "")
-        log.info("rid=%s method=%s path=%s status=%s ms=%.1f model=%s stream=%d client=%s",
-                 req.context.get("rid"), req.method, req.path, resp.status.split(" ", 1)[0] if isinstance(
-                     resp.status, str) else resp.status, elapsed, model, int(resp.stream is not None),
-                 req.remote_addr)
+        status = resp.status.split(" ", 1)[0] if isinstance(resp.status, str) else resp.status
+        access_log(req.context.get("rid"), req.method, req.path, status, elapsed, model, resp.stream is not None,
+                   req.remote_addr)

@@ -19,6 +19,7 @@ from power.store import ModelStore as Library
 from power.store import parse_digest, read_gguf
 from power.store.record import ModelRecord, capabilities, details
 from power.server.ports import ModelView
+from power.server.streaming import dumps
 
 __all__ = ["StorePort", "resolver_for"]
 
@@ -32,6 +33,7 @@ class StorePort:
         self.library = library
         self._meta: OrderedDict[Path, tuple[Mapping[str, Any], Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._tags: tuple[object, bytes] = (None, b"")
 
     def _gguf(self, path: Path) -> Any:
         with self._lock:
@@ -66,7 +68,15 @@ class StorePort:
         )
 
     def list(self) -> list[dict[str, Any]]:
-        return [m.to_json() for m in self.library.list()]
+        return [m.to_json() for m in self.library.listing()]
+
+    def tags_body(self) -> bytes:
+        listing = self.library.listing()
+        seen, body = self._tags
+        if seen is not listing:  # the library hands back the same tuple while nothing changed
+            body = dumps({"models": [m.to_json() for m in listing]}).encode("utf-8")
+            self._tags = (listing, body)
+        return body
 
     def show(self, name: str, *, verbose: bool = False, system: str | None = None,
              options: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped
 
 from power.config import Settings, load_settings
 from power.errors import RequestTimeout
+from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
 
 __all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
@@ -179,6 +180,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self._closer: threading.Thread | None = None
         self._arrivals: dict[Any, Arrival] = {}  # connections whose request is still arriving
         self._lingering: dict[Any, float] = {}  # refused connections drained until then, then closed
+        self._lane: Any = False  # the app's FastLane, looked up on first use (the app loads after this)
         self.control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
                                                        thread_name_prefix="power-control")
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
@@ -231,6 +233,8 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         conn.close()
 
     def _dispatch(self, conn: Any, arrival: Arrival) -> None:
+        if arrival.control and self._answer_here(conn, arrival):
+            return
         conn.data_ready = True
         conn.power_prefix = bytes(arrival.buf)
         if conn.parser is not None:
@@ -239,6 +243,47 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         pool = self.control_pool if arrival.control else self.tpool
         fs = pool.submit(self.handle, conn)
         fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    # ---- the fast lane: answers built in the event loop (power/server/fastlane.py) --------------------
+    def _answer_here(self, conn: Any, arrival: Arrival) -> bool:
+        """Answer a plain poll of a hot read-only route from this loop; False to hand it to a thread."""
+        if self._lane is False:
+            self._lane = fast_lane_of(self.wsgi)
+            if self._lane is not None:
+                fields, size = self.cfg.limit_request_fields, self.cfg.limit_request_field_size
+                self._lane.max_fields = fields if 0 < fields <= 32768 else 32768  # as gunicorn reads them
+                self._lane.max_field_bytes = size if size > 0 else 8190
+        if self._lane is None or not self.alive or len(arrival.buf) != arrival.head_len:
+            return False  # pipelined bytes or a body: the thread's parser reads them
+        client = conn.client[0] if isinstance(conn.client, tuple) and conn.client else ""
+        answer = self._lane.answer(bytes(arrival.buf), str(client))
+        if answer is None:
+            return False
+        self.nr += 1
+        if self.max_requests and self.nr >= self.max_requests:
+            self.alive = False  # gunicorn's max_requests restart, as its own handler does
+        conn.sock.setblocking(False)
+        self._send_rest(conn, memoryview(answer[0]), answer[1])
+        return True
+
+    def _send_rest(self, conn: Any, data: memoryview, keep: bool, _sock: Any = None) -> None:
+        if _sock is not None:
+            self.poller.unregister(conn.sock)
+        try:
+            while data:
+                data = data[conn.sock.send(data):]
+        except (BlockingIOError, InterruptedError):
+            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_rest, conn, data, keep))
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not keep or not self.alive:
+            self._close(conn)
+            return
+        conn.set_timeout()  # kept alive exactly as gthread keeps a connection after a request
+        self.keepalived_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
 
     def murder_pending(self) -> None:
         super().murder_pending()

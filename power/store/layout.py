@@ -23,11 +23,13 @@ from power.errors import InvalidName, ManifestError, ModelNotFound, StoreError
 from power.names import ModelName, parse_name
 from power.store.atomic import TMP_PREFIX, atomic_write_bytes, os_error
 from power.store.blobs import BlobStore, sha256_digest
-from power.store.manifest import Manifest
+from power.store.manifest import Manifest, ModelConfig
 
-__all__ = ["Layout", "StoredManifest"]
+__all__ = ["Layout", "StoredManifest", "TreeState"]
 
 log = logging.getLogger(__name__)
+
+TreeState = tuple[tuple[str, "tuple[int, ...] | None"], ...]
 
 _MAX_MANIFEST = 4 << 20
 
@@ -50,6 +52,10 @@ class Layout:
         self.root = Path(root)
         self.manifests_dir = self.root / "manifests"
         self.blobs = blobs or BlobStore(self.root / "blobs")
+        # Listing the library is what clients poll: what was read last time is kept, keyed on the
+        # file's identity (inode, size, mtime, ctime), so an unchanged manifest or config costs a stat.
+        self._manifests: dict[str, tuple[tuple[int, ...], StoredManifest]] = {}
+        self._configs: dict[str, tuple[tuple[int, ...], ModelConfig]] = {}
 
     # -- names ----------------------------------------------------------------
     def manifest_path(self, name: ModelName) -> Path:
@@ -158,11 +164,62 @@ class Layout:
 
     def manifests(self) -> Iterator[StoredManifest]:
         """Yield every readable manifest; corrupt ones are logged and skipped."""
+        known: dict[str, tuple[tuple[int, ...], StoredManifest]] = {}
         for name, path in self.names():
+            key = _identity(path)
+            cached = self._manifests.get(str(path))
             try:
-                yield self._read_path(name, path)
+                if key is not None and cached is not None and cached[0] == key and cached[1].name == name:
+                    stored = cached[1]
+                else:
+                    stored = self._read_path(name, path)
             except (ManifestError, ModelNotFound, StoreError) as exc:
                 log.warning("skipping unreadable manifest name=%s error=%s", name.display(), exc)
+                continue
+            if key is not None:
+                known[str(path)] = (key, stored)
+            yield stored
+        self._manifests = known
+
+    def config(self, digest: str) -> ModelConfig:
+        """The parsed config blob ``digest`` (NotFound, ManifestError), re-read only when its file changes."""
+        key = _identity(self.blobs.path(digest))
+        cached = self._configs.get(digest)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        config = ModelConfig.from_bytes(self.blobs.read_bytes(digest))
+        if key is not None:
+            if len(self._configs) > 4096:
+                self._configs.clear()
+            self._configs[digest] = (key, config)
+        return config
+
+    def tree_state(self) -> TreeState:
+        """What the manifests folder looks like now, cheaply comparable later (``unchanged``).
+
+        Every folder of the tree and every tag file, with their identities: adding, renaming or
+        removing an entry changes its folder's mtime, rewriting a manifest (atomically or in place,
+        as other tools do) changes its file's, so comparing stats finds any change without reading.
+        """
+        entries: list[tuple[str, tuple[int, ...] | None]] = [(str(self.manifests_dir),
+                                                              _identity(self.manifests_dir))]
+        for host in _subdirs(self.manifests_dir):
+            entries.append((str(host), _identity(host)))
+            for ns in _subdirs(host):
+                entries.append((str(ns), _identity(ns)))
+                for model in _subdirs(ns):
+                    entries.append((str(model), _identity(model)))
+                    try:
+                        tags = list(os.scandir(model))
+                    except OSError:
+                        continue
+                    entries += [(t.path, _identity(t.path)) for t in tags if not t.is_dir()]
+        return tuple(entries)
+
+    @staticmethod
+    def unchanged(state: TreeState) -> bool:
+        """Whether nothing in the tree ``tree_state`` described has changed since (a stat per entry)."""
+        return all(_identity(path) == ident for path, ident in state)
 
     def referenced_digests(self) -> set[str]:
         """Return every digest any manifest names; raise if a manifest cannot be read.
@@ -173,6 +230,15 @@ class Layout:
         for name, path in self.names():
             refs |= self._read_path(name, path).manifest.digests()
         return refs
+
+
+def _identity(path: str | Path) -> tuple[int, ...] | None:
+    """What changes whenever a file is replaced or rewritten; None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _subdirs(folder: Path) -> list[Path]:

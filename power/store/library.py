@@ -21,7 +21,7 @@ from power.store.create import (
     collect_garbage,
     create_model,
 )
-from power.store.layout import Layout
+from power.store.layout import Layout, TreeState
 from power.store.modelfile import parse_modelfile
 from power.store.ops import (
     ModelSummary,
@@ -65,6 +65,7 @@ class ModelStore:
         prune_grace: float = PRUNE_GRACE,
     ) -> None:
         self.layout = Layout(Path(root), BlobStore(Path(root) / "blobs", max_size=max_blob_size))
+        self._listing: tuple[TreeState | None, tuple[ModelSummary, ...]] = (None, ())
         self.ctx = StoreContext(self.layout, threading.RLock(), {}, noprune,
                                 quantizer or _native_quantize, 0, template_detector)
         self._in_use = in_use
@@ -143,7 +144,20 @@ class ModelStore:
         return load_record(self.layout, self.layout.read(name))
 
     def list(self) -> list[ModelSummary]:
-        return list_models(self.layout)
+        return builtins.list(self.listing())
+
+    def listing(self) -> tuple[ModelSummary, ...]:
+        """Every readable model, newest first: the same tuple until something in the manifests folder changes.
+
+        Clients poll ``/api/tags``; an unchanged library costs a stat per folder and manifest, not a read.
+        """
+        state, listing = self._listing
+        if state is not None and self.layout.unchanged(state):
+            return listing
+        state = self.layout.tree_state()  # taken first: a change made while listing shows next time
+        listing = tuple(list_models(self.layout))
+        self._listing = (state, listing)
+        return listing
 
     def show(self, name: str | ModelName, *, verbose: bool = False, system: str | None = None,
              options: Mapping[str, Any] | None = None) -> dict[str, Any]:

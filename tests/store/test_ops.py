@@ -157,3 +157,19 @@ def test_rfc3339() -> None:
     assert rfc3339(utc.replace(microsecond=500000)) == "2025-07-07T20:22:19.5Z"
     plus2 = utc.astimezone(timezone(timedelta(hours=2))).replace(microsecond=0)
     assert rfc3339(plus2) == "2025-07-07T22:22:19+02:00"
+
+
+def test_listing_is_kept_until_the_folder_changes(store: ModelStore, model_dir: Path) -> None:
+    make(store, "kept", model_dir)
+    first = store.listing()
+    assert store.listing() is first  # nothing changed: not read again
+    tag = store.root / "manifests/registry.ollama.ai/library/kept/latest"
+    os.utime(tag, (time.time() - 60, time.time() - 60))  # only a manifest's mtime moves
+    second = store.listing()
+    assert second is not first and second[0].modified_at < first[0].modified_at
+    (tag.parent / "extra").write_bytes(tag.read_bytes())  # written behind the store's back
+    assert sorted(m.name.display() for m in store.listing()) == ["kept:extra", "kept:latest"]
+    (tag.parent / "extra").write_bytes(b"{not json")  # rewritten in place, now unreadable: skipped
+    assert [m.name.display() for m in store.listing()] == ["kept:latest"]
+    store.delete("kept")
+    assert store.listing() == ()

@@ -15,7 +15,7 @@ from power.errors import ModelNotFound, PowerError
 from power.names import parse_name
 from power.server.body import body_stream, model_field, read_json
 from power.server.inference import Services
-from power.server.streaming import send_json, send_ndjson
+from power.server.streaming import JSON, send_json, send_ndjson
 from power.store import parse_digest
 
 __all__ = [
@@ -56,7 +56,8 @@ class _WithServices:
 
 class TagsResource(_WithServices):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send_json(resp, {"models": self.services.store.list()})
+        resp.content_type = JSON
+        resp.data = self.services.store.tags_body()
 
     on_head = on_get
 

@@ -1,0 +1,129 @@
+"""The hottest read-only routes answered in the worker's event loop, without a thread, a parser or Falcon.
+
+Clients poll ``/api/tags`` (Open WebUI on every page, agents before every
+conversation), ``/api/version`` and ``/``. Through gunicorn's thread hand-off,
+its parser and Falcon's middleware a listing costs about half a millisecond of
+CPU, so 50 clients polling at once queue behind each other. For a plain request
+to one of these routes the worker asks ``FastLane.answer`` instead, which
+builds the same answer (the same body, status and headers, the same access-log
+line and metrics) from the request head alone, in tens of microseconds.
+
+Anything out of the ordinary is declined (``None``) and takes the usual path,
+which owns every refusal and every header that depends on the request: a query
+string, a body, ``Origin`` (CORS), an API key to check, a ``Host`` that the
+DNS-rebinding check refuses, ``Upgrade``, HTTP/1.0, oversized or repeated
+headers. So what a client sees never depends on which path answered.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from email.utils import formatdate
+from typing import Any, Callable
+
+from power import __version__
+from power.server.security import OPEN_ROUTES, SecurityMiddleware, access_log, host_allowed, request_id
+from power.server.streaming import JSON, dumps
+
+__all__ = ["FastLane", "fast_lane_of"]
+
+_LINE = re.compile(rb"(GET|HEAD) (/[^ ?#]{0,63}) HTTP/1\.1\r?\n")
+_TEXT = "text/plain; charset=utf-8"
+# Headers whose presence means the usual path must answer (or whose repetition makes the request ambiguous).
+_DECLINE = frozenset({b"origin", b"transfer-encoding", b"expect", b"upgrade", b"authorization", b"x-api-key",
+                      b"access-control-request-method"})
+_SINGLE = frozenset({b"host", b"connection", b"x-request-id", b"content-length"})
+
+Body = Callable[[], tuple[bytes, str]]
+
+
+class FastLane:
+    """Whole HTTP/1.1 answers for ``GET``/``HEAD`` of ``FAST_ROUTES``, or None to let the app answer."""
+
+    def __init__(self, security: SecurityMiddleware, tags_body: Callable[[], bytes],
+                 record: Callable[[str, str, str, float], None]) -> None:
+        self.security = security
+        self.record = record  # metrics: route, method, status, seconds
+        version = dumps({"version": __version__}).encode("utf-8")
+        self.bodies: dict[str, Body] = {
+            "/": lambda: (b"Ollama is running", _TEXT),
+            "/api/version": lambda: (version, JSON),
+            "/api/tags": lambda: (tags_body(), JSON),
+        }
+        self._date = (0, "")
+        # gunicorn's limit_request_fields and limit_request_field_size (the worker sets its own): past them
+        # its parser refuses the request (431), so the fast lane must not answer it.
+        self.max_fields, self.max_field_bytes = 100, 8190
+
+    def answer(self, head: bytes, client: str) -> tuple[bytes, bool] | None:
+        """The answer to the request ``head`` and whether the connection stays open; None to decline."""
+        start = time.monotonic()
+        m = _LINE.match(head)
+        if m is None:
+            return None
+        method, path = m.group(1).decode("ascii"), m.group(2).decode("latin-1")
+        path = path.rstrip("/") or "/"
+        body_of = self.bodies.get(path)
+        if body_of is None or len(head) > self.security.max_header_bytes:
+            return None
+        headers = _headers(head[m.end():], self.max_fields, self.max_field_bytes)
+        if headers is None or headers.get(b"content-length", b"0").strip() != b"0":
+            return None
+        if self.security.api_key is not None and path not in OPEN_ROUTES:
+            return None
+        host = headers.get(b"host")
+        if self.security.check_host and not host_allowed(None if host is None else host.decode("latin-1")):
+            return None
+        tokens = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",") if t.strip()}
+        if not tokens <= {b"close", b"keep-alive"}:
+            return None
+        keep = b"close" not in tokens
+        try:
+            body, content_type = body_of()
+        except Exception:  # the usual path answers with the error, in the route's shape
+            return None
+        given = headers.get(b"x-request-id")
+        rid = request_id(given.decode("latin-1") if given is not None else None) or secrets.token_hex(8)
+        out = (f"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: {self._http_date()}\r\n"
+               f"Connection: {'keep-alive' if keep else 'close'}\r\nx-request-id: {rid}\r\n"
+               f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n").encode("latin-1")
+        if method == "GET":
+            out += body
+        elapsed = time.monotonic() - start
+        self.record(path, method, "200", elapsed)
+        access_log(rid, method, path, "200", elapsed * 1000, "", False, client)
+        return out, keep
+
+    def _http_date(self) -> str:
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, formatdate(now, usegmt=True))
+        return self._date[1]
+
+
+
+def _headers(block: bytes, max_fields: int, max_field_bytes: int) -> dict[bytes, bytes] | None:
+    """Header names (lower case) to values, or None when one must decline: folded, repeated, unusual, too many."""
+    out: dict[bytes, bytes] = {}
+    for count, line in enumerate(block.split(b"\n")):
+        line = line.rstrip(b"\r")
+        if not line:
+            break
+        if count >= max_fields or len(line) > max_field_bytes:
+            return None
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            return None
+        name = name.lower()
+        if name in _DECLINE or (name in _SINGLE and name in out):
+            return None
+        out[name] = value.strip()
+    return out
+
+
+def fast_lane_of(app: Any) -> FastLane | None:
+    """The fast lane an app built by ``create_app`` carries, if any."""
+    lane = getattr(app, "fast_lane", None)
+    return lane if isinstance(lane, FastLane) else None
