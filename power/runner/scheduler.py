@@ -94,10 +94,11 @@ class Scheduler:
         stream before the wait for its first chunk (queue and prompt), e.g. to cancel it from elsewhere.
         """
         spec, opts, load, facts = self._prepare(name, options)
-        if not 1 <= n <= load.num_parallel:
-            raise InvalidRequest(f"n must be between 1 and {load.num_parallel}: {spec.name} generates at most "
-                                 f"{load.num_parallel} choices at once (its parallel sequences, "
-                                 f"OLLAMA_NUM_PARALLEL), and {n} were asked for")
+        limit = load.num_parallel
+        if not 1 <= n <= limit:
+            raise InvalidRequest(f"n must be between 1 and {limit}, not {n}: {spec.name} generates at most {limit} "
+                                 f"choice{'s' if limit != 1 else ''} at once, one per parallel sequence "
+                                 f"(OLLAMA_NUM_PARALLEL={limit})")
         ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
         req = {k: v for k, v in opts.items() if k not in ("num_ctx", "num_batch", "num_gpu", "main_gpu",
                                                           "use_mmap", "num_thread")}
