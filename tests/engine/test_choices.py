@@ -110,6 +110,31 @@ def test_a_choice_whose_leader_ends_before_its_prompt_is_in_evaluates_it_itself(
     assert [ev.token for ev in got] == [ev.token for evs in reference.values() for ev in evs]
 
 
+def test_choices_of_a_leader_waiting_for_a_shared_prefix(tiny_model: Path) -> None:
+    with native.Model(tiny_model) as m:
+        prefix = m.tokenize("system: you are a careful assistant who answers every question briefly. " * 2)
+        first = prefix + m.tokenize(" one question?", add_special=False)
+        second = prefix + m.tokenize(" another question?", add_special=False)
+        shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+        ctx = native.Context(m, n_ctx=512, n_seq=3, n_batch=16, n_ubatch=16)
+        before = ctx.stats()
+        other = ctx.submit(first, sampling(1))
+        leader = ctx.submit(second, sampling(2))  # waits for `other` to evaluate the prefix, then copies it
+        choice = ctx.submit_choice(leader, sampling(3))
+        events = run(ctx, {other, leader, choice})
+        st = ctx.stats()
+        assert st["kv_waits"] - before["kv_waits"] == 1 and st["kv_copies"] - before["kv_copies"] == 2
+        assert st["n_prompt_tokens"] - before["n_prompt_tokens"] == len(first) + len(second) - shared
+        assert events[choice][-1].n_cached == len(second)
+        ctx.close()
+        fresh = native.Context(m, n_ctx=512, n_seq=1, n_batch=16, n_ubatch=16)
+        for seq, seed in ((leader, 2), (choice, 3)):
+            ref = run(fresh, {fresh.submit(second, sampling(seed))})
+            fresh.clear()
+            assert [ev.token for ev in events[seq]] == [ev.token for evs in ref.values() for ev in evs]
+        fresh.close()
+
+
 def test_a_choice_needs_a_leader_with_its_prompt_still_to_evaluate(tiny_model: Path) -> None:
     with native.Model(tiny_model) as m:
         ctx = native.Context(m, n_ctx=256, n_seq=3)
