@@ -95,9 +95,10 @@ static slot *choose_slot(pw_engine *e, const int32_t *tokens, int32_t n) {
     return spare;
 }
 
-// Queue a prompt (text ids, and media placeholders described by `media`) into an idle sequence.
+// Queue a prompt (text ids, and media placeholders described by `media`) into an idle sequence; with a
+// `leader`, as another choice of the leader's prompt.
 static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std::vector<media_span> &media,
-                      const pw_sampling *sp) {
+                      const pw_sampling *sp, slot *leader = nullptr) {
     if (e->params.embeddings) return fail(PW_E_INVALID, "this engine serves embeddings only");
     if ((uint32_t)n >= e->n_ctx_seq)
         return fail(PW_E_TOOLONG, "prompt of %d tokens does not fit the context of %u", n, e->n_ctx_seq);
@@ -154,7 +155,10 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     s.t_start_us = llama_time_us();
     s.t_first_us = 0;
     s.t_last_used = ++e->tick;
-    reuse_prefix(e, s);  // SLOT_PROMPT, or SLOT_WAIT for a sequence evaluating the same prefix
+    if (leader)
+        follow(e, s, *leader);  // SLOT_FOLLOW
+    else
+        reuse_prefix(e, s);  // SLOT_PROMPT, or SLOT_WAIT for a sequence evaluating the same prefix
     return s.id;
 }
 
@@ -177,6 +181,21 @@ int32_t pw_submit_media(pw_engine *e, const pw_media *m, const pw_sampling *sp) 
                         sp_.n_tokens, sp_.n_tokens, e->params.n_ubatch);
     }
     return submit(e, m->tokens.data(), (int32_t)m->tokens.size(), m->spans, sp);
+}
+
+int32_t pw_submit_choice(pw_engine *e, int32_t leader, const pw_sampling *sp) {
+    if (!e || !sp || leader < 0 || (size_t)leader >= e->slots.size())
+        return fail(PW_E_INVALID, "no sequence %d", leader);
+    resolve_waits(e);  // the leader's state as the next step will see it
+    slot *l = &e->slots[(size_t)leader];
+    if (l->state == SLOT_FOLLOW) l = &e->slots[(size_t)l->wait_src];  // a choice of a choice: the same prompt
+    if (l->state != SLOT_PROMPT && l->state != SLOT_WAIT)
+        return fail(PW_E_INVALID, "sequence %d has no prompt still to evaluate", leader);
+    if (!e->can_share) {  // cells that cannot be copied: each choice evaluates the prompt
+        std::vector<llama_token> prompt = l->prompt;
+        return submit(e, prompt.data(), (int32_t)prompt.size(), l->media, sp);
+    }
+    return submit(e, l->prompt.data(), (int32_t)l->prompt.size(), l->media, sp, l);
 }
 
 int32_t pw_cancel(pw_engine *e, int32_t seq) {
@@ -313,6 +332,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             }
             return step_done(e, out, n_ev);
         }
+        take_leaders(e);
     }
     // Each output's logits, fetched once (llama_get_logits_ith is not thread-safe). Greedy argmax scans
     // and top-k candidates come first, all sequences together on the decode threads.

@@ -121,6 +121,12 @@ bool ram_restore(pw_engine *e, slot &dst, std::list<ram_entry>::iterator it, siz
     return true;
 }
 
+// What a sequence held is worth saving before it is overwritten when a good part of it goes (not the short
+// tail of an answer to a shared prefix).
+void save_if_lost(pw_engine *e, const slot &s, size_t lost, std::list<ram_entry>::iterator keep) {
+    if (lost >= kMinSave && 4 * lost >= s.cache.size()) ram_save(e, s, keep);
+}
+
 // The request's prefix is settled: count it and let it evaluate the rest.
 void start_prompt(pw_engine *e, slot &s) {
     s.n_past = s.cache.size();
@@ -154,7 +160,7 @@ void reuse_prefix(pw_engine *e, slot &s) {
     slot *copy_src = nullptr, *wait_src = nullptr;
     size_t copy_len = 0, wait_len = 0;
     for (auto &o : e->slots) {
-        if (&o == &s || o.state == SLOT_WAIT) continue;
+        if (&o == &s || o.state == SLOT_WAIT || o.state == SLOT_FOLLOW) continue;
         size_t n = usable(o.cache, s);
         if (n > copy_len) {
             copy_len = n;
@@ -183,10 +189,8 @@ void reuse_prefix(pw_engine *e, slot &s) {
     const bool wait = wait_src && wait_len >= best_now + kMinWait;
     const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= ram_len;
     const bool restore = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain;
-    // What this sequence held is worth saving before it is overwritten when a good part of it goes (not
-    // the short tail of an answer to a shared prefix).
     const size_t lost = wait || copy || restore ? s.cache.size() : s.cache.size() - std::min(own, s.cache.size());
-    if (lost >= kMinSave && 4 * lost >= s.cache.size()) ram_save(e, s, restore ? ram_it : e->ram.entries.end());
+    save_if_lost(e, s, lost, restore ? ram_it : e->ram.entries.end());
     if (wait) {
         truncate(e, s, own);
         s.wait_src = wait_src->id;
@@ -205,14 +209,39 @@ void reuse_prefix(pw_engine *e, slot &s) {
     start_prompt(e, s);
 }
 
+void follow(pw_engine *e, slot &s, slot &leader) {
+    save_if_lost(e, s, s.cache.size() - std::min(usable(s.cache, s), s.cache.size()), e->ram.entries.end());
+    s.reused_kv = s.reused_ram = 0;
+    s.wait_src = leader.id;
+    s.wait_len = 0;
+    s.state = SLOT_FOLLOW;
+}
+
 void resolve_waits(pw_engine *e) {
     for (auto &s : e->slots) {
+        if (s.state == SLOT_FOLLOW) {
+            // A leader cancelled or failed before its prompt was in leaves its choices to evaluate it.
+            const slot_state ls = e->slots[(size_t)s.wait_src].state;
+            if (ls != SLOT_PROMPT && ls != SLOT_WAIT) reuse_prefix(e, s);
+            continue;
+        }
         if (s.state != SLOT_WAIT) continue;
         slot &src = e->slots[(size_t)s.wait_src];
         if (src.state == SLOT_PROMPT && src.n_past < s.wait_len && !s.cancel) continue;
         size_t len = src.state == SLOT_WAIT ? 0 : usable(src.cache, s);
         if (len >= s.cache.size() + kMinGain) copy_prefix(e, s, src, len);
         start_prompt(e, s);
+    }
+}
+
+void take_leaders(pw_engine *e) {
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_FOLLOW) continue;
+        slot &leader = e->slots[(size_t)s.wait_src];
+        if (leader.state != SLOT_PROMPT || leader.i_batch < 0) continue;  // its last prompt token is not in yet
+        copy_prefix(e, s, leader, leader.cache.size());
+        start_prompt(e, s);
+        s.i_batch = leader.i_batch;
     }
 }
 

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 4 };
+enum pw_abi { PW_ABI_VERSION = 5 };
 
 enum pw_status {
     PW_OK = 0,
@@ -242,6 +242,11 @@ PW_API int32_t pw_engine_create(pw_model *model, const pw_engine_params *params,
 PW_API void pw_engine_free(pw_engine *engine);
 PW_API int32_t pw_engine_set_lora(pw_engine *engine, const char *path, float scale);
 PW_API int32_t pw_submit(pw_engine *engine, const int32_t *tokens, int32_t n_tokens, const pw_sampling *sampling);
+/* Queue another choice of the prompt of `leader`, a sequence submitted since the last pw_step (OpenAI's `n`):
+ * it samples with its own settings, but evaluates none of the prompt: in the step that decodes the leader's
+ * last prompt token it takes the leader's cells and that token's logits. Returns its sequence. A leader that
+ * ends before its prompt is in leaves its choices to evaluate the prompt themselves. */
+PW_API int32_t pw_submit_choice(pw_engine *engine, int32_t leader, const pw_sampling *sampling);
 PW_API int32_t pw_cancel(pw_engine *engine, int32_t seq);
 PW_API int32_t pw_step(pw_engine *engine, pw_event *events, int32_t cap, pw_step_out *out);
 PW_API int32_t pw_embed(pw_engine *engine, const int32_t *tokens, const int32_t *lengths, int32_t n_inputs,

@@ -58,7 +58,9 @@ struct chunk_deleter {
 using chunk_ptr = std::unique_ptr<mtmd_input_chunk, chunk_deleter>;
 
 // SLOT_WAIT: the request waits for another sequence to evaluate the prefix they share, then copies it.
-enum slot_state { SLOT_IDLE, SLOT_WAIT, SLOT_PROMPT, SLOT_GEN };
+// SLOT_FOLLOW: the request is another choice of a leader's prompt (OpenAI's `n`): it evaluates none of it,
+// but takes the leader's cells and the logits of its last prompt token in the step that decodes that token.
+enum slot_state { SLOT_IDLE, SLOT_WAIT, SLOT_FOLLOW, SLOT_PROMPT, SLOT_GEN };
 
 // A media chunk of a prompt: its placeholder run starts at `start`, holds
 // n_tokens KV cells and advances positions by n_pos (fewer with M-RoPE).
@@ -102,7 +104,7 @@ struct slot {
     std::vector<media_span> media;    // the prompt's media, by placeholder start
     std::vector<chunk_ptr> media_own; // copies of their chunks
     std::vector<media_span> cached_media;  // media whose cells are in the cache
-    int32_t wait_src = -1;            // SLOT_WAIT: the sequence evaluating our prefix,
+    int32_t wait_src = -1;            // SLOT_WAIT: the sequence evaluating our prefix (SLOT_FOLLOW: the leader),
     size_t wait_len = 0;              // and how many of our prompt's tokens it will hold
     bool copying = false;             // source or target of a stream copy that the next decode performs
     int64_t reused_kv = 0;            // this request's reuse, by tier: cells it kept or copied,
@@ -218,8 +220,15 @@ void slot_clear(pw_engine *e, slot &s);
 // another sequence's, a state in host memory), or make it wait for a sequence evaluating that prefix;
 // the sequence's previous cells go to host memory first. Leaves the slot in SLOT_PROMPT or SLOT_WAIT.
 void reuse_prefix(pw_engine *e, slot &s);
-// Start the waiting sequences whose prefix is ready (before each step and each submit).
+// Make a queued request another choice of `leader`'s prompt (SLOT_FOLLOW); its previous cells go to host
+// memory first.
+void follow(pw_engine *e, slot &s, slot &leader);
+// Start the waiting sequences whose prefix is ready, and let the followers of a leader that is gone
+// evaluate their prompts themselves (before each step and each submit).
 void resolve_waits(pw_engine *e);
+// After a decode: the followers of a leader whose last prompt token it decoded take the leader's cells and
+// that token's logits (its batch index), and so sample their first token in this step.
+void take_leaders(pw_engine *e);
 // Forget every saved state.
 void ram_clear(pw_engine *e);
 

@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cffi
 
@@ -33,7 +33,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -410,6 +410,22 @@ class Context:
 
     def submit(self, tokens: "Sequence[int] | MediaPrompt", s: Sampling) -> int:
         """Start a sequence; returns its id. The longest cached prefix of the prompt is reused (cache.cpp)."""
+        sp, _grammar = self._sampling(s)  # the grammar's buffer lives until the call returns
+        if isinstance(tokens, MediaPrompt):
+            return _check(_lib.pw_submit_media(self.handle, tokens.handle, sp))
+        toks = _ffi.new("int32_t[]", list(tokens))
+        return _check(_lib.pw_submit(self.handle, toks, len(tokens), sp))
+
+    def submit_choice(self, leader: int, s: Sampling) -> int:
+        """Start another choice of the prompt of ``leader`` (submitted since the last step); returns its id.
+
+        It evaluates none of the prompt: it takes the leader's cells and last logits when they are ready.
+        """
+        sp, _grammar = self._sampling(s)
+        return _check(_lib.pw_submit_choice(self.handle, leader, sp))
+
+    def _sampling(self, s: Sampling) -> tuple[Any, Any]:
+        """``s`` in the C struct, and the grammar buffer that must live as long as the call using it."""
         sp = self._sp
         sp.seed = 0xFFFFFFFF if s.seed < 0 else s.seed & 0xFFFFFFFF
         sp.top_k = s.top_k
@@ -426,10 +442,7 @@ class Context:
         sp.ignore_eos = s.ignore_eos
         grammar = _ffi.new("char[]", s.grammar.encode()) if s.grammar else _ffi.NULL
         sp.grammar = grammar
-        if isinstance(tokens, MediaPrompt):
-            return _check(_lib.pw_submit_media(self.handle, tokens.handle, sp))
-        toks = _ffi.new("int32_t[]", list(tokens))
-        return _check(_lib.pw_submit(self.handle, toks, len(tokens), sp))
+        return sp, grammar
 
     def cancel(self, seq: int) -> None:
         _check(_lib.pw_cancel(self.handle, seq))

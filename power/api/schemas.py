@@ -134,6 +134,9 @@ _SAMPLING = {
     "temperature": {"type": ["number", "null"]}, "top_p": {"type": ["number", "null"]},
     "frequency_penalty": {"type": ["number", "null"]}, "presence_penalty": {"type": ["number", "null"]},
     "stream": {"type": ["boolean", "null"]}, "stream_options": _STREAM_OPTIONS,
+    "n": {"type": ["integer", "null"], "minimum": 1,
+          "description": "choices to generate from one evaluation of the prompt; at most the model's parallel "
+                         "sequences (OLLAMA_NUM_PARALLEL)"},
 }
 OA_CHAT = {
     "type": "object",

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from power import native
@@ -164,6 +164,13 @@ class Request:
     def cancel(self, reason: str = "cancel") -> None:
         self.engine._cancel(self, reason)
 
+    def _choice(self, index: int) -> "Request":
+        """Choice ``index`` of this request's prompt: its own sampler, seeded ``seed + index`` given a seed."""
+        seed = self.sampling.seed
+        sampling = replace(self.sampling, seed=seed + index if seed >= 0 else -1)
+        tokens = self.media.tokens if self.media is not None else self.prompt_tokens
+        return Request(self.engine, tokens, self.opts, sampling, self.truncated, 0, self.media)
+
     # ---- engine side (loop thread) -------------------------------------------
     def _fail(self, exc: BaseException) -> None:
         if not self.finished:
@@ -262,7 +269,7 @@ class Engine:
         self.load_duration = time.monotonic_ns() - t0
         self._load_reported = False
         self._lock = threading.Condition()
-        self._pending: deque[Request] = deque()
+        self._pending: deque[list[Request]] = deque()  # requests admitted together: one, or the choices of one
         self._cancels: list[Request] = []
         self._clear_waiters: list[threading.Event] = []
         self._active: dict[int, Request] = {}
@@ -374,6 +381,24 @@ class Engine:
         self._enqueue(reqs)
         return reqs
 
+    def submit_choices(self, prompt: str | Sequence[int], n: int,
+                       options: RequestOptions | Mapping[str, Any] | None = None, **kwargs: Any) -> list[Request]:
+        """Queue ``n`` choices of one prompt (OpenAI's ``n``), with ``submit``'s keyword arguments.
+
+        The prompt is evaluated once, in the first choice's sequence; the others take its cells and the
+        logits of its last token, so they start in the same step. Each choice samples on its own: with a
+        seed, choice i is seeded ``seed + i``. The choices start together, when ``n`` sequences are free.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidRequest(f"n must be a positive integer, not {n!r}")
+        if self._ctx is not None and n > self._ctx.n_seq:
+            raise InvalidRequest(f"n is {n}, more choices than the {self._ctx.n_seq} parallel sequences this "
+                                 "model runs (OLLAMA_NUM_PARALLEL)")
+        first = self._prepare(prompt, options, **kwargs)
+        reqs = [first] + [first._choice(i) for i in range(1, n)]
+        self._enqueue(reqs, together=True)
+        return reqs
+
     def _prepare(self, prompt: str | Sequence[int], options: RequestOptions | Mapping[str, Any] | None, *,
                  grammar: str | None = None, logprobs: int = -1, add_special: bool = True, truncate: bool = True,
                  ignore_eos: bool = False, images: Sequence[bytes] = ()) -> Request:
@@ -408,7 +433,8 @@ class Engine:
             logprobs=max(-1, min(logprobs, 20)), grammar=grammar, ignore_eos=ignore_eos)
         return Request(self, tokens, opts, sampling, truncated, 0, media)
 
-    def _enqueue(self, reqs: list[Request]) -> None:
+    def _enqueue(self, reqs: list[Request], together: bool = False) -> None:
+        """Queue ``reqs``; ``together``: as the choices of the first one's prompt, admitted at once."""
         with self._lock:
             if self.dead is not None:
                 raise self.dead
@@ -417,7 +443,10 @@ class Engine:
             if not reqs:
                 return
             reqs[0].load_duration = self._take_load_duration()
-            self._pending.extend(reqs)
+            if together:
+                self._pending.append(reqs)
+            else:
+                self._pending.extend([r] for r in reqs)
             self._lock.notify()
 
     def _cancel(self, req: Request, reason: str) -> None:
@@ -431,28 +460,41 @@ class Engine:
     def _admit(self, ctx: native.Context) -> None:
         """Move waiting requests into free sequences (loop thread, lock held)."""
         for req in self._cancels:
-            if req in self._pending:
-                self._pending.remove(req)
+            group = next((g for g in self._pending if req in g), None)
+            if group is not None:
+                group.remove(req)
+                if not group:
+                    self._pending.remove(group)
                 req._finish("", (), req.cancel_reason or "cancel", None)
             elif req.seq >= 0 and not req.finished:
                 ctx.cancel(req.seq)
         self._cancels.clear()
-        while self._pending and len(self._active) < ctx.n_seq:
-            req = self._pending.popleft()
-            try:
+        while self._pending and len(self._active) + len(self._pending[0]) <= ctx.n_seq:
+            leader = -1  # the sequence evaluating the prompt of a group of choices
+            for req in self._pending.popleft():
+                self._start(ctx, req, leader)
+                if leader < 0 and req.seq >= 0:
+                    leader = req.seq
+
+    def _start(self, ctx: native.Context, req: Request, leader: int) -> None:
+        """Give ``req`` a sequence: its own, or another choice of ``leader``'s prompt (loop thread)."""
+        try:
+            if leader >= 0:
+                req.seq = ctx.submit_choice(leader, req.sampling)
+            else:
                 req.seq = ctx.submit(req.media if req.media is not None else req.prompt_tokens, req.sampling)
-            except native.GrammarError as exc:
-                req._fail(exc)
-                continue
-            except NativeError as exc:
-                # the request's own fault (too long for the context or the batch) is a 400
-                req._fail(InvalidRequest(str(exc)) if exc.code == native.E_TOOLONG else EngineError(str(exc)))
-                continue
-            except Exception as exc:  # anything else about one request ends that request, not the loop
-                log.exception("request could not start")
-                req._fail(EngineError(f"request could not start: {exc}"))
-                continue
-            self._active[req.seq] = req
+        except native.GrammarError as exc:
+            req._fail(exc)
+            return
+        except NativeError as exc:
+            # the request's own fault (too long for the context or the batch) is a 400
+            req._fail(InvalidRequest(str(exc)) if exc.code == native.E_TOOLONG else EngineError(str(exc)))
+            return
+        except Exception as exc:  # anything else about one request ends that request, not the loop
+            log.exception("request could not start")
+            req._fail(EngineError(f"request could not start: {exc}"))
+            return
+        self._active[req.seq] = req
 
     def _logprobs(self, ev: native.Event, req: Request) -> tuple[TokenLogprob, ...]:
         if req.sampling.logprobs < 0 or ev.token < 0:
@@ -485,7 +527,7 @@ class Engine:
             for w in self._clear_waiters:
                 w.set()
             self._clear_waiters.clear()
-            for req in list(self._active.values()) + list(self._pending):
+            for req in list(self._active.values()) + [r for group in self._pending for r in group]:
                 req._fail(err)
             self._active.clear()
             self._pending.clear()
@@ -574,7 +616,7 @@ class Engine:
         if self._ctx is None:
             return {"n_seq": 1, "n_active": 0, "kv_used": 0, "n_ctx_seq": self.n_ctx_seq}
         st = self._ctx.stats()
-        st["n_waiting"] = len(self._pending)
+        st["n_waiting"] = sum(len(group) for group in self._pending)
         return st
 
     def close(self) -> None:

@@ -215,15 +215,23 @@ class RunnerProcess(asyncio.Protocol):
     # ---- requests --------------------------------------------------------------------------------
     def send(self, op: str, sink: Sink | None = None, **fields: Any) -> int:
         """Send a request; its answers go to ``sink``. Fails the sink at once if the runner is gone."""
-        rid = next(self._ids)
+        return self.send_choices(op, [sink], **fields)[0]
+
+    def send_choices(self, op: str, sinks: Sequence[Sink | None], **fields: Any) -> list[int]:
+        """Send one request answered under an id per sink (the choices of a prompt); returns the ids."""
+        ids = [next(self._ids) for _ in sinks]
         if self.closed or self._transport is None or self._transport.is_closing():
+            for sink in sinks:
+                if sink is not None:
+                    sink.fail(RunnerCrashed("model runner is not running"))
+            return ids
+        for rid, sink in zip(ids, sinks):
             if sink is not None:
-                sink.fail(RunnerCrashed("model runner is not running"))
-            return rid
-        if sink is not None:
-            self._sinks[rid] = sink
-        self._transport.write(encode({"op": op, "id": rid, **fields}))
-        return rid
+                self._sinks[rid] = sink
+        if len(ids) > 1:
+            fields["ids"] = ids
+        self._transport.write(encode({"op": op, "id": ids[0], **fields}))
+        return ids
 
     def cancel(self, rid: int, reason: str = "cancel") -> None:
         if rid in self._sinks:

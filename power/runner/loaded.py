@@ -89,8 +89,9 @@ class Loaded:
         alive = self.runner is None or not self.runner.closed
         return alive and not self.closing and self.load == load and self.spec.same_files(spec)
 
-    def hold(self, keep_alive: float | None) -> None:
-        self.refs += 1
+    def hold(self, keep_alive: float | None, n: int = 1) -> None:
+        """Count ``n`` more requests (sequences) on this runner."""
+        self.refs += n
         self.keep_alive = keep_alive
         self.last_used = time.monotonic()
         if self.timer is not None:

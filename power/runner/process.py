@@ -167,14 +167,22 @@ class Runner:
         t.start()
 
     def _submit(self, rid: int, msg: dict[str, Any]) -> None:
-        images = [base64.b64decode(image) for image in msg.get("images") or ()]
-        req = self.engine.submit(msg["prompt"], msg.get("options") or {}, grammar=msg.get("grammar"),
-                                 logprobs=int(msg.get("logprobs", -1)),
-                                 add_special=bool(msg.get("add_special", True)),
-                                 truncate=bool(msg.get("truncate", True)), images=images)
+        # ``ids``: the choices of one prompt (OpenAI's ``n``), each answered and cancelled under its own id.
+        ids = [int(i) for i in msg.get("ids") or (rid,)]
+        try:
+            images = [base64.b64decode(image) for image in msg.get("images") or ()]
+            reqs = self.engine.submit_choices(msg["prompt"], len(ids), msg.get("options") or {},
+                                              grammar=msg.get("grammar"), logprobs=int(msg.get("logprobs", -1)),
+                                              add_special=bool(msg.get("add_special", True)),
+                                              truncate=bool(msg.get("truncate", True)), images=images)
+        except Exception as exc:
+            for other in ids[1:]:
+                self.outbox.fail(other, exc)
+            raise
         with self._lock:
-            self.active[rid] = req
-        self._start(rid, self._pump, req, bool(msg.get("context")))
+            self.active.update(zip(ids, reqs))
+        for i, req in zip(ids, reqs):
+            self._start(i, self._pump, req, bool(msg.get("context")))
 
     def _pump(self, rid: int, req: Any, context: bool) -> None:
         try:

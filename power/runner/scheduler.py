@@ -21,7 +21,7 @@ from typing import Any
 
 from power.config import Settings
 from power.engine.options import LoadOptions, parse_options
-from power.errors import Busy, EngineError
+from power.errors import Busy, EngineError, InvalidRequest
 from power.runner.client import LoopThread, RunnerProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import Loaded, ModelSpec, Resolver
@@ -75,31 +75,52 @@ class Scheduler:
         return self.settings.max_loaded_models or 3 * max(1, len(self._gpus))
 
     # ---- public API (any thread) -----------------------------------------------------------------
-    def generate(self, name: str, prompt: str | Sequence[int], *, options: Mapping[str, Any] | None = None,
-                 keep_alive: Any = None, grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = (),
-                 on_start: Callable[[Stream], None] | None = None) -> Stream:
+    def generate(self, name: str, prompt: str | Sequence[int], **kwargs: Any) -> Stream:
         """Start a generation, loading the model if needed; errors before the first chunk raise here.
 
-        ``images`` are encoded image files that ``[img-N]`` tags in the prompt place. ``on_start`` gets
-        the stream before the wait for its first chunk (queue and prompt), e.g. to cancel it from elsewhere.
+        Takes ``generate_choices``' keyword arguments.
+        """
+        return self.generate_choices(name, prompt, 1, **kwargs)[0]
+
+    def generate_choices(self, name: str, prompt: str | Sequence[int], n: int, *,
+                         options: Mapping[str, Any] | None = None, keep_alive: Any = None, grammar: str | None = None,
+                         logprobs: int = -1, add_special: bool = True, truncate: bool = True, context: bool = False,
+                         images: Sequence[bytes] = (), on_start: Callable[[Stream], None] | None = None
+                         ) -> list[Stream]:
+        """Start ``n`` generations of one prompt (OpenAI's ``n``), a stream each; the runner evaluates the
+        prompt once. They take ``n`` of the model's parallel sequences: more is a 400 that says how many.
+
+        ``images`` are encoded image files that ``[img-N]`` tags in the prompt place. ``on_start`` gets each
+        stream before the wait for its first chunk (queue and prompt), e.g. to cancel it from elsewhere.
         """
         spec, opts, load, facts = self._prepare(name, options)
+        limit = load.num_parallel
+        if not 1 <= n <= limit:
+            raise InvalidRequest(f"n must be between 1 and {limit}, not {n}: {spec.name} generates at most {limit} "
+                                 f"choice{'s' if limit != 1 else ''} at once, one per parallel sequence "
+                                 f"(OLLAMA_NUM_PARALLEL={limit})")
         ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
         req = {k: v for k, v in opts.items() if k not in ("num_ctx", "num_batch", "num_gpu", "main_gpu",
                                                           "use_mmap", "num_thread")}
-        box: dict[str, Any] = {}
-        stream = Stream(cancel=lambda reason: self._lt.soon(self._cancel, box, reason))
+        boxes: list[dict[str, Any]] = [{} for _ in range(n)]
+        streams = [Stream(cancel=lambda reason, box=box: self._lt.soon(self._cancel, box, reason)) for box in boxes]
         fields = {"prompt": prompt if isinstance(prompt, str) else list(prompt), "options": req,
                   "grammar": grammar, "logprobs": logprobs, "add_special": add_special, "truncate": truncate,
                   "context": context}
         if images:
             fields["images"] = [base64.b64encode(image).decode("ascii") for image in images]
         if on_start is not None:
-            on_start(stream)
-        self._lt.call(self._dispatch(spec, load, facts, ka, "submit", stream, fields, box))
-        stream.wait_first()
-        return stream
+            for stream in streams:
+                on_start(stream)
+        self._lt.call(self._dispatch(spec, load, facts, ka, "submit", streams, fields, boxes))
+        try:
+            for stream in streams:
+                stream.wait_first()
+        except BaseException:
+            for stream in streams:
+                stream.close()
+            raise
+        return streams
 
     def embed(self, name: str, inputs: Sequence[str], *, options: Mapping[str, Any] | None = None,
               keep_alive: Any = None, truncate: bool = True, normalize: bool = True) -> dict[str, Any]:
@@ -206,24 +227,30 @@ class Scheduler:
         spec, _, load, facts = self._prepare(name, options)
         ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
         call = Call()
-        load_ns = self._lt.call(self._dispatch(spec, load, facts, ka, op, call, fields, {}))
+        load_ns = self._lt.call(self._dispatch(spec, load, facts, ka, op, [call], fields, [{}]))
         return call.wait(), load_ns
 
     # ---- loop thread -----------------------------------------------------------------------------
     async def _dispatch(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, ka: float | None, op: str,
-                        sink: Sink, fields: dict[str, Any], box: dict[str, Any]) -> int:
+                        sinks: Sequence[Sink], fields: dict[str, Any], boxes: Sequence[dict[str, Any]]) -> int:
+        """Send one request answered into ``sinks`` (the choices of a prompt each hold a sequence)."""
         if self._closing:
             raise EngineError("server is shutting down")
-        m, load_ns = await self._acquire(spec, load, facts, ka, strict=op in ("submit", "embed", "health"))
-        sink.on_done = lambda: self._release(m)
-        if isinstance(sink, Stream):
-            sink.load_duration = load_ns
+        m, load_ns = await self._acquire(spec, load, facts, ka, strict=op in ("submit", "embed", "health"),
+                                         n=len(sinks))
+        for sink in sinks:
+            sink.on_done = lambda: self._release(m)
+            if isinstance(sink, Stream):
+                sink.load_duration = load_ns
         assert m.runner is not None
-        box["runner"], box["id"] = m.runner, m.runner.send(op, sink, **fields)
-        if getattr(sink, "cancel_reason", None):  # cancelled while the model was loading
-            self._cancel(box, sink.cancel_reason)  # type: ignore[attr-defined]
-        arm_deadlines(sink, lambda reason: self._cancel(box, reason), first_token=self.settings.first_token_timeout,
-                      total=self.settings.request_timeout, what=f"model={spec.name} op={op}")
+        ids = m.runner.send_choices(op, sinks, **fields)
+        for sink, box, rid in zip(sinks, boxes, ids):
+            box["runner"], box["id"] = m.runner, rid
+            if getattr(sink, "cancel_reason", None):  # cancelled while the model was loading
+                self._cancel(box, sink.cancel_reason)  # type: ignore[attr-defined]
+            arm_deadlines(sink, lambda reason, box=box: self._cancel(box, reason),
+                          first_token=self.settings.first_token_timeout, total=self.settings.request_timeout,
+                          what=f"model={spec.name} op={op}")
         return load_ns
 
     def _cancel(self, box: dict[str, Any], reason: str) -> None:
@@ -235,15 +262,16 @@ class Scheduler:
         return self._pending_loads + sum(m.waiting for m in self._models.values())
 
     async def _acquire(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, ka: float | None,
-                       strict: bool = True) -> tuple[Loaded, int]:
-        """Hold a ready runner for ``spec``/``load``, loading it first if needed; return it and the load time."""
+                       strict: bool = True, n: int = 1) -> tuple[Loaded, int]:
+        """Hold a ready runner for ``spec``/``load`` ``n`` times (a hold per sequence the request takes),
+        loading it first if needed; return it and the load time."""
         m = self._models.get(spec.name)
         if m is not None and not strict and not m.closing and m.spec.same_files(spec):
             load = m.load  # tokenizing needs no particular context: whatever is loaded will do
         if m is not None and m.serves(spec, load) and m.ready.done() and m.ready.exception() is None:
-            if m.refs >= m.load.num_parallel and self._waiting() >= self.settings.max_queue:
+            if m.refs + n > m.load.num_parallel and self._waiting() >= self.settings.max_queue:
                 raise Busy()
-            m.hold(ka)
+            m.hold(ka, n)
             return m, 0
         if self._waiting() >= self.settings.max_queue:
             raise Busy()
@@ -254,13 +282,13 @@ class Scheduler:
                 if m is not None and m.serves(spec, load):
                     await asyncio.shield(m.ready)  # raises the load's error
                     if m.serves(spec, load):  # not retired or crashed while we waited
-                        m.hold(ka)
+                        m.hold(ka, n)
                         return m, m.load_duration
                     continue
                 async with self._load_lock:
                     if self._models.get(spec.name) is m:
                         m = await self._load(spec, load, facts)
-                        m.hold(ka)
+                        m.hold(ka, n)
                         return m, m.load_duration
         finally:
             self._pending_loads -= 1

@@ -63,16 +63,22 @@ class Stream(Sink):
         self._first = threading.Event()
         self.load_duration = 0
         self.cancel_reason: str | None = None
+        self.wake: Callable[[], None] | None = None  # called (loop thread) after each arrival
+
+    def _put(self, item: Any) -> None:
+        self._q.put(item)
+        if self.wake is not None:
+            self.wake()
 
     # ---- loop side -------------------------------------------------------------------------------
     def feed(self, msg: dict[str, Any]) -> bool:
         chunks = msg.get("chunks")
         over = False
         if chunks:
-            self._q.put(chunks)
+            self._put(chunks)
             over = bool(chunks[-1].get("done"))
         if "error" in msg:
-            self._q.put(error_from_wire(msg["error"]))
+            self._put(error_from_wire(msg["error"]))
             over = True
         self._first.set()
         if over:
@@ -81,7 +87,7 @@ class Stream(Sink):
 
     def fail(self, exc: BaseException) -> None:
         if not self.finished:
-            self._q.put(exc)
+            self._put(exc)
             self._first.set()
             self._complete()
 
@@ -104,6 +110,11 @@ class Stream(Sink):
             self._over = True
             raise item
         self._buf.extend(item)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the next ``next`` returns (or raises) without waiting."""
+        return bool(self._buf) or self._over or not self._q.empty()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self

@@ -9,8 +9,9 @@ begins and keeps its real status; later errors become an error line or event.
 from __future__ import annotations
 
 import logging
+import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping
 
 from power.config import Settings
@@ -24,7 +25,7 @@ from power.server.metrics import Metrics
 from power.server.ports import ModelStore, ModelView, Scheduler
 from power.server.usage import UsageRecord, UsageStore
 
-__all__ = ["Services", "Job", "Piece", "Generation", "lookup", "merged_options", "check_keep_alive",
+__all__ = ["Services", "Job", "Piece", "Generation", "interleave", "lookup", "merged_options", "check_keep_alive",
            "require_capability", "resolve_think"]
 
 log = logging.getLogger(__name__)
@@ -111,41 +112,54 @@ class Piece:
 
 
 class Generation:
-    """An iterator of ``Piece`` over one scheduler stream, with metrics and usage recorded at the end."""
+    """An iterator of ``Piece`` over one scheduler stream, with metrics and usage recorded at the end.
 
-    def __init__(self, services: Services, job: Job) -> None:
+    ``index`` > 0: another choice of the prompt of choice 0 (OpenAI's ``n``), which counts the prompt.
+    """
+
+    def __init__(self, services: Services, job: Job, stream: Any = None, index: int = 0) -> None:
         self.services = services
         self.job = job
+        self.index = index
         self.start = time.monotonic()
         self.ttft: float | None = None
         self.output_tokens = 0
         self._recorded = False
         services.metrics.started()
-        extra: dict[str, Any] = {}
-        if job.context:
-            extra["context"] = True
-        if job.images:
-            extra["images"] = job.images
-        client = current_client()
-        stop_watch: list[Callable[[], None]] = []
-        if client is not None:  # a client that leaves while the request waits for a sequence cancels it
-            extra["on_start"] = lambda stream: stop_watch.append(watcher().watch(client, stream.close))
         try:
-            self.stream = services.scheduler.generate(
-                job.view.name, job.prompt, options=job.options, keep_alive=job.keep_alive,
-                grammar=job.grammar, logprobs=job.logprobs, add_special=not job.raw, truncate=job.truncate,
-                **extra)
-            for stop in stop_watch:  # running now: a failed write tells from here on
-                stop()
+            self.stream = stream if stream is not None else _start(services, job, 1)[0]
             self.first: dict[str, Any] | None = next(iter(self.stream))
         except StopIteration:
             self.first = None
         except BaseException:
-            for stop in stop_watch:
-                stop()
             services.metrics.finished()
             self._recorded = True
             raise
+
+    @classmethod
+    def choices(cls, services: Services, job: Job, n: int,
+                parser: Callable[[], OutputParser | None] | None = None) -> list[Generation]:
+        """``n`` generations of ``job``'s prompt (OpenAI's ``n``), which the runner evaluates once; choices
+        past the first parse their output with a ``parser()`` of their own."""
+        if n == 1:
+            return [cls(services, job)]
+        streams = _start(services, job, n)  # the scheduler refuses an n the model cannot run at once
+        gens: list[Generation] = []
+        try:
+            for i, stream in enumerate(streams):
+                gens.append(cls(services, replace(job, parser=parser()) if i and parser else job, stream, i))
+        except BaseException:
+            for stream in streams:
+                stream.close()
+            for gen in gens:
+                gen.close()
+            raise
+        return gens
+
+    @property
+    def ready(self) -> bool:
+        """Whether the next piece comes without waiting for the runner."""
+        return self.first is not None or self.stream.ready
 
     def __iter__(self) -> Iterator[Piece]:
         chunk = self.first
@@ -189,6 +203,8 @@ class Generation:
         if self._recorded:
             return
         self._recorded = True
+        if self.index:  # the prompt was evaluated, and is counted, once: with choice 0
+            final = {**final, "prompt_eval_count": 0, "cached_tokens": 0, "prompt_eval_duration": 0}
         m = self.services.metrics
         m.finished()
         e2e = time.monotonic() - self.start
@@ -207,3 +223,49 @@ class Generation:
                 prompt_eval_duration_ns=int(final.get("prompt_eval_duration") or 0),
                 eval_duration_ns=int(final.get("eval_duration") or 0), request_id=self.job.rid,
                 cached_tokens=int(final.get("cached_tokens") or 0)))
+
+
+def _start(services: Services, job: Job, n: int) -> list[Any]:
+    """Ask the scheduler for ``n`` streams of ``job``'s prompt; a client that leaves while they wait for a
+    sequence cancels them."""
+    extra: dict[str, Any] = {}
+    if job.context:
+        extra["context"] = True
+    if job.images:
+        extra["images"] = job.images
+    client = current_client()
+    stop_watch: list[Callable[[], None]] = []
+    if client is not None:
+        extra["on_start"] = lambda stream: stop_watch.append(watcher().watch(client, stream.close))
+    sched = services.scheduler
+    try:
+        kwargs: dict[str, Any] = dict(options=job.options, keep_alive=job.keep_alive, grammar=job.grammar,
+                                      logprobs=job.logprobs, add_special=not job.raw, truncate=job.truncate,
+                                      **extra)
+        if n == 1:
+            return [sched.generate(job.view.name, job.prompt, **kwargs)]
+        return list(sched.generate_choices(job.view.name, job.prompt, n, **kwargs))
+    finally:
+        for stop in stop_watch:  # running now (or failed): a failed write tells from here on
+            stop()
+
+
+def interleave(gens: list[Generation]) -> Iterator[tuple[int, Piece]]:
+    """The pieces of several generations, each as soon as it comes, with its generation's index."""
+    if len(gens) == 1:
+        for piece in gens[0]:
+            yield 0, piece
+        return
+    arrived: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i, gen in enumerate(gens):
+        gen.stream.wake = lambda i=i: arrived.put(i)
+        arrived.put(i)  # whatever came before the hook
+    live = {i: iter(gen) for i, gen in enumerate(gens)}
+    while live:
+        i = arrived.get()
+        while i in live and gens[i].ready:
+            piece = next(live[i], None)
+            if piece is None or piece.final is not None:
+                del live[i]
+            if piece is not None:
+                yield i, piece

@@ -75,6 +75,12 @@ class Scheduler(Protocol):
                  truncate: bool = True, context: bool = False, images: Sequence[bytes] = (),
                  on_start: Callable[[Any], None] | None = None) -> Iterator[dict[str, Any]]: ...
 
+    def generate_choices(self, name: str, prompt: str, n: int, *, options: Mapping[str, Any],
+                         keep_alive: float | None, grammar: str | None = None, logprobs: int = -1,
+                         add_special: bool = True, truncate: bool = True, context: bool = False,
+                         images: Sequence[bytes] = (), on_start: Callable[[Any], None] | None = None
+                         ) -> Sequence[Iterator[dict[str, Any]]]: ...
+
     def embed(self, name: str, inputs: Sequence[str], *, options: Mapping[str, Any],
               keep_alive: float | None, truncate: bool, normalize: bool) -> Any: ...
 

@@ -94,6 +94,51 @@ def test_a_cached_image_is_reused_and_a_new_one_is_not(vision: Engine) -> None:
     assert turn3.evaluated >= N_IMAGE_TOKENS + len(vision.tokenize(" first question and more")) - 1
 
 
+def test_choices_of_a_prompt_with_an_image_encode_it_once(vision: Engine) -> None:
+    vision.clear_cache()
+    alone = vision.submit("[img-0] tell me", GREEDY, images=[BLUE]).result()
+    vision.clear_cache()
+    before = vision.stats()
+    outs = [r.result() for r in vision.submit_choices("[img-0] tell me", 3, GREEDY, images=[BLUE])]
+    st = vision.stats()
+    assert st["n_prompt_tokens"] - before["n_prompt_tokens"] == alone.prompt_eval_count
+    assert st["kv_copies"] - before["kv_copies"] == 2
+    assert [o.cached_tokens for o in outs] == [0] + [alone.prompt_eval_count] * 2
+    assert all(o.tokens == alone.tokens for o in outs)  # the copied cells hold the image
+
+
+
+def test_a_choice_whose_leader_ends_in_its_image_evaluates_the_prompt_itself(files: tuple[Path, Path]) -> None:
+    model_path, mmproj = files
+    greedy = native.Sampling(temperature=0, num_predict=6)
+    with native.Model(model_path) as model:
+        proj = native.Projector(model, mmproj, use_gpu=False)
+        answers = []
+        for cancel in (False, True):
+            ctx = native.Context(model, n_ctx=256, n_seq=2, n_batch=4, n_ubatch=4)
+            ctx.set_projector(proj)
+            media = proj.tokenize(f"{native.MEDIA_MARKER} tell me more, please", [BLUE])
+            leader = ctx.submit(media, greedy)
+            choice = ctx.submit_choice(leader, greedy)
+            ctx.step()  # the image, in decodes of its own, and the first text chunk
+            if cancel:
+                ctx.cancel(leader)
+            done: dict[int, list[int]] = {leader: [], choice: []}
+            live = {choice} if cancel else {leader, choice}
+            while live:
+                for ev in ctx.step().events:
+                    if ev.seq in done and ev.finish != native.FINISH_CANCEL:
+                        done[ev.seq].append(ev.token)
+                    if ev.finish != native.FINISH_NONE:
+                        live.discard(ev.seq)
+            answers.append((done[leader], done[choice]))
+            ctx.close()
+        proj.close()
+    shared, fallback = answers
+    assert shared[0] == shared[1] and len(shared[0]) == 6
+    assert fallback[1] == shared[1]
+
+
 def test_two_images_in_one_prompt(vision: Engine) -> None:
     vision.clear_cache()
     out = vision.submit("[img-0] versus [img-1] which?", GREEDY, images=[RED, BLUE]).result()

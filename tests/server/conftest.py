@@ -20,6 +20,9 @@ from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_llama
 class ScriptedStream:
     """The scheduler's Stream, replayed from a script: chunks, or an exception at a position."""
 
+    ready = True  # every chunk is there already
+    wake = None
+
     def __init__(self, chunks: list[Any]) -> None:
         self._items = list(chunks)
         self.closed = False
@@ -69,6 +72,9 @@ class FakeScheduler:
         stream = ScriptedStream(item)
         self.streams.append(stream)
         return stream
+
+    def generate_choices(self, name: str, prompt: Any, n: int, **kwargs: Any) -> list[ScriptedStream]:
+        return [self.generate(name, prompt, **kwargs) for _ in range(n)]
 
     def embed(self, name: str, inputs: Sequence[str], *, options: Mapping[str, Any], keep_alive: Any,
               truncate: bool, normalize: bool) -> dict[str, Any]:

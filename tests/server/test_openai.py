@@ -52,6 +52,31 @@ def test_chat_completion_stream_with_usage(client: testing.TestClient, scheduler
     assert scheduler.calls[-1][1]["options"]["num_predict"] == 2
 
 
+def test_chat_completion_with_n_choices(client: testing.TestClient, scheduler: FakeScheduler) -> None:
+    scheduler.script += [chunks_for(["Hel", "lo"], done_reason="length"), chunks_for(["Yo"])]
+    body = client.simulate_post("/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "n": 2}).json
+    assert body["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "length"},
+        {"index": 1, "message": {"role": "assistant", "content": "Yo"}, "finish_reason": "stop"}]
+    # the prompt once, every choice's completion
+    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
+    scheduler.script += [chunks_for(["Hel", "lo"], done_reason="length"), chunks_for(["Yo"])]
+    out = events(client.simulate_post("/v1/chat/completions", json={
+        "model": "tiny", "messages": MESSAGES, "stream": True, "n": 2, "stream_options": {"include_usage": True}}))
+    assert [c["choices"][0] if c["choices"] else c["usage"]["completion_tokens"] for c in out[:-1]] == [
+        {"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None},
+        {"index": 0, "delta": {"content": "lo"}, "finish_reason": None},
+        {"index": 0, "delta": {}, "finish_reason": "length"},
+        {"index": 1, "delta": {"role": "assistant", "content": "Yo"}, "finish_reason": None},
+        {"index": 1, "delta": {}, "finish_reason": "stop"},
+        3]
+    text = client.simulate_post("/v1/completions", json={"model": "tiny", "prompt": "hi", "n": 2}).json
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in text["choices"]] == [
+        (0, "Hello world", "stop"), (1, "Hello world", "stop")]
+    assert text["usage"]["completion_tokens"] == 4 and text["usage"]["prompt_tokens"] == 7
+
+
 def test_chat_completion_tool_call_stream(client: testing.TestClient, scheduler: FakeScheduler) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     scheduler.script.append(chunks_for(['<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}'

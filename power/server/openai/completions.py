@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import falcon
@@ -19,6 +19,7 @@ from power.server.inference import (
     Generation,
     Job,
     Services,
+    interleave,
     lookup,
     merged_options,
     require_capability,
@@ -56,12 +57,25 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def _usage(final: dict[str, Any] | None) -> dict[str, Any]:
-    """OpenAI's usage: the whole prompt, with the part reused from the KV cache in ``cached_tokens``."""
-    final = final or {}
-    p, c = int(final.get("prompt_eval_count") or 0), int(final.get("eval_count") or 0)
+def _choices(body: dict[str, Any]) -> int:
+    """``n``, how many choices to generate (the schema has checked it is an integer of at least 1)."""
+    n = body.get("n")
+    return 1 if n is None else int(n)
+
+
+def _usage(finals: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """OpenAI's usage: the whole prompt once (choice 0's, with the part reused from the KV cache in
+    ``cached_tokens``: the other choices reuse all of it) and the completion tokens of every choice."""
+    first = finals[0] or {}
+    p = int(first.get("prompt_eval_count") or 0)
+    c = sum(int((final or {}).get("eval_count") or 0) for final in finals)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
-            "prompt_tokens_details": {"cached_tokens": min(int(final.get("cached_tokens") or 0), p)}}
+            "prompt_tokens_details": {"cached_tokens": min(int(first.get("cached_tokens") or 0), p)}}
+
+
+def _close(gens: Sequence[Generation]) -> None:
+    for gen in gens:
+        gen.close()
 
 
 def _finish(final: dict[str, Any] | None, tool_calls: bool) -> str:
@@ -117,77 +131,87 @@ class ChatCompletionsResource:
         parser = parser_for(source, prompt, tools, think)
         job = Job("/v1/chat/completions", view, prompt, options, None, parser,
                   grammar=thinking_first(grammar, parser), logprobs=top, rid=req.context.rid, images=check_images(view, images))
-        gen = Generation(self.services, job)
+        gens = Generation.choices(self.services, job, _choices(body),  # each choice parses its own output
+                                  parser=lambda: parser_for(source, prompt, tools, think))
         ident = f"chatcmpl-{random.randint(0, 998)}"
         created = int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            send_sse(resp, self._chunks(gen, ident, created, include_usage), close=gen.close)
+            send_sse(resp, self._chunks(gens, ident, created, include_usage), close=lambda: _close(gens))
             return
         try:
-            send_json(resp, self._whole(gen, ident, created))
+            send_json(resp, self._whole(gens, ident, created))
         finally:
-            gen.close()
+            _close(gens)
 
     @staticmethod
     def _chunk(gen: Generation, ident: str, created: int, delta: dict[str, Any], finish: str | None = None,
                logprobs: Any = None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        choice: dict[str, Any] = {"index": gen.index, "delta": delta, "finish_reason": finish}
         if logprobs:
             choice["logprobs"] = _logprobs_openai(logprobs)
         return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": gen.job.view.name,
                 "system_fingerprint": "fp_ollama", "choices": [choice]}
 
-    def _chunks(self, gen: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
-        first = True
-        called = False
-        final = None
-        for piece in gen:
-            d = piece.delta
+    def _chunks(self, gens: list[Generation], ident: str, created: int,
+                include_usage: bool) -> Iterator[dict[str, Any]]:
+        """The choices' chunks as they come, each choice with its role first and its own finish chunk."""
+        first = [True] * len(gens)
+        called = [False] * len(gens)
+        finals: list[dict[str, Any] | None] = [None] * len(gens)
+        for i, piece in interleave(gens):
+            gen, d = gens[i], piece.delta
             deltas: list[dict[str, Any]] = []
             if d.thinking:  # a step with both thinking and content goes out as two chunks
                 deltas.append({"reasoning": d.thinking})
             if d.content:
                 deltas.append({"content": d.content})
             if d.tool_calls:
-                called = True
+                called[i] = True
                 deltas.append({"tool_calls": [c.to_openai() for c in d.tool_calls]})
             for delta in deltas:
-                if first:
+                if first[i]:
                     delta = {"role": "assistant", **delta}
-                    first = False
+                    first[i] = False
                 yield self._chunk(gen, ident, created, delta, logprobs=piece.logprobs)
-            final = piece.final or final
-        if first:
-            yield self._chunk(gen, ident, created, {"role": "assistant", "content": ""})
-        yield self._chunk(gen, ident, created, {}, _finish(final, called))
+            if piece.final is not None:
+                finals[i] = piece.final
+                if first[i]:
+                    yield self._chunk(gen, ident, created, {"role": "assistant", "content": ""})
+                yield self._chunk(gen, ident, created, {}, _finish(piece.final, called[i]))
         if include_usage:
-            yield {"id": ident, "object": "chat.completion.chunk", "created": created, "model": gen.job.view.name,
-                   "system_fingerprint": "fp_ollama", "choices": [], "usage": _usage(final)}
+            yield {"id": ident, "object": "chat.completion.chunk", "created": created,
+                   "model": gens[0].job.view.name, "system_fingerprint": "fp_ollama", "choices": [],
+                   "usage": _usage(finals)}
 
     @staticmethod
-    def _whole(gen: Generation, ident: str, created: int) -> dict[str, Any]:
-        text: list[str] = []
-        thinking: list[str] = []
-        calls: list[Any] = []
-        logprobs: list[Any] = []
-        final = None
-        for piece in gen:
-            text.append(piece.delta.content)
-            thinking.append(piece.delta.thinking)
-            calls += piece.delta.tool_calls
-            logprobs += piece.logprobs
-            final = piece.final or final
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
-        if any(thinking):
-            message["reasoning"] = "".join(thinking)
-        if calls:
-            message["tool_calls"] = [c.to_openai() for c in calls]
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": _finish(final, bool(calls))}
-        if logprobs:
-            choice["logprobs"] = _logprobs_openai(logprobs)
-        return {"id": ident, "object": "chat.completion", "created": created, "model": gen.job.view.name,
-                "system_fingerprint": "fp_ollama", "choices": [choice], "usage": _usage(final)}
+    def _whole(gens: list[Generation], ident: str, created: int) -> dict[str, Any]:
+        choices, finals = [], []
+        for gen in gens:
+            text: list[str] = []
+            thinking: list[str] = []
+            calls: list[Any] = []
+            logprobs: list[Any] = []
+            final = None
+            for piece in gen:
+                text.append(piece.delta.content)
+                thinking.append(piece.delta.thinking)
+                calls += piece.delta.tool_calls
+                logprobs += piece.logprobs
+                final = piece.final or final
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+            if any(thinking):
+                message["reasoning"] = "".join(thinking)
+            if calls:
+                message["tool_calls"] = [c.to_openai() for c in calls]
+            choice: dict[str, Any] = {"index": gen.index, "message": message,
+                                      "finish_reason": _finish(final, bool(calls))}
+            if logprobs:
+                choice["logprobs"] = _logprobs_openai(logprobs)
+            choices.append(choice)
+            finals.append(final)
+        return {"id": ident, "object": "chat.completion", "created": created, "model": gens[0].job.view.name,
+                "system_fingerprint": "fp_ollama", "choices": choices, "usage": _usage(finals)}
 
 
 class CompletionsResource:
@@ -207,47 +231,51 @@ class CompletionsResource:
         options = merged_options(view, _options(body), stop_words(view, source))
         top = int(body["logprobs"]) if body.get("logprobs") is not None else -1
         job = Job("/v1/completions", view, prompt, options, None, None, logprobs=top, rid=req.context.rid)
-        gen = Generation(self.services, job)
+        gens = Generation.choices(self.services, job, _choices(body))
         ident = f"cmpl-{random.randint(0, 998)}"
         created = int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            send_sse(resp, self._chunks(gen, ident, created, include_usage), close=gen.close)
+            send_sse(resp, self._chunks(gens, ident, created, include_usage), close=lambda: _close(gens))
             return
         try:
-            text, final, logprobs = [], None, []
-            for piece in gen:
-                text.append(piece.delta.content)
-                logprobs += piece.logprobs
-                final = piece.final or final
+            choices, finals = [], []
+            for gen in gens:
+                text, final, logprobs = [], None, []
+                for piece in gen:
+                    text.append(piece.delta.content)
+                    logprobs += piece.logprobs
+                    final = piece.final or final
+                choices.append({"text": "".join(text), "index": gen.index, "logprobs": _logprobs_legacy(logprobs),
+                                "finish_reason": _finish(final, False)})
+                finals.append(final)
             send_json(resp, {"id": ident, "object": "text_completion", "created": created, "model": view.name,
-                             "system_fingerprint": "fp_ollama",
-                             "choices": [{"text": "".join(text), "index": 0,
-                                          "logprobs": _logprobs_legacy(logprobs),
-                                          "finish_reason": _finish(final, False)}], "usage": _usage(final)})
+                             "system_fingerprint": "fp_ollama", "choices": choices, "usage": _usage(finals)})
         finally:
-            gen.close()
+            _close(gens)
 
     @staticmethod
-    def _chunks(gen: Generation, ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
+    def _chunks(gens: list[Generation], ident: str, created: int, include_usage: bool) -> Iterator[dict[str, Any]]:
         zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
-        def chunk(text: str, finish: str | None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-            out = {"id": ident, "object": "text_completion", "created": created, "model": gen.job.view.name,
+        def chunk(index: int, text: str, finish: str | None, logprobs: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+            out = {"id": ident, "object": "text_completion", "created": created, "model": gens[0].job.view.name,
                    "system_fingerprint": "fp_ollama",
-                   "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}]}
+                   "choices": [{"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}]}
             if include_usage:
                 out["usage"] = zero
             return out
 
-        final = None
-        offset = 0
-        for piece in gen:
+        finals: list[dict[str, Any] | None] = [None] * len(gens)
+        offsets = [0] * len(gens)
+        for i, piece in interleave(gens):
             if piece.delta.content or piece.logprobs:
-                yield chunk(piece.delta.content, None, _logprobs_legacy(piece.logprobs, offset))
-                offset += len(piece.delta.content)
-            final = piece.final or final
-        yield chunk("", _finish(final, False))
+                yield chunk(i, piece.delta.content, None, _logprobs_legacy(piece.logprobs, offsets[i]))
+                offsets[i] += len(piece.delta.content)
+            if piece.final is not None:
+                finals[i] = piece.final
+                yield chunk(i, "", _finish(piece.final, False))
         if include_usage:
-            yield {"id": ident, "object": "text_completion", "created": created, "model": gen.job.view.name,
-                   "system_fingerprint": "fp_ollama", "choices": [], "usage": _usage(final)}
+            yield {"id": ident, "object": "text_completion", "created": created, "model": gens[0].job.view.name,
+                   "system_fingerprint": "fp_ollama", "choices": [], "usage": _usage(finals)}
