@@ -117,6 +117,18 @@ def test_library_and_generation_through_the_server(served: dict[str, str], sourc
     assert r.stdout.startswith("a3s-power version is ")
 
 
+def test_run_shows_the_load_as_a_bar(served: dict[str, str], source: Path) -> None:
+    assert power(served, "create", "loader", "-f", str(source)).returncode == 0
+    r = power(served, "run", "loader", "hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "loading model" not in r.stdout  # the answer alone on stdout
+    [bar] = [line for line in r.stderr.splitlines() if line.startswith("loading model:")]
+    assert bar.startswith("loading model: 100% ▕█") and bar.endswith("B")
+    again = power(served, "run", "loader", "hello")  # loaded now: no bar
+    assert again.returncode == 0 and "loading model" not in again.stderr
+    assert power(served, "stop", "loader").returncode == 0
+
+
 def test_run_starts_a_private_server_when_none_answers(tmp_path: Path, source: Path) -> None:
     env = _env(tmp_path / "home", free_port())
     assert power(env, "create", "tiny", "-f", str(source)).returncode == 0

@@ -55,6 +55,18 @@ def final_fields(final: dict[str, Any], total_ns: int) -> dict[str, Any]:
     return out
 
 
+def load_line(name: str, piece: Piece, empty: dict[str, Any]) -> dict[str, Any]:
+    """A progress line of the model's load: ``empty`` is the endpoint's empty answer, so clients parse it."""
+    assert piece.load is not None
+    return {"model": name, "created_at": now_utc(), **empty, "done": False, "status": "loading model",
+            "completed": int(piece.load["completed"]), "total": int(piece.load["total"])}
+
+
+def _load_progress(body: dict[str, Any]) -> bool:
+    """Progress lines are opt-in (``load_progress: true``), and only on a stream."""
+    return bool(body.get("load_progress")) and body.get("stream", True) is not False
+
+
 def _logprobs(body: dict[str, Any]) -> int:
     if not body.get("logprobs"):
         return -1
@@ -131,7 +143,8 @@ class GenerateResource(_Base):
         parser = parser_for(source, prompt, None, think) if think else None
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"), parser,
                   grammar=thinking_first(grammar, parser), logprobs=_logprobs(body), raw=raw,
-                  truncate=body.get("truncate", True), rid=req.context.rid, context=not raw, images=images)
+                  truncate=body.get("truncate", True), rid=req.context.rid, context=not raw, images=images,
+                  load_progress=_load_progress(body))
         gen = Generation(self.services, job)
         want_context = not raw
         self._respond(resp, body, gen, lambda g: self._chunks(g, want_context),
@@ -148,6 +161,9 @@ class GenerateResource(_Base):
         name = gen.job.view.name
         outputs: list[int] = []
         for piece in gen:
+            if piece.load is not None:
+                yield load_line(name, piece, {"response": ""})
+                continue
             outputs += piece.tokens
             d = piece.delta
             if d.content or d.thinking or piece.logprobs:
@@ -221,7 +237,7 @@ class ChatResource(_Base):
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"), parser,
                   grammar=thinking_first(plan.grammar or grammar, parser),
                   logprobs=_logprobs(body), truncate=body.get("truncate", True), rid=req.context.rid,
-                  images=check_images(view, images))
+                  images=check_images(view, images), load_progress=_load_progress(body))
         gen = Generation(self.services, job)
         self._respond(resp, body, gen, self._chunks, self._whole)
 
@@ -237,6 +253,9 @@ class ChatResource(_Base):
     def _chunks(self, gen: Generation) -> Iterator[dict[str, Any]]:
         name = gen.job.view.name
         for piece in gen:
+            if piece.load is not None:
+                yield load_line(name, piece, {"message": self._message("")})
+                continue
             d = piece.delta
             if d.content or d.thinking or d.tool_calls or piece.logprobs:
                 chunk: dict[str, Any] = {"model": name, "created_at": now_utc(),
