@@ -164,8 +164,12 @@ class Repl:
 
     def _preload(self) -> None:
         body = self.opts.request(messages=[])
-        for _ in self.client.chat(body):
-            pass
+        view = load_view(self.ctx)
+        for status in self.client.chat(body):
+            if status.get("status") == "loading model":
+                view.update(status)
+        if view.lines:
+            view.close()
 
     # -- chatting ------------------------------------------------------------------
     def chat_messages(self) -> list[dict[str, Any]]:

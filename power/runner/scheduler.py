@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import queue
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -133,6 +134,26 @@ class Scheduler:
         """Make sure ``name`` is loaded; return the load's duration in ns (0 if it already was)."""
         _, load_ns = self._call(name, options, keep_alive, "health", {})
         return load_ns
+
+    def load_progress(self, name: str, options: Mapping[str, Any] | None = None,
+                      keep_alive: Any = None) -> Iterator[tuple[int, int]]:
+        """Make sure ``name`` is loaded like ``load``, yielding (completed, total) while the load it waits for
+        goes on; the load's error raises from the iterator (before any item when it fails at once)."""
+        spec, _, load, facts = self._prepare(name, options)
+        ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
+        call = Call()
+        events: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        call.future.add_done_callback(lambda _: events.put(None))
+        self._lt.spawn(self._dispatch(spec, load, facts, ka, "health", call, {}, {},
+                                      watch=lambda completed, total: events.put((completed, total))),
+                       on_error=call.fail)
+
+        def items() -> Iterator[tuple[int, int]]:
+            while (item := events.get()) is not None:
+                yield item
+            call.wait()
+
+        return items()
 
     def stats(self, name: str | None = None, timeout: float = 2.0) -> dict[str, Any]:
         """Counters for metrics; never loads a model unless ``name`` is given.

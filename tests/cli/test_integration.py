@@ -129,6 +129,29 @@ def test_run_shows_the_load_as_a_bar(served: dict[str, str], source: Path) -> No
     assert power(served, "stop", "loader").returncode == 0
 
 
+def test_the_repl_shows_its_preload_as_a_bar(served: dict[str, str], source: Path) -> None:
+    import io
+
+    from power.cli.context import Context
+    from power.cli.repl import Repl
+    from power.cli.run import RunOptions
+
+    assert power(served, "create", "chatter", "-f", str(source)).returncode == 0
+    client = Client(f"http://{served['OLLAMA_HOST']}")
+    err = io.StringIO()
+    ctx = Context(settings=load_settings(served), out=io.StringIO(), err=err, stdin=io.StringIO())
+
+    def read(prompt: str) -> str:
+        raise EOFError
+
+    repl = Repl(ctx, client, RunOptions(model="chatter", wordwrap=False), client.show("chatter"), read=read)
+    assert repl.loop() == 0
+    [bar] = [line for line in err.getvalue().splitlines() if line.startswith("loading model:")]
+    assert bar.startswith("loading model: 100% ▕█")
+    assert "chatter:latest" in [m["name"] for m in client.ps()]
+    assert power(served, "stop", "chatter").returncode == 0
+
+
 def test_run_starts_a_private_server_when_none_answers(tmp_path: Path, source: Path) -> None:
     env = _env(tmp_path / "home", free_port())
     assert power(env, "create", "tiny", "-f", str(source)).returncode == 0

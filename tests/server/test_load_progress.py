@@ -107,6 +107,25 @@ def test_ps_shows_the_model_while_it_loads(real: RealApp) -> None:
     check_progress(lines(result["r"].text), GENERATE_RESPONSE)
 
 
+def test_a_load_request_streams_its_progress(real: RealApp) -> None:
+    c = real.client
+    body = {"model": "tiny", "messages": [], "load_progress": True}
+    out = lines(c.simulate_post("/api/chat", json=body).text)
+    progress = loading(out)
+    assert len(progress) >= 3 and out[:-1] == progress
+    assert progress[-1]["completed"] == progress[-1]["total"] and progress[0]["completed"] < progress[0]["total"]
+    assert out[-1] == {"model": "tiny:latest", "created_at": out[-1]["created_at"],
+                       "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"}
+    assert [m["name"] for m in c.simulate_get("/api/ps").json["models"]] == ["tiny:latest"]
+    again = lines(c.simulate_post("/api/generate", json={"model": "tiny", "load_progress": True}).text)
+    assert [x["done_reason"] for x in again] == ["load"] and again[0]["response"] == ""
+    missing = c.simulate_post("/api/chat", json={**body, "model": "ghost"})
+    assert missing.status_code == 404
+    # Not asked: one JSON object, as before.
+    plain = c.simulate_post("/api/generate", json={"model": "other"})
+    assert plain.json["done_reason"] == "load" and plain.headers["content-type"].startswith("application/json")
+
+
 def test_load_progress_must_be_a_boolean(real: RealApp) -> None:
     r = real.client.simulate_post("/api/chat", json={"model": "tiny", "messages": ASK, "load_progress": "yes"})
     assert r.status_code == 400 and "load_progress" in r.json["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -55,11 +56,10 @@ def final_fields(final: dict[str, Any], total_ns: int) -> dict[str, Any]:
     return out
 
 
-def load_line(name: str, piece: Piece, empty: dict[str, Any]) -> dict[str, Any]:
+def load_line(name: str, completed: int, total: int, empty: dict[str, Any]) -> dict[str, Any]:
     """A progress line of the model's load: ``empty`` is the endpoint's empty answer, so clients parse it."""
-    assert piece.load is not None
     return {"model": name, "created_at": now_utc(), **empty, "done": False, "status": "loading model",
-            "completed": int(piece.load["completed"]), "total": int(piece.load["total"])}
+            "completed": int(completed), "total": int(total)}
 
 
 def _load_progress(body: dict[str, Any]) -> bool:
@@ -79,6 +79,18 @@ def _load_or_unload(services: Services, view: ModelView, body: dict[str, Any], r
     if keep_alive is not None and parse_keep_alive(keep_alive) == 0:
         services.scheduler.unload(view.name)
         reason = "unload"
+    elif _load_progress(body):  # the load's progress lines, then the answer as a last line
+        events = services.scheduler.load_progress(view.name, merged_options(view, body.get("options"), []),
+                                                  keep_alive)
+        first = next(events, None)  # an error before any progress keeps its status
+
+        def lines() -> Iterator[dict[str, Any]]:
+            for completed, total in itertools.chain([first] if first else [], events):
+                yield load_line(view.name, completed, total, extra)
+            yield {"model": view.name, "created_at": now_utc(), **extra, "done": True, "done_reason": "load"}
+
+        send_ndjson(resp, lines())
+        return
     else:
         services.scheduler.load(view.name, merged_options(view, body.get("options"), []), keep_alive)
         reason = "load"
@@ -162,7 +174,7 @@ class GenerateResource(_Base):
         outputs: list[int] = []
         for piece in gen:
             if piece.load is not None:
-                yield load_line(name, piece, {"response": ""})
+                yield load_line(name, piece.load["completed"], piece.load["total"], {"response": ""})
                 continue
             outputs += piece.tokens
             d = piece.delta
@@ -254,7 +266,7 @@ class ChatResource(_Base):
         name = gen.job.view.name
         for piece in gen:
             if piece.load is not None:
-                yield load_line(name, piece, {"message": self._message("")})
+                yield load_line(name, piece.load["completed"], piece.load["total"], {"message": self._message("")})
                 continue
             d = piece.delta
             if d.content or d.thinking or d.tool_calls or piece.logprobs:
