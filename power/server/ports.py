@@ -22,7 +22,7 @@ class ModelView:
     modified_at: float  # Unix time
     capabilities: tuple[str, ...] = ("completion",)
     template: str | None = None  # Go TEMPLATE layer
-    chat_template: str | None = None  # GGUF tokenizer.chat_template (Jinja)
+    chat_template: str | None = None  # Jinja: a Jinja TEMPLATE layer, else GGUF tokenizer.chat_template
     metadata: Mapping[str, Any] = field(default_factory=dict)  # GGUF key/values (no big arrays)
     system: str = ""
     parameters: Mapping[str, Any] = field(default_factory=dict)

@@ -95,3 +95,32 @@ def test_errors_before_any_progress_keep_their_type(make_scheduler: Callable[...
     sched = make_scheduler(kwargs={"load_pause": PAUSE})
     with pytest.raises(ModelNotFound):
         sched.generate("nope", "hi", load_progress=True)
+
+
+def test_a_load_that_fails_after_progress_ends_the_stream_with_its_error(
+        make_scheduler: Callable[..., Scheduler]) -> None:
+    from power.errors import PowerError
+
+    sched = make_scheduler(load_timeout=1.0, kwargs={"load_pause": 0.3})
+    stream = sched.generate("tiny", "hi", options={"num_predict": 2}, load_progress=True)
+    seen = []
+    with pytest.raises(PowerError, match="timed out waiting for the model to load"):
+        for item in stream:
+            seen.append(item["load"])
+    assert seen and seen[-1]["completed"] < seen[-1]["total"]  # it never got to the end
+    assert sched.ps() == []
+
+
+def test_the_runner_reports_once_a_percent() -> None:
+    from power.runner.process import LoadProgress
+
+    sent: list[dict[str, Any]] = []
+
+    class Outbox:
+        def send(self, msg: dict[str, Any]) -> None:
+            sent.append(msg)
+
+    report = LoadProgress(Outbox())  # type: ignore[arg-type]
+    assert all(report(f) for f in (0.0, 0.001, 0.009, 0.01, 0.013, 0.5, 0.5, 0.49, 0.999, 1.0, 1.0))
+    assert [m["progress"] for m in sent] == [0.0, 0.01, 0.5, 0.99, 1.0]
+    assert all(m["op"] == "progress" for m in sent)
