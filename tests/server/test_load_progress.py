@@ -126,6 +126,26 @@ def test_a_load_request_streams_its_progress(real: RealApp) -> None:
     assert plain.json["done_reason"] == "load" and plain.headers["content-type"].startswith("application/json")
 
 
+def test_the_ollama_client_asks_through_options_and_reads_the_progress(real: RealApp) -> None:
+    import httpx
+    import ollama
+
+    client = ollama.Client(host="http://127.0.0.1:11434", transport=httpx.WSGITransport(app=real.app),
+                           headers={"Host": "127.0.0.1:11434"})
+    parts = list(client.generate("tiny", "hello", stream=True, options={"load_progress": True, "num_predict": 4}))
+    progress = [(p.completed, p.total) for p in parts if p.completed is not None]
+    assert len(progress) >= 3 and progress[-1][0] == progress[-1][1]
+    assert [c for c, _ in progress] == sorted({c for c, _ in progress})
+    assert parts[-1].done and parts[-1].eval_count == 4
+    assert "".join(p.response or "" for p in parts)  # the answer follows
+    chat = list(client.chat("other", messages=ASK, stream=True, options={"load_progress": True, "num_predict": 3}))
+    assert chat[0].done is False and chat[0].message.content == "" and chat[-1].done
+    assert len(chat) > 3 + 1
+
+
 def test_load_progress_must_be_a_boolean(real: RealApp) -> None:
     r = real.client.simulate_post("/api/chat", json={"model": "tiny", "messages": ASK, "load_progress": "yes"})
     assert r.status_code == 400 and "load_progress" in r.json["error"]
+    r = real.client.simulate_post("/api/generate", json={"model": "tiny", "prompt": "hi",
+                                                         "options": {"load_progress": 1}})
+    assert r.status_code == 400 and r.json == {"error": "options.load_progress must be true or false"}

@@ -67,6 +67,18 @@ def _load_progress(body: dict[str, Any]) -> bool:
     return bool(body.get("load_progress")) and body.get("stream", True) is not False
 
 
+def _options_opt_in(body: dict[str, Any]) -> None:
+    """Take ``load_progress`` from ``options`` too (where any Ollama client can put it); the top level wins."""
+    options = body.get("options")
+    if isinstance(options, dict) and "load_progress" in options:
+        options = dict(options)
+        flag = options.pop("load_progress")
+        if not isinstance(flag, bool):
+            raise InvalidRequest("options.load_progress must be true or false")
+        body["options"] = options
+        body.setdefault("load_progress", flag)
+
+
 def _logprobs(body: dict[str, Any]) -> int:
     if not body.get("logprobs"):
         return -1
@@ -106,6 +118,7 @@ class _Base:
 
     def _begin(self, req: falcon.Request) -> tuple[dict[str, Any], ModelView]:
         body = read_json(req, self.schema)
+        _options_opt_in(body)
         name = model_field(body)
         req.context.model = name
         check_keep_alive(body.get("keep_alive"))
@@ -215,6 +228,7 @@ class ChatResource(_Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self.schema)
+        _options_opt_in(body)
         if not body.get("model"):
             raise InvalidRequest("model is required")
         req.context.model = body["model"]
