@@ -61,6 +61,8 @@ _MODEL = {"type": "string", "description": "model name, e.g. llama3.2:latest", "
 # ``model``, or its deprecated alias ``name``, on the routes that take either.
 _MODEL_OR_NAME = [{"required": ["model"]}, {"required": ["name"]}]
 
+_LOAD_PROGRESS = {"type": "boolean",
+                  "description": "stream {status: loading model, completed, total} lines while the model loads"}
 GENERATE = {
     "type": "object",
     "properties": {
@@ -68,6 +70,7 @@ GENERATE = {
         "context": {"type": ["array", "null"], "items": _TOKEN}, "stream": _B, "raw": _B, "format": _FORMAT,
         "keep_alive": _KEEP_ALIVE, "images": _IMAGES, "options": _OPTIONS, "think": _THINK, "truncate": _B,
         "shift": _B, "logprobs": _B, "top_logprobs": _TOP_LOGPROBS, "_debug_render_only": _B,
+        "load_progress": _LOAD_PROGRESS,
     },
     "anyOf": _MODEL_OR_NAME,
 }
@@ -78,7 +81,7 @@ CHAT = {
         "tools": {"type": ["array", "null"], "items": _TOOL}, "tool_choice": _TOOL_CHOICE, "format": _FORMAT,
         "options": _OPTIONS,
         "stream": _B, "keep_alive": _KEEP_ALIVE, "think": _THINK, "truncate": _B, "shift": _B, "logprobs": _B,
-        "top_logprobs": _TOP_LOGPROBS, "_debug_render_only": _B,
+        "top_logprobs": _TOP_LOGPROBS, "_debug_render_only": _B, "load_progress": _LOAD_PROGRESS,
     },
     "required": ["model"],
 }
@@ -264,12 +267,14 @@ ERROR = _object({"error": _S})
 OA_ERROR = _object({"error": _object({"message": _S, "type": _S, "param": _NULLABLE_S,
                                       "code": {"type": ["string", "integer", "null"]}})})
 
+_LOADING = {"status": {"const": "loading model"}, "completed": _COUNT, "total": _COUNT}  # load_progress lines
 GENERATE_RESPONSE = _object({"model": _S, "created_at": _S, "response": _S, "done": _B},
-                            {"thinking": _S, "context": {"type": "array", "items": _I}, **_FINAL})
+                            {"thinking": _S, "context": {"type": "array", "items": _I}, **_FINAL, **_LOADING})
 _OUT_TOOL_CALL = _object({"function": _object({"name": _S, "arguments": _OBJ}, {"index": _I})}, {"id": _S})
 _OUT_MESSAGE = _object({"role": {"const": "assistant"}, "content": _S},
                        {"thinking": _S, "tool_calls": {"type": "array", "items": _OUT_TOOL_CALL}})
-CHAT_RESPONSE = _object({"model": _S, "created_at": _S, "message": _OUT_MESSAGE, "done": _B}, _FINAL)
+CHAT_RESPONSE = _object({"model": _S, "created_at": _S, "message": _OUT_MESSAGE, "done": _B},
+                        {**_FINAL, **_LOADING})
 EMBED_RESPONSE = _object({"model": _S, "embeddings": {"type": "array", "items": {"type": "array", "items": _N}}},
                          {"total_duration": _COUNT, "load_duration": _COUNT, "prompt_eval_count": _COUNT})
 EMBEDDINGS_RESPONSE = _object({"embedding": {"type": "array", "items": _N}})
@@ -283,7 +288,7 @@ SHOW_RESPONSE = _object({"model_info": _OBJ}, {
     "capabilities": {"type": "array", "items": _S}, "modified_at": _S})
 _RUNNING = _object({"name": _S, "model": _S, "size": _COUNT, "size_vram": _COUNT, "digest": _S},
                    {"details": _DETAILS, "expires_at": _S, "context_length": _COUNT, "processor": _S,
-                    "running": _COUNT, "waiting": _COUNT})
+                    "running": _COUNT, "waiting": _COUNT, **_LOADING})
 PS = _object({"models": {"type": "array", "items": _RUNNING}})
 VERSION = _object({"version": _S})
 BLOB = _object({"digest": _S})

@@ -1,7 +1,8 @@
 """Progress of pull, push and create, drawn from their NDJSON status stream like Ollama's.
 
-A status with ``digest`` and ``total`` gets a bar line
-(``pulling 8eeb52dfb3bb:  45% ▕█████    ▏ 1.2 GB/2.0 GB  35 MB/s  20s``);
+A status with ``total`` and a ``digest`` or ``completed`` gets a bar line
+(``pulling 8eeb52dfb3bb:  45% ▕█████    ▏ 1.2 GB/2.0 GB  35 MB/s  20s``, or
+``loading model:  45% ▕...``);
 any other status gets a line with a braille spinner until the next one starts.
 On a terminal the lines are redrawn in place; elsewhere each line is written
 once (a bar when its layer is complete, or at the end).
@@ -82,8 +83,8 @@ class ProgressView:
         text = str(status.get("status") or "").strip()
         digest = str(status.get("digest") or "")
         total = int(status.get("total") or 0)
-        is_bar = bool(digest) and total > 0
-        key = digest if is_bar else text
+        is_bar = total > 0 and (bool(digest) or "completed" in status)
+        key = digest if is_bar and digest else text
         if not key:
             return
         line = self.by_key.get(key)

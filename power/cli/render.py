@@ -191,9 +191,11 @@ def ps_rows(models: Iterable[Mapping[str, Any]], now: datetime | None = None) ->
     for m in models:
         size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
         digest = str(m.get("digest", "")).removeprefix("sha256:")
+        total = int(m.get("total") or 0)
+        when = (f"loading {int(m.get('completed') or 0) * 100 // total}%" if m.get("status") == "loading model"
+                and total > 0 else until(parse_time(m.get("expires_at")), now))
         rows.append([str(m.get("name") or m.get("model") or ""), digest[:12], human_bytes(size),
-                     processor(size, vram), str(m.get("context_length") or ""),
-                     until(parse_time(m.get("expires_at")), now)])
+                     processor(size, vram), str(m.get("context_length") or ""), when])
     return rows
 
 

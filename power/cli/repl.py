@@ -13,7 +13,7 @@ from typing import Any, Callable
 from power.cli.context import Context
 from power.cli.images import extract_images
 from power.cli.render import list_rows, metrics_summary, table
-from power.cli.run import AnswerPrinter, RunOptions, ensure_model, stream_answer
+from power.cli.run import AnswerPrinter, RunOptions, ensure_model, load_view, stream_answer
 from power.cli.show import render_field, render_show
 from power.client import Client
 from power.errors import InvalidRequest, PowerError
@@ -164,8 +164,12 @@ class Repl:
 
     def _preload(self) -> None:
         body = self.opts.request(messages=[])
-        for _ in self.client.chat(body):
-            pass
+        view = load_view(self.ctx)
+        for status in self.client.chat(body):
+            if status.get("status") == "loading model":
+                view.update(status)
+        if view.lines:
+            view.close()
 
     # -- chatting ------------------------------------------------------------------
     def chat_messages(self) -> list[dict[str, Any]]:
@@ -180,7 +184,7 @@ class Repl:
                 message["images"] = images
         self.messages.append(message)
         printer = AnswerPrinter(self.ctx.out, tty=self.ctx.interactive_out, wordwrap=self.opts.wordwrap,
-                                hide_thinking=self.opts.hide_thinking)
+                                hide_thinking=self.opts.hide_thinking, progress=load_view(self.ctx))
         try:
             content, thinking, final = stream_answer(
                 self.client.chat(self.opts.request(messages=self.chat_messages())), printer)

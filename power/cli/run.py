@@ -16,12 +16,13 @@ from typing import Any, Iterable, Mapping, TextIO
 
 from power.cli.context import Context
 from power.cli.images import extract_images
+from power.cli.progress import ProgressView
 from power.cli.render import WordWrap, metrics_summary
 from power.cli.transfer import pull_model
 from power.client import Client, HTTPStatusError
 from power.errors import InvalidRequest, NotFound
 
-__all__ = ["RunOptions", "AnswerPrinter", "cmd_run", "ensure_model", "stream_answer", "think_value"]
+__all__ = ["RunOptions", "AnswerPrinter", "cmd_run", "ensure_model", "load_view", "stream_answer", "think_value"]
 
 GRAY, RESET = "\x1b[90m", "\x1b[0m"
 
@@ -65,7 +66,8 @@ class RunOptions:
     insecure: bool = False
 
     def request(self, **body: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, **body}
+        # load_progress: a model that has to load first reports it, and the CLI draws a bar
+        out: dict[str, Any] = {"model": self.model, "load_progress": True, **body}
         if self.format:
             out["format"] = self.format
         if self.keep_alive is not None:
@@ -78,10 +80,15 @@ class RunOptions:
 
 
 class AnswerPrinter:
-    """Writes streamed thinking and content: ``Thinking...`` framing, gray on a terminal, word wrap."""
+    """Writes streamed thinking and content: ``Thinking...`` framing, gray on a terminal, word wrap.
 
-    def __init__(self, out: TextIO, *, tty: bool, wordwrap: bool, hide_thinking: bool) -> None:
+    ``progress`` (on stderr) draws the bar of a model load reported ahead of the answer.
+    """
+
+    def __init__(self, out: TextIO, *, tty: bool, wordwrap: bool, hide_thinking: bool,
+                 progress: ProgressView | None = None) -> None:
         self.out = out
+        self.progress = progress
         self.tty = tty
         width = shutil.get_terminal_size((80, 24)).columns - 5 if wordwrap else 0
         self.wrap = WordWrap(max(width, 10) if wordwrap else 0)
@@ -89,8 +96,18 @@ class AnswerPrinter:
         self.in_thinking = False
         self.last = ""
 
+    def loading(self, status: Mapping[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.update(status)
+
+    def _end_loading(self) -> None:
+        if self.progress is not None and self.progress.lines:
+            self.progress.close()
+        self.progress = None
+
     def _write(self, text: str) -> None:
         if text:
+            self._end_loading()
             self.out.write(text)
             self.out.flush()
             self.last = text
@@ -117,6 +134,7 @@ class AnswerPrinter:
             self._write("\n...done thinking.\n\n" + (RESET if self.tty else ""))
 
     def finish(self) -> None:
+        self._end_loading()
         self._end_thinking()
         self._write(self.wrap.flush())
         if self.last and not self.last.endswith("\n"):
@@ -131,6 +149,9 @@ def stream_answer(chunks: Iterable[Mapping[str, Any]], printer: AnswerPrinter,
     thinking: list[str] = []
     final: dict[str, Any] = {}
     for chunk in chunks:
+        if chunk.get("status") == "loading model":
+            printer.loading(chunk)
+            continue
         msg = chunk.get("message") if isinstance(chunk.get("message"), dict) else None
         think = (msg or chunk).get("thinking") or ""
         text = (msg.get("content") if msg else chunk.get("response")) or ""
@@ -146,6 +167,11 @@ def stream_answer(chunks: Iterable[Mapping[str, Any]], printer: AnswerPrinter,
             final = dict(chunk)
     printer.finish()
     return "".join(content), "".join(thinking), final
+
+
+def load_view(ctx: Context) -> ProgressView:
+    """Where a model load's bar is drawn: stderr, as pull's."""
+    return ProgressView(ctx.err, tty=ctx.interactive_err)
 
 
 def ensure_model(ctx: Context, client: Client, model: str, insecure: bool = False) -> dict[str, Any]:
@@ -186,7 +212,7 @@ def generate_once(ctx: Context, client: Client, opts: RunOptions, prompt: str,
     if opts.system:
         body["system"] = opts.system
     printer = AnswerPrinter(ctx.out, tty=ctx.interactive_out, wordwrap=opts.wordwrap,
-                            hide_thinking=opts.hide_thinking)
+                            hide_thinking=opts.hide_thinking, progress=load_view(ctx))
     _, _, final = stream_answer(client.generate(body), printer)
     if opts.verbose:
         ctx.err.write(metrics_summary(final))

@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "power.prompt.builtin": ("BuiltinFormat", "builtin_format", "fim_template"),
     "power.prompt.capabilities": ("capabilities_of",),
-    "power.prompt.chat": ("ChatPrompt", "TemplateSource", "build_chat", "render_chat", "render_generate",
-                          "think_values"),
+    "power.prompt.chat": ("ChatPrompt", "TemplateSource", "build_chat", "model_templates", "render_chat",
+                          "render_generate", "rendering_template", "think_values"),
     "power.prompt.go": ("GoTemplate", "parse_template"),
     "power.prompt.grammars": ("ToolPlan", "after_thinking", "plan_tools", "tool_call_grammar"),
-    "power.prompt.jinja": ("JinjaTemplate", "parse_jinja"),
+    "power.prompt.jinja": ("JinjaTemplate", "is_jinja", "parse_jinja"),
     "power.prompt.limits": ("Limits",),
     "power.prompt.parsing": ("Delta", "OutputParser", "ThinkingParser", "ToolCall", "ToolCallParser",
                              "new_call_id", "output_parser", "parse_tool_calls", "starts_thinking",
@@ -69,13 +69,15 @@ if TYPE_CHECKING:
         ChatPrompt,
         TemplateSource,
         build_chat,
+        model_templates,
         render_chat,
         render_generate,
+        rendering_template,
         think_values,
     )
     from power.prompt.go import GoTemplate, parse_template
     from power.prompt.grammars import ToolPlan, after_thinking, plan_tools, tool_call_grammar
-    from power.prompt.jinja import JinjaTemplate, parse_jinja
+    from power.prompt.jinja import JinjaTemplate, is_jinja, parse_jinja
     from power.prompt.limits import Limits
     from power.prompt.parsing import (
         Delta,
@@ -123,6 +125,8 @@ __all__ = [
     "builtin_format",
     "capabilities_of",
     "fim_template",
+    "is_jinja",
+    "model_templates",
     "new_call_id",
     "output_parser",
     "parse_jinja",
@@ -131,6 +135,7 @@ __all__ = [
     "plan_tools",
     "render_chat",
     "render_generate",
+    "rendering_template",
     "starts_thinking",
     "think_values",
     "thinking_tags",

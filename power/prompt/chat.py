@@ -20,7 +20,7 @@ from power.errors import InvalidRequest, TemplateError
 from power.prompt.builtin import builtin_format, fim_template
 from power.prompt.capabilities import capabilities_of
 from power.prompt.go.template import GoTemplate, parse_template
-from power.prompt.jinja import JinjaTemplate, TemplateRefused, parse_jinja
+from power.prompt.jinja import JinjaTemplate, TemplateRefused, is_jinja, parse_jinja
 from power.prompt.limits import Budget
 from power.prompt.messages import (
     Message,
@@ -39,8 +39,10 @@ __all__ = [
     "ChatPrompt",
     "TemplateSource",
     "build_chat",
+    "model_templates",
     "render_chat",
     "render_generate",
+    "rendering_template",
     "think_values",
 ]
 
@@ -106,6 +108,24 @@ class TemplateSource:
             if self.model and not str(exc).startswith("model "):
                 raise TemplateError(f"model {self.model!r}: {exc}") from exc
             raise
+
+
+def model_templates(template: str | None, chat_template: str | None) -> tuple[str | None, str | None]:
+    """A model's (Go, Jinja) templates from its TEMPLATE layer and its GGUF's chat template.
+
+    A Jinja TEMPLATE (a Modelfile copied from ``show``) takes the GGUF template's place.
+    """
+    if template is not None and is_jinja(template):
+        return None, template
+    return template, chat_template
+
+
+def rendering_template(template: str | None, chat_template: str | None) -> tuple[str | None, str | None]:
+    """Of ``model_templates``, only the one that renders (``TemplateSource.kind``): what ``show`` reports."""
+    go, jinja = model_templates(template, chat_template or None)
+    if go is not None and jinja:
+        return (None, jinja) if TemplateSource(go=go, jinja=jinja).kind == "jinja" else (go, None)
+    return go, jinja
 
 
 def _with_response(text: str) -> GoTemplate:

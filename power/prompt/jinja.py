@@ -28,15 +28,18 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import SandboxedEnvironment, modifies_known_mutable
 
 from power.errors import TemplateError
+from power.prompt.go.template import parse_template
 from power.prompt.limits import DEFAULT_LIMITS, Budget, Limits
 
-__all__ = ["JinjaTemplate", "TemplateRefused", "parse_jinja"]
+__all__ = ["JinjaTemplate", "TemplateRefused", "is_jinja", "parse_jinja"]
 
 _budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("jinja_budget", default=None)
 # ids of the containers passed in to the render under way: those stay immutable.
 _inputs: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("jinja_inputs",
                                                                          default=frozenset())
 
+# A Jinja statement or comment: Ollama's Go templates never hold one.
+_JINJA_TAG = re.compile(r"\{%-?\s*[A-Za-z_]|\{#")
 # Format specs with large widths ("{:>99999999}") would allocate before we can count.
 _WIDE_SPEC = re.compile(r"[{%][^}%]*?\d{5,}")
 
@@ -243,3 +246,26 @@ class JinjaTemplate:
 def parse_jinja(source: str) -> JinjaTemplate:
     """Compile (and cache) a Jinja chat template with the default limits."""
     return JinjaTemplate(source)
+
+
+@functools.lru_cache(maxsize=64)
+def is_jinja(text: str) -> bool:
+    """Whether a TEMPLATE text is a Jinja chat template (what GGUFs carry) rather than an Ollama Go template.
+
+    ``show`` reports a GGUF's Jinja template as the model's template, so a Modelfile
+    copied from it holds Jinja: such a text has a ``{% ... %}`` statement (or a
+    ``{# #}`` comment) and compiles as Jinja, or fails as Go and compiles as Jinja.
+    """
+    if not text or "{" not in text:
+        return False
+    if not _JINJA_TAG.search(text) and _compiles(parse_template, text):
+        return False
+    return _compiles(parse_jinja, text)
+
+
+def _compiles(parse: Any, text: str) -> bool:
+    try:
+        parse(text)
+    except TemplateError:
+        return False
+    return True

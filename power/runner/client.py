@@ -66,6 +66,17 @@ class LoopThread:
             fut.cancel()
             raise
 
+    def spawn(self, coro: Coroutine[Any, Any, Any], on_error: Callable[[BaseException], None]) -> None:
+        """Run ``coro`` on the loop without waiting for it; ``on_error`` gets what it raises (in the loop)."""
+        async def run() -> None:
+            try:
+                await coro
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's sink, never lost
+                on_error(exc)
+                if not isinstance(exc, Exception):
+                    raise
+        asyncio.run_coroutine_threadsafe(run(), self.loop)
+
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop as soon as possible; returns at once."""
         self.loop.call_soon_threadsafe(fn, *args)
@@ -85,8 +96,13 @@ class RunnerProcess(asyncio.Protocol):
     def __init__(self, model_path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
                  *, projector: str | None = None, log_level: str = "WARNING", cache_ram: int = 0,
                  cache_disk: tuple[str, int] | None = None,
-                 on_exit: Callable[[RunnerProcess], None] | None = None) -> None:
+                 on_exit: Callable[[RunnerProcess], None] | None = None,
+                 on_progress: Callable[[float], None] | None = None, load_pause: float = 0.0) -> None:
+        """``on_progress`` gets the fraction of the weights loaded, as the runner reports it (each percent);
+        ``load_pause`` makes the runner sleep that long at each report (a slow load, for tests)."""
         self.model_path = model_path
+        self.on_progress = on_progress
+        self.load_pause = load_pause
         self.cache_ram = cache_ram
         self.cache_disk = cache_disk
         self.load = load
@@ -126,6 +142,8 @@ class RunnerProcess(asyncio.Protocol):
             cmd += ["--projector", self.projector]
         if self.cache_disk:
             cmd += ["--cache-dir", self.cache_disk[0], "--cache-disk", str(self.cache_disk[1])]
+        if self.load_pause > 0:
+            cmd += ["--load-pause", str(self.load_pause)]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except OSError:
@@ -174,7 +192,11 @@ class RunnerProcess(asyncio.Protocol):
             return
         if self._ready is None or self._ready.done():
             return
-        if op == "ready":
+        if op == "progress":
+            value = msg.get("progress")
+            if self.on_progress is not None and isinstance(value, (int, float)):
+                self.on_progress(min(1.0, max(0.0, float(value))))
+        elif op == "ready":
             self._ready.set_result(msg.get("info") or {})
         elif op == "failed":
             self._ready.set_exception(error_from_wire(msg.get("error")))

@@ -14,7 +14,7 @@ from power.engine.options import LoadOptions
 from power.runner.client import RunnerProcess
 from power.runner.memory import MemoryEstimate, ModelFacts, processor_split
 
-__all__ = ["Loaded", "ModelSpec", "Resolver"]
+__all__ = ["Loaded", "ModelSpec", "ProgressWatcher", "Resolver"]
 
 FOREVER_SPAN = timedelta(days=292 * 365)  # what Ollama shows for keep_alive < 0
 
@@ -49,6 +49,7 @@ class ModelSpec:
 
 
 Resolver = Callable[[str], ModelSpec]
+ProgressWatcher = Callable[[int, int], None]  # (completed, total) of a load, called in the loop thread
 
 
 class Loaded:
@@ -70,6 +71,10 @@ class Loaded:
         self.last_used = time.monotonic()
         self.load_duration = 0
         self.closing = False
+        # Bytes of the model's files loaded so far, of ``load_total``; watchers hear each advance.
+        self.load_total = max(1, spec.files_size())
+        self.load_completed = 0
+        self._watchers: list[ProgressWatcher] = []
 
     @property
     def name(self) -> str:
@@ -83,6 +88,32 @@ class Loaded:
     def waiting(self) -> int:
         """Requests the runner holds beyond its parallel sequences (they queue in the engine)."""
         return max(0, self.refs - self.load.num_parallel)
+
+    @property
+    def loading(self) -> bool:
+        return not self.ready.done()
+
+    def watch(self, watcher: ProgressWatcher | None) -> None:
+        """Tell ``watcher`` (completed, total) now and at each advance until the load ends."""
+        if watcher is not None and self.loading:
+            self._watchers.append(watcher)
+            watcher(self.load_completed, self.load_total)
+
+    def progress(self, fraction: float) -> None:
+        """The runner loaded ``fraction`` of the weights; the last step (to ``load_total``) waits for ready."""
+        completed = min(int(fraction * self.load_total), self.load_total - 1)
+        if completed > self.load_completed and self.loading:
+            self.load_completed = completed
+            for watcher in self._watchers:
+                watcher(completed, self.load_total)
+
+    def loaded(self, ok: bool) -> None:
+        """The load is over, before ``ready`` says so: a success tells the watchers it is complete."""
+        if ok:
+            self.load_completed = self.load_total
+            for watcher in self._watchers:
+                watcher(self.load_total, self.load_total)
+        self._watchers.clear()
 
     def serves(self, spec: ModelSpec, load: LoadOptions) -> bool:
         # A runner whose socket has closed is dead even before its exit is reaped (and _on_exit runs).
@@ -138,10 +169,10 @@ class Loaded:
         }
 
     def describe(self) -> dict[str, Any]:
-        """The ``/api/ps`` view of this model."""
+        """The ``/api/ps`` view of this model; one still loading adds ``status``, ``completed`` and ``total``."""
         size = self.estimate.total
         info = self.runner.info if self.runner is not None else {}
-        return {
+        row = {
             "name": self.spec.name, "model": self.spec.name, "size": size, "size_vram": self.size_vram,
             "digest": self.spec.digest, "details": dict(self.spec.details), "expires_at": self.expiry(),
             "context_length": int(info.get("num_ctx", self.load.num_ctx)),
@@ -149,3 +180,6 @@ class Loaded:
             "num_parallel": self.load.num_parallel, "in_flight": self.refs,
             "running": min(self.refs, self.load.num_parallel), "waiting": self.waiting,
         }
+        if self.loading:
+            row.update(status="loading model", completed=self.load_completed, total=self.load_total)
+        return row

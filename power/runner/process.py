@@ -35,7 +35,7 @@ from typing import Any
 from power.errors import PowerError
 from power.runner.protocol import FrameDecoder, chunk_to_wire, encode_many, error_to_wire, merge_chunk
 
-__all__ = ["Outbox", "main"]
+__all__ = ["LoadProgress", "Outbox", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,24 @@ class Runner:
                 t.join(max(0.0, deadline - time.monotonic()))
 
 
+class LoadProgress:
+    """llama.cpp's load-progress callback: tell the server each time another percent of the weights is in."""
+
+    def __init__(self, outbox: Outbox, pause: float = 0.0) -> None:
+        self.outbox = outbox
+        self.pause = pause
+        self.percent = -1
+
+    def __call__(self, fraction: float) -> bool:
+        percent = int(max(0.0, min(1.0, fraction)) * 100)
+        if percent > self.percent:
+            self.percent = percent
+            self.outbox.send({"op": "progress", "progress": percent / 100})
+            if self.pause > 0:
+                time.sleep(self.pause)
+        return True
+
+
 def die_with_parent(parent: int) -> None:
     """Make sure this process ends when the server does."""
     if sys.platform.startswith("linux"):
@@ -268,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-ram", type=int, default=0, help="bytes of host memory for saved prompt states")
     ap.add_argument("--cache-dir", default=None, help="folder of the prompt states kept across runners")
     ap.add_argument("--cache-disk", type=int, default=0, help="bytes of prompt states written there at the end")
+    ap.add_argument("--load-pause", type=float, default=0.0,
+                    help="seconds to sleep at each load-progress report: a slow load on purpose, for tests")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="runner[%(process)d] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
@@ -296,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         from power.engine.core import Engine, LoadOptions  # loads llama.cpp: only ever in a runner
         adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
         engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters,
-                        projector=args.projector, on_death=engine_died, cache_ram=args.cache_ram,
+                        progress=LoadProgress(outbox, args.load_pause), projector=args.projector,
+                        on_death=engine_died, cache_ram=args.cache_ram,
                         cache_disk=(args.cache_dir, args.cache_disk) if args.cache_dir and args.cache_disk else None)
     except Exception as exc:
         log.error("model failed to load model=%s: %s", args.model, exc)

@@ -4,7 +4,8 @@ A frame is a 4-byte big-endian length followed by that many bytes of UTF-8
 JSON holding one object. Requests from the server carry ``op`` and ``id``;
 answers carry the same ``id`` and one of ``chunks`` (a list: whatever output
 of that request was ready is sent together), ``result`` or ``error``.
-Messages the runner sends on its own (``ready``, ``failed``) carry ``op``.
+Messages the runner sends on its own (``progress`` while its model loads, with the
+fraction loaded, at most once a percent; ``ready``, ``failed``, ``exiting``) carry ``op``.
 
 Everything here is pure: no sockets, so it is easy to test and to fuzz.
 """

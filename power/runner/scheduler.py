@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import queue
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +25,7 @@ from power.engine.options import LoadOptions, parse_options
 from power.errors import Busy, EngineError, InvalidRequest
 from power.runner.client import LoopThread, RunnerProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
-from power.runner.loaded import Loaded, ModelSpec, Resolver
+from power.runner.loaded import Loaded, ModelSpec, ProgressWatcher, Resolver
 from power.runner.memory import (
     GPU,
     MemoryEstimate,
@@ -55,8 +56,11 @@ class Scheduler:
     """Loaded models and their runners, shared by every server thread."""
 
     def __init__(self, settings: Settings, resolve: Resolver, *, gpus: Sequence[GPU] | None = None,
-                 meminfo: Any = read_meminfo, reserve: int = 256 << 20, runner_log_level: str = "WARNING") -> None:
+                 meminfo: Any = read_meminfo, reserve: int = 256 << 20, runner_log_level: str = "WARNING",
+                 load_pause: float = 0.0) -> None:
+        """``load_pause``: seconds each runner sleeps at each load-progress report (a slow load, for tests)."""
         self.settings = settings
+        self._load_pause = load_pause
         self._resolve = resolve
         self._gpus = list(detect_gpus() if gpus is None else gpus)
         self._meminfo = meminfo
@@ -85,13 +89,15 @@ class Scheduler:
     def generate_choices(self, name: str, prompt: str | Sequence[int], n: int, *,
                          options: Mapping[str, Any] | None = None, keep_alive: Any = None, grammar: str | None = None,
                          logprobs: int = -1, add_special: bool = True, truncate: bool = True, context: bool = False,
-                         images: Sequence[bytes] = (), on_start: Callable[[Stream], None] | None = None
-                         ) -> list[Stream]:
+                         images: Sequence[bytes] = (), on_start: Callable[[Stream], None] | None = None,
+                         load_progress: bool = False) -> list[Stream]:
         """Start ``n`` generations of one prompt (OpenAI's ``n``), a stream each; the runner evaluates the
         prompt once. They take ``n`` of the model's parallel sequences: more is a 400 that says how many.
 
         ``images`` are encoded image files that ``[img-N]`` tags in the prompt place. ``on_start`` gets each
         stream before the wait for its first chunk (queue and prompt), e.g. to cancel it from elsewhere.
+        ``load_progress``: the first stream, when it has to wait for its model's load, returns at its first
+        progress item (see ``Stream``); an error after that comes from the streams.
         """
         spec, opts, load, facts = self._prepare(name, options)
         limit = load.num_parallel
@@ -112,7 +118,16 @@ class Scheduler:
         if on_start is not None:
             for stream in streams:
                 on_start(stream)
-        self._lt.call(self._dispatch(spec, load, facts, ka, "submit", streams, fields, boxes))
+        dispatch = self._dispatch(spec, load, facts, ka, "submit", streams, fields, boxes,
+                                  watch=streams[0].progress if load_progress else None)
+        if not load_progress:
+            self._lt.call(dispatch)
+        else:  # the first progress item (or chunk, or error) ends the wait below, not the load
+            def fail(exc: BaseException) -> None:
+                for stream in streams:
+                    stream.fail(exc)
+
+            self._lt.spawn(dispatch, on_error=fail)
         try:
             for stream in streams:
                 stream.wait_first()
@@ -144,6 +159,26 @@ class Scheduler:
         """Make sure ``name`` is loaded; return the load's duration in ns (0 if it already was)."""
         _, load_ns = self._call(name, options, keep_alive, "health", {})
         return load_ns
+
+    def load_progress(self, name: str, options: Mapping[str, Any] | None = None,
+                      keep_alive: Any = None) -> Iterator[tuple[int, int]]:
+        """Make sure ``name`` is loaded like ``load``, yielding (completed, total) while the load it waits for
+        goes on; the load's error raises from the iterator (before any item when it fails at once)."""
+        spec, _, load, facts = self._prepare(name, options)
+        ka = parse_keep_alive(keep_alive, self.settings.keep_alive)
+        call = Call()
+        events: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        call.future.add_done_callback(lambda _: events.put(None))
+        self._lt.spawn(self._dispatch(spec, load, facts, ka, "health", call, {}, {},
+                                      watch=lambda completed, total: events.put((completed, total))),
+                       on_error=call.fail)
+
+        def items() -> Iterator[tuple[int, int]]:
+            while (item := events.get()) is not None:
+                yield item
+            call.wait()
+
+        return items()
 
     def stats(self, name: str | None = None, timeout: float = 2.0) -> dict[str, Any]:
         """Counters for metrics; never loads a model unless ``name`` is given.
@@ -232,12 +267,13 @@ class Scheduler:
 
     # ---- loop thread -----------------------------------------------------------------------------
     async def _dispatch(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, ka: float | None, op: str,
-                        sinks: Sequence[Sink], fields: dict[str, Any], boxes: Sequence[dict[str, Any]]) -> int:
+                        sinks: Sequence[Sink], fields: dict[str, Any], boxes: Sequence[dict[str, Any]],
+                        watch: ProgressWatcher | None = None) -> int:
         """Send one request answered into ``sinks`` (the choices of a prompt each hold a sequence)."""
         if self._closing:
             raise EngineError("server is shutting down")
         m, load_ns = await self._acquire(spec, load, facts, ka, strict=op in ("submit", "embed", "health"),
-                                         n=len(sinks))
+                                         n=len(sinks), watch=watch)
         for sink in sinks:
             sink.on_done = lambda: self._release(m)
             if isinstance(sink, Stream):
@@ -262,9 +298,13 @@ class Scheduler:
         return self._pending_loads + sum(m.waiting for m in self._models.values())
 
     async def _acquire(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, ka: float | None,
-                       strict: bool = True, n: int = 1) -> tuple[Loaded, int]:
+                       strict: bool = True, n: int = 1, watch: ProgressWatcher | None = None
+                       ) -> tuple[Loaded, int]:
         """Hold a ready runner for ``spec``/``load`` ``n`` times (a hold per sequence the request takes),
-        loading it first if needed; return it and the load time."""
+        loading it first if needed; return it and the load time.
+
+        ``watch`` hears the progress of the load this request waits for, if it waits for one.
+        """
         m = self._models.get(spec.name)
         if m is not None and not strict and not m.closing and m.spec.same_files(spec):
             load = m.load  # tokenizing needs no particular context: whatever is loaded will do
@@ -280,6 +320,7 @@ class Scheduler:
             while True:
                 m = self._models.get(spec.name)
                 if m is not None and m.serves(spec, load):
+                    m.watch(watch)
                     await asyncio.shield(m.ready)  # raises the load's error
                     if m.serves(spec, load):  # not retired or crashed while we waited
                         m.hold(ka, n)
@@ -287,13 +328,14 @@ class Scheduler:
                     continue
                 async with self._load_lock:
                     if self._models.get(spec.name) is m:
-                        m = await self._load(spec, load, facts)
+                        m = await self._load(spec, load, facts, watch)
                         m.hold(ka, n)
                         return m, m.load_duration
         finally:
             self._pending_loads -= 1
 
-    async def _load(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts) -> Loaded:
+    async def _load(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts,
+                    watch: ProgressWatcher | None = None) -> Loaded:
         old = self._models.get(spec.name)
         if old is not None:  # other options or files: wait for its requests, then replace it
             old.closing = True
@@ -307,11 +349,13 @@ class Scheduler:
         placement = await self._make_room(spec, est, load, facts)
         m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram)
         self._models[spec.name] = m
+        m.watch(watch)
         m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector,
                                  log_level=self._log_level, cache_ram=est.prompt_cache,
                                  cache_disk=(str(self.settings.prompt_cache_dir), self.settings.cache_disk << 20)
                                  if self.settings.cache_disk and not facts.embedding else None,
-                                 on_exit=lambda r: self._on_exit(m, r))
+                                 on_exit=lambda r: self._on_exit(m, r), on_progress=m.progress,
+                                 load_pause=self._load_pause)
         t0 = time.monotonic_ns()
         try:
             timeout = self.settings.load_timeout if self.settings.load_timeout > 0 else None
@@ -321,11 +365,13 @@ class Scheduler:
             if self._models.get(spec.name) is m:
                 del self._models[spec.name]
             m.closing = True
+            m.loaded(False)
             m.ready.set_exception(exc)
             m.ready.exception()  # retrieved: waiters re-raise it themselves
             self._changed.set()
             raise
         m.load_duration = time.monotonic_ns() - t0
+        m.loaded(True)
         m.ready.set_result(None)
         log.info("model loaded model=%s pid=%d load_ms=%.1f num_ctx=%d parallel=%d est_mib=%d", spec.name,
                  m.runner.pid, m.load_duration / 1e6, load.num_ctx, load.num_parallel, est.total >> 20)
@@ -468,7 +514,7 @@ class Scheduler:
     async def _ps(self) -> list[dict[str, Any]]:
         rows = []
         for m in self._models.values():
-            if m.ready.done() and not m.closing:
+            if not m.closing:  # loaded, or loading (then with its progress)
                 row = m.describe()
                 row["processor"] = processor_split(row["size"], row["size_vram"], m.estimate.gpus)
                 rows.append(row)

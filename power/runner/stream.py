@@ -51,7 +51,9 @@ class Stream(Sink):
 
     Each item is a dict with ``text``, ``tokens`` and (on the last, whose
     ``done`` is True) ``done_reason`` and the timings in nanoseconds. A runner
-    that dies mid-stream makes iteration raise ``RunnerCrashed``.
+    that dies mid-stream makes iteration raise ``RunnerCrashed``. A stream that
+    watches its model's load starts with items whose ``load`` is
+    ``{"completed", "total"}`` (and whose text is empty), the last one complete.
     """
 
     def __init__(self, cancel: Callable[[str], None] | None = None) -> None:
@@ -60,7 +62,8 @@ class Stream(Sink):
         self._buf: deque[dict[str, Any]] = deque()
         self._cancel = cancel
         self._over = False
-        self._first = threading.Event()
+        self._first = threading.Event()  # something to consume: output, an error or load progress
+        self._output = False
         self.load_duration = 0
         self.cancel_reason: str | None = None
         self.wake: Callable[[], None] | None = None  # called (loop thread) after each arrival
@@ -80,6 +83,7 @@ class Stream(Sink):
         if "error" in msg:
             self._put(error_from_wire(msg["error"]))
             over = True
+        self._output = True
         self._first.set()
         if over:
             self._complete()
@@ -88,13 +92,20 @@ class Stream(Sink):
     def fail(self, exc: BaseException) -> None:
         if not self.finished:
             self._put(exc)
+            self._output = True
             self._first.set()
             self._complete()
 
+    def progress(self, completed: int, total: int) -> None:
+        """The model this stream waits for has loaded ``completed`` of ``total`` bytes (a ``ProgressWatcher``)."""
+        if not self.finished:
+            self._put([{"text": "", "tokens": [], "load": {"completed": completed, "total": total}}])
+            self._first.set()
+
     @property
     def started(self) -> bool:
-        """Whether any output (or an error) has arrived."""
-        return self._first.is_set()
+        """Whether any output (or an error) has arrived; load progress is not output."""
+        return self._output
 
     # ---- consumer side ---------------------------------------------------------------------------
     def wait_first(self, timeout: float | None = None) -> None:

@@ -99,16 +99,21 @@ class Job:
     rid: str = ""
     context: bool = False  # ask for the prompt's tokens in the final chunk (generate's ``context``)
     images: list[bytes] = field(default_factory=list)  # placed by the prompt's [img-N] tags
+    load_progress: bool = False  # stream the progress of a load this generation waits for
 
 
 @dataclass
 class Piece:
-    """One step of parsed output; ``final`` is the last chunk's counts when the generation ended."""
+    """One step of parsed output; ``final`` is the last chunk's counts when the generation ended.
+
+    A piece with ``load`` (``{"completed", "total"}``, no output) reports the model's load, before any output.
+    """
 
     delta: Delta
     logprobs: list[Any]
     tokens: list[int]
     final: dict[str, Any] | None = None
+    load: dict[str, int] | None = None
 
 
 class Generation:
@@ -167,6 +172,10 @@ class Generation:
         it = iter(self.stream)
         parser = self.job.parser
         while chunk is not None:
+            if "load" in chunk:
+                yield Piece(Delta(), [], [], load=dict(chunk["load"]))
+                chunk = next(it, None)
+                continue
             text = chunk.get("text") or ""
             if text and self.ttft is None:
                 self.ttft = time.monotonic() - self.start
@@ -233,6 +242,8 @@ def _start(services: Services, job: Job, n: int) -> list[Any]:
         extra["context"] = True
     if job.images:
         extra["images"] = job.images
+    if job.load_progress:
+        extra["load_progress"] = True
     client = current_client()
     stop_watch: list[Callable[[], None]] = []
     if client is not None:

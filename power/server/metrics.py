@@ -41,7 +41,7 @@ class _SchedulerCollector(Collector):
             log.debug("scheduler stats unavailable", exc_info=True)
             stats = {}
         try:
-            models = self.ps() or []
+            models = [m for m in self.ps() or [] if "status" not in m]  # loaded ones: not those still loading
         except Exception:
             models = []
         running = float(stats.get("running", self.in_flight()))

@@ -210,7 +210,7 @@ class HealthResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
-            rows = self.services.scheduler.ps()
+            rows = [m for m in self.services.scheduler.ps() if "status" not in m]  # loaded, not loading
         except Exception:  # health must answer even when the scheduler cannot
             rows = []
         send_json(resp, {"status": "ok", "version": __version__,

@@ -22,7 +22,7 @@ class ModelView:
     modified_at: float  # Unix time
     capabilities: tuple[str, ...] = ("completion",)
     template: str | None = None  # Go TEMPLATE layer
-    chat_template: str | None = None  # GGUF tokenizer.chat_template (Jinja)
+    chat_template: str | None = None  # Jinja: a Jinja TEMPLATE layer, else GGUF tokenizer.chat_template
     metadata: Mapping[str, Any] = field(default_factory=dict)  # GGUF key/values (no big arrays)
     system: str = ""
     parameters: Mapping[str, Any] = field(default_factory=dict)
@@ -73,7 +73,8 @@ class Scheduler(Protocol):
     def generate(self, name: str, prompt: str, *, options: Mapping[str, Any], keep_alive: float | None,
                  grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
                  truncate: bool = True, context: bool = False, images: Sequence[bytes] = (),
-                 on_start: Callable[[Any], None] | None = None) -> Iterator[dict[str, Any]]: ...
+                 on_start: Callable[[Any], None] | None = None,
+                 load_progress: bool = False) -> Iterator[dict[str, Any]]: ...
 
     def generate_choices(self, name: str, prompt: str, n: int, *, options: Mapping[str, Any],
                          keep_alive: float | None, grammar: str | None = None, logprobs: int = -1,
@@ -89,6 +90,9 @@ class Scheduler(Protocol):
     def detokenize(self, name: str, tokens: Sequence[int]) -> str: ...
 
     def load(self, name: str, options: Mapping[str, Any], keep_alive: float | None) -> Any: ...
+
+    def load_progress(self, name: str, options: Mapping[str, Any],
+                      keep_alive: float | None) -> Iterator[tuple[int, int]]: ...
 
     def unload(self, name: str) -> Any: ...
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from power.errors import ManifestError
+from power.prompt import model_templates
 from power.runner.loaded import ModelSpec
 from power.store import ModelStore as Library
 from power.store import parse_digest, read_gguf
@@ -52,13 +53,15 @@ class StorePort:
         record: ModelRecord = self.library.get(name)
         gguf = self._gguf(record.model_path) if record.model_path else None
         metadata: Mapping[str, Any] = gguf.metadata if gguf is not None else {}
-        chat_template = metadata.get("tokenizer.chat_template")
+        gguf_template = metadata.get("tokenizer.chat_template")
+        template, chat_template = model_templates(record.template,
+                                                  gguf_template if isinstance(gguf_template, str) else None)
         return ModelView(
             name=record.name.display(),
             digest=record.digest,
             modified_at=record.modified_at.timestamp(),
             capabilities=tuple(capabilities(record, gguf)),
-            template=record.template,
+            template=template,
             chat_template=chat_template if isinstance(chat_template, str) else None,
             metadata=metadata,
             system=record.system,

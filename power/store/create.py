@@ -333,7 +333,10 @@ def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],
             yield {"status": f"using autodetected template {found[0]}"}
             template = found[1]
             params = {**found[2], **params}
-    if template:
+    if template and template == chat_template:
+        # The GGUF's own chat template (a Modelfile copied from ``show``): it renders from the GGUF as it is.
+        items = without(MEDIA_TEMPLATE, MEDIA_PROMPT)
+    elif template:
         items = without(MEDIA_TEMPLATE, MEDIA_PROMPT) + [text_layer(MEDIA_TEMPLATE, template.encode())]
     if req.system:
         items = without(MEDIA_SYSTEM) + [text_layer(MEDIA_SYSTEM, req.system.encode())]

@@ -29,7 +29,6 @@ from power.store.ops import (
     delete_model,
     list_models,
     show_model,
-    show_modelfile,
 )
 from power.store.record import ModelRecord, load_record
 from power.store.request import CreateRequest, request_from_modelfile
@@ -164,7 +163,7 @@ class ModelStore:
         return show_model(self.layout, name, verbose=verbose, system=system, options=options)
 
     def modelfile(self, name: str | ModelName) -> str:
-        return show_modelfile(self.get(name))
+        return self.show(name)["modelfile"]
 
     # -- writing ----------------------------------------------------------------
     def copy(self, source: str | ModelName, destination: str | ModelName) -> ModelName:

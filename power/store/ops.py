@@ -16,7 +16,7 @@ from power.store.layout import Layout
 from power.store.manifest import ModelConfig
 from power.store.modelfile import Command, format_modelfile
 from power.store.params import format_parameters, go_value
-from power.store.record import DEFAULT_TEMPLATE, ModelRecord, capabilities, details, load_record
+from power.store.record import ModelRecord, capabilities, details, load_record, shown_template
 
 __all__ = ["ModelSummary", "list_models", "show_model", "show_modelfile", "copy_model",
            "delete_model", "rfc3339"]
@@ -104,14 +104,14 @@ def _options(record: ModelRecord, overrides: Mapping[str, Any] | None) -> dict[s
 
 
 def show_modelfile(record: ModelRecord, system: str | None = None,
-                   options: Mapping[str, Any] | None = None) -> str:
-    """The Modelfile ``show --modelfile`` prints for a stored model."""
+                   options: Mapping[str, Any] | None = None, chat_template: Any = None) -> str:
+    """The Modelfile ``show --modelfile`` prints for a stored model (``chat_template``: its GGUF's)."""
     cmds: list[Command] = []
     if record.model_path is not None:
         cmds.append(Command("from", str(record.model_path)))
     cmds += [Command("adapter", str(p)) for p in record.adapter_paths]
     cmds += [Command("from", str(p)) for p in record.projector_paths]
-    cmds.append(Command("template", record.template if record.template is not None else DEFAULT_TEMPLATE))
+    cmds.append(Command("template", shown_template(record, chat_template)))
     if system or record.system:
         cmds.append(Command("system", system or record.system))
     for key in ("renderer", "parser"):
@@ -136,11 +136,12 @@ def show_model(layout: Layout, name: str | ModelName, *, verbose: bool = False,
     record = load_record(layout, layout.read(name))
     limit = None if verbose else SHOW_ARRAY_ITEMS
     gguf = read_gguf(record.model_path, max_array_items=limit) if record.model_path else None
+    chat_template = gguf.metadata.get("tokenizer.chat_template") if gguf is not None else None
     out: dict[str, Any] = {
         "license": "\n".join(record.licenses),
-        "modelfile": show_modelfile(record, system, options),
+        "modelfile": show_modelfile(record, system, options, chat_template),
         "parameters": format_parameters(_options(record, options)),
-        "template": record.template if record.template is not None else DEFAULT_TEMPLATE,
+        "template": shown_template(record, chat_template),
         "system": system or record.system,
         "renderer": record.config.renderer,
         "parser": record.config.parser,

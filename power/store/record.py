@@ -31,7 +31,7 @@ from power.store.manifest import (
 )
 
 __all__ = ["ModelRecord", "load_record", "details", "capabilities", "template_capabilities",
-           "format_parameter_size", "DEFAULT_TEMPLATE"]
+           "format_parameter_size", "shown_template", "DEFAULT_TEMPLATE"]
 
 # What Ollama uses when a model has no template layer.
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
@@ -139,9 +139,14 @@ def template_capabilities(template: str | None, chat_template: str | None = None
     """Capabilities a prompt template implies: tools (.Tools), insert (.Suffix), thinking.
 
     Go templates are inspected through their actions; with no Go template, the
-    GGUF Jinja chat template is used (tools, reasoning markers).
+    GGUF Jinja chat template is used (tools, reasoning markers). A Jinja TEMPLATE
+    (copied from ``show``) stands in for the GGUF's, as it does when rendering.
     """
+    from power.prompt.jinja import is_jinja  # Jinja is loaded only when a template is judged
+
     found: set[str] = set()
+    if template and is_jinja(template):
+        template, chat_template = None, template
     if template:
         actions = " ".join(_ACTION.findall(template))
         if re.search(r"\.Tools\b", actions):
@@ -158,6 +163,21 @@ def template_capabilities(template: str | None, chat_template: str | None = None
     return found
 
 
+def _rendering(record: ModelRecord, chat_template: Any) -> tuple[str | None, str | None]:
+    from power.prompt.chat import rendering_template  # Jinja is loaded only when a template is judged
+
+    return rendering_template(record.template, chat_template if isinstance(chat_template, str) else None)
+
+
+def shown_template(record: ModelRecord, chat_template: Any) -> str:
+    """The template ``show`` reports: the one that renders, the TEMPLATE layer or the GGUF's Jinja chat
+    template (so that a Modelfile copied from ``show`` formats prompts the same), else Ollama's default."""
+    go, jinja = _rendering(record, chat_template)
+    if go is not None:
+        return go
+    return jinja or DEFAULT_TEMPLATE
+
+
 def capabilities(record: ModelRecord, gguf: GGUFFile | None) -> list[str]:
     """The ``capabilities`` list of ``/api/show``, in Ollama's order."""
     found: set[str] = set()
@@ -169,10 +189,8 @@ def capabilities(record: ModelRecord, gguf: GGUFFile | None) -> list[str]:
             found.add("vision")
         if f"{arch}.audio.block_count" in meta:
             found.add("audio")
-        chat_template = meta.get("tokenizer.chat_template")
-        if "embedding" not in found:
-            found |= template_capabilities(
-                record.template, chat_template if isinstance(chat_template, str) else None)
+        if "embedding" not in found:  # judged on the template that renders, the one show reports
+            found |= template_capabilities(*_rendering(record, meta.get("tokenizer.chat_template")))
     elif record.config.capabilities:
         found |= set(record.config.capabilities)
     if record.projector_paths:

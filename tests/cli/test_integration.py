@@ -117,6 +117,60 @@ def test_library_and_generation_through_the_server(served: dict[str, str], sourc
     assert r.stdout.startswith("a3s-power version is ")
 
 
+def test_run_shows_the_load_as_a_bar(served: dict[str, str], source: Path) -> None:
+    assert power(served, "create", "loader", "-f", str(source)).returncode == 0
+    r = power(served, "run", "loader", "hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "loading model" not in r.stdout  # the answer alone on stdout
+    [bar] = [line for line in r.stderr.splitlines() if line.startswith("loading model:")]
+    assert bar.startswith("loading model: 100% ▕█") and bar.endswith("B")
+    again = power(served, "run", "loader", "hello")  # loaded now: no bar
+    assert again.returncode == 0 and "loading model" not in again.stderr
+    assert power(served, "stop", "loader").returncode == 0
+
+
+def test_the_repl_shows_its_preload_as_a_bar(served: dict[str, str], source: Path) -> None:
+    import io
+
+    from power.cli.context import Context
+    from power.cli.repl import Repl
+    from power.cli.run import RunOptions
+
+    assert power(served, "create", "chatter", "-f", str(source)).returncode == 0
+    client = Client(f"http://{served['OLLAMA_HOST']}")
+    err = io.StringIO()
+    ctx = Context(settings=load_settings(served), out=io.StringIO(), err=err, stdin=io.StringIO())
+
+    def read(prompt: str) -> str:
+        raise EOFError
+
+    repl = Repl(ctx, client, RunOptions(model="chatter", wordwrap=False), client.show("chatter"), read=read)
+    assert repl.loop() == 0
+    [bar] = [line for line in err.getvalue().splitlines() if line.startswith("loading model:")]
+    assert bar.startswith("loading model: 100% ▕█")
+    assert "chatter:latest" in [m["name"] for m in client.ps()]
+    assert power(served, "stop", "chatter").returncode == 0
+
+
+def test_show_modelfile_into_create_gives_the_same_model(served: dict[str, str], tmp_path: Path) -> None:
+    from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_llama
+
+    write_llama(tmp_path / "jinja.gguf", chat_template=CHATML_TOOLS_TEMPLATE)
+    (tmp_path / "Modelfile").write_text("FROM ./jinja.gguf\nPARAMETER num_predict 4\n")
+    assert power(served, "create", "jinja", "-f", str(tmp_path / "Modelfile")).returncode == 0
+    shown = power(served, "show", "jinja", "--modelfile")
+    assert shown.returncode == 0 and "{{ .Prompt }}" not in shown.stdout
+    assert "{%- for message in messages %}" in shown.stdout
+    (tmp_path / "Copied").write_text(shown.stdout)
+    r = power(served, "create", "jinja-copy", "-f", str(tmp_path / "Copied"))
+    assert r.returncode == 0, r.stderr
+    client = Client(f"http://{served['OLLAMA_HOST']}")
+    assert client.show("jinja-copy")["template"] == client.show("jinja")["template"] == CHATML_TOOLS_TEMPLATE
+    ids = {line.split()[0]: line.split()[1] for line in power(served, "list").stdout.splitlines()[1:]}
+    assert ids["jinja-copy:latest"] == ids["jinja:latest"]  # the very same manifest
+    assert power(served, "show", "jinja-copy", "--modelfile").stdout.replace("jinja-copy", "jinja") == shown.stdout
+
+
 def test_run_starts_a_private_server_when_none_answers(tmp_path: Path, source: Path) -> None:
     env = _env(tmp_path / "home", free_port())
     assert power(env, "create", "tiny", "-f", str(source)).returncode == 0

@@ -100,6 +100,10 @@ def test_ps_rows() -> None:
                     "context_length": 4096, "expires_at": (NOW + timedelta(minutes=4, seconds=59)).isoformat()}],
                   now=NOW)
     assert row == [["tiny:latest", "cccccccccccc", "73 MB", "100% CPU", "4096", "4 minutes from now"]]
+    loading = ps_rows([{"name": "big:latest", "digest": "d" * 64, "size": 9_000_000_000, "size_vram": 0,
+                        "context_length": 4096, "expires_at": NOW.isoformat(), "status": "loading model",
+                        "completed": 450, "total": 1000}], now=NOW)
+    assert loading[0][-1] == "loading 45%"
 
 
 def test_metrics_summary_lines() -> None:
@@ -133,3 +137,32 @@ def test_bar_line_shape() -> None:
     assert len(line) <= 100
     done = bar_line("pulling 8eeb52dfb3bb", 5, 5, 80, done=True)
     assert done.startswith("pulling 8eeb52dfb3bb: 100% ▕█") and done.endswith("▏ 5 B")
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_run_draws_a_load_bar_on_stderr_then_the_answer(tty: bool) -> None:
+    import io
+
+    from power.cli.progress import ProgressView
+    from power.cli.run import AnswerPrinter, stream_answer
+
+    out, err = io.StringIO(), io.StringIO()
+    total = 2_000_000
+    chunks = [{"model": "m", "response": "", "done": False, "status": "loading model", "completed": c,
+               "total": total} for c in (0, 500_000, 1_500_000, total)]
+    chunks += [{"model": "m", "response": "Hello", "done": False}, {"model": "m", "response": " there", "done": False},
+               {"model": "m", "response": "", "done": True, "done_reason": "stop"}]
+    printer = AnswerPrinter(out, tty=False, wordwrap=False, hide_thinking=False,
+                            progress=ProgressView(err, tty=tty, width=80))
+    content, _, final = stream_answer(chunks, printer)
+    assert content == "Hello there" and out.getvalue() == "Hello there\n" and final["done"]
+    drawn = err.getvalue()
+    assert "loading model: 100% ▕" in drawn and drawn.rstrip().endswith("▏ 2 MB" + ("\x1b[K" if tty else ""))
+    if tty:
+        assert "loading model:   0% ▕" in drawn and "\x1b[1A" in drawn  # redrawn in place as it rises
+    else:
+        assert drawn.count("\n") == 1  # one finished bar line, not one per report
+    quiet = io.StringIO()
+    stream_answer(chunks[4:], AnswerPrinter(io.StringIO(), tty=False, wordwrap=False, hide_thinking=False,
+                                            progress=ProgressView(quiet, tty=tty, width=80)))
+    assert quiet.getvalue() == ""  # no load, no bar

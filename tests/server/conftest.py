@@ -62,10 +62,11 @@ class FakeScheduler:
 
     def generate(self, name: str, prompt: Any, *, options: Mapping[str, Any], keep_alive: Any,
                  grammar: str | None = None, logprobs: int = -1, add_special: bool = True,
-                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = ()) -> ScriptedStream:
+                 truncate: bool = True, context: bool = False, images: Sequence[bytes] = (),
+                 load_progress: bool = False) -> ScriptedStream:
         self.calls.append(("generate", {"name": name, "prompt": prompt, "options": dict(options),
                                         "keep_alive": keep_alive, "grammar": grammar, "logprobs": logprobs,
-                                        "images": list(images)}))
+                                        "images": list(images), "load_progress": load_progress}))
         item = self.script.pop(0) if self.script else chunks_for(["Hello", " world"])
         if isinstance(item, PowerError):
             raise item
@@ -92,6 +93,12 @@ class FakeScheduler:
         self.calls.append(("load", name))
         self.loaded[name] = keep_alive
         return 7
+
+    def load_progress(self, name: str, options: Mapping[str, Any] | None = None,
+                      keep_alive: Any = None) -> Iterator[tuple[int, int]]:
+        self.calls.append(("load", name))
+        self.loaded[name] = keep_alive
+        yield from [(0, 10), (10, 10)]
 
     def unload(self, name: str) -> bool:
         self.calls.append(("unload", name))

@@ -45,8 +45,11 @@ class RealApp:
 
 def real_app(home: Path, models: dict[str, Path], context_length: int = 2048,
              adapters: dict[str, tuple[str, Path]] | None = None,
-             projectors: dict[str, Path] | None = None, usage: UsageStore | None = None) -> Iterator[RealApp]:
+             projectors: dict[str, Path] | None = None, usage: UsageStore | None = None,
+             load_pause: float = 0.0) -> Iterator[RealApp]:
     """Yield an app serving ``models`` (name -> GGUF) and ``adapters`` (name -> (base, LoRA GGUF)).
+
+    ``load_pause``: the runners sleep that long at each load-progress report (a load slow enough to watch).
 
     ``projectors`` gives a model its vision projector (name -> mmproj GGUF), created as Ollama does:
     both files in one ``/api/create``.
@@ -66,7 +69,7 @@ def real_app(home: Path, models: dict[str, Path], context_length: int = 2048,
         info = library.blobs.add_file(lora)
         for _ in library.create({"model": name, "from": base, "adapters": {lora.name: info.digest}}):
             pass
-    scheduler = Scheduler(settings, store_resolver(library), gpus=[])
+    scheduler = Scheduler(settings, store_resolver(library), gpus=[], load_pause=load_pause)
     app = create_app(settings, StorePort(library), scheduler, usage=usage)
     try:
         yield RealApp(app, testing.TestClient(app, headers={"Host": "127.0.0.1:11434"}), scheduler, library,

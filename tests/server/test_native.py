@@ -85,6 +85,19 @@ def test_generate_load_and_unload(client: testing.TestClient, scheduler: FakeSch
     assert bad.status_code == 400 and "missing unit" in bad.json["error"]
 
 
+def test_load_progress_is_asked_for_only_by_opt_in(client: testing.TestClient, scheduler: FakeScheduler) -> None:
+    client.simulate_post("/api/generate", json={"model": "tiny", "prompt": "hi"})
+    client.simulate_post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                                            "load_progress": True})
+    client.simulate_post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                                            "load_progress": True, "stream": False})
+    assert [c[1]["load_progress"] for c in scheduler.calls if c[0] == "generate"] == [False, True, False]
+    out = lines(client.simulate_post("/api/generate", json={"model": "tiny", "load_progress": True}))
+    assert [(x.get("status"), x.get("completed"), x["done"]) for x in out] == [
+        ("loading model", 0, False), ("loading model", 10, False), (None, None, True)]
+    assert out[-1]["done_reason"] == "load" and all(x["response"] == "" for x in out)
+
+
 def test_chat_stream_and_tools(client: testing.TestClient, scheduler: FakeScheduler) -> None:
     out = lines(client.simulate_post("/api/chat", json={"model": "tiny", "messages": [
         {"role": "user", "content": "hi"}]}))

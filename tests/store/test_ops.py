@@ -173,3 +173,47 @@ def test_listing_is_kept_until_the_folder_changes(store: ModelStore, model_dir: 
     assert [m.name.display() for m in store.listing()] == ["kept:latest"]
     store.delete("kept")
     assert store.listing() == ()
+
+def test_show_reports_the_gguf_jinja_template_and_round_trips(store: ModelStore, tmp_path: Path) -> None:
+    from tests.tinymodels import CHATML_TOOLS_TEMPLATE
+
+    write_llama(tmp_path / "qwenish.gguf", chat_template=CHATML_TOOLS_TEMPLATE)
+    make(store, "qwenish", tmp_path, gguf="qwenish.gguf")
+    shown = store.show("qwenish")
+    # What renders is the Jinja template, so that is what show says (not "{{ .Prompt }}"), and it agrees
+    # with the capabilities; litellm's get_model_info reports function calling when "tools" is in it.
+    assert shown["template"] == CHATML_TOOLS_TEMPLATE
+    assert "tools" in shown["capabilities"] and "tools" in shown["template"].lower()
+    assert "tokenizer.chat_template" not in shown["model_info"]
+    modelfile = shown["modelfile"]
+    assert parse_modelfile(modelfile).last("template") == CHATML_TOOLS_TEMPLATE  # quotes and all survive
+    assert store.modelfile("qwenish") == modelfile
+    # show --modelfile -> create gives the same model: the GGUF's own template adds no layer.
+    list(store.create_from_modelfile("again", modelfile, Path("/")))
+    assert store.get("again").digest == store.get("qwenish").digest
+
+
+def test_a_jinja_template_layer_is_shown_and_judged_as_jinja(store: ModelStore, model_dir: Path) -> None:
+    from tests.tinymodels import CHATML_TOOLS_TEMPLATE
+
+    # The tiny GGUF has no chat template: the TEMPLATE is the only one, kept as a layer.
+    make(store, "j", model_dir, f'TEMPLATE """{CHATML_TOOLS_TEMPLATE}"""\n')
+    assert store.get("j").template == CHATML_TOOLS_TEMPLATE
+    shown = store.show("j")
+    assert shown["template"] == CHATML_TOOLS_TEMPLATE and shown["capabilities"] == ["completion", "tools"]
+    make(store, "plain", model_dir, 'TEMPLATE """{% for m in messages %}{{ m.content }}{% endfor %}"""\n')
+    assert store.show("plain")["capabilities"] == ["completion"]
+
+
+@pytest.mark.parametrize("text,jinja", [
+    (GO_TOOLS, False), (GO_FIM, False), (GO_THINK, False), ("{{ .Prompt }}", False), ("plain text", False),
+    ("{{- range .Messages }}{{ .Content }}{{ end }}", False),
+    ("{% for m in messages %}{{ m['content'] }}{% endfor %}", True),
+    ("{# a comment #}{{ bos_token }}", True),
+    ("{{ messages[0]['content'] }}", True),  # no statement, but Go cannot read it
+    ("{% for m in messages %}", False),  # neither parses: left to the Go renderer's error
+])
+def test_is_jinja(text: str, jinja: bool) -> None:
+    from power.prompt import is_jinja
+
+    assert is_jinja(text) is jinja

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -55,6 +56,29 @@ def final_fields(final: dict[str, Any], total_ns: int) -> dict[str, Any]:
     return out
 
 
+def load_line(name: str, completed: int, total: int, empty: dict[str, Any]) -> dict[str, Any]:
+    """A progress line of the model's load: ``empty`` is the endpoint's empty answer, so clients parse it."""
+    return {"model": name, "created_at": now_utc(), **empty, "done": False, "status": "loading model",
+            "completed": int(completed), "total": int(total)}
+
+
+def _load_progress(body: dict[str, Any]) -> bool:
+    """Progress lines are opt-in (``load_progress: true``), and only on a stream."""
+    return bool(body.get("load_progress")) and body.get("stream", True) is not False
+
+
+def _options_opt_in(body: dict[str, Any]) -> None:
+    """Take ``load_progress`` from ``options`` too (where any Ollama client can put it); the top level wins."""
+    options = body.get("options")
+    if isinstance(options, dict) and "load_progress" in options:
+        options = dict(options)
+        flag = options.pop("load_progress")
+        if not isinstance(flag, bool):
+            raise InvalidRequest("options.load_progress must be true or false")
+        body["options"] = options
+        body.setdefault("load_progress", flag)
+
+
 def _logprobs(body: dict[str, Any]) -> int:
     if not body.get("logprobs"):
         return -1
@@ -67,6 +91,18 @@ def _load_or_unload(services: Services, view: ModelView, body: dict[str, Any], r
     if keep_alive is not None and parse_keep_alive(keep_alive) == 0:
         services.scheduler.unload(view.name)
         reason = "unload"
+    elif _load_progress(body):  # the load's progress lines, then the answer as a last line
+        events = services.scheduler.load_progress(view.name, merged_options(view, body.get("options"), []),
+                                                  keep_alive)
+        first = next(events, None)  # an error before any progress keeps its status
+
+        def lines() -> Iterator[dict[str, Any]]:
+            for completed, total in itertools.chain([first] if first else [], events):
+                yield load_line(view.name, completed, total, extra)
+            yield {"model": view.name, "created_at": now_utc(), **extra, "done": True, "done_reason": "load"}
+
+        send_ndjson(resp, lines())
+        return
     else:
         services.scheduler.load(view.name, merged_options(view, body.get("options"), []), keep_alive)
         reason = "load"
@@ -82,6 +118,7 @@ class _Base:
 
     def _begin(self, req: falcon.Request) -> tuple[dict[str, Any], ModelView]:
         body = read_json(req, self.schema)
+        _options_opt_in(body)
         name = model_field(body)
         req.context.model = name
         check_keep_alive(body.get("keep_alive"))
@@ -131,7 +168,8 @@ class GenerateResource(_Base):
         parser = parser_for(source, prompt, None, think) if think else None
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"), parser,
                   grammar=thinking_first(grammar, parser), logprobs=_logprobs(body), raw=raw,
-                  truncate=body.get("truncate", True), rid=req.context.rid, context=not raw, images=images)
+                  truncate=body.get("truncate", True), rid=req.context.rid, context=not raw, images=images,
+                  load_progress=_load_progress(body))
         gen = Generation(self.services, job)
         want_context = not raw
         self._respond(resp, body, gen, lambda g: self._chunks(g, want_context),
@@ -148,6 +186,9 @@ class GenerateResource(_Base):
         name = gen.job.view.name
         outputs: list[int] = []
         for piece in gen:
+            if piece.load is not None:
+                yield load_line(name, piece.load["completed"], piece.load["total"], {"response": ""})
+                continue
             outputs += piece.tokens
             d = piece.delta
             if d.content or d.thinking or piece.logprobs:
@@ -187,6 +228,7 @@ class ChatResource(_Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self.schema)
+        _options_opt_in(body)
         if not body.get("model"):
             raise InvalidRequest("model is required")
         req.context.model = body["model"]
@@ -221,7 +263,7 @@ class ChatResource(_Base):
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"), parser,
                   grammar=thinking_first(plan.grammar or grammar, parser),
                   logprobs=_logprobs(body), truncate=body.get("truncate", True), rid=req.context.rid,
-                  images=check_images(view, images))
+                  images=check_images(view, images), load_progress=_load_progress(body))
         gen = Generation(self.services, job)
         self._respond(resp, body, gen, self._chunks, self._whole)
 
@@ -237,6 +279,9 @@ class ChatResource(_Base):
     def _chunks(self, gen: Generation) -> Iterator[dict[str, Any]]:
         name = gen.job.view.name
         for piece in gen:
+            if piece.load is not None:
+                yield load_line(name, piece.load["completed"], piece.load["total"], {"message": self._message("")})
+                continue
             d = piece.delta
             if d.content or d.thinking or d.tool_calls or piece.logprobs:
                 chunk: dict[str, Any] = {"model": name, "created_at": now_utc(),

@@ -78,7 +78,7 @@ class ShowResource(_WithServices):
 
 def _ps_row(row: dict[str, Any]) -> dict[str, Any]:
     keep = ("name", "model", "size", "size_vram", "digest", "details", "expires_at", "context_length",
-            "processor", "running", "waiting")
+            "processor", "running", "waiting", "status", "completed", "total")
     out = {k: row[k] for k in keep if k in row}
     expires = out.get("expires_at")
     if isinstance(expires, datetime):
