@@ -169,7 +169,7 @@ class Scheduler:
         call = Call()
         events: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         call.future.add_done_callback(lambda _: events.put(None))
-        self._lt.spawn(self._dispatch(spec, load, facts, ka, "health", call, {}, {},
+        self._lt.spawn(self._dispatch(spec, load, facts, ka, "health", [call], {}, [{}],
                                       watch=lambda completed, total: events.put((completed, total))),
                        on_error=call.fail)
 
