@@ -94,6 +94,7 @@ class Settings:
     body_min_rate: int = 1024  # bytes/s a request body must average once body_grace has passed
     body_grace: float = 10.0  # seconds a body may take before the minimum rate applies
     shutdown_timeout: float = 25.0  # seconds streams may run on after SIGTERM before they are ended
+    thread_idle: float = 30.0  # seconds a request thread waits for work before it ends (memory comes back)
     # Stored /v1/responses (store: true): the oldest go first past any bound; a value <= 0 lifts that bound.
     responses_max_count: int = 10_000
     responses_max_age: float = 30 * 86400.0  # seconds
@@ -206,6 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         body_min_rate=max(0, _int(env, "A3S_POWER_BODY_MIN_RATE", int(cfg.get("body_min_rate", 1024)))),
         body_grace=_seconds(env, "A3S_POWER_BODY_GRACE", float(cfg.get("body_grace", 10))),
         shutdown_timeout=_seconds(env, "A3S_POWER_SHUTDOWN_TIMEOUT", float(cfg.get("shutdown_timeout", 25))),
+        thread_idle=_seconds(env, "A3S_POWER_THREAD_IDLE", float(cfg.get("thread_idle", 30))),
         responses_max_count=_int(env, "A3S_POWER_RESPONSES_MAX_COUNT", int(cfg.get("responses_max_count", 10_000))),
         responses_max_age=_seconds(env, "A3S_POWER_RESPONSES_MAX_AGE",
                                    float(cfg.get("responses_max_age", 30 * 86400))),

@@ -43,6 +43,7 @@ from power.config import Settings, load_settings
 from power.errors import RequestTimeout
 from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
+from power.server.threads import ElasticPool, limit_arenas
 
 __all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
 
@@ -184,8 +185,13 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self.control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
                                                        thread_name_prefix="power-control")
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
+        limit_arenas()
         _raise_fd_limit(self.cfg.worker_connections + 256)
         super().init_process()
+
+    def get_thread_pool(self) -> ElasticPool:
+        """Request threads that end after ``thread_idle`` seconds without work (power/server/threads.py)."""
+        return ElasticPool(self.cfg.threads, self.limits.thread_idle)
 
     # ---- requests arrive in the event loop ---------------------------------------------------------
     def enqueue_req(self, conn: Any) -> None:

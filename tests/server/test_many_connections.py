@@ -110,9 +110,9 @@ def test_refusals_of_the_http_layer_are_json(server: LiveServer, raw: bytes, sta
     assert isinstance(json.loads(body)["error"], str)
 
 
-def _stream(server: LiveServer, prompt: str, out: list[int]) -> None:
+def _stream(server: LiveServer, prompt: str, out: list[int], tokens: int = 24) -> None:
     lines = list(server.stream_lines("/api/generate", {"model": "tiny", "prompt": prompt,
-                                                       "options": {"num_predict": 24}}, timeout=120))
+                                                       "options": {"num_predict": tokens}}, timeout=120))
     out.append(sum(1 for line in lines if not line.get("done")) if lines and lines[-1].get("done") else -1)
 
 
@@ -151,7 +151,8 @@ def test_idle_connections_and_queued_streams_leave_the_control_plane_answering(s
 
 def test_queue_is_visible_in_ps_and_health(server: LiveServer) -> None:
     done: list[int] = []
-    streams = [threading.Thread(target=_stream, args=(server, f"long tale {i}", done)) for i in range(6)]
+    # long enough that the queue outlasts several polls however fast the machine decodes
+    streams = [threading.Thread(target=_stream, args=(server, f"long tale {i}", done, 400)) for i in range(6)]
     for t in streams:
         t.start()
     seen_waiting = 0

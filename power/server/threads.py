@@ -1,0 +1,155 @@
+"""A thread pool whose idle threads end, so a burst of requests does not keep its memory for good.
+
+gunicorn's gthread pool is a ``ThreadPoolExecutor``, whose threads live as long as
+the worker: after 500 queued streams the worker keeps 500 threads (their stacks,
+thread states and malloc arenas) forever, and its RSS never comes back. Here a
+thread that has waited ``idle`` seconds for work ends, and when the pool shrinks
+the C heap is trimmed (glibc ``malloc_trim``), so memory returns after a load.
+
+Threads start on demand: a task starts one when there are more queued tasks than
+idle threads and fewer than ``max_workers`` threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable
+
+__all__ = ["ElasticPool", "limit_arenas", "trim_heap"]
+
+log = logging.getLogger(__name__)
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim with
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_TRIM = _libc_trim()
+
+
+def limit_arenas(arenas: int = 2) -> None:
+    """Keep glibc to a few malloc arenas (it makes up to eight per core, one per busy thread), so memory a
+    burst of threads freed is not scattered over arenas that no trim can empty. Call before threads start."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc), where that is possible."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+class ElasticPool:
+    """``submit``/``shutdown`` as ``concurrent.futures.ThreadPoolExecutor``, with threads that end when idle."""
+
+    def __init__(self, max_workers: int, idle: float = 30.0, name: str = "power-request") -> None:
+        self.max_workers = max(1, max_workers)
+        self.idle = idle if idle > 0 else float("inf")
+        self.name = name
+        self._cond = threading.Condition()
+        self._tasks: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = deque()
+        self._threads = 0
+        self._waiting = 0
+        self._closed = False
+        self._made = 0
+        self._trimming = threading.Lock()
+        self._trim_again = False
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._tasks.append((future, fn, args, kwargs))
+            if len(self._tasks) > self._waiting and self._threads < self.max_workers:
+                self._threads += 1
+                self._made += 1
+                threading.Thread(target=self._work, name=f"{self.name}_{self._made}", daemon=True).start()
+            else:
+                self._cond.notify()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._cond:
+            self._closed = True
+            if cancel_futures:
+                while self._tasks:
+                    self._tasks.popleft()[0].cancel()
+            self._cond.notify_all()
+            while wait and self._threads:
+                self._cond.wait()
+
+    def _work(self) -> None:
+        with self._cond:
+            while True:
+                if not self._tasks:
+                    if self._closed or not self._wait_for_work():
+                        self._threads -= 1
+                        self._cond.notify_all()  # a shutdown(wait=True) counts threads
+                        break
+                    continue
+                future, fn, args, kwargs = self._tasks.popleft()
+                self._cond.release()
+                try:
+                    _run(future, fn, args, kwargs)
+                finally:
+                    del future, fn, args, kwargs
+                    self._cond.acquire()
+        self._trim()
+
+    def _trim(self) -> None:
+        """Trim the heap after threads end: once per burst of endings, and once more after the last of it."""
+        self._trim_again = True
+        while self._trim_again and self._trimming.acquire(blocking=False):
+            try:
+                self._trim_again = False
+                gc.collect()  # what the burst's requests left in reference cycles goes first
+                trim_heap()
+            finally:
+                self._trimming.release()
+
+    def _wait_for_work(self) -> bool:
+        """Wait (holding the condition) until a task comes; False once ``idle`` seconds passed without one."""
+        deadline = time.monotonic() + self.idle
+        self._waiting += 1
+        try:
+            while not self._tasks and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return bool(self._tasks)
+        finally:
+            self._waiting -= 1
+
+
+def _run(future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - the future carries it to whoever waits, as in the stdlib
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
