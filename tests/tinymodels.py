@@ -88,8 +88,14 @@ def add_vocabulary(w: GGUFWriter, pre: str = "gpt-2") -> None:
 def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -1000.0,
                 chat_template: str | None = None, pooling: int | None = None, name: str = "tiny",
-                f16: bool = False) -> Path:
-    """Write a tiny llama GGUF and return its path."""
+                f16: bool = False, arch: str = "llama", cls_labels: tuple[str, ...] = (),
+                rerank_template: str | None = None) -> Path:
+    """Write a tiny llama GGUF and return its path.
+
+    ``arch="qwen3"`` adds Qwen3's per-head Q/K norms. ``cls_labels`` adds a classifier head (``cls.output``,
+    one row per label) and, with ``pooling=4`` and a ``rerank_template``, makes the model a causal reranker
+    laid out as Qwen3-Reranker is (its "yes"/"no" head, softmaxed by llama.cpp on the last token).
+    """
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, types = vocabulary()
@@ -98,7 +104,7 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     head_dim = n_embd // n_head
     dtype = np.float16 if f16 else np.float32
 
-    w = transformer_writer(path, "llama", name, n_ctx_train, n_embd, n_layer, n_ff, n_head)
+    w = transformer_writer(path, arch, name, n_ctx_train, n_embd, n_layer, n_ff, n_head)
     w.add_head_count_kv(n_head_kv)
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
@@ -107,8 +113,13 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     if pooling is not None:
         w.add_pooling_type(gguf.PoolingType(pooling))
     add_vocabulary(w)
-    if chat_template is not None:
-        w.add_chat_template(chat_template)
+    if cls_labels:
+        w.add_array(f"{arch}.classifier.output_labels", list(cls_labels))
+    templates = [{"name": "default", "template": chat_template}] if chat_template is not None else []
+    if rerank_template is not None:
+        templates.append({"name": "rerank", "template": rerank_template})
+    if templates:
+        w.add_chat_template(templates)
 
     def t(*shape: int, scale: float = 0.02) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
@@ -142,6 +153,11 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
         down = t(n_embd, n_ff)
         down[0, :] = 0.0
         w.add_tensor(p + "ffn_down.weight", down.astype(dtype))
+        if arch == "qwen3":
+            w.add_tensor(p + "attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
+            w.add_tensor(p + "attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
+    if cls_labels:
+        w.add_tensor("cls.output.weight", t(len(cls_labels), n_embd, scale=1.0))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -125,3 +125,23 @@ def test_a_reranker_does_not_embed_and_other_models_do_not_rank(reranker: Engine
         with pytest.raises(InvalidRequest, match="does not support reranking"):
             embedder.rank("q", ["d"])
         assert len(embedder.embed(["a", "b"]).embeddings) == 2
+
+
+QWEN3_TEMPLATE = ("<|im_start|>system\nJudge whether the Document meets the Query. Answer \"yes\" or \"no\".<|im_end|>\n"
+                  "<|im_start|>user\n<Query>: {query}\n<Document>: {document}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_causal_reranker_laid_out_as_qwen3_reranker(tmp_path: Path) -> None:
+    """Qwen3-Reranker: a causal model whose "yes"/"no" head is softmaxed on the prompt's last token."""
+    path = write_llama(tmp_path / "q3.gguf", seed=9, arch="qwen3", pooling=4, cls_labels=("yes", "no"),
+                       rerank_template=QWEN3_TEMPLATE)
+    with Engine(str(path), LoadOptions(num_ctx=512)) as eng:
+        assert eng.reranker and eng.info.n_cls_out == 2
+        pair = eng.vocab.rank_pair(QUERY, DOCS[0])
+        text = QWEN3_TEMPLATE.replace("{query}", QUERY).replace("{document}", DOCS[0])
+        assert pair == eng.tokenize(text, add_special=False, parse_special=True)
+        res = eng.rank(QUERY, DOCS)
+        assert all(0.0 < s < 1.0 for s in res.scores) and len(set(round(s, 5) for s in res.scores)) == len(DOCS)
+        alone = [eng.rank(QUERY, [doc]).scores[0] for doc in DOCS]
+        assert res.scores == pytest.approx(alone, rel=1e-2, abs=1e-3)
+        assert res.prompt_eval_count == sum(len(eng.vocab.rank_pair(QUERY, d)) for d in DOCS)

@@ -14,8 +14,9 @@ import pytest
 from power.engine import Engine, LoadOptions
 from power.native import load_vocab
 from tests.engine.test_native import VOCAB_DIR, _vocab_cases
+from tests.engine.test_rerank import QWEN3_TEMPLATE
 from tests.server.realapp import RealApp, real_app
-from tests.tinymodels import write_bert_reranker, write_llama
+from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_bert_reranker, write_llama
 
 QUERY = "which animal purrs"
 DOCS = ["dogs bark at night", {"text": "cats purr when happy", "id": "c1"}, "the stock market fell", "a cat"]
@@ -33,6 +34,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "reranker": write_bert_reranker(d / "rr.gguf", seed=3),
         "embedder": write_llama(d / "embed.gguf", seed=4, pooling=1, name="tiny-embed"),
         "qwen2-vocab": VOCAB_DIR / "ggml-vocab-qwen2.gguf",  # no weights at all: only a vocabulary
+        # as the real one: a chat template with tools beside the rerank one (which says nothing it can do)
+        "qwen3-reranker": write_llama(d / "q3rr.gguf", seed=5, arch="qwen3", pooling=4, cls_labels=("yes", "no"),
+                                      rerank_template=QWEN3_TEMPLATE, chat_template=CHATML_TOOLS_TEMPLATE),
     }
 
 
@@ -83,6 +87,17 @@ def test_rerank_golden_shape_order_and_scores(real: RealApp, engine_scores: list
     assert [x["relevance_score"] for x in results] == pytest.approx(sorted(engine_scores, reverse=True), abs=1e-4)
     n = body["usage"]["total_tokens"]
     assert body["usage"] == {"prompt_tokens": n, "total_tokens": n} and n > sum(len(t.split()) for t in TEXTS)
+
+
+def test_a_qwen3_layout_reranker_is_served(real: RealApp, files: dict[str, Path]) -> None:
+    with Engine(str(files["qwen3-reranker"]), LoadOptions(num_ctx=2048)) as eng:
+        want = eng.rank(QUERY, TEXTS).scores
+    r = post(real, "/v1/rerank", {"model": "qwen3-reranker", "query": QUERY, "documents": DOCS})
+    assert r.status_code == 200, r.text
+    got = {x["index"]: x["relevance_score"] for x in r.json["results"]}
+    assert [got[i] for i in range(len(DOCS))] == pytest.approx(want, abs=1e-4)
+    assert all(0 < v < 1 for v in got.values())  # the "yes" probability
+    assert post(real, "/api/show", {"model": "qwen3-reranker"}).json["capabilities"] == ["rerank"]
 
 
 def test_rerank_top_n_and_return_documents(real: RealApp, engine_scores: list[float]) -> None:
