@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import falcon
 
+from power.errors import InvalidRequest
 from power.server.inference import Services, check_keep_alive, lookup, merged_options
 from power.server.usage import UsageRecord
 
@@ -47,6 +48,9 @@ class Embedder:
         req.context.model = name
         check_keep_alive(body.get("keep_alive"))
         view = lookup(self.services, name)
+        if "rerank" in view.capabilities:  # refused before its runner is started for nothing
+            raise InvalidRequest(f'"{view.name}" is a reranker: it scores documents against a query '
+                                 "(/api/rerank), it does not embed")
         start = time.monotonic()
         if not inputs:
             load_ns = self.services.scheduler.load(view.name, merged_options(view, body.get("options"), []),

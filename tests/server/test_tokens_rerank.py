@@ -122,7 +122,11 @@ def test_show_lists_rerank_and_only_rerankers_rerank(real: RealApp) -> None:
         assert r.status_code == 400 and r.json == {"error": f'"{name}:latest" does not support reranking'}
     oa = post(real, "/v1/rerank", {"model": "tiny", "query": "q", "documents": ["d"]})
     assert oa.status_code == 400 and "does not support reranking" in oa.json["error"]["message"]
-    assert post(real, "/api/embed", {"model": "reranker", "input": "x"}).status_code == 400
+    real.scheduler.unload("reranker:latest")
+    for path, body in (("/api/embed", {"input": "x"}), ("/v1/embeddings", {"input": "x"})):
+        r = post(real, path, {"model": "reranker", **body})
+        assert r.status_code == 400 and "is a reranker" in r.text, r.text
+    assert "reranker:latest" not in loaded(real)  # refused before a runner was started
     gen = post(real, "/api/generate", {"model": "reranker", "prompt": "x", "stream": False})
     assert gen.status_code == 400 and "does not support generate" in gen.json["error"]
 
