@@ -6,7 +6,9 @@ thread-safe, for the threaded HTTP server. A request for a loaded model with
 the same load options goes straight to its runner; anything else (first use,
 changed options, a runner that died) loads a new runner, one load at a time,
 after evicting idle runners (least recently used first) until both
-``max_loaded_models`` and the memory estimate allow it.
+``max_loaded_models`` and the memory estimate allow it. Tokenizing takes none
+of this: a loaded runner answers it at once, and the vocab runner (one process,
+outside the models and the budget) answers for every model that is not loaded.
 """
 
 from __future__ import annotations
