@@ -167,13 +167,14 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
 
 def write_bert_reranker(path: str | Path, *, seed: int = 0, n_embd: int = 32, n_layer: int = 2, n_head: int = 2,
                         n_ff: int = 64, n_ctx_train: int = 512, name: str = "tiny-reranker",
-                        rerank_template: str | None = None) -> Path:
+                        rerank_template: str | None = None, pooling: int = 4) -> Path:
     """Write a tiny BERT cross-encoder with a classification head (``pooling_type`` rank), as bge-reranker is.
 
     The vocabulary is the tiny llama's byte-level BPE with RoBERTa's special-token layout (``roberta-bpe``:
     BOS and EOS added, EOS doubling as SEP), so a pair is ``BOS query EOS SEP document EOS``. Non-causal
     attention, CLS pooling, then ``cls`` (tanh) and ``cls.output``: one score per sequence.
     ``rerank_template`` is written as ``tokenizer.chat_template.rerank`` (Qwen3-Reranker's prompt layout).
+    Another ``pooling`` (1 mean, 2 CLS) makes it a BERT embedding model instead, the head unused.
     """
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -183,7 +184,7 @@ def write_bert_reranker(path: str | Path, *, seed: int = 0, n_embd: int = 32, n_
     w = transformer_writer(path, "bert", name, n_ctx_train, n_embd, n_layer, n_ff, n_head)
     w.add_layer_norm_eps(1e-12)
     w.add_causal_attention(False)
-    w.add_pooling_type(gguf.PoolingType.RANK)
+    w.add_pooling_type(gguf.PoolingType(pooling))
     w.add_file_type(LlamaFileType.ALL_F32)
     add_vocabulary(w, "roberta-bpe")
     w.add_token_type_count(1)

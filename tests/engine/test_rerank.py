@@ -145,3 +145,16 @@ def test_a_causal_reranker_laid_out_as_qwen3_reranker(tmp_path: Path) -> None:
         alone = [eng.rank(QUERY, [doc]).scores[0] for doc in DOCS]
         assert res.scores == pytest.approx(alone, rel=1e-2, abs=1e-3)
         assert res.prompt_eval_count == sum(len(eng.vocab.rank_pair(QUERY, d)) for d in DOCS)
+
+
+def test_a_bert_embedder_pools_many_inputs_in_one_decode(tmp_path: Path) -> None:
+    """Encoders share a decode between inputs (as rerank documents do); each vector is the one it gets alone."""
+    path = write_bert_reranker(tmp_path / "bert-embed.gguf", seed=11, pooling=1)
+    with Engine(str(path), LoadOptions(num_ctx=512)) as eng:
+        assert not eng.reranker
+        texts = [doc or "x" for doc in DOCS] * 4
+        together = eng.embed(texts).embeddings
+        for text, vec in zip(texts, together):
+            assert vec == pytest.approx(eng.embed([text]).embeddings[0], abs=2e-3)
+            assert sum(v * v for v in vec) == pytest.approx(1.0, abs=1e-4)
+        assert eng._embed_ctx is not None and eng._embed_ctx.n_seq > 1
