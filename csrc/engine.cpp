@@ -10,6 +10,8 @@
 
 using namespace shim;
 
+static const int32_t POOL_TOKENS = 512;
+
 extern "C" {
 
 pw_engine_params pw_engine_default_params(void) {
@@ -127,7 +129,10 @@ int32_t pw_embed(pw_engine *e, const int32_t *tokens, const int32_t *lengths, in
         if (e->mem) llama_memory_clear(e->mem, true);
         b.n_tokens = 0;
         int32_t first = i;
-        while (i < n_inputs && i - first < n_seq && b.n_tokens + lengths[i] <= n_batch) {
+        // Inputs share a decode up to POOL_TOKENS: attention over one ubatch is quadratic in its tokens, so
+        // packing long inputs together costs more than it saves; a longer input goes alone.
+        while (i < n_inputs && i - first < n_seq &&
+               (b.n_tokens == 0 || b.n_tokens + lengths[i] <= std::min(n_batch, POOL_TOKENS))) {
             for (int32_t j = 0; j < lengths[i]; j++)  // pooling reads every token: all are outputs
                 batch_add(b, tokens[offsets[(size_t)i] + j], j, i - first, true);
             i++;
