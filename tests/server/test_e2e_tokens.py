@@ -37,13 +37,15 @@ def vocab_runners() -> list[int]:
 def test_tokens_and_rerank_answer_during_a_stream_and_the_vocab_runner_ends_with_the_server(tmp_path: Path) -> None:
     library = ModelStore(tmp_path / "models", noprune=True)
     add_model(library, "wide", write_llama(tmp_path / "wide.gguf", seed=2, n_embd=256, n_layer=4, n_ff=1024,
-                                           n_head=8, n_head_kv=4))
+                                           n_head=8, n_head_kv=4, n_ctx_train=8192))
     add_model(library, "idle", write_llama(tmp_path / "idle.gguf", seed=3, name="idle"))
     add_model(library, "reranker", write_bert_reranker(tmp_path / "rr.gguf", seed=4))
     before = set(vocab_runners())
-    with gunicorn(tmp_path, OLLAMA_CONTEXT_LENGTH="2048", OLLAMA_NUM_PARALLEL="1") as url:
+    with gunicorn(tmp_path, OLLAMA_CONTEXT_LENGTH="8192", OLLAMA_NUM_PARALLEL="1") as url:
         client = ollama.Client(host=url)
         http = httpx.Client(base_url=url, timeout=30)
+        warm = http.post("/v1/rerank", json={"model": "reranker", "query": "q", "documents": ["warm"]})
+        assert warm.status_code == 200  # loaded now: what follows is answered, not loaded
         stream = client.generate(model="wide", prompt="once upon a time", stream=True,
                                  options={"num_predict": 100000, "temperature": 0})
         assert not next(stream).done  # generating now, in the model's only slot
