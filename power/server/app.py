@@ -105,7 +105,7 @@ ROUTES: tuple[Route, ...] = (
         "Legacy single embedding", "EmbeddingsRequest", "EmbeddingsResponse", errors=_INFER)}),
     *(Route(path, lambda s, path=path: RerankResource(s, path), {"post": Operation(
         "Rerank documents by relevance to a query (Jina/Cohere shape)", "RerankRequest", "RerankResponse",
-        errors=_INFER)}) for path in ("/api/rerank", "/v1/rerank", "/rerank", "/v1/reranking")),
+        errors=_INFER)}) for path in ("/api/rerank", "/v1/rerank", "/v2/rerank", "/rerank", "/v1/reranking")),
     *(Route(path, TokenizeResource, {"post": Operation(
         "Tokenize text with a model's vocabulary (no weights loaded, no waiting for generations)",
         "TokenizeRequest", "TokenizeResponse", errors=_MODEL)}) for path in ("/api/tokenize", "/tokenize")),

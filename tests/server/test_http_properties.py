@@ -277,7 +277,7 @@ BASES: dict[str, dict[str, Any]] = {  # a valid request per route, the model bou
     "/v1/messages": {"model": "tiny", "messages": ASK, "max_tokens": 2},
     "/v1/messages/count_tokens": {"model": "tiny", "messages": ASK},
     **{path: {"model": "reranker", "query": "hi", "documents": ["a", {"text": "b"}]}
-       for path in ("/api/rerank", "/v1/rerank", "/rerank", "/v1/reranking")},
+       for path in ("/api/rerank", "/v1/rerank", "/v2/rerank", "/rerank", "/v1/reranking")},
     **{path: {"model": "tiny", "content": "hi"} for path in ("/api/tokenize", "/tokenize")},
     **{path: {"model": "tiny", "tokens": [1, 2]} for path in ("/api/detokenize", "/detokenize")},
 }

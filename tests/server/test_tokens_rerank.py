@@ -21,7 +21,7 @@ from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_bert_reranker, write_l
 QUERY = "which animal purrs"
 DOCS = ["dogs bark at night", {"text": "cats purr when happy", "id": "c1"}, "the stock market fell", "a cat"]
 TEXTS = [d if isinstance(d, str) else d["text"] for d in DOCS]
-RERANK_PATHS = ["/api/rerank", "/v1/rerank", "/rerank", "/v1/reranking"]
+RERANK_PATHS = ["/api/rerank", "/v1/rerank", "/v2/rerank", "/rerank", "/v1/reranking"]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,22 @@ def test_rerank_top_n_and_return_documents(real: RealApp, engine_scores: list[fl
                                  else {"text": DOCS[x["index"]]})
     more = post(real, "/api/rerank", {"model": "reranker", "query": QUERY, "documents": DOCS, "top_n": 99})
     assert len(more.json["results"]) == len(DOCS)
+
+
+def test_the_cohere_clients_rerank(real: RealApp, engine_scores: list[float]) -> None:
+    cohere = pytest.importorskip("cohere")
+    import httpx
+
+    http = httpx.Client(transport=httpx.WSGITransport(app=real.app), headers={"Host": "127.0.0.1:11434"})
+    order = sorted(range(len(DOCS)), key=lambda i: -engine_scores[i])
+    v1 = cohere.Client(base_url="http://127.0.0.1:11434", api_key="unused", httpx_client=http)
+    got = v1.rerank(model="reranker", query=QUERY, documents=DOCS, top_n=3, return_documents=True)
+    assert [r.index for r in got.results] == order[:3]
+    assert [r.relevance_score for r in got.results] == pytest.approx([engine_scores[i] for i in order[:3]], abs=1e-4)
+    assert got.results[0].document.text == TEXTS[order[0]]
+    v2 = cohere.ClientV2(base_url="http://127.0.0.1:11434", api_key="unused", httpx_client=http)
+    got2 = v2.rerank(model="reranker", query=QUERY, documents=TEXTS)
+    assert [r.index for r in got2.results] == order
 
 
 def test_show_lists_rerank_and_only_rerankers_rerank(real: RealApp) -> None:
