@@ -32,6 +32,7 @@ class Vocab:
     def __init__(self, model: native.Model) -> None:
         self.model = model
         self.info = model.info
+        self.rerank_template = model.chat_template("rerank")
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         try:
@@ -63,7 +64,7 @@ class Vocab:
         filled in and is tokenized with its special tokens; otherwise the pair is the BERT/RoBERTa layout
         ``BOS query EOS SEP document EOS``, each special token where the vocabulary asks for it.
         """
-        template = self.model.chat_template("rerank")
+        template = self.rerank_template
         if template is not None:
             fields = {"query": query, "document": document}  # one pass: the texts are never read as fields
             text = _FIELD.sub(lambda m: fields[m.group(1)], template)
