@@ -127,7 +127,8 @@ def test_a_reranker_does_not_embed_and_other_models_do_not_rank(reranker: Engine
         assert len(embedder.embed(["a", "b"]).embeddings) == 2
 
 
-QWEN3_TEMPLATE = ("<|im_start|>system\nJudge whether the Document meets the Query. Answer \"yes\" or \"no\".<|im_end|>\n"
+QWEN3_TEMPLATE = ("<|im_start|>system\nJudge whether the Document meets the Query. "
+                  "Answer \"yes\" or \"no\".<|im_end|>\n"
                   "<|im_start|>user\n<Query>: {query}\n<Document>: {document}<|im_end|>\n<|im_start|>assistant\n")
 
 

@@ -184,7 +184,8 @@ def test_tokenize_round_trip_without_loading_the_model(real: RealApp, files: dic
     for path in ("/api/tokenize", "/tokenize"):
         r = post(real, path, {"model": "tiny", "content": text})
         assert r.status_code == 200 and r.json == {"model": "tiny:latest", "tokens": want}, r.text
-    assert post(real, "/api/tokenize", {"model": "tiny", "prompt": text, "add_special": True}).json["tokens"] == with_bos
+    bos = post(real, "/api/tokenize", {"model": "tiny", "prompt": text, "add_special": True})
+    assert bos.json["tokens"] == with_bos
     assert vocab_id(files["tiny"], "<|im_start|>") in want  # parse_special: a control token, not its text
     for path in ("/api/detokenize", "/detokenize"):
         r = post(real, path, {"model": "tiny", "tokens": want})
