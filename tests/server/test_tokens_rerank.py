@@ -264,3 +264,16 @@ def test_tokenize_bad_input(real: RealApp) -> None:
     r = post(real, "/tokenize", {"model": "tiny", "content": 5})
     assert r.status_code == 400 and "content" in r.json["error"]
     assert post(real, "/api/detokenize", {"model": "tiny"}).json == {"model": "tiny:latest", "content": ""}
+
+
+def test_answers_too_big_for_a_runner_frame_are_refused_and_the_runner_lives(real: RealApp) -> None:
+    """4 MiB of text with pieces would be a frame past the protocol's bound (and kill the model's runner)."""
+    real.scheduler.load("tiny:latest")
+    [pid] = [m["pid"] for m in real.scheduler.ps() if m["name"] == "tiny:latest"]
+    r = post(real, "/api/tokenize", {"model": "tiny", "content": "\u00e9" * (3 << 20), "with_pieces": True})
+    assert r.status_code == 400 and "too long to tokenize" in r.json["error"]
+    r = post(real, "/api/detokenize", {"model": "tiny", "tokens": [1] * ((1 << 20) + 1)})
+    assert r.status_code == 400 and "more than" in r.json["error"]
+    big = post(real, "/api/tokenize", {"model": "tiny", "content": "ab " * 200_000, "with_pieces": True})
+    assert big.status_code == 200 and len(big.json["tokens"]) >= 200_000
+    assert [m["pid"] for m in real.scheduler.ps() if m["name"] == "tiny:latest"] == [pid]

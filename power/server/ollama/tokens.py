@@ -19,7 +19,12 @@ from power.server.body import model_field, read_json
 from power.server.inference import Services, lookup
 from power.server.streaming import send_json
 
-__all__ = ["DetokenizeResource", "TokenizeResource"]
+__all__ = ["DetokenizeResource", "TokenizeResource", "MAX_TEXT_BYTES", "MAX_TOKENS"]
+
+# An answer travels in one runner frame (power.runner.protocol.MAX_FRAME): with pieces, a byte of text can
+# become a token of some 30 bytes of JSON. Both bounds are far past any model's context.
+MAX_TEXT_BYTES = 4 << 20
+MAX_TOKENS = 1 << 20
 
 
 class _TokenResource:
@@ -39,6 +44,8 @@ class TokenizeResource(_TokenResource):
         name = self._model(req, body)
         if not isinstance(text, str):
             raise InvalidRequest("content is required")
+        if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise InvalidRequest(f"content is too long to tokenize (at most {MAX_TEXT_BYTES >> 20} MiB)")
         tokens = self.services.scheduler.tokenize(
             name, text, add_special=bool(body.get("add_special", False)),
             parse_special=bool(body.get("parse_special", True)), pieces=bool(body.get("with_pieces", False)))
@@ -49,5 +56,8 @@ class DetokenizeResource(_TokenResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, "DetokenizeRequest")
         name = self._model(req, body)
-        content = self.services.scheduler.detokenize(name, body.get("tokens") or [], special=True)
+        tokens = body.get("tokens") or []
+        if len(tokens) > MAX_TOKENS:
+            raise InvalidRequest(f"tokens has more than {MAX_TOKENS} ids")
+        content = self.services.scheduler.detokenize(name, tokens, special=True)
         send_json(resp, {"model": name, "content": content})
