@@ -23,13 +23,18 @@ from power.server.embeddings import record_pooled
 from power.server.inference import Services, check_keep_alive, lookup, merged_options, require_capability
 from power.server.streaming import send_json
 
-__all__ = ["RerankResource", "document_texts"]
+__all__ = ["RerankResource", "document_texts", "MAX_DOCUMENTS"]
+
+# Bounded work (a rank call cannot be cancelled midway): ten times what Cohere takes in one request.
+MAX_DOCUMENTS = 10_000
 
 
 def document_texts(documents: list[Any]) -> list[str]:
     """The text of each document: a string, or an object's ``text``; a 400 naming the first bad one."""
     if not documents:
         raise InvalidRequest("documents must be a non-empty list")
+    if len(documents) > MAX_DOCUMENTS:
+        raise InvalidRequest(f"documents has more than {MAX_DOCUMENTS} items")
     texts = []
     for i, doc in enumerate(documents):
         text = doc if isinstance(doc, str) else doc.get("text") if isinstance(doc, dict) else None

@@ -149,6 +149,7 @@ def test_show_lists_rerank_and_only_rerankers_rerank(real: RealApp) -> None:
 
 @pytest.mark.parametrize("body,says", [
     ({"query": "q", "documents": []}, "non-empty"),
+    ({"query": "q", "documents": ["d"] * 10_001}, "more than 10000"),
     ({"query": "q", "documents": [1]}, "documents.0"),
     ({"query": "q", "documents": [{"title": "x"}]}, "documents.0"),
     ({"query": "q", "documents": ["a", {"text": 3}]}, "documents.1"),
