@@ -10,6 +10,8 @@
 
 using namespace shim;
 
+static const int32_t POOL_TOKENS = 512;
+
 extern "C" {
 
 pw_engine_params pw_engine_default_params(void) {
@@ -107,7 +109,9 @@ int32_t pw_embed(pw_engine *e, const int32_t *tokens, const int32_t *lengths, in
                  int32_t n_out, bool normalize) {
     if (!e || !tokens || !lengths || !out || n_inputs < 0) return fail(PW_E_INVALID, "null argument");
     if (!e->params.embeddings) return fail(PW_E_INVALID, "this engine was not created for embeddings");
-    const int32_t dim = llama_model_n_embd_out(e->pm->model);
+    const bool rank = llama_pooling_type(e->ctx) == LLAMA_POOLING_TYPE_RANK;
+    if (rank) normalize = false;  // scores, not vectors
+    const int32_t dim = pw_engine_embd_dim(e);
     if (n_out < dim * n_inputs) return fail(PW_E_INVALID, "output buffer too small");
     const int32_t n_batch = (int32_t)e->params.n_batch;
     const int32_t n_seq = (int32_t)e->params.n_seq;
@@ -125,9 +129,12 @@ int32_t pw_embed(pw_engine *e, const int32_t *tokens, const int32_t *lengths, in
         if (e->mem) llama_memory_clear(e->mem, true);
         b.n_tokens = 0;
         int32_t first = i;
-        while (i < n_inputs && i - first < n_seq && b.n_tokens + lengths[i] <= n_batch) {
-            for (int32_t j = 0; j < lengths[i]; j++)
-                batch_add(b, tokens[offsets[(size_t)i] + j], j, i - first, j == lengths[i] - 1);
+        // Inputs share a decode up to POOL_TOKENS: attention over one ubatch is quadratic in its tokens, so
+        // packing long inputs together costs more than it saves; a longer input goes alone.
+        while (i < n_inputs && i - first < n_seq &&
+               (b.n_tokens == 0 || b.n_tokens + lengths[i] <= std::min(n_batch, POOL_TOKENS))) {
+            for (int32_t j = 0; j < lengths[i]; j++)  // pooling reads every token: all are outputs
+                batch_add(b, tokens[offsets[(size_t)i] + j], j, i - first, true);
             i++;
         }
         clear_log_errors();
@@ -150,6 +157,12 @@ int32_t pw_embed(pw_engine *e, const int32_t *tokens, const int32_t *lengths, in
     }
     if (e->mem) llama_memory_clear(e->mem, true);
     return dim;
+}
+
+int32_t pw_engine_embd_dim(const pw_engine *e) {
+    if (!e) return fail(PW_E_INVALID, "null argument");
+    if (llama_pooling_type(e->ctx) == LLAMA_POOLING_TYPE_RANK) return (int32_t)llama_model_n_cls_out(e->pm->model);
+    return llama_model_n_embd_out(e->pm->model);
 }
 
 int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {

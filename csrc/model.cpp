@@ -3,12 +3,22 @@
 #include "shim.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
 using shim::clear_log_errors;
 using shim::fail;
 using shim::llama_reason;
+
+// The pooling type the GGUF declares (llama.h has no getter for the model's own).
+static int32_t model_pooling(const llama_model *m) {
+    char arch[64] = {0}, key[128], val[32] = {0};
+    if (llama_model_meta_val_str(m, "general.architecture", arch, sizeof arch) < 0) return -1;
+    snprintf(key, sizeof key, "%s.pooling_type", arch);
+    if (llama_model_meta_val_str(m, key, val, sizeof val) < 0) return -1;
+    return (int32_t)strtol(val, nullptr, 10);
+}
 
 extern "C" {
 
@@ -77,9 +87,13 @@ int32_t pw_model_get_info(const pw_model *pm, pw_model_info *out) {
     out->token_bos = llama_vocab_bos(pm->vocab);
     out->token_eos = llama_vocab_eos(pm->vocab);
     out->token_eot = llama_vocab_eot(pm->vocab);
+    out->token_sep = llama_vocab_sep(pm->vocab);
     out->ftype = (int32_t)llama_model_ftype(m);
+    out->pooling = model_pooling(m);
+    out->n_cls_out = (int32_t)llama_model_n_cls_out(m);
     out->add_bos = llama_vocab_get_add_bos(pm->vocab);
     out->add_eos = llama_vocab_get_add_eos(pm->vocab);
+    out->add_sep = llama_vocab_get_add_sep(pm->vocab);
     out->has_encoder = llama_model_has_encoder(m);
     out->has_decoder = llama_model_has_decoder(m);
     out->is_recurrent = llama_model_is_recurrent(m);

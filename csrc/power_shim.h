@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 5 };
+enum pw_abi { PW_ABI_VERSION = 6 };
 
 enum pw_status {
     PW_OK = 0,
@@ -88,9 +88,13 @@ typedef struct pw_model_info {
     int32_t token_bos;
     int32_t token_eos;
     int32_t token_eot;
+    int32_t token_sep;      /* -1 when the vocabulary has none */
     int32_t ftype;
+    int32_t pooling;        /* the model's pooling type: -1 unspecified, 0 none, 1 mean, 2 cls, 3 last, 4 rank */
+    int32_t n_cls_out;      /* outputs of a rank (classifier) head: the scores per sequence */
     bool add_bos;
     bool add_eos;
+    bool add_sep;
     bool has_encoder;
     bool has_decoder;
     bool is_recurrent;
@@ -107,7 +111,7 @@ typedef struct pw_engine_params {
     int32_t type_k;        /* ggml_type: 1 f16, 8 q8_0, 2 q4_0 */
     int32_t type_v;
     bool embeddings;       /* an embedding engine (pw_embed only) */
-    int32_t pooling;       /* -1 model default, 0 none, 1 mean, 2 cls, 3 last */
+    int32_t pooling;       /* -1 model default, 0 none, 1 mean, 2 cls, 3 last, 4 rank */
     uint64_t cache_ram;    /* bytes of host memory for saved prompt states; 0 = none */
 } pw_engine_params;
 
@@ -249,8 +253,11 @@ PW_API int32_t pw_submit(pw_engine *engine, const int32_t *tokens, int32_t n_tok
 PW_API int32_t pw_submit_choice(pw_engine *engine, int32_t leader, const pw_sampling *sampling);
 PW_API int32_t pw_cancel(pw_engine *engine, int32_t seq);
 PW_API int32_t pw_step(pw_engine *engine, pw_event *events, int32_t cap, pw_step_out *out);
+/* Pooled output of each input, pw_engine_embd_dim floats each: an embedding (L2-normalised if asked), or
+ * with rank pooling the classifier head's scores (never normalised). Up to n_seq inputs share a decode. */
 PW_API int32_t pw_embed(pw_engine *engine, const int32_t *tokens, const int32_t *lengths, int32_t n_inputs,
                         float *out, int32_t n_out, bool normalize);
+PW_API int32_t pw_engine_embd_dim(const pw_engine *engine);
 PW_API int32_t pw_engine_stats(const pw_engine *engine, pw_stats *out);
 /* Greedy sampling's argmax: for each of n_rows rows of n floats, the first index of the largest value
  * (NaN is never chosen; a row with no number > -inf gives 0), split over n_threads threads. */

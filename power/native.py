@@ -29,11 +29,12 @@ __all__ = [
     "StepResult", "Sampling",
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
     "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
+    "POOLING_RANK", "load_vocab",
 ]
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -167,9 +168,13 @@ class ModelInfo:
     token_bos: int
     token_eos: int
     token_eot: int
+    token_sep: int
     ftype: int
+    pooling: int  # the GGUF's pooling type (POOLING_*), -1 when it declares none
+    n_cls_out: int
     add_bos: bool
     add_eos: bool
+    add_sep: bool
     has_encoder: bool
     has_decoder: bool
     is_recurrent: bool
@@ -346,6 +351,8 @@ class StepResult:
 
 
 FINISH_NONE, FINISH_STOP, FINISH_LENGTH, FINISH_CONTEXT, FINISH_CANCEL, FINISH_ERROR = range(6)
+# llama_pooling_type values (ModelInfo.pooling, Context's pooling=)
+POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = range(5)
 
 
 # pw_stats's counters, as Context.stats() names them (the prompt cache's per tier: kv_*, ram_*).
@@ -389,6 +396,7 @@ class Context:
         self._sp = _ffi.new("pw_sampling *")
         st = self.stats()
         self.n_ctx_seq = int(st["n_ctx_seq"])
+        self.embd_dim = _check(_lib.pw_engine_embd_dim(self._h)) if embeddings else 0
 
     @property
     def handle(self) -> object:
@@ -469,10 +477,11 @@ class Context:
         return StepResult(events, out.n_active, out.n_decoded)
 
     def embed(self, inputs: Sequence[Sequence[int]], *, normalize: bool = True) -> list[list[float]]:
-        """Pooled embeddings, one per input (each input a list of tokens)."""
+        """Pooled output, one per input (each input a list of tokens): embeddings, or with rank pooling the
+        classifier head's scores (``embd_dim`` floats each; scores are never normalised)."""
         if not inputs:
             return []
-        dim = self.model.info.n_embd_out or self.model.info.n_embd
+        dim = self.embd_dim
         flat = [t for toks in inputs for t in toks]
         lengths = [len(toks) for toks in inputs]
         out = _ffi.new("float[]", dim * len(inputs))

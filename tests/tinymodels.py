@@ -59,11 +59,43 @@ def vocabulary() -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def transformer_writer(path: Path, arch: str, name: str, n_ctx_train: int, n_embd: int, n_layer: int, n_ff: int,
+                       n_head: int) -> GGUFWriter:
+    """A GGUF writer with a transformer's common shape keys written."""
+    w = GGUFWriter(str(path), arch)
+    w.add_name(name)
+    w.add_context_length(n_ctx_train)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    return w
+
+
+def add_vocabulary(w: GGUFWriter, pre: str = "gpt-2") -> None:
+    """Write ``vocabulary()`` as a byte-level BPE tokenizer with BOS and EOS (BOS added to every text)."""
+    tokens, types = vocabulary()
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
+    w.add_bos_token_id(tokens.index("<|bos|>"))
+    w.add_eos_token_id(tokens.index("<|eos|>"))
+    w.add_add_bos_token(True)
+
+
 def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -1000.0,
                 chat_template: str | None = None, pooling: int | None = None, name: str = "tiny",
-                f16: bool = False) -> Path:
-    """Write a tiny llama GGUF and return its path."""
+                f16: bool = False, arch: str = "llama", cls_labels: tuple[str, ...] = (),
+                rerank_template: str | None = None) -> Path:
+    """Write a tiny llama GGUF and return its path.
+
+    ``arch="qwen3"`` adds Qwen3's per-head Q/K norms. ``cls_labels`` adds a classifier head (``cls.output``,
+    one row per label) and, with ``pooling=4`` and a ``rerank_template``, makes the model a causal reranker
+    laid out as Qwen3-Reranker is (its "yes"/"no" head, softmaxed by llama.cpp on the last token).
+    """
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, types = vocabulary()
@@ -72,13 +104,7 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     head_dim = n_embd // n_head
     dtype = np.float16 if f16 else np.float32
 
-    w = GGUFWriter(str(path), "llama")
-    w.add_name(name)
-    w.add_context_length(n_ctx_train)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
+    w = transformer_writer(path, arch, name, n_ctx_train, n_embd, n_layer, n_ff, n_head)
     w.add_head_count_kv(n_head_kv)
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
@@ -86,16 +112,14 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     w.add_file_type(LlamaFileType.MOSTLY_F16 if f16 else LlamaFileType.ALL_F32)
     if pooling is not None:
         w.add_pooling_type(gguf.PoolingType(pooling))
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges([f"{a} {b}" for a, b in MERGES])
-    w.add_bos_token_id(bos)
-    w.add_eos_token_id(eos)
-    w.add_add_bos_token(True)
-    if chat_template is not None:
-        w.add_chat_template(chat_template)
+    add_vocabulary(w)
+    if cls_labels:
+        w.add_array(f"{arch}.classifier.output_labels", list(cls_labels))
+    templates = [{"name": "default", "template": chat_template}] if chat_template is not None else []
+    if rerank_template is not None:
+        templates.append({"name": "rerank", "template": rerank_template})
+    if templates:
+        w.add_chat_template(templates)
 
     def t(*shape: int, scale: float = 0.02) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
@@ -129,6 +153,70 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
         down = t(n_embd, n_ff)
         down[0, :] = 0.0
         w.add_tensor(p + "ffn_down.weight", down.astype(dtype))
+        if arch == "qwen3":
+            w.add_tensor(p + "attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
+            w.add_tensor(p + "attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
+    if cls_labels:
+        w.add_tensor("cls.output.weight", t(len(cls_labels), n_embd, scale=1.0))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_bert_reranker(path: str | Path, *, seed: int = 0, n_embd: int = 32, n_layer: int = 2, n_head: int = 2,
+                        n_ff: int = 64, n_ctx_train: int = 512, name: str = "tiny-reranker",
+                        rerank_template: str | None = None, pooling: int = 4) -> Path:
+    """Write a tiny BERT cross-encoder with a classification head (``pooling_type`` rank), as bge-reranker is.
+
+    The vocabulary is the tiny llama's byte-level BPE with RoBERTa's special-token layout (``roberta-bpe``:
+    BOS and EOS added, EOS doubling as SEP), so a pair is ``BOS query EOS SEP document EOS``. Non-causal
+    attention, CLS pooling, then ``cls`` (tanh) and ``cls.output``: one score per sequence.
+    ``rerank_template`` is written as ``tokenizer.chat_template.rerank`` (Qwen3-Reranker's prompt layout).
+    Another ``pooling`` (1 mean, 2 CLS) makes it a BERT embedding model instead, the head unused.
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    tokens, _ = vocabulary()
+    n_vocab = len(tokens)
+
+    w = transformer_writer(path, "bert", name, n_ctx_train, n_embd, n_layer, n_ff, n_head)
+    w.add_layer_norm_eps(1e-12)
+    w.add_causal_attention(False)
+    w.add_pooling_type(gguf.PoolingType(pooling))
+    w.add_file_type(LlamaFileType.ALL_F32)
+    add_vocabulary(w, "roberta-bpe")
+    w.add_token_type_count(1)
+    w.add_sep_token_id(tokens.index("<|eos|>"))
+    w.add_add_eos_token(True)
+    if rerank_template is not None:
+        w.add_chat_template([{"name": "rerank", "template": rerank_template}])
+
+    def t(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def linear(name: str, n_out: int, n_in: int, scale: float = 0.3) -> None:
+        w.add_tensor(name + ".weight", t(n_out, n_in, scale=scale))
+        w.add_tensor(name + ".bias", t(n_out, scale=0.02 if scale < 1 else 0.1))
+
+    def norm(name: str) -> None:  # LayerNorm, the identity at first
+        w.add_tensor(name + ".weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(name + ".bias", np.zeros(n_embd, dtype=np.float32))
+
+    w.add_tensor("token_embd.weight", t(n_vocab, n_embd, scale=1.0))
+    w.add_tensor("token_types.weight", t(1, n_embd, scale=0.1))
+    w.add_tensor("position_embd.weight", t(n_ctx_train, n_embd, scale=0.1))
+    norm("token_embd_norm")
+    for i in range(n_layer):
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            linear(f"blk.{i}.{part}", n_embd, n_embd)
+        norm(f"blk.{i}.attn_output_norm")
+        linear(f"blk.{i}.ffn_up", n_ff, n_embd)
+        linear(f"blk.{i}.ffn_down", n_embd, n_ff)
+        norm(f"blk.{i}.layer_output_norm")
+    linear("cls", n_embd, n_embd)
+    linear("cls.output", 1, n_embd, scale=1.0)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

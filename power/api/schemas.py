@@ -97,6 +97,28 @@ EMBEDDINGS = {
     "properties": {"model": _MODEL, "name": _MODEL, "prompt": _S, "options": _OPTIONS, "keep_alive": _KEEP_ALIVE},
     "anyOf": _MODEL_OR_NAME,
 }
+RERANK = {
+    "type": "object",
+    "properties": {
+        "model": _MODEL, "query": _S,
+        "documents": {"type": "array", "items": {"anyOf": [_S, {"type": "object", "properties": {"text": _S}}]},
+                      "description": "strings, or objects whose text is scored (Cohere/Jina)"},
+        "top_n": {"type": ["integer", "null"], "minimum": 1}, "return_documents": {"type": ["boolean", "null"]},
+        "truncate": _B, "options": _OPTIONS, "keep_alive": _KEEP_ALIVE,
+    },
+    "required": ["model", "query", "documents"],
+}
+TOKENIZE = {
+    "type": "object",
+    "properties": {"model": _MODEL, "name": _MODEL, "content": _S, "prompt": {**_S, "description": "alias of content"},
+                   "add_special": {**_B, "description": "add BOS/EOS as the model does (default false)"},
+                   "parse_special": {**_B, "description": "read control tokens' text as them (default true)"},
+                   "with_pieces": {**_B, "description": "answer [{id, piece}] instead of ids"}},
+    "anyOf": _MODEL_OR_NAME,
+}
+DETOKENIZE = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL,
+                                               "tokens": {"type": ["array", "null"], "items": _TOKEN}},
+              "anyOf": _MODEL_OR_NAME}
 SHOW = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL, "verbose": _B, "system": _S,
                                          "options": _OPTIONS}, "anyOf": _MODEL_OR_NAME}
 DELETE = {"type": "object", "properties": {"model": _MODEL, "name": _MODEL}, "anyOf": _MODEL_OR_NAME}
@@ -236,7 +258,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "ShowRequest": SHOW, "DeleteRequest": DELETE, "CopyRequest": COPY, "PullRequest": PULL, "PushRequest": PUSH,
     "CreateRequest": CREATE, "ChatCompletionRequest": OA_CHAT, "CompletionRequest": OA_COMPLETION,
     "EmbeddingRequest": OA_EMBEDDINGS, "ResponseRequest": OA_RESPONSE,
-    "MessagesRequest": AN_MESSAGES, "CountTokensRequest": AN_COUNT_TOKENS,
+    "MessagesRequest": AN_MESSAGES, "CountTokensRequest": AN_COUNT_TOKENS, "RerankRequest": RERANK,
+    "TokenizeRequest": TOKENIZE, "DetokenizeRequest": DETOKENIZE,
 }
 
 
@@ -290,6 +313,13 @@ _RUNNING = _object({"name": _S, "model": _S, "size": _COUNT, "size_vram": _COUNT
                    {"details": _DETAILS, "expires_at": _S, "context_length": _COUNT, "processor": _S,
                     "running": _COUNT, "waiting": _COUNT, **_LOADING})
 PS = _object({"models": {"type": "array", "items": _RUNNING}})
+RERANK_RESPONSE = _object({"model": _S, "results": {"type": "array", "items": _object(
+    {"index": _COUNT, "relevance_score": _N}, {"document": _OBJ})},
+    "usage": _object({"prompt_tokens": _COUNT, "total_tokens": _COUNT})}, {"object": {"const": "list"}})
+_PIECE = _object({"id": _COUNT, "piece": {"anyOf": [_S, {"type": "array", "items": _COUNT}]}})
+TOKENIZE_RESPONSE = _object({"tokens": {"anyOf": [{"type": "array", "items": _COUNT},
+                                                  {"type": "array", "items": _PIECE}]}}, {"model": _S})
+DETOKENIZE_RESPONSE = _object({"content": _S}, {"model": _S})
 VERSION = _object({"version": _S})
 BLOB = _object({"digest": _S})
 
@@ -405,7 +435,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "HealthResponse": HEALTH, "OpenAPIDocument": OPENAPI, "Response": RESPONSE,
     "ResponseStreamEvent": RESPONSE_EVENT, "ResponseDeleted": RESPONSE_DELETED,
     "Message": AN_MESSAGE, "MessageStreamEvent": AN_EVENT, "CountTokensResponse": AN_COUNT,
-    "AnthropicError": AN_ERROR,
+    "AnthropicError": AN_ERROR, "RerankResponse": RERANK_RESPONSE, "TokenizeResponse": TOKENIZE_RESPONSE,
+    "DetokenizeResponse": DETOKENIZE_RESPONSE,
 }
 SCHEMAS: dict[str, dict[str, Any]] = {**REQUESTS, **RESPONSES}
 _VALIDATORS = {name: Draft202012Validator(schema) for name, schema in SCHEMAS.items()}

@@ -35,9 +35,10 @@ from power import native
 from power.engine.options import INT32_MAX, LoadOptions, RequestOptions, parse_options
 from power.engine.statefiles import state_folder, state_key
 from power.engine.stops import StopMatcher
+from power.engine.vocab import Vocab
 from power.errors import EngineError, InvalidRequest, NativeError
 
-__all__ = ["Engine", "Request", "Chunk", "TokenLogprob", "EmbedResult"]
+__all__ = ["Engine", "Request", "Chunk", "TokenLogprob", "EmbedResult", "RankResult"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,17 @@ class EmbedResult:
     embeddings: list[list[float]]
     prompt_eval_count: int
     load_duration: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RankResult:
+    scores: list[float]  # one per document, in the documents' order
+    prompt_eval_count: int
+    load_duration: int = 0
+
+
+# Inputs an encoder's pooling context evaluates in one decode (embed and rank batches).
+_POOL_SEQS = 16
 
 
 _END = object()
@@ -237,7 +249,10 @@ class Engine:
         self.model_path = model_path
         self.projector_path = projector
         self.info = self.model.info
+        self.vocab = Vocab(self.model)
         self.arch = self.model.meta("general.architecture") or ""
+        # An encoder (BERT-like) keeps no KV cache, so inputs pooled together cost nothing extra.
+        self._pool_seqs = _POOL_SEQS if self.model.meta(f"{self.arch}.attention.causal") == "false" else 1
         pooling = self.model.meta(f"{self.arch}.pooling_type")
         self.embedding_only = bool(pooling and pooling != "0") if embedding_only is None else embedding_only
         n_ctx = min(self.load.num_ctx, self.info.n_ctx_train) if self.info.n_ctx_train > 0 else self.load.num_ctx
@@ -291,7 +306,8 @@ class Engine:
         n_batch = max(lo.num_batch, self.num_ctx) if embeddings else lo.num_batch
         # An encoder (a BERT-like embedding model) must see each input in one ubatch, whatever num_batch says.
         n_ubatch = n_batch if embeddings and self.embedding_only else lo.num_batch
-        return native.Context(self.model, n_ctx=self.num_ctx, n_seq=1 if embeddings else lo.num_parallel,
+        n_seq = self._pool_seqs if embeddings else lo.num_parallel
+        return native.Context(self.model, n_ctx=self.num_ctx, n_seq=n_seq,
                               n_batch=n_batch, n_ubatch=n_ubatch, n_threads=lo.threads, n_threads_batch=lo.threads,
                               flash_attn=lo.flash_attn_mode, type_k=kv, type_v=kv if kv == "f16" or
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
@@ -300,21 +316,14 @@ class Engine:
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
-        try:
-            return self.model.tokenize(text, add_special=add_special, parse_special=parse_special)
-        except UnicodeEncodeError as exc:  # a lone surrogate: the server refuses them, other callers may not
-            raise InvalidRequest(f"the text is not valid Unicode: {exc.reason} at position {exc.start}") from None
+        return self.vocab.tokenize(text, add_special=add_special, parse_special=parse_special)
 
-    def detokenize(self, tokens: Sequence[Any]) -> str:
-        return self.model.detokenize(self.check_tokens(tokens))
+    def detokenize(self, tokens: Sequence[Any], *, special: bool = False) -> str:
+        return self.vocab.detokenize(tokens, special=special)
 
     def check_tokens(self, tokens: Sequence[Any]) -> list[int]:
         """Refuse ids that are not integers of this model's vocabulary (a 400, not an error from C)."""
-        n_vocab = self.info.n_vocab
-        for t in tokens:
-            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n_vocab:
-                raise InvalidRequest(f"token {t!r} is not in the model's vocabulary (0 to {n_vocab - 1})")
-        return list(tokens)
+        return self.vocab.check_tokens(tokens)
 
     def _take_load_duration(self) -> int:
         if self._load_reported:
@@ -574,29 +583,52 @@ class Engine:
                 if stop:
                     ctx.cancel(ev.seq)
 
-    # ---- embeddings ----------------------------------------------------------
+    # ---- embeddings and reranking ----------------------------------------------
+    @property
+    def reranker(self) -> bool:
+        """Whether the model pools with a classifier head (rank pooling): it scores, it does not embed."""
+        return self.info.pooling == native.POOLING_RANK
+
     def embed(self, inputs: Sequence[str], *, normalize: bool = True, truncate: bool = True) -> EmbedResult:
         """Pooled embedding vectors, one per input (L2-normalised unless asked otherwise)."""
+        if self.reranker:
+            raise InvalidRequest("this model is a reranker: it scores documents against a query (/api/rerank), "
+                                 "it does not embed")
         load = self._take_load_duration()
         if not inputs:
             return EmbedResult([], 0, load)
+        toks = self._fit_pooled([self.tokenize(text) for text in inputs], truncate)
+        return EmbedResult(self._pool(toks, normalize), sum(len(t) for t in toks), load)
+
+    def rank(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> RankResult:
+        """A relevance score per document for ``query``, in the documents' order (one decode for many)."""
+        if not self.reranker:
+            raise InvalidRequest("this model does not support reranking: it has no rank pooling "
+                                 "(a reranker GGUF declares pooling_type 4)")
+        load = self._take_load_duration()
+        if not documents:
+            return RankResult([], 0, load)
+        toks = self._fit_pooled([self.vocab.rank_pair(query, doc) for doc in documents], truncate)
+        scores = [row[0] for row in self._pool(toks, False)]
+        return RankResult(scores, sum(len(t) for t in toks), load)
+
+    def _fit_pooled(self, toks: list[list[int]], truncate: bool) -> list[list[int]]:
+        """Cut (or refuse) inputs longer than the context; an empty input becomes one token."""
+        limit = min(self.num_ctx, self.info.n_ctx_train or self.num_ctx)
+        out = []
+        for t in toks:
+            if len(t) > limit:
+                if not truncate:
+                    raise InvalidRequest("the input length exceeds the context length")
+                t = t[:limit]
+            out.append(t or [self.info.token_bos if self.info.token_bos >= 0 else 0])
+        return out
+
+    def _pool(self, toks: list[list[int]], normalize: bool) -> list[list[float]]:
         with self._embed_lock:
             if self._embed_ctx is None:
                 self._embed_ctx = self._make_context(embeddings=True)
-            ectx = self._embed_ctx
-            limit = min(self.num_ctx, self.info.n_ctx_train or self.num_ctx)
-            toks = []
-            for text in inputs:
-                t = self.tokenize(text)
-                if len(t) > limit:
-                    if not truncate:
-                        raise InvalidRequest("the input length exceeds the context length")
-                    t = t[:limit]
-                if not t:
-                    t = [self.info.token_bos if self.info.token_bos >= 0 else 0]
-                toks.append(t)
-            vectors = ectx.embed(toks, normalize=normalize)
-        return EmbedResult(vectors, sum(len(t) for t in toks), load)
+            return self._embed_ctx.embed(toks, normalize=normalize)
 
     # ---- state ---------------------------------------------------------------
     def clear_cache(self) -> None:

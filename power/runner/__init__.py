@@ -3,6 +3,8 @@
 The API server imports this package; it never loads llama.cpp itself: each
 model runs in a spawned ``python -m power.runner`` process that owns one
 ``power.engine.Engine`` and speaks ``power.runner.protocol`` over a Unix socket.
+One more, ``python -m power.runner.vocabproc``, tokenizes for models that are
+not loaded from their vocabularies alone.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from power.errors import PowerError
 from power.runner.protocol import FrameDecoder, ProtocolError, RunnerCrashed, encode, error_from_wire
 from power.runner.stream import Sink
 
-__all__ = ["LoopThread", "RunnerProcess"]
+__all__ = ["LoopThread", "RunnerProcess", "VocabProcess"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,17 +135,9 @@ class RunnerProcess(asyncio.Protocol):
         self._ready = loop.create_future()
         self._gone = loop.create_future()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [*python_command("power.runner"), "--fd", str(theirs.fileno()), "--model", self.model_path,
-               "--load", json.dumps(asdict(self.load)), "--adapters", json.dumps(self.adapters),
-               "--parent", str(os.getpid()), "--log-level", self.log_level, "--cache-ram", str(self.cache_ram)]
-        if self.projector:
-            cmd += ["--projector", self.projector]
-        if self.cache_disk:
-            cmd += ["--cache-dir", self.cache_disk[0], "--cache-disk", str(self.cache_disk[1])]
-        if self.load_pause > 0:
-            cmd += ["--load-pause", str(self.load_pause)]
         try:
-            self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(self.command(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                                         stdin=subprocess.DEVNULL)
         except OSError:
             ours.close()
             raise
@@ -163,6 +155,19 @@ class RunnerProcess(asyncio.Protocol):
             self.kill()
             raise
         return self.info
+
+    def command(self, fd: int) -> list[str]:
+        """The runner's argv, serving the socket it inherits as ``fd``."""
+        cmd = [*python_command("power.runner"), "--fd", str(fd), "--model", self.model_path,
+               "--load", json.dumps(asdict(self.load)), "--adapters", json.dumps(self.adapters),
+               "--parent", str(os.getpid()), "--log-level", self.log_level, "--cache-ram", str(self.cache_ram)]
+        if self.projector:
+            cmd += ["--projector", self.projector]
+        if self.cache_disk:
+            cmd += ["--cache-dir", self.cache_disk[0], "--cache-disk", str(self.cache_disk[1])]
+        if self.load_pause > 0:
+            cmd += ["--load-pause", str(self.load_pause)]
+        return cmd
 
     # ---- protocol --------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -296,6 +301,18 @@ class RunnerProcess(asyncio.Protocol):
                 pass
         if self._transport is not None:
             self._transport.close()
+
+
+class VocabProcess(RunnerProcess):
+    """The vocab runner (``power.runner.vocabproc``): tokenizing for any model file, from its vocabulary only."""
+
+    def __init__(self, *, log_level: str = "WARNING", capacity: int = 8) -> None:
+        super().__init__("<vocab runner>", LoadOptions(), log_level=log_level)
+        self.capacity = capacity
+
+    def command(self, fd: int) -> list[str]:
+        return [*python_command("power.runner.vocabproc"), "--fd", str(fd), "--parent", str(os.getpid()),
+                "--capacity", str(self.capacity), "--log-level", self.log_level]
 
 
 async def gather_quietly(aws: Sequence[Awaitable[Any]]) -> None:

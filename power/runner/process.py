@@ -35,7 +35,7 @@ from typing import Any
 from power.errors import PowerError
 from power.runner.protocol import FrameDecoder, chunk_to_wire, encode_many, error_to_wire, merge_chunk
 
-__all__ = ["LoadProgress", "Outbox", "main"]
+__all__ = ["LoadProgress", "Outbox", "TOKEN_OPS", "attach", "token_op", "die_with_parent", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,18 @@ class Outbox:
         self._thread.join(timeout)
 
 
+TOKEN_OPS = ("tokenize", "detokenize")
+
+
+def token_op(vocab: Any, msg: dict[str, Any]) -> Any:
+    """The answer to a ``tokenize`` or ``detokenize`` frame, from a ``power.engine.vocab.Vocab``."""
+    if msg["op"] == "tokenize":
+        tokens = vocab.tokenize(str(msg["text"]), add_special=bool(msg.get("add_special", True)),
+                                parse_special=bool(msg.get("parse_special", True)))
+        return vocab.pieces(tokens) if msg.get("pieces") else tokens
+    return vocab.detokenize(list(msg["tokens"]), special=bool(msg.get("special")))
+
+
 class Runner:
     """Serve one engine's requests from the server's socket."""
 
@@ -135,30 +147,30 @@ class Runner:
     def handle(self, msg: dict[str, Any]) -> None:
         op, rid = msg.get("op"), int(msg.get("id", 0))
         try:
-            if op == "submit":
-                self._submit(rid, msg)
-            elif op == "cancel":
-                with self._lock:
-                    req = self.active.get(rid)
-                if req is not None:
-                    req.cancel(str(msg.get("reason") or "cancel"))
-            elif op == "embed":
-                self._start(rid, self._embed, msg)
-            elif op == "tokenize":
-                toks = self.engine.tokenize(msg["text"], add_special=bool(msg.get("add_special", True)),
-                                            parse_special=bool(msg.get("parse_special", True)))
-                self.outbox.send({"id": rid, "result": toks})
-            elif op == "detokenize":
-                self.outbox.send({"id": rid, "result": self.engine.detokenize(list(msg["tokens"]))})
-            elif op == "stats":
-                self.outbox.send({"id": rid, "result": self.engine.stats()})
-            elif op == "health":
-                self.outbox.send({"id": rid, "result": {"ok": True, "pid": os.getpid()}})
-            else:
-                self.outbox.fail(rid, PowerError(f"unknown runner op {op!r}"))
+            self.answer(op, rid, msg)
         except Exception as exc:  # one bad request must not end the runner
             log.debug("runner op failed op=%s id=%d: %s", op, rid, exc)
             self.outbox.fail(rid, exc)
+
+    def answer(self, op: Any, rid: int, msg: dict[str, Any]) -> None:
+        """Act on one frame (its errors go back to the server as the request's error)."""
+        if op == "submit":
+            self._submit(rid, msg)
+        elif op == "cancel":
+            with self._lock:
+                req = self.active.get(rid)
+            if req is not None:
+                req.cancel(str(msg.get("reason") or "cancel"))
+        elif op in ("embed", "rank"):
+            self._start(rid, self._pooled, msg)
+        elif op in TOKEN_OPS:  # answered here, at once: never behind the engine's generations
+            self.outbox.send({"id": rid, "result": token_op(self.engine.vocab, msg)})
+        elif op == "stats":
+            self.outbox.send({"id": rid, "result": self.engine.stats()})
+        elif op == "health":
+            self.outbox.send({"id": rid, "result": {"ok": True, "pid": os.getpid()}})
+        else:
+            self.outbox.fail(rid, PowerError(f"unknown runner op {op!r}"))
 
     def _start(self, rid: int, target: Any, *args: Any) -> None:
         t = threading.Thread(target=target, args=(rid, *args), name=f"runner-req-{rid}", daemon=True)
@@ -200,12 +212,18 @@ class Runner:
                 self.active.pop(rid, None)
                 self.threads.pop(rid, None)
 
-    def _embed(self, rid: int, msg: dict[str, Any]) -> None:
+    def _pooled(self, rid: int, msg: dict[str, Any]) -> None:
+        """An embed or rank request: one pooled evaluation of all its inputs."""
+        truncate = bool(msg.get("truncate", True))
         try:
-            res = self.engine.embed(list(msg["inputs"]), normalize=bool(msg.get("normalize", True)),
-                                    truncate=bool(msg.get("truncate", True)))
-            self.outbox.send({"id": rid, "result": {"embeddings": res.embeddings,
-                                                    "prompt_eval_count": res.prompt_eval_count}})
+            if msg["op"] == "rank":
+                ranked = self.engine.rank(str(msg["query"]), list(msg["documents"]), truncate=truncate)
+                result = {"scores": ranked.scores, "prompt_eval_count": ranked.prompt_eval_count}
+            else:
+                res = self.engine.embed(list(msg["inputs"]), normalize=bool(msg.get("normalize", True)),
+                                        truncate=truncate)
+                result = {"embeddings": res.embeddings, "prompt_eval_count": res.prompt_eval_count}
+            self.outbox.send({"id": rid, "result": result})
         except Exception as exc:
             self.outbox.fail(rid, exc)
         finally:
@@ -265,6 +283,15 @@ def die_with_parent(parent: int) -> None:
         threading.Thread(target=watch, name="runner-watchdog", daemon=True).start()
 
 
+def attach(name: str, fd: int, parent: int, log_level: str) -> tuple[socket.socket, Outbox]:
+    """Set up a runner-side process: its logging, its life tied to the server's, its socket and outbox."""
+    logging.basicConfig(level=log_level.upper(), format=f"{name}[%(process)d] %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    die_with_parent(parent)
+    sock = socket.socket(fileno=fd)
+    return sock, Outbox(sock)
+
+
 def _engine_info(engine: Any) -> dict[str, Any]:
     info = engine.info
     return {"pid": os.getpid(), "num_ctx": engine.num_ctx, "n_ctx_seq": engine.n_ctx_seq,
@@ -289,11 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-pause", type=float, default=0.0,
                     help="seconds to sleep at each load-progress report: a slow load on purpose, for tests")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="runner[%(process)d] %(levelname)s %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
-    die_with_parent(args.parent)
-    sock = socket.socket(fileno=args.fd)
-    outbox = Outbox(sock)
+    sock, outbox = attach("runner", args.fd, args.parent, args.log_level)
     runner: Runner | None = None
 
     def engine_died(err: BaseException) -> None:

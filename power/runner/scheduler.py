@@ -6,7 +6,9 @@ thread-safe, for the threaded HTTP server. A request for a loaded model with
 the same load options goes straight to its runner; anything else (first use,
 changed options, a runner that died) loads a new runner, one load at a time,
 after evicting idle runners (least recently used first) until both
-``max_loaded_models`` and the memory estimate allow it.
+``max_loaded_models`` and the memory estimate allow it. Tokenizing takes none
+of this: a loaded runner answers it at once, and the vocab runner (one process,
+outside the models and the budget) answers for every model that is not loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from power.config import Settings
 from power.engine.options import LoadOptions, parse_options
 from power.errors import Busy, EngineError, InvalidRequest
-from power.runner.client import LoopThread, RunnerProcess, gather_quietly
+from power.runner.client import LoopThread, RunnerProcess, VocabProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import Loaded, ModelSpec, ProgressWatcher, Resolver
 from power.runner.memory import (
@@ -41,6 +43,7 @@ from power.runner.memory import (
     prompt_cache_bytes,
     read_meminfo,
 )
+from power.runner.protocol import RunnerCrashed
 from power.runner.resolve import blob_digests
 from power.runner.stats import GpuSampler, summarize
 from power.runner.stream import Call, Sink, Stream, arm_deadlines
@@ -72,6 +75,8 @@ class Scheduler:
         self._lt = LoopThread()
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()  # set whenever a runner goes idle or away
+        self._vocab: VocabProcess | None = None  # tokenizes for models that are not loaded
+        self._vocab_lock = asyncio.Lock()
         self._gpu_sampler = GpuSampler(bool(self._gpus))
 
     @property
@@ -144,16 +149,26 @@ class Scheduler:
                                   {"inputs": list(inputs), "truncate": truncate, "normalize": normalize})
         return {**res, "load_duration": load_ns}
 
-    def tokenize(self, name: str, text: str, *, add_special: bool = True, parse_special: bool = True,
-                 options: Mapping[str, Any] | None = None, keep_alive: Any = None) -> list[int]:
-        res, _ = self._call(name, options, keep_alive, "tokenize",
-                            {"text": text, "add_special": add_special, "parse_special": parse_special})
-        return list(res)
+    def rerank(self, name: str, query: str, documents: Sequence[str], *, options: Mapping[str, Any] | None = None,
+               keep_alive: Any = None, truncate: bool = True) -> dict[str, Any]:
+        """A score per document for ``query``: ``{"scores", "prompt_eval_count", "load_duration"}``."""
+        res, load_ns = self._call(name, options, keep_alive, "rank",
+                                  {"query": query, "documents": list(documents), "truncate": truncate})
+        return {**res, "load_duration": load_ns}
 
-    def detokenize(self, name: str, tokens: Sequence[int], *, options: Mapping[str, Any] | None = None,
-                   keep_alive: Any = None) -> str:
-        res, _ = self._call(name, options, keep_alive, "detokenize", {"tokens": list(tokens)})
-        return str(res)
+    def tokenize(self, name: str, text: str, *, add_special: bool = True, parse_special: bool = True,
+                 pieces: bool = False) -> list[Any]:
+        """``text``'s tokens (with ``pieces``, ``{"id", "piece"}`` each) from the model's vocabulary.
+
+        Never loads the model and never waits for a sequence: a loaded runner answers between its steps,
+        any other model's vocabulary is read by the vocab runner.
+        """
+        return list(self._tokens(name, "tokenize", {"text": text, "add_special": add_special,
+                                                    "parse_special": parse_special, "pieces": pieces}))
+
+    def detokenize(self, name: str, tokens: Sequence[int], *, special: bool = False) -> str:
+        """The text of ``tokens`` (with ``special``, control tokens written out), as ``tokenize`` answers."""
+        return str(self._tokens(name, "detokenize", {"tokens": list(tokens), "special": special}))
 
     def load(self, name: str, options: Mapping[str, Any] | None = None, keep_alive: Any = None) -> int:
         """Make sure ``name`` is loaded; return the load's duration in ns (0 if it already was)."""
@@ -265,14 +280,50 @@ class Scheduler:
         load_ns = self._lt.call(self._dispatch(spec, load, facts, ka, op, [call], fields, [{}]))
         return call.wait(), load_ns
 
+    def _tokens(self, name: str, op: str, fields: dict[str, Any]) -> Any:
+        if self._closing:
+            raise EngineError("server is shutting down")
+        spec = self._resolve(name)
+        try:
+            return self._token_call(spec, op, fields, loaded=True)
+        except RunnerCrashed:  # the model's runner ended meanwhile: its vocabulary still answers
+            return self._token_call(spec, op, fields, loaded=False)
+
+    def _token_call(self, spec: ModelSpec, op: str, fields: dict[str, Any], *, loaded: bool) -> Any:
+        call = Call()
+        self._lt.call(self._send_tokens(spec, op, call, fields, loaded))
+        return call.wait()
+
     # ---- loop thread -----------------------------------------------------------------------------
+    async def _send_tokens(self, spec: ModelSpec, op: str, call: Call, fields: dict[str, Any], loaded: bool) -> None:
+        """Send a token op to the model's ready runner (no slot held, no queue), else to the vocab runner."""
+        m = self._models.get(spec.name)
+        if (loaded and m is not None and m.runner is not None and m.spec.same_files(spec) and not m.closing
+                and not m.runner.closed and m.ready.done() and m.ready.exception() is None):
+            m.runner.send(op, call, **fields)
+        else:
+            runner = await self._vocab_runner()
+            runner.send(op, call, model=spec.model_path, **fields)
+        arm_deadlines(call, lambda reason: None, first_token=0, total=self.settings.request_timeout,
+                      what=f"model={spec.name} op={op}")
+
+    async def _vocab_runner(self) -> VocabProcess:
+        """The vocab runner, started on first use and again after it ends."""
+        async with self._vocab_lock:
+            if self._vocab is None or self._vocab.closed:
+                runner = VocabProcess(log_level=self._log_level)
+                timeout = self.settings.load_timeout if self.settings.load_timeout > 0 else None
+                await runner.start(timeout)
+                self._vocab = runner
+            return self._vocab
+
     async def _dispatch(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts, ka: float | None, op: str,
                         sinks: Sequence[Sink], fields: dict[str, Any], boxes: Sequence[dict[str, Any]],
                         watch: ProgressWatcher | None = None) -> int:
         """Send one request answered into ``sinks`` (the choices of a prompt each hold a sequence)."""
         if self._closing:
             raise EngineError("server is shutting down")
-        m, load_ns = await self._acquire(spec, load, facts, ka, strict=op in ("submit", "embed", "health"),
+        m, load_ns = await self._acquire(spec, load, facts, ka, strict=op in ("submit", "embed", "rank", "health"),
                                          n=len(sinks), watch=watch)
         for sink in sinks:
             sink.on_done = lambda: self._release(m)
@@ -533,4 +584,7 @@ class Scheduler:
             if m.runner is not None and m.refs:
                 log.warning("shutdown deadline passed, ending %d request(s) of model=%s", m.refs, m.name)
                 m.runner.fail_all(EngineError("server is shutting down"))
-        await gather_quietly([self._stop(m, "unload") for m in models])
+        stops = [self._stop(m, "unload") for m in models]
+        if self._vocab is not None:
+            stops.append(self._vocab.stop("unload"))
+        await gather_quietly(stops)

@@ -28,9 +28,9 @@ from power.server.observability import (
     HealthResource, MetricsResource, OpenAPIResource, Operation, Paths, UsageResource, allow_list, openapi_document,
 )
 from power.server.ollama import (
-    BlobResource, ChatResource, CopyResource, CreateResource, DeleteResource, EmbedResource, GenerateResource,
-    LegacyEmbeddingsResource, PsResource, RootResource, ShowResource, TagsResource, TransferResource,
-    VersionResource,
+    BlobResource, ChatResource, CopyResource, CreateResource, DeleteResource, DetokenizeResource, EmbedResource,
+    GenerateResource, LegacyEmbeddingsResource, PsResource, RootResource, ShowResource, TagsResource,
+    TokenizeResource, TransferResource, VersionResource,
 )
 from power.server.openai import (
     ChatCompletionsResource, CompletionsResource, ModelResource, ModelsResource, OpenAIEmbeddingsResource,
@@ -38,6 +38,7 @@ from power.server.openai import (
 )
 from power.server.ports import ModelStore, Scheduler
 from power.server.fastlane import FastLane
+from power.server.rerank import RerankResource
 from power.server.security import SecurityMiddleware
 from power.server.usage import UsageStore
 
@@ -102,6 +103,15 @@ ROUTES: tuple[Route, ...] = (
         "Embeddings (L2-normalised)", "EmbedRequest", "EmbedResponse", errors=_INFER)}),
     Route("/api/embeddings", LegacyEmbeddingsResource, {"post": Operation(
         "Legacy single embedding", "EmbeddingsRequest", "EmbeddingsResponse", errors=_INFER)}),
+    *(Route(path, lambda s, path=path: RerankResource(s, path), {"post": Operation(
+        "Rerank documents by relevance to a query (Jina/Cohere shape)", "RerankRequest", "RerankResponse",
+        errors=_INFER)}) for path in ("/api/rerank", "/v1/rerank", "/v2/rerank", "/rerank", "/v1/reranking")),
+    *(Route(path, TokenizeResource, {"post": Operation(
+        "Tokenize text with a model's vocabulary (no weights loaded, no waiting for generations)",
+        "TokenizeRequest", "TokenizeResponse", errors=_MODEL)}) for path in ("/api/tokenize", "/tokenize")),
+    *(Route(path, DetokenizeResource, {"post": Operation(
+        "Turn token ids back into text with a model's vocabulary", "DetokenizeRequest", "DetokenizeResponse",
+        errors=_MODEL)}) for path in ("/api/detokenize", "/detokenize")),
     Route("/api/tags", TagsResource, _read(Operation("List local models", response="TagsResponse"))),
     Route("/api/show", ShowResource, {"post": Operation("Show a model", "ShowRequest", "ShowResponse",
                                                         errors=_MODEL)}),

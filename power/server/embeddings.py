@@ -8,10 +8,11 @@ from typing import Any, Sequence
 
 import falcon
 
+from power.errors import InvalidRequest
 from power.server.inference import Services, check_keep_alive, lookup, merged_options
 from power.server.usage import UsageRecord
 
-__all__ = ["Embedder", "cut_dimensions", "inputs_of"]
+__all__ = ["Embedder", "cut_dimensions", "inputs_of", "record_pooled"]
 
 
 def cut_dimensions(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
@@ -47,6 +48,9 @@ class Embedder:
         req.context.model = name
         check_keep_alive(body.get("keep_alive"))
         view = lookup(self.services, name)
+        if "rerank" in view.capabilities:  # refused before its runner is started for nothing
+            raise InvalidRequest(f'"{view.name}" is a reranker: it scores documents against a query '
+                                 "(/api/rerank), it does not embed")
         start = time.monotonic()
         if not inputs:
             load_ns = self.services.scheduler.load(view.name, merged_options(view, body.get("options"), []),
@@ -56,9 +60,15 @@ class Embedder:
             view.name, list(inputs), options=merged_options(view, body.get("options"), []),
             keep_alive=body.get("keep_alive"), truncate=body.get("truncate", True), normalize=normalize)
         total = int((time.monotonic() - start) * 1e9)
-        if self.services.usage is not None:
-            self.services.usage.record(UsageRecord(
-                endpoint=self.endpoint, model=view.name, prompt_tokens=int(result.get("prompt_eval_count") or 0),
-                completion_tokens=0, total_duration_ns=total,
-                load_duration_ns=int(result.get("load_duration") or 0), request_id=req.context.rid))
+        record_pooled(self.services, req, self.endpoint, view.name, result, total)
         return view.name, result, total
+
+
+def record_pooled(services: Services, req: falcon.Request, endpoint: str, model: str, result: dict[str, Any],
+                  total_ns: int) -> None:
+    """Record the usage of an embed or rerank request (its prompt tokens; it generates none)."""
+    if services.usage is not None:
+        services.usage.record(UsageRecord(
+            endpoint=endpoint, model=model, prompt_tokens=int(result.get("prompt_eval_count") or 0),
+            completion_tokens=0, total_duration_ns=total_ns, load_duration_ns=int(result.get("load_duration") or 0),
+            request_id=req.context.rid))

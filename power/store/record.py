@@ -35,6 +35,7 @@ __all__ = ["ModelRecord", "load_record", "details", "capabilities", "template_ca
 
 # What Ollama uses when a model has no template layer.
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
+RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK, as GGUF's <arch>.pooling_type writes it
 _TEXT_LIMIT = 4 << 20
 
 
@@ -184,12 +185,15 @@ def capabilities(record: ModelRecord, gguf: GGUFFile | None) -> list[str]:
     if gguf is not None:
         arch = gguf.architecture
         meta = gguf.metadata
-        found.add("embedding" if f"{arch}.pooling_type" in meta else "completion")
+        pooling = meta.get(f"{arch}.pooling_type")
+        # Rank pooling (4) puts a classifier head on the output: a reranker scores, it does not embed.
+        found.add("completion" if pooling is None else "rerank" if pooling == RANK_POOLING else "embedding")
         if f"{arch}.vision.block_count" in meta:
             found.add("vision")
         if f"{arch}.audio.block_count" in meta:
             found.add("audio")
-        if "embedding" not in found:  # judged on the template that renders, the one show reports
+        if "completion" in found:  # judged on the template that renders (the one show reports); an embedder's
+            # or reranker's template says nothing it can do
             found |= template_capabilities(*_rendering(record, meta.get("tokenizer.chat_template")))
     elif record.config.capabilities:
         found |= set(record.config.capabilities)
@@ -197,5 +201,5 @@ def capabilities(record: ModelRecord, gguf: GGUFFile | None) -> list[str]:
         found.add("vision")
     if record.config.model_family in ("gptoss", "gpt-oss"):
         found.add("thinking")
-    order = ("completion", "embedding", "tools", "insert", "vision", "thinking", "audio", "image")
+    order = ("completion", "embedding", "rerank", "tools", "insert", "vision", "thinking", "audio", "image")
     return [c for c in order if c in found]

@@ -83,10 +83,18 @@ class FakeScheduler:
         return {"embeddings": [[0.6, 0.8, 0.0] for _ in inputs], "prompt_eval_count": 3 * len(inputs),
                 "load_duration": 5}
 
-    def tokenize(self, name: str, text: str) -> list[int]:
-        return list(range(len(text.encode())))
+    def rerank(self, name: str, query: str, documents: Sequence[str], *, options: Mapping[str, Any],
+               keep_alive: Any, truncate: bool = True) -> dict[str, Any]:
+        self.calls.append(("rerank", {"name": name, "query": query, "documents": list(documents)}))
+        return {"scores": [float(len(d)) for d in documents], "prompt_eval_count": 4 * len(documents),
+                "load_duration": 5}
 
-    def detokenize(self, name: str, tokens: Sequence[int]) -> str:
+    def tokenize(self, name: str, text: str, *, add_special: bool = True, parse_special: bool = True,
+                 pieces: bool = False) -> list[Any]:
+        ids = list(range(len(text.encode())))
+        return [{"id": i, "piece": "x"} for i in ids] if pieces else ids
+
+    def detokenize(self, name: str, tokens: Sequence[int], *, special: bool = False) -> str:
         return "previous "
 
     def load(self, name: str, options: Mapping[str, Any] | None = None, keep_alive: Any = None) -> int:

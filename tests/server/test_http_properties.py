@@ -35,7 +35,7 @@ from power.server.storeport import StorePort
 from power.server.usage import UsageStore
 from power.store import ModelStore
 from tests.server.openapi_check import conformance_problems
-from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_llama
+from tests.tinymodels import CHATML_TOOLS_TEMPLATE, write_bert_reranker, write_llama
 
 EXAMPLES = int(os.environ.get("POWER_HTTP_EXAMPLES", "8"))
 TIMEOUT = 60.0
@@ -72,7 +72,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "A3S_POWER_REGISTRY_HOSTS": "registry.ollama.ai=http://127.0.0.1:9"})
     library = ModelStore(settings.models, noprune=True)
     for name, gguf in (("tiny", write_llama(home / "tiny.gguf", seed=1, chat_template=CHATML_TOOLS_TEMPLATE)),
-                       ("embedder", write_llama(home / "embed.gguf", pooling=1, name="tiny-embed"))):
+                       ("embedder", write_llama(home / "embed.gguf", pooling=1, name="tiny-embed")),
+                       ("reranker", write_bert_reranker(home / "rerank.gguf"))):
         for _ in library.create({"model": name, "files": {gguf.name: library.blobs.add_file(gguf).digest}}):
             pass
     scheduler = Scheduler(settings, store_resolver(library), gpus=[])
@@ -101,9 +102,10 @@ NUMBER = st.one_of(st.integers(-3, 300), HUGE, st.floats(allow_nan=False, allow_
 JSON = st.recursive(st.none() | st.booleans() | NUMBER | TEXT,
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
                     max_leaves=8)
-MODELS = st.sampled_from(["tiny", "tiny:latest", "embedder", "missing", "Tiny", "tiny:", "a/b/c/d", ""]) | TEXT
+MODELS = st.sampled_from(["tiny", "tiny:latest", "embedder", "reranker", "missing", "Tiny", "tiny:", "a/b/c/d",
+                          ""]) | TEXT
 SCRATCH = (st.sampled_from(["scratch", "scratch:v2", "ns/scratch"]) | TEXT).filter(  # never a model under test
-    lambda n: not n.strip().lower().split(":")[0].endswith(("tiny", "embedder")))
+    lambda n: not n.strip().lower().split(":")[0].endswith(("tiny", "embedder", "reranker")))
 LIMITS = {"options", "max_tokens", "max_completion_tokens", "max_output_tokens"}  # what bounds a generation
 ROLES = st.sampled_from(["user", "system", "assistant", "tool", "developer", "USER", ""]) | TEXT
 
@@ -208,6 +210,10 @@ def _still_serving(served: Served, path: str) -> None:
         result = served.call("POST", "/api/embed", json={"model": "embedder", "input": "still there?"})
         assert result.status_code == 200 and result.json["embeddings"], result.text
         return
+    if "rerank" in path:
+        result = served.call("POST", "/api/rerank", json={"model": "reranker", "query": "still", "documents": ["x"]})
+        assert result.status_code == 200 and result.json["results"], result.text
+        return
     result = served.call("POST", "/api/generate", json={"model": "tiny", "prompt": "still there?", "stream": False,
                                                         "options": {"num_predict": 2}})
     assert result.status_code == 200 and result.json["done"], result.text
@@ -226,7 +232,7 @@ def test_no_body_gets_a_5xx_a_hang_or_an_undocumented_answer(served: Served, pat
     def check(data: bytes) -> None:
         result = served.call(method.upper(), path, body=data, headers={"Content-Type": "application/json"})
         assert not _problems(served, path, method, result), data[:500]
-        if path in INFERENCE or "embed" in path:
+        if path in INFERENCE or "embed" in path or "rerank" in path:
             _still_serving(served, path)
 
     check()
@@ -270,6 +276,10 @@ BASES: dict[str, dict[str, Any]] = {  # a valid request per route, the model bou
     "/v1/responses": {"model": "tiny", "input": "hi", "max_output_tokens": 2},
     "/v1/messages": {"model": "tiny", "messages": ASK, "max_tokens": 2},
     "/v1/messages/count_tokens": {"model": "tiny", "messages": ASK},
+    **{path: {"model": "reranker", "query": "hi", "documents": ["a", {"text": "b"}]}
+       for path in ("/api/rerank", "/v1/rerank", "/v2/rerank", "/rerank", "/v1/reranking")},
+    **{path: {"model": "tiny", "content": "hi"} for path in ("/api/tokenize", "/tokenize")},
+    **{path: {"model": "tiny", "tokens": [1, 2]} for path in ("/api/detokenize", "/detokenize")},
 }
 EDGES = {int: (2**31, -(10**20)), float: (1e308, -1e308), list: (["\ud800"],)}  # past int32 and float32
 
@@ -303,6 +313,6 @@ def test_known_hostile_inputs_are_refused_and_the_model_survives(served: Served,
         result = served.call(method.upper(), path, body=json.dumps(sent).encode(),  # escapes lone surrogates
                              headers={"Content-Type": "application/json"})
         problems += [f"{p} <- {json.dumps(sent)[:200]}" for p in _problems(served, path, method, result)]
-        if path in INFERENCE or "embed" in path:
+        if path in INFERENCE or "embed" in path or "rerank" in path:
             _still_serving(served, path)
     assert not problems, "\n".join(problems)

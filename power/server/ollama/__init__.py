@@ -1,4 +1,4 @@
-"""Ollama's native API: generation, chat, embeddings and model management under ``/api``."""
+"""Ollama's native API: generation, chat, embeddings, tokens and model management under ``/api``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from power.server.ollama.models import (
     BlobResource, CopyResource, CreateResource, DeleteResource, PsResource, RootResource,
     ShowResource, TagsResource, TransferResource, VersionResource,
 )
+from power.server.ollama.tokens import DetokenizeResource, TokenizeResource
 
 __all__ = [
-    "BlobResource", "ChatResource", "CopyResource", "CreateResource", "DeleteResource", "EmbedResource",
-    "GenerateResource", "LegacyEmbeddingsResource", "PsResource", "RootResource", "ShowResource",
-    "TagsResource", "TransferResource", "VersionResource",
+    "BlobResource", "ChatResource", "CopyResource", "CreateResource", "DeleteResource", "DetokenizeResource",
+    "EmbedResource", "GenerateResource", "LegacyEmbeddingsResource", "PsResource", "RootResource", "ShowResource",
+    "TagsResource", "TokenizeResource", "TransferResource", "VersionResource",
 ]
