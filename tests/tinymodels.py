@@ -14,6 +14,7 @@ shaped so the outcome of end-of-generation is chosen by the caller:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,20 +54,26 @@ def _byte_unicode() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def vocabulary() -> tuple[list[str], list[int]]:
-    tokens = _byte_unicode() + [a + b for a, b in MERGES] + SPECIALS
-    types = [int(TokenType.NORMAL)] * (len(tokens) - len(SPECIALS)) + [int(TokenType.CONTROL)] * len(SPECIALS)
+def vocabulary(extra: Sequence[str] = ()) -> tuple[list[str], list[int]]:
+    """The tokens and their types; ``extra`` control tokens (a family's tags) come last."""
+    specials = SPECIALS + [t for t in extra if t not in SPECIALS]
+    tokens = _byte_unicode() + [a + b for a, b in MERGES] + specials
+    types = [int(TokenType.NORMAL)] * (len(tokens) - len(specials)) + [int(TokenType.CONTROL)] * len(specials)
     return tokens, types
 
 
 def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -1000.0,
                 chat_template: str | None = None, pooling: int | None = None, name: str = "tiny",
-                f16: bool = False) -> Path:
-    """Write a tiny llama GGUF and return its path."""
+                f16: bool = False, specials: Sequence[str] = ()) -> Path:
+    """Write a tiny llama GGUF and return its path.
+
+    ``specials``: more control tokens, which (unlike the built-in ones) are sampled like
+    any other token, so a grammar may write them as one token or spelled out in bytes.
+    """
     path = Path(path)
     rng = np.random.default_rng(seed)
-    tokens, types = vocabulary()
+    tokens, types = vocabulary(specials)
     n_vocab = len(tokens)
     bos, eos = tokens.index("<|bos|>"), tokens.index("<|eos|>")
     head_dim = n_embd // n_head

@@ -21,6 +21,7 @@ from power.prompt import (
     render_generate,
     tool_call_tag,
 )
+from power.prompt.families import family_of
 from power.prompt.grammars import (
     JSON_OBJECT_GRAMMAR,
     ToolPlan,
@@ -41,6 +42,7 @@ __all__ = [
     "parser_for",
     "request_grammar",
     "source_of",
+    "speaks_in_channels",
     "stop_words",
     "thinking_first",
     "tool_plan",
@@ -86,6 +88,12 @@ def generate_prompt(view: ModelView, source: TemplateSource, body: Mapping[str, 
 
 def parser_for(source: TemplateSource, prompt: str, tools: Any, think: bool | str | None) -> OutputParser:
     return output_parser(source, prompt=prompt, tools=tools, think=think)
+
+
+def speaks_in_channels(source: TemplateSource) -> bool:
+    """Whether the model writes its answers in channels (gpt-oss): its output is always parsed."""
+    family = family_of(source.jinja) if source.kind == "jinja" else None
+    return family is not None and family.channels is not None
 
 
 def thinking_first(grammar: str | None, parser: OutputParser | None) -> str | None:

@@ -20,7 +20,8 @@ from power.prompt.parsing.delta import Delta, ToolCall
 from power.prompt.parsing.jsonscan import JsonScan
 from power.prompt.parsing.thinking import partial_suffix
 
-__all__ = ["Family", "FamilyParser", "each_call", "name_then_json", "schema_coerce", "single_call"]
+__all__ = ["Family", "FamilyParser", "StreamParser", "each_call", "name_then_json", "schema_coerce", "single_call",
+           "tool_names"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Family:
     # How a forced call is written around the tool's name and its JSON arguments:
     # (before the name, between name and arguments, after the arguments); None: not forced here.
     forced: tuple[str, str, str] | None = None
+    # A parser of the whole output (content, thinking and calls) for families that write
+    # messages in channels (harmony): used instead of the thinking split and FamilyParser.
+    channels: Any = None
 
     def found_in(self, source: str) -> bool:
         return all(m in source for m in (self.markers or (self.open,)))
@@ -114,19 +118,16 @@ def _json_end(text: str) -> int:
     return end + (fence.end() if fence else 0)
 
 
-class FamilyParser:
-    """Incremental tool-call extractor for one family; ``feed`` then ``finish``."""
+def tool_names(tools: Iterable[Any]) -> frozenset[str]:
+    """The names of the request's tools (given as tools or as names)."""
+    return frozenset(t if isinstance(t, str) else t["function"]["name"] for t in tools
+                     if isinstance(t, str) or isinstance(t, Mapping))
 
-    def __init__(self, family: Family, tools: Iterable[Any], *, start_open: bool = False) -> None:
-        tools = list(tools)
-        self.family = family
-        self.names = frozenset(t if isinstance(t, str) else t["function"]["name"] for t in tools
-                               if isinstance(t, str) or isinstance(t, Mapping))
-        self.coerce = schema_coerce(t for t in tools if isinstance(t, Mapping))
-        self.in_body = start_open  # the prompt itself opened the calls
-        self.opened = "" if start_open else family.open
-        self.buf = ""
-        self.count = 0
+
+class StreamParser:
+    """Output in as it streams (``feed``), then ``finish``; each returns what it has decided."""
+
+    buf = ""
 
     def feed(self, text: str) -> Delta:
         self.buf += text
@@ -134,6 +135,23 @@ class FamilyParser:
 
     def finish(self) -> Delta:
         return self._run(final=True)
+
+    def _run(self, final: bool) -> Delta:
+        raise NotImplementedError
+
+
+class FamilyParser(StreamParser):
+    """Incremental tool-call extractor for one family; ``feed`` then ``finish``."""
+
+    def __init__(self, family: Family, tools: Iterable[Any], *, start_open: bool = False) -> None:
+        tools = list(tools)
+        self.family = family
+        self.names = tool_names(tools)
+        self.coerce = schema_coerce(t for t in tools if isinstance(t, Mapping))
+        self.in_body = start_open  # the prompt itself opened the calls
+        self.opened = "" if start_open else family.open
+        self.buf = ""
+        self.count = 0
 
     def _run(self, final: bool) -> Delta:
         content: list[str] = []
