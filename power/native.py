@@ -293,6 +293,12 @@ class Model:
     def is_eog(self, token: int) -> bool:
         return bool(_lib.pw_token_is_eog(self.handle, token))
 
+    def grammar_accepts(self, grammar: str, text: str) -> bool:
+        """Whether llama.cpp's grammar engine takes ``text`` (tokenized with special tokens) whole."""
+        toks = self.tokenize(text, add_special=False, parse_special=True)
+        arr = _ffi.new("int32_t[]", toks) if toks else _ffi.NULL
+        return bool(_check(_lib.pw_grammar_accepts(self.handle, grammar.encode(), arr, len(toks))))
+
 
 def _check_detok(n: int) -> int:
     # pw_detokenize answers -(bytes needed) when the buffer is small.

@@ -140,12 +140,12 @@ def request_grammar(fmt: Any, options: Any) -> tuple[str | None, Any]:
 
 
 def tool_plan(source: TemplateSource, tools: Any, tool_choice: Any) -> ToolPlan:
-    """``tool_choice`` applied to the request's tools; forced calls use the model's own tag."""
+    """``tool_choice`` applied to the request's tools; forced calls use the model's own syntax."""
     go = source.go if source.kind == "go" else None
     jinja = source.jinja if source.kind == "jinja" else None
     if source.kind == "builtin" and tools:
         go = source.go_template().source
-    return plan_tools(tools, tool_choice, tool_call_tag(go, jinja) if tools else None)
+    return plan_tools(tools, tool_choice, tool_call_tag(go, jinja) if tools else None, family_of(jinja))
 
 
 def check_images(view: ModelView, images: Iterable[Any]) -> list[bytes]:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from power.prompt.families.family import Family, StreamParser, single_call, tool_names
+from power.prompt.families.family import Family, Forced, StreamParser, single_call, tool_names
 from power.prompt.families.readers import json_value
 from power.prompt.parsing.delta import Delta, ToolCall
 
@@ -149,7 +149,10 @@ class HarmonyParser(StreamParser):
 
 
 FAMILY = Family("harmony", "to=functions.", "<|call|>",
-                single_call(_call), forced=("to=functions.", "<|channel|>commentary json<|message|>", "<|call|>"),
+                single_call(_call),
+                # <|call|> ends the generation; the analysis the model may write first ends with <|end|>.
+                forced=Forced(" to=functions.", "<|channel|>commentary json<|message|>", "",
+                              lead=("<|channel|>analysis<|message|>", "<|end|><|start|>assistant")),
                 markers=("<|channel|>", "functions."),
                 think=("<|channel|>analysis<|message|>", "<|end|>"),
                 channels=HarmonyParser)

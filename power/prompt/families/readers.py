@@ -133,8 +133,18 @@ def arg_pairs(suffix: str = "", sep: str | None = None) -> Reader:
     return read
 
 
+_JSON_NAMES = {"true": True, "false": False, "null": None}
+
+
+class _JsonNames(ast.NodeTransformer):
+    """JSON's ``true``, ``false`` and ``null`` read as Python's constants."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Constant(_JSON_NAMES[node.id]) if node.id in _JSON_NAMES else node
+
+
 def pythonic(body: str, coerce: Coerce = plain_coerce) -> Calls | None:
-    """``[name(a='x', b=3), ...]`` (LFM2): Python literals only."""
+    """``[name(a='x', b=3), ...]`` (LFM2): Python literals only (and JSON's ``true``, ``false``, ``null``)."""
     try:
         tree = ast.parse(body.strip(), mode="eval").body
     except (SyntaxError, ValueError, RecursionError):
@@ -145,7 +155,7 @@ def pythonic(body: str, coerce: Coerce = plain_coerce) -> Calls | None:
         if not isinstance(item, ast.Call) or not isinstance(item.func, ast.Name) or item.args:
             return None
         try:
-            args = {kw.arg: ast.literal_eval(kw.value) for kw in item.keywords if kw.arg}
+            args = {kw.arg: ast.literal_eval(_JsonNames().visit(kw.value)) for kw in item.keywords if kw.arg}
         except (ValueError, SyntaxError):
             return None
         out.append((item.func.id, args))

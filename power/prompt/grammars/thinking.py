@@ -66,17 +66,20 @@ def text_without(tags: tuple[str, ...], prefix: str) -> list[str]:
     states = sorted({tag[:i] for tag in tags for i in range(len(tag))}, key=lambda s: (len(s), s))
     index = {state: i for i, state in enumerate(states)}
     chars = sorted({ch for tag in tags for ch in tag})
-    others = "[^" + "".join(_hex(ch) for ch in chars) + "]"
     rules = []
     for state in states:
-        alts = ['""', f"{others} {prefix}-0"]
+        alts, special = [], []  # characters that lead elsewhere than back to the start, or nowhere
         for ch in chars:
             text = state + ch
             if any(text.endswith(tag) for tag in tags):
-                continue  # reaching a whole tag is what this text may not do
-            nxt = next(text[i:] for i in range(len(text) + 1) if text[i:] in index)
-            alts.append(f"{_literal(ch)} {prefix}-{index[nxt]}")
-        rules.append(f"{prefix}-{index[state]} ::= " + " | ".join(alts))
+                special.append(ch)  # reaching a whole tag is what this text may not do
+                continue
+            nxt = index[next(text[i:] for i in range(len(text) + 1) if text[i:] in index)]
+            if nxt:
+                special.append(ch)
+                alts.append(f"{_literal(ch)} {prefix}-{nxt}")
+        others = "[^" + "".join(_hex(ch) for ch in special) + "]"
+        rules.append(f"{prefix}-{index[state]} ::= " + " | ".join(['""', f"{others} {prefix}-0", *alts]))
     return rules
 
 
