@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -248,3 +249,11 @@ def png(width: int, height: int, rgb: tuple[int, int, int] | None = None, *, see
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def tiny_engine(folder: Path, *, specials: Sequence[str] = (), seed: int = 3) -> Any:
+    """The real engine over a tiny model written in ``folder`` (``specials``: see ``write_llama``)."""
+    from power.engine import Engine, LoadOptions
+
+    path = write_llama(Path(folder) / "tiny.gguf", seed=seed, specials=specials)
+    return Engine(str(path), LoadOptions(num_ctx=1024, num_parallel=2, num_batch=128))

@@ -11,7 +11,6 @@ the chunking, no header text may reach the content.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from power.prompt import TemplateSource, output_parser, render_chat
 from power.prompt.families import family_of
 from power.prompt.parsing.delta import Delta
 from tests.prompt.templates_kit import FOLDER, TOOLS
-from tests.tinymodels import write_llama
+from tests.tinymodels import tiny_engine
 
 TEMPLATE = FOLDER / "openai-gpt-oss-120b.jinja"
 pytestmark = pytest.mark.skipif(not TEMPLATE.is_file(), reason=f"{TEMPLATE} is absent")
@@ -165,10 +164,7 @@ HARMONY_TOKENS = ["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|const
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A tiny model whose vocabulary has harmony's tokens, as control tokens that it samples."""
-    from power.engine import Engine, LoadOptions
-
-    path = write_llama(Path(tmp_path_factory.mktemp("harmony")) / "tiny.gguf", seed=3, specials=HARMONY_TOKENS)
-    eng = Engine(str(path), LoadOptions(num_ctx=1024, num_parallel=2, num_batch=128))
+    eng = tiny_engine(tmp_path_factory.mktemp("harmony"), specials=HARMONY_TOKENS)
     yield eng
     eng.close()
 

@@ -13,8 +13,9 @@ supplied function is a call, and no header ever reaches the content.
 
 What the text shows of the special tokens depends on the detokenizer: llama.cpp
 always renders ``<|start|>``, ``<|channel|>``, ``<|message|>`` and
-``<|constrain|>``, but not ``<|end|>`` (a control token) unless asked to, and
-``<|return|>``/``<|call|>`` end the generation. So a message ends at any of
+``<|constrain|>``, ``<|end|>`` only when it is not a control token or control
+tokens are rendered, and ``<|return|>``/``<|call|>`` end the generation unseen.
+So a message ends at any of
 ``<|end|>``, ``<|return|>``, ``<|call|>``, at the next ``<|start|>`` or
 ``<|channel|>``, or at the end of the output, whichever comes first.
 """
