@@ -97,3 +97,24 @@ def test_grammar_accepts_refuses_bad_grammars(vocab: native.Model) -> None:
     assert vocab.grammar_accepts('root ::= "a" [0-9]+', "a1<|call|>")  # an end-of-generation token ends it
     with pytest.raises(native.GrammarError):
         vocab.grammar_accepts('root ::= ("a"', "a")
+
+
+def test_minimax_m3_nested_arguments_parse_back() -> None:
+    """M3 writes objects as nested elements and arrays as <item>s: the template's own rendering reads back."""
+    from power.prompt import render_chat
+    from tests.prompt.templates_kit import FOLDER
+
+    path = FOLDER / "MiniMax-M3.jinja"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    args = {"city": "Paris", "filter": {"tags": ["rain", "wind"], "n": 2}, "exact": True}
+    tools = [{"type": "function", "function": {"name": "search", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "filter": {"type": "object"}, "exact": {"type": "boolean"}}}}}]
+    msgs = [{"role": "user", "content": "Find it"},
+            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "search", "arguments": args}}]}]
+    text = render_chat(_source(path), msgs, tools=tools)
+    family = family_of(path.read_text())
+    call = text[text.rindex(family.open):text.rindex(family.close) + len(family.close)]
+    parser = output_parser(_source(path), tools=tools, think=False)
+    out = parser.feed(call) + parser.finish()
+    assert [(c.name, c.arguments) for c in out.tool_calls] == [("search", args)], call

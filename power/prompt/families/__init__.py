@@ -29,6 +29,7 @@ from power.prompt.families import (
     lfm2,
     minicpm,
     minimax,
+    minimax_m3,
     muse,
     nemotron,
     qwen3_coder,
@@ -41,7 +42,7 @@ __all__ = ["FAMILIES", "THINKING_TAGS", "Family", "FamilyParser", "family_of", "
 
 FAMILIES: tuple[Family, ...] = (
     harmony.FAMILY, muse.FAMILY, deepseek.DSML, deepseek.DSML_V4, deepseek.FAMILY, kimi.FAMILY,
-    solar.FAMILY, hy3.FAMILY, seed_oss.FAMILY, minimax.FAMILY, gemma4.FAMILY, cohere.FAMILY,
+    solar.FAMILY, hy3.FAMILY, seed_oss.FAMILY, minimax_m3.FAMILY, minimax.FAMILY, gemma4.FAMILY, cohere.FAMILY,
     cohere.COMMAND_R_PLUS, nemotron.FAMILY, apertus.FAMILY, lfm2.FAMILY, granite.FAMILY,
     functionary.V3_1, functionary.FAMILY, firefunction.FAMILY, gigachat.FAMILY, gigachat.V3,
     minicpm.FAMILY, apriel.FAMILY, qwen3_coder.FAMILY, glm.FAMILY, hermes.FAMILY,
@@ -51,7 +52,6 @@ FAMILIES: tuple[Family, ...] = (
 THINKING_TAGS: tuple[tuple[str, str], ...] = (
     *(f.think for f in FAMILIES if f.think),
     ("[THINK]", "[/THINK]"),  # Ministral / Magistral
-    ("<mm:think>", "</mm:think>"),  # MiniMax-M3
 )
 
 

@@ -20,11 +20,12 @@ from power.prompt.parsing.delta import Delta, ToolCall
 from power.prompt.parsing.jsonscan import JsonScan
 from power.prompt.parsing.thinking import partial_suffix
 
-__all__ = ["CALL_ID", "Family", "FamilyParser", "Forced", "Params", "StreamParser", "each_call", "json_forced",
+__all__ = ["CALL_ID", "PARAM_KEY", "Family", "FamilyParser", "Forced", "Params", "StreamParser", "each_call", "json_forced",
            "name_then_json", "schema_coerce", "single_call", "tool_names"]
 
 
 CALL_ID = "\x00"  # in a Forced text: where a call id stands (any letters and digits)
+PARAM_KEY = "\x01"  # in a Params text: where the parameter's name stands again (MiniMax-M3's </city>)
 
 
 @dataclass(frozen=True)

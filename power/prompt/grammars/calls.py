@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from power.prompt.families.family import CALL_ID, Family, Forced, Params
+from power.prompt.families.family import CALL_ID, PARAM_KEY, Family, Forced, Params
 from power.prompt.grammars.gbnf import gbnf_literal
 from power.prompt.grammars.schema import GrammarBuilder, check_schema
 from power.prompt.grammars.thinking import text_without
@@ -90,7 +90,7 @@ class _Writer:
         props = props if isinstance(props, Mapping) else {}
         required = schema.get("required") if isinstance(schema, Mapping) else None
         required = set(required) if isinstance(required, list) else set()
-        closing = (p.quote,) if p.quote else (p.close.strip(),)
+        closing = (p.quote,) if p.quote else (p.close.split(PARAM_KEY)[0].strip(),)
         raw = self.raw((*closing, *p.raw_excludes, self.family.close or ""))
         items: list[tuple[str, str]] = []
         for key, sub in props.items():
@@ -99,7 +99,8 @@ class _Writer:
                 value, between = (f"{lit(p.quote)} {text} {lit(p.quote)}" if p.quote else text), p.value
             else:
                 value, between = self.builder.visit(sub, f"{tool}-{key}"), p.json_value or p.value
-            rule = f"{lit(p.key)} {gbnf_literal(key)} {lit(between)} {value} {lit(p.close)}"
+            close = lit(p.close.replace(PARAM_KEY, key))
+            rule = f"{lit(p.key)} {gbnf_literal(key)} {lit(between)} {value} {close}"
             items.append((self.builder.add(f"{tool}-{key}-param", rule), "req" if key in required else "opt"))
         if not items:
             return '""'
