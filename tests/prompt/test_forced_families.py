@@ -118,3 +118,28 @@ def test_minimax_m3_nested_arguments_parse_back() -> None:
     parser = output_parser(_source(path), tools=tools, think=False)
     out = parser.feed(call) + parser.finish()
     assert [(c.name, c.arguments) for c in out.tool_calls] == [("search", args)], call
+
+
+def test_kimi_k3_sections_split_in_any_chunking() -> None:
+    """Kimi K3's thinking, response and tools sections: no tag reaches the content, however it streams."""
+    from tests.prompt.templates_kit import FOLDER
+
+    path = FOLDER / "Kimi-K3.jinja"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    text = ('Weather first.<|close|>think<|sep|><|open|>response<|sep|>Checking.<|close|>response<|sep|>'
+            '<|open|>tools<|sep|><|open|>call tool="get_weather" index="1"<|sep|><|open|>argument key="city" '
+            'type="string"<|sep|>Paris<|close|>argument<|sep|><|open|>argument key="days" type="number"<|sep|>3'
+            '<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>')
+    prompt = '<|open|>message role="assistant"<|sep|><|open|>think<|sep|>'
+    for size in (1, 2, 5, 17, len(text)):
+        parser = output_parser(_source(path), prompt=prompt, tools=TOOLS, think=True)
+        out = parser.feed("")
+        for i in range(0, len(text), size):
+            out = out + parser.feed(text[i:i + size])
+        out = out + parser.finish()
+        assert (out.thinking, out.content) == ("Weather first.", "Checking."), size
+        assert [(c.name, c.arguments) for c in out.tool_calls] == [("get_weather", CALL_ARGS)]
+    other = output_parser(_source(path), prompt=prompt, tools=[{"type": "function", "function": {"name": "x"}}])
+    out = other.feed(text) + other.finish()
+    assert out.tool_calls == () and 'call tool="get_weather"' in out.content

@@ -241,7 +241,7 @@ def test_forced_call_in_a_familys_own_syntax_parses(engine: Any, family: Any) ->
     opened = not family.call_syntaxes[0].before  # the prompt wrote the open tag (Functionary v3.2's ">>>")
     for seed in range(2):
         text = _generate(engine, grammar, seed)
-        parser = FamilyParser(family, tools, start_open=opened)
+        parser = family.channels(tools) if family.channels else FamilyParser(family, tools, start_open=opened)
         delta = parser.feed(text) + parser.finish()
         assert [c.name for c in delta.tool_calls] in (["get_weather"], ["noop"]), text
         assert not delta.content.strip(), text

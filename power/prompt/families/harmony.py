@@ -65,7 +65,7 @@ class HarmonyParser(StreamParser):
     a function that is not supplied, or to a built-in tool, come back as content as written.
     """
 
-    def __init__(self, tools: Iterable[Any] = (), *, think: bool = True) -> None:
+    def __init__(self, tools: Iterable[Any] = (), *, think: bool = True, prompt: str = "") -> None:
         self.names = tool_names(tools)
         self.think = think
         self.buf = ""

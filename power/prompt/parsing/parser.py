@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from power.prompt.chat import TemplateSource
     from power.prompt.families import FamilyParser
     from power.prompt.families.harmony import HarmonyParser
+    from power.prompt.families.kimi_k3 import KimiK3Parser
 
 __all__ = ["OutputParser", "output_parser"]
 
@@ -26,7 +27,7 @@ class OutputParser:
     """Feed generated text; get back content, thinking and tool calls as they are decided."""
 
     def __init__(self, thinking: ThinkingParser | None = None,
-                 tools: ToolCallParser | FamilyParser | HarmonyParser | _Chained | None = None) -> None:
+                 tools: ToolCallParser | FamilyParser | HarmonyParser | KimiK3Parser | _Chained | None = None) -> None:
         self.thinking = thinking
         self.tools = tools
 
@@ -48,7 +49,7 @@ class OutputParser:
 class _Chained:
     """A family's parser, then the lenient JSON reading over what it leaves as content."""
 
-    def __init__(self, family: FamilyParser | HarmonyParser, lenient: ToolCallParser) -> None:
+    def __init__(self, family: FamilyParser | HarmonyParser | KimiK3Parser, lenient: ToolCallParser) -> None:
         self.family, self.lenient, self.count = family, lenient, 0
 
     def feed(self, text: str) -> Delta:
@@ -81,7 +82,7 @@ def output_parser(source: TemplateSource, *, prompt: str = "", tools: Any = None
 
     family = family_of(jinja)
     if family is not None and family.channels is not None:  # channels carry the thinking and the calls
-        whole = family.channels(tools or (), think=think is not False)
+        whole = family.channels(tools or (), think=think is not False, prompt=prompt)
         return OutputParser(None, _Chained(whole, ToolCallParser(tools, None, lenient=True))
                             if tools and lenient else whole)
     thinking = None
