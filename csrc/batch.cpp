@@ -391,7 +391,11 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         if (!s.ignore_eos && llama_vocab_is_eog(e->pm->vocab, tok)) {
             finish = PW_FINISH_STOP;
         } else {
-            int32_t n = llama_token_to_piece(e->pm->vocab, tok, piece, sizeof piece, 0, false);
+            // Control tokens that do not end the generation are text the families' parsers read
+            // (Mistral's [TOOL_CALLS], Kimi's <|tool_calls_section_begin|>, Llama's <|python_tag|>):
+            // rendered, as llama-server renders a format's preserved tokens (and Ollama every one).
+            bool special = !llama_vocab_is_eog(e->pm->vocab, tok);
+            int32_t n = llama_token_to_piece(e->pm->vocab, tok, piece, sizeof piece, 0, special);
             if (n > 0) s.pending.append(piece, (size_t)n);
             if (s.n_predict >= 0 && s.n_gen >= s.n_predict) finish = PW_FINISH_LENGTH;
             else if (s.cache.size() + 1 >= e->n_ctx_seq) finish = PW_FINISH_CONTEXT;

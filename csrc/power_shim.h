@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 6 };
+enum pw_abi { PW_ABI_VERSION = 7 };
 
 enum pw_status {
     PW_OK = 0,
@@ -238,6 +238,8 @@ PW_API int32_t pw_detokenize(const pw_model *model, const int32_t *tokens, int32
                              bool remove_special, bool unparse_special);
 PW_API int32_t pw_token_piece(const pw_model *model, int32_t token, char *buf, int32_t size, bool special);
 PW_API bool pw_token_is_eog(const pw_model *model, int32_t token);
+/* 1 when the grammar takes the tokens as a whole text of it (an end-of-generation token ends it), else 0. */
+PW_API int32_t pw_grammar_accepts(const pw_model *model, const char *grammar, const int32_t *tokens, int32_t n);
 PW_API int32_t pw_quantize(const char *src, const char *dst, int32_t ftype, int32_t n_threads);
 
 PW_API pw_engine_params pw_engine_default_params(void);

@@ -323,4 +323,29 @@ int32_t pw_top_k_penalized(const float *logits, int32_t n, int32_t k, const int3
     return (int32_t)s.cand.size();
 }
 
+// Whether llama.cpp's grammar engine takes these tokens, in order, as a complete text of the grammar
+// (an end-of-generation token among them ends the text there): 1 yes, 0 no, < 0 an error.
+int32_t pw_grammar_accepts(const pw_model *pm, const char *grammar, const int32_t *tokens, int32_t n) {
+    if (!pm || !grammar || (n > 0 && !tokens)) return fail(PW_E_INVALID, "missing model, grammar or tokens");
+    std::string problem = grammar_problem(grammar);
+    if (!problem.empty()) return fail(PW_E_GRAMMAR, "invalid grammar: %s", problem.c_str());
+    clear_log_errors();
+    sampler_ptr g(llama_sampler_init_grammar(pm->vocab, grammar, "root"));
+    if (!g) return fail(PW_E_GRAMMAR, "invalid grammar: %s", llama_reason().c_str());
+    auto allowed = [&](llama_token tok) {
+        llama_token_data one{tok, 1.0f, 0.0f};
+        llama_token_data_array single{&one, 1, -1, false};
+        llama_sampler_apply(g.get(), &single);
+        return !(std::isinf(one.logit) && one.logit < 0);
+    };
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= llama_vocab_n_tokens(pm->vocab)) return fail(PW_E_INVALID, "bad token");
+        if (llama_vocab_is_eog(pm->vocab, tokens[i])) return allowed(tokens[i]) ? 1 : 0;
+        if (!allowed(tokens[i])) return 0;
+        llama_sampler_accept(g.get(), tokens[i]);
+    }
+    llama_token eos = llama_vocab_eos(pm->vocab);
+    return eos != LLAMA_TOKEN_NULL && allowed(eos) ? 1 : 0;
+}
+
 }  // extern "C"

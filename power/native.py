@@ -34,7 +34,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -297,6 +297,12 @@ class Model:
 
     def is_eog(self, token: int) -> bool:
         return bool(_lib.pw_token_is_eog(self.handle, token))
+
+    def grammar_accepts(self, grammar: str, text: str) -> bool:
+        """Whether llama.cpp's grammar engine takes ``text`` (tokenized with special tokens) whole."""
+        toks = self.tokenize(text, add_special=False, parse_special=True)
+        arr = _ffi.new("int32_t[]", toks) if toks else _ffi.NULL
+        return bool(_check(_lib.pw_grammar_accepts(self.handle, grammar.encode(), arr, len(toks))))
 
 
 def _check_detok(n: int) -> int:

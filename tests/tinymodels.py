@@ -14,7 +14,9 @@ shaped so the outcome of end-of-generation is chosen by the caller:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +55,11 @@ def _byte_unicode() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def vocabulary() -> tuple[list[str], list[int]]:
-    tokens = _byte_unicode() + [a + b for a, b in MERGES] + SPECIALS
-    types = [int(TokenType.NORMAL)] * (len(tokens) - len(SPECIALS)) + [int(TokenType.CONTROL)] * len(SPECIALS)
+def vocabulary(extra: Sequence[str] = ()) -> tuple[list[str], list[int]]:
+    """The tokens and their types; ``extra`` control tokens (a family's tags) come last."""
+    specials = SPECIALS + [t for t in extra if t not in SPECIALS]
+    tokens = _byte_unicode() + [a + b for a, b in MERGES] + specials
+    types = [int(TokenType.NORMAL)] * (len(tokens) - len(specials)) + [int(TokenType.CONTROL)] * len(specials)
     return tokens, types
 
 
@@ -72,9 +76,9 @@ def transformer_writer(path: Path, arch: str, name: str, n_ctx_train: int, n_emb
     return w
 
 
-def add_vocabulary(w: GGUFWriter, pre: str = "gpt-2") -> None:
-    """Write ``vocabulary()`` as a byte-level BPE tokenizer with BOS and EOS (BOS added to every text)."""
-    tokens, types = vocabulary()
+def add_vocabulary(w: GGUFWriter, pre: str = "gpt-2", extra: Sequence[str] = ()) -> None:
+    """Write ``vocabulary(extra)`` as a byte-level BPE tokenizer with BOS and EOS (BOS added to every text)."""
+    tokens, types = vocabulary(extra)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
@@ -89,16 +93,18 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -1000.0,
                 chat_template: str | None = None, pooling: int | None = None, name: str = "tiny",
                 f16: bool = False, arch: str = "llama", cls_labels: tuple[str, ...] = (),
-                rerank_template: str | None = None) -> Path:
+                rerank_template: str | None = None, specials: Sequence[str] = ()) -> Path:
     """Write a tiny llama GGUF and return its path.
 
     ``arch="qwen3"`` adds Qwen3's per-head Q/K norms. ``cls_labels`` adds a classifier head (``cls.output``,
     one row per label) and, with ``pooling=4`` and a ``rerank_template``, makes the model a causal reranker
     laid out as Qwen3-Reranker is (its "yes"/"no" head, softmaxed by llama.cpp on the last token).
+    ``specials``: more control tokens, which (unlike the built-in ones) are sampled like
+    any other token, so a grammar may write them as one token or spelled out in bytes.
     """
     path = Path(path)
     rng = np.random.default_rng(seed)
-    tokens, types = vocabulary()
+    tokens, types = vocabulary(specials)
     n_vocab = len(tokens)
     bos, eos = tokens.index("<|bos|>"), tokens.index("<|eos|>")
     head_dim = n_embd // n_head
@@ -112,7 +118,7 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     w.add_file_type(LlamaFileType.MOSTLY_F16 if f16 else LlamaFileType.ALL_F32)
     if pooling is not None:
         w.add_pooling_type(gguf.PoolingType(pooling))
-    add_vocabulary(w)
+    add_vocabulary(w, extra=specials)
     if cls_labels:
         w.add_array(f"{arch}.classifier.output_labels", list(cls_labels))
     templates = [{"name": "default", "template": chat_template}] if chat_template is not None else []
@@ -329,3 +335,11 @@ def png(width: int, height: int, rgb: tuple[int, int, int] | None = None, *, see
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def tiny_engine(folder: Path, *, specials: Sequence[str] = (), seed: int = 3) -> Any:
+    """The real engine over a tiny model written in ``folder`` (``specials``: see ``write_llama``)."""
+    from power.engine import Engine, LoadOptions
+
+    path = write_llama(Path(folder) / "tiny.gguf", seed=seed, specials=specials)
+    return Engine(str(path), LoadOptions(num_ctx=1024, num_parallel=2, num_batch=128))

@@ -21,6 +21,7 @@ from power.prompt import (
     render_generate,
     tool_call_tag,
 )
+from power.prompt.families import family_of
 from power.prompt.grammars import (
     JSON_OBJECT_GRAMMAR,
     ToolPlan,
@@ -41,6 +42,7 @@ __all__ = [
     "parser_for",
     "request_grammar",
     "source_of",
+    "speaks_in_channels",
     "stop_words",
     "thinking_first",
     "tool_plan",
@@ -88,6 +90,12 @@ def parser_for(source: TemplateSource, prompt: str, tools: Any, think: bool | st
     return output_parser(source, prompt=prompt, tools=tools, think=think)
 
 
+def speaks_in_channels(source: TemplateSource) -> bool:
+    """Whether the model writes its answers in channels (gpt-oss): its output is always parsed."""
+    family = family_of(source.jinja) if source.kind == "jinja" else None
+    return family is not None and family.channels is not None
+
+
 def thinking_first(grammar: str | None, parser: OutputParser | None) -> str | None:
     """A thinking model thinks freely and the grammar constrains its answer, as in Ollama.
 
@@ -132,12 +140,12 @@ def request_grammar(fmt: Any, options: Any) -> tuple[str | None, Any]:
 
 
 def tool_plan(source: TemplateSource, tools: Any, tool_choice: Any) -> ToolPlan:
-    """``tool_choice`` applied to the request's tools; forced calls use the model's own tag."""
+    """``tool_choice`` applied to the request's tools; forced calls use the model's own syntax."""
     go = source.go if source.kind == "go" else None
     jinja = source.jinja if source.kind == "jinja" else None
     if source.kind == "builtin" and tools:
         go = source.go_template().source
-    return plan_tools(tools, tool_choice, tool_call_tag(go, jinja) if tools else None)
+    return plan_tools(tools, tool_choice, tool_call_tag(go, jinja) if tools else None, family_of(jinja))
 
 
 def check_images(view: ModelView, images: Iterable[Any]) -> list[bytes]:

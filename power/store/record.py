@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from power.names import ModelName
+from power.prompt.capabilities import capabilities_of
 from power.store.gguf import GGUFFile
 from power.store.layout import Layout, StoredManifest
 from power.store.manifest import (
@@ -156,11 +157,8 @@ def template_capabilities(template: str | None, chat_template: str | None = None
             found.add("insert")
         if _THINK_TAGS.search(template):
             found.add("thinking")
-    elif chat_template:
-        if "tools" in chat_template or "tool_call" in chat_template:
-            found.add("tools")
-        if "<think>" in chat_template or "reasoning_content" in chat_template:
-            found.add("thinking")
+    elif chat_template:  # tools and thinking by every family's own tags, as the prompt code reads them
+        found |= capabilities_of(None, chat_template) & {"tools", "thinking"}
     return found
 
 

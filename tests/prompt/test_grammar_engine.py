@@ -227,17 +227,28 @@ def test_forced_tool_call_parses_as_a_call(engine: Any) -> None:
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f.forced], ids=lambda f: f.name)
 def test_forced_call_in_a_familys_own_syntax_parses(engine: Any, family: Any) -> None:
-    """``tool_choice: required`` for a family with its own tags: what the sampler lets through is a call."""
+    """``tool_choice: required`` for a family with its own syntax: what the sampler lets through is a call.
+
+    Raw-text parameters (the XML families) are bounded only by ``enum``, so the strings here have one.
+    """
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string", "maxLength": 6}}, "required": ["city"]}}},
+        "type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]},
+                                         "days": {"type": "integer", "minimum": 1, "maximum": 9},
+                                         "units": {"type": "string", "enum": ["C", "F"]}},
+        "required": ["city"]}}},
              {"type": "function", "function": {"name": "noop"}}]
-    grammar = tool_call_grammar(tools, family.open)
+    grammar = tool_call_grammar(tools, family.open, family)
+    opened = not family.call_syntaxes[0].before  # the prompt wrote the open tag (Functionary v3.2's ">>>")
     for seed in range(2):
         text = _generate(engine, grammar, seed)
-        parser = FamilyParser(family, tools)
+        parser = family.channels(tools) if family.channels else FamilyParser(family, tools, start_open=opened)
         delta = parser.feed(text) + parser.finish()
         assert [c.name for c in delta.tool_calls] in (["get_weather"], ["noop"]), text
         assert not delta.content.strip(), text
+        args = delta.tool_calls[0].arguments
+        if delta.tool_calls[0].name == "get_weather":
+            assert args["city"] in ("Paris", "Oslo") and set(args) <= {"city", "days", "units"}, text
+            assert 1 <= args.get("days", 1) <= 9 and args.get("units", "C") in ("C", "F"), text
 
 
 _LEAF = st.one_of(

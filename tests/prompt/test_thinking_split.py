@@ -89,3 +89,15 @@ def test_output_parser_think_false_leaves_text_alone() -> None:
     parser = output_parser(TemplateSource(go=QWEN3_THINKING), think=False)
     total = parser.feed("<think>x</think>y") + parser.finish()
     assert total.content == "<think>x</think>y"
+
+
+def test_a_bare_close_tag_first_means_no_thinking() -> None:
+    """MiniMax-M3 (and others with thinking off) start the answer after a bare close tag."""
+    from power.prompt.parsing import ThinkingParser
+
+    parser = ThinkingParser("<mm:think>", "</mm:think>")
+    out = parser.feed("</mm:") + parser.feed("think>\nThe answer.") + parser.finish()
+    assert (out.thinking, out.content) == ("", "The answer.")
+    plain = ThinkingParser()
+    out = plain.feed("</") + plain.feed("div> is a tag") + plain.finish()
+    assert out.content == "</div> is a tag"

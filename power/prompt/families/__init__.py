@@ -6,7 +6,9 @@ plain JSON (Llama 3, Mistral) are read by ``parsing.tools.ToolCallParser``.
 
 Adding a family: a module with a ``Family(name, open, close, reader)`` (the
 readers in ``readers`` cover JSON, XML parameters, key/value tags and Python
-call syntax), and a place in ``FAMILIES``.
+call syntax), its ``forced`` syntax (``Forced``, written by ``grammars.calls``),
+and a place in ``FAMILIES``. Families that write their whole answer in sections
+or channels (gpt-oss, Kimi K3) have a ``channels`` parser of their own instead.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from power.prompt.families import (
     hermes,
     hy3,
     kimi,
+    kimi_k3,
     lfm2,
     minicpm,
     minimax,
+    minimax_m3,
     muse,
     nemotron,
     qwen3_coder,
@@ -40,8 +44,8 @@ from power.prompt.families.family import Family, FamilyParser
 __all__ = ["FAMILIES", "THINKING_TAGS", "Family", "FamilyParser", "family_of", "family_thinking"]
 
 FAMILIES: tuple[Family, ...] = (
-    harmony.FAMILY, muse.FAMILY, deepseek.DSML, deepseek.DSML_V4, deepseek.FAMILY, kimi.FAMILY,
-    solar.FAMILY, hy3.FAMILY, seed_oss.FAMILY, minimax.FAMILY, gemma4.FAMILY, cohere.FAMILY,
+    harmony.FAMILY, muse.FAMILY, deepseek.DSML, deepseek.DSML_V4, deepseek.FAMILY, kimi_k3.FAMILY, kimi.FAMILY,
+    solar.FAMILY, hy3.FAMILY, seed_oss.FAMILY, minimax_m3.FAMILY, minimax.FAMILY, gemma4.FAMILY, cohere.FAMILY,
     cohere.COMMAND_R_PLUS, nemotron.FAMILY, apertus.FAMILY, lfm2.FAMILY, granite.FAMILY,
     functionary.V3_1, functionary.FAMILY, firefunction.FAMILY, gigachat.FAMILY, gigachat.V3,
     minicpm.FAMILY, apriel.FAMILY, qwen3_coder.FAMILY, glm.FAMILY, hermes.FAMILY,
@@ -51,7 +55,6 @@ FAMILIES: tuple[Family, ...] = (
 THINKING_TAGS: tuple[tuple[str, str], ...] = (
     *(f.think for f in FAMILIES if f.think),
     ("[THINK]", "[/THINK]"),  # Ministral / Magistral
-    ("<mm:think>", "</mm:think>"),  # MiniMax-M3
 )
 
 
@@ -66,4 +69,7 @@ def family_thinking(source: str | None) -> tuple[str, str] | None:
     """Thinking tags other than ``<think>`` that a chat template's source shows."""
     if not source:
         return None
+    family = family_of(source)
+    if family is not None and family.think is not None:  # its own, even where the template builds them (Kimi K3)
+        return family.think
     return next((tags for tags in THINKING_TAGS if tags[0] in source), None)

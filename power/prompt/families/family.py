@@ -20,7 +20,48 @@ from power.prompt.parsing.delta import Delta, ToolCall
 from power.prompt.parsing.jsonscan import JsonScan
 from power.prompt.parsing.thinking import partial_suffix
 
-__all__ = ["Family", "FamilyParser", "each_call", "name_then_json", "schema_coerce", "single_call"]
+__all__ = ["CALL_ID", "PARAM_KEY", "Family", "FamilyParser", "Forced", "Params", "StreamParser", "each_call", "json_forced",
+           "name_then_json", "schema_coerce", "single_call", "tool_names"]
+
+
+CALL_ID = "\x00"  # in a Forced text: where a call id stands (any letters and digits)
+PARAM_KEY = "\x01"  # in a Params text: where the parameter's name stands again (MiniMax-M3's </city>)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Arguments written one parameter after another: ``key`` NAME ``value`` VALUE ``close``.
+
+    A string parameter's value is raw text (between ``quote``s, when the family
+    has them) that holds none of the family's closing tags; any other value is JSON.
+    """
+
+    key: str
+    value: str
+    close: str
+    json_value: str | None = None  # instead of ``value`` before a JSON value (DSML's string="false")
+    sep: str = ""  # between two parameters
+    quote: str = ""  # around a string's raw text (Gemma 4's <|"|>, LFM2's ')
+    raw_excludes: tuple[str, ...] = ()  # more text a raw string may not hold
+
+
+@dataclass(frozen=True)
+class Forced:
+    """How a forced call is written: ``before`` NAME ``between`` ARGUMENTS ``after``.
+
+    The arguments are one JSON object, or ``params``. ``lead``: an optional message
+    the model may write first, (its opening, its end), with no ``<|`` in its text
+    (gpt-oss's analysis). ``loose``: every newline in these texts may be left out
+    (the family's templates differ in that).
+    """
+
+    before: str
+    between: str
+    after: str
+    params: Params | None = None
+    name_json: bool = False  # the name stands inside a JSON string
+    lead: tuple[str, str] | None = None
+    loose: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,12 +74,27 @@ class Family:
     read: Reader
     markers: tuple[str, ...] = ()  # all in the template source (default: the open tag)
     think: tuple[str, str] | None = None
-    # How a forced call is written around the tool's name and its JSON arguments:
-    # (before the name, between name and arguments, after the arguments); None: not forced here.
-    forced: tuple[str, str, str] | None = None
+    # How a forced call is written (one way, or several the model may choose from); None: as JSON.
+    forced: Forced | tuple[Forced, ...] | None = None
+    # A parser of the whole output (content, thinking and calls) for families that write
+    # messages in channels (harmony): used instead of the thinking split and FamilyParser.
+    channels: Any = None
 
     def found_in(self, source: str) -> bool:
         return all(m in source for m in (self.markers or (self.open,)))
+
+    @property
+    def call_syntaxes(self) -> tuple[Forced, ...]:
+        """The ways a forced call may be written (none: the generic JSON object)."""
+        if self.forced is None:
+            return ()
+        return self.forced if isinstance(self.forced, tuple) else (self.forced,)
+
+
+def json_forced(before: str, after: str, *, name: str = "name", args: str = "arguments",
+                extra: str = "") -> Forced:
+    """A forced call as ``{"name": NAME, "arguments": {...}}`` (keys as the family names them)."""
+    return Forced(f'{before}{{{extra}"{name}": "', f'", "{args}": ', f"}}{after}", name_json=True)
 
 
 def each_call(open_: str, close: str, inner: Any) -> Reader:
@@ -114,19 +170,16 @@ def _json_end(text: str) -> int:
     return end + (fence.end() if fence else 0)
 
 
-class FamilyParser:
-    """Incremental tool-call extractor for one family; ``feed`` then ``finish``."""
+def tool_names(tools: Iterable[Any]) -> frozenset[str]:
+    """The names of the request's tools (given as tools or as names)."""
+    return frozenset(t if isinstance(t, str) else t["function"]["name"] for t in tools
+                     if isinstance(t, str) or isinstance(t, Mapping))
 
-    def __init__(self, family: Family, tools: Iterable[Any], *, start_open: bool = False) -> None:
-        tools = list(tools)
-        self.family = family
-        self.names = frozenset(t if isinstance(t, str) else t["function"]["name"] for t in tools
-                               if isinstance(t, str) or isinstance(t, Mapping))
-        self.coerce = schema_coerce(t for t in tools if isinstance(t, Mapping))
-        self.in_body = start_open  # the prompt itself opened the calls
-        self.opened = "" if start_open else family.open
-        self.buf = ""
-        self.count = 0
+
+class StreamParser:
+    """Output in as it streams (``feed``), then ``finish``; each returns what it has decided."""
+
+    buf = ""
 
     def feed(self, text: str) -> Delta:
         self.buf += text
@@ -134,6 +187,23 @@ class FamilyParser:
 
     def finish(self) -> Delta:
         return self._run(final=True)
+
+    def _run(self, final: bool) -> Delta:
+        raise NotImplementedError
+
+
+class FamilyParser(StreamParser):
+    """Incremental tool-call extractor for one family; ``feed`` then ``finish``."""
+
+    def __init__(self, family: Family, tools: Iterable[Any], *, start_open: bool = False) -> None:
+        tools = list(tools)
+        self.family = family
+        self.names = tool_names(tools)
+        self.coerce = schema_coerce(t for t in tools if isinstance(t, Mapping))
+        self.in_body = start_open  # the prompt itself opened the calls
+        self.opened = "" if start_open else family.open
+        self.buf = ""
+        self.count = 0
 
     def _run(self, final: bool) -> Delta:
         content: list[str] = []

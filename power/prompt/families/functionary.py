@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from power.prompt.families.family import Family
+from power.prompt.families.family import Family, Forced
 from power.prompt.families.readers import Calls, Coerce, json_value
 
 
@@ -27,5 +27,6 @@ def _v32(body: str, coerce: Coerce) -> Calls | None:
 
 
 V3_1 = Family("functionary_v3_1", "<function=", "</function>", _v31,
-              markers=("<function=", "</function>", "<|eom_id|>"))
-FAMILY = Family("functionary", ">>>", None, _v32, markers=(">>>", "recipient"))
+              markers=("<function=", "</function>", "<|eom_id|>"), forced=Forced("<function=", ">", "</function>"))
+# The generation prompt ends with ">>>": a forced call starts at the name.
+FAMILY = Family("functionary", ">>>", None, _v32, markers=(">>>", "recipient"), forced=Forced("", "\n", ""))

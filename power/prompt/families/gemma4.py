@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from power.prompt.families.family import Family, single_call
+from power.prompt.families.family import Family, Forced, Params, single_call
 from power.prompt.families.readers import json_value
 
 _QUOTE = '<|"|>'
@@ -33,4 +33,5 @@ def _call(text: str) -> tuple[str, dict[str, Any]] | None:
 
 
 FAMILY = Family("gemma4", "<|tool_call>", "<tool_call|>", single_call(_call),
-                think=("<|channel>thought", "<channel|>"))
+                think=("<|channel>thought", "<channel|>"),
+                forced=Forced("<|tool_call>call:", "{", "}<tool_call|>", Params("", ":", "", sep=",", quote=_QUOTE)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from power.prompt.families.family import Family
+from power.prompt.families.family import Family, Forced, Params
 from power.prompt.families.readers import pythonic
 
-FAMILY = Family("lfm2", "<|tool_call_start|>", "<|tool_call_end|>", pythonic)
+FAMILY = Family("lfm2", "<|tool_call_start|>", "<|tool_call_end|>", pythonic,
+                forced=Forced("<|tool_call_start|>[", "(", ")]<|tool_call_end|>",
+                              Params("", "=", "", sep=", ", quote="'", raw_excludes=("\\", "\n"))))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Calls", "Coerce", "Reader", "arg_pairs", "invoke_xml", "json_calls", "json_value",
-           "named_json", "plain_coerce", "pythonic", "xml_function"]
+           "named_json", "plain_coerce", "pythonic", "xml_calls", "xml_function"]
 
 Calls = list[tuple[str, dict[str, Any]]]
 Coerce = Callable[[str, str, str], Any]  # (tool, parameter, text) -> value
@@ -84,7 +84,7 @@ def _params(pairs: list[tuple[str, str]], tool: str, coerce: Coerce, strip: bool
     return {k.strip(): coerce(tool, k.strip(), v.strip("\n") if strip else v) for k, v in pairs}
 
 
-def _xml_calls(call: re.Pattern[str], par: re.Pattern[str], body: str, coerce: Coerce) -> Calls | None:
+def xml_calls(call: re.Pattern[str], par: re.Pattern[str], body: str, coerce: Coerce) -> Calls | None:
     """Calls that ``call`` matches (name, inner) whose inner is only ``par`` matches (key, string?, value)."""
     out: Calls = []
     pos = 0
@@ -106,7 +106,7 @@ _PARAMETER = re.compile(r"<parameter=([^>]+)>()(.*?)</parameter>", re.S)
 
 def xml_function(body: str, coerce: Coerce = plain_coerce) -> Calls | None:
     """``<function=NAME><parameter=K>V</parameter>...</function>`` (Qwen3-Coder, Seed-OSS, Nemotron 3)."""
-    return _xml_calls(_FUNCTION, _PARAMETER, body, coerce)
+    return xml_calls(_FUNCTION, _PARAMETER, body, coerce)
 
 
 def invoke_xml(prefix: str = "", param: str = "parameter", invoke: str = "invoke") -> Reader:
@@ -115,7 +115,7 @@ def invoke_xml(prefix: str = "", param: str = "parameter", invoke: str = "invoke
     p = re.escape(prefix)
     call = re.compile(rf'\s*<{p}{invoke} name="([^"]+)">(.*?)</{p}{invoke}>\s*', re.S)
     par = re.compile(rf'<{p}{param} name="([^"]+)"(?: string="(true|false)")?>(.*?)</{p}{param}>', re.S)
-    return lambda body, coerce=plain_coerce: _xml_calls(call, par, body, coerce)
+    return lambda body, coerce=plain_coerce: xml_calls(call, par, body, coerce)
 
 
 def arg_pairs(suffix: str = "", sep: str | None = None) -> Reader:
@@ -133,8 +133,18 @@ def arg_pairs(suffix: str = "", sep: str | None = None) -> Reader:
     return read
 
 
+_JSON_NAMES = {"true": True, "false": False, "null": None}
+
+
+class _JsonNames(ast.NodeTransformer):
+    """JSON's ``true``, ``false`` and ``null`` read as Python's constants."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Constant(_JSON_NAMES[node.id]) if node.id in _JSON_NAMES else node
+
+
 def pythonic(body: str, coerce: Coerce = plain_coerce) -> Calls | None:
-    """``[name(a='x', b=3), ...]`` (LFM2): Python literals only."""
+    """``[name(a='x', b=3), ...]`` (LFM2): Python literals only (and JSON's ``true``, ``false``, ``null``)."""
     try:
         tree = ast.parse(body.strip(), mode="eval").body
     except (SyntaxError, ValueError, RecursionError):
@@ -145,7 +155,7 @@ def pythonic(body: str, coerce: Coerce = plain_coerce) -> Calls | None:
         if not isinstance(item, ast.Call) or not isinstance(item.func, ast.Name) or item.args:
             return None
         try:
-            args = {kw.arg: ast.literal_eval(kw.value) for kw in item.keywords if kw.arg}
+            args = {kw.arg: ast.literal_eval(_JsonNames().visit(kw.value)) for kw in item.keywords if kw.arg}
         except (ValueError, SyntaxError):
             return None
         out.append((item.func.id, args))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from power.prompt.families.family import Family, each_call, name_then_json
+from power.prompt.families.family import CALL_ID, Family, Forced, each_call, name_then_json
 
 _named = name_then_json("<|tool_call:args|>")
 
@@ -16,5 +16,5 @@ def _call(text: str) -> tuple[str, dict[str, Any]] | None:
 
 FAMILY = Family("solar", "<|tool_calls|>", "<|calls|>",
                 each_call("<|tool_call:begin|>", "<|tool_call:end|>", _call),
-                forced=("<|tool_calls|><|tool_call:begin|>0<|tool_call:name|>", "<|tool_call:args|>",
-                        "<|tool_call:end|><|calls|>"))
+                forced=Forced(f"<|tool_calls|><|tool_call:begin|>{CALL_ID}<|tool_call:name|>", "<|tool_call:args|>",
+                              "<|tool_call:end|><|calls|>"))

@@ -284,17 +284,20 @@ class GrammarBuilder:
             value = self.visit(extra, f"{hint}-additional")
             self.primitive("string")
             items.append((self.add(f"{hint}-additional-kv", f'string ":" space {value}'), "many"))
-        return self.add(hint, f'"{{" space {self._members(items, hint)} "}}" space')
+        return self.add(hint, f'"{{" space {self.members(items, hint)} "}}" space')
 
-    def _members(self, items: list[tuple[str, str]], hint: str) -> str:
-        """Members in order, commas right whichever optional ones are present (linear size)."""
+    def members(self, items: list[tuple[str, str]], hint: str, sep: str = '"," space') -> str:
+        """Members in order, ``sep`` between them whichever optional ones are present (linear size).
+
+        ``items``: (expression, "req" | "opt" | "many").
+        """
         after: dict[int, str] = {len(items): ""}  # i: the rest from i, something already written
 
         def rest(i: int) -> str:
             if i not in after:
                 kv, how = items[i]
-                step = {"req": f'"," space {kv}', "opt": f'("," space {kv})?',
-                        "many": f'("," space {kv})*'}[how]
+                step = {"req": f"{sep} {kv}".strip(), "opt": f"({sep} {kv})?",
+                        "many": f"({sep} {kv})*"}[how]
                 tail = rest(i + 1)
                 after[i] = self.add(f"{hint}-after-{i}", f"{step} {tail}") if tail else step
             return after[i]

@@ -11,7 +11,7 @@ thinking, which it may write once.
 
 from __future__ import annotations
 
-__all__ = ["after_thinking"]
+__all__ = ["after_thinking", "text_without"]
 
 _ANSWER = "answer-root"
 
@@ -57,37 +57,29 @@ def _literal(text: str) -> str:
     return '"' + "".join(ch if ch.isalnum() or ch in " <>/|_.:=" else _hex(ch) for ch in text) + '"'
 
 
-def _failure(tag: str) -> list[int]:
-    fail = [0] * len(tag)
-    k = 0
-    for i in range(1, len(tag)):
-        while k and tag[i] != tag[k]:
-            k = fail[k - 1]
-        if tag[i] == tag[k]:
-            k += 1
-        fail[i] = k
-    return fail
+def text_without(tags: tuple[str, ...], prefix: str) -> list[str]:
+    """Rules ``{prefix}-0`` ...: any text that contains none of ``tags``.
 
-
-def _without(tag: str, prefix: str) -> list[str]:
-    """Rules ``{prefix}-0`` ...: any text that does not contain ``tag``."""
-    fail = _failure(tag)
-    chars = sorted(set(tag))
-
-    def step(state: int, ch: str) -> int:
-        while state and tag[state] != ch:
-            state = fail[state - 1]
-        return state + 1 if tag[state] == ch else 0
-
-    others = "[^" + "".join(_hex(ch) for ch in chars) + "]"
+    The states are the tags' proper prefixes (the longest one the text ends with);
+    a character that would complete a tag has no transition.
+    """
+    states = sorted({tag[:i] for tag in tags for i in range(len(tag))}, key=lambda s: (len(s), s))
+    index = {state: i for i, state in enumerate(states)}
+    chars = sorted({ch for tag in tags for ch in tag})
     rules = []
-    for state in range(len(tag)):
-        alts = ['""', f"{others} {prefix}-0"]
+    for state in states:
+        alts, special = [], []  # characters that lead elsewhere than back to the start, or nowhere
         for ch in chars:
-            nxt = step(state, ch)
-            if nxt < len(tag):  # reaching the whole tag is what this text may not do
+            text = state + ch
+            if any(text.endswith(tag) for tag in tags):
+                special.append(ch)  # reaching a whole tag is what this text may not do
+                continue
+            nxt = index[next(text[i:] for i in range(len(text) + 1) if text[i:] in index)]
+            if nxt:
+                special.append(ch)
                 alts.append(f"{_literal(ch)} {prefix}-{nxt}")
-        rules.append(f"{prefix}-{state} ::= " + " | ".join(alts))
+        others = "[^" + "".join(_hex(ch) for ch in special) + "]"
+        rules.append(f"{prefix}-{index[state]} ::= " + " | ".join(['""', f"{others} {prefix}-0", *alts]))
     return rules
 
 
@@ -109,5 +101,6 @@ def after_thinking(grammar: str, open_tag: str, close_tag: str, *, in_thinking: 
         head = f"root ::= {block} think-ws {_ANSWER}"
     else:
         head = f"root ::= (think-ws {_literal(open_tag)} {block} think-ws)? {_ANSWER}"
-    rules = [head, "think-ws ::= [ \\t\\r\\n]{0,8}", "think-body ::= think-text-0", *_without(close_tag, "think-text")]
+    rules = [head, "think-ws ::= [ \\t\\r\\n]{0,8}", "think-body ::= think-text-0",
+             *text_without((close_tag,), "think-text")]
     return "\n".join(rules) + "\n" + body

@@ -4,10 +4,11 @@
 the sampler must produce: ``none`` hides the tools (and nothing is parsed as a
 call), ``auto`` leaves the model free, ``required`` and a named function
 constrain the output with a grammar in the model's own tool-call format
-(Hermes/Qwen ``<tool_call>`` blocks, Mistral ``[TOOL_CALLS]``, the families
-that write a name and JSON arguments between tags of their own (``Family.forced``:
-DeepSeek, Kimi, gpt-oss, Solar), else a bare ``{"name": ..., "arguments": ...}`` object) built from the tools' parameter
-schemas, so what comes out always parses as a call of a supplied tool.
+(Hermes/Qwen ``<tool_call>`` blocks, Mistral ``[TOOL_CALLS]``, each family's own
+syntax (``Family.forced``, written by ``calls``: XML parameters, key/value tags,
+channels, JSON between tags of its own), else a bare ``{"name": ..., "arguments": ...}``
+object) built from the tools' parameter schemas, so what comes out always parses
+as a call of a supplied tool.
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from power.errors import InvalidRequest
-from power.prompt.grammars.schema import (
-    GrammarBuilder,
-    check_schema,
-    gbnf_literal,
-    measure_schema,
-)
+from power.prompt.families.family import Family
+from power.prompt.grammars.calls import each_tool, family_call_grammar
+from power.prompt.grammars.schema import GrammarBuilder, gbnf_literal, measure_schema
 
 __all__ = ["ToolPlan", "check_tools", "plan_tools", "tool_call_grammar"]
 
@@ -84,8 +82,11 @@ def _named(choice: Mapping[str, Any]) -> str:
     return name
 
 
-def plan_tools(tools: Any, tool_choice: Any, tag: str | None) -> ToolPlan:
-    """Apply ``tool_choice`` (``none``, ``auto``, ``required`` or a named function) to ``tools``."""
+def plan_tools(tools: Any, tool_choice: Any, tag: str | None, family: Family | None = None) -> ToolPlan:
+    """Apply ``tool_choice`` (``none``, ``auto``, ``required`` or a named function) to ``tools``.
+
+    A forced call is written in ``family``'s syntax, else in that of the family ``tag`` opens.
+    """
     if not tools:
         if tool_choice not in (None, "none", "auto"):
             raise InvalidRequest("tool_choice requires tools")
@@ -96,43 +97,41 @@ def plan_tools(tools: Any, tool_choice: Any, tag: str | None) -> ToolPlan:
     if tool_choice == "none":
         return ToolPlan(None, None)
     if tool_choice == "required":
-        return ToolPlan(tools, tool_call_grammar(tools, tag), forced=True)
+        return ToolPlan(tools, tool_call_grammar(tools, tag, family), forced=True)
     if isinstance(tool_choice, Mapping):
         name = _named(tool_choice)
         chosen = [t for t in tools if t["function"]["name"] == name]
         if not chosen:
             raise InvalidRequest(f"invalid tool_choice: no tool named {name[:60]!r}")
-        return ToolPlan(tools, tool_call_grammar(chosen, tag), forced=True)
+        return ToolPlan(tools, tool_call_grammar(chosen, tag, family), forced=True)
     raise InvalidRequest(f"invalid tool_choice {str(tool_choice)[:40]!r}: use none, auto, required or "
                          "a named function")
 
 
-def tool_call_grammar(tools: Sequence[Mapping[str, Any]], tag: str | None) -> str:
-    """GBNF for exactly one call of one of ``tools`` in the format that ``tag`` names."""
+def _family_of_tag(tag: str | None) -> Family | None:
+    """The family whose calls ``tag`` opens; of several (``<tool_call>``), the most general (the last)."""
+    from power.prompt.families import FAMILIES  # noqa: PLC0415 (the families import parsing)
+
+    family = next((f for f in reversed(FAMILIES) if f.open == tag), None)
+    return family if family is not None and family.forced else None
+
+
+def tool_call_grammar(tools: Sequence[Mapping[str, Any]], tag: str | None, family: Family | None = None) -> str:
+    """GBNF for exactly one call of one of ``tools`` in the format of ``family`` (else the one ``tag`` names)."""
     builder = GrammarBuilder(where="tool parameters")
     builder.primitive("space")
-    calls: list[str] = []
-    named: list[tuple[str, str]] = []
     for i, tool in enumerate(tools):
-        fn = _function(tool, i)
-        name = fn["name"]
-        params = fn.get("parameters") or {"type": "object"}
-        where = f"parameters of tool {name[:60]!r}"
-        check_schema(params, where)
-        builder.document(params, where)
+        _function(tool, i)
+    family = family if family is not None and family.forced else _family_of_tag(tag)
+    if family is not None:
+        return family_call_grammar(family, tools, builder)
+    calls: list[str] = []
+    for name, params in each_tool(tools, builder):
         args = builder.visit(params, f"{name}-arguments")
-        named.append((name, args))
         calls.append(builder.add(f"{name}-call", (
             '"{" space "\\"name\\"" space ":" space '
             f'{gbnf_literal(json.dumps(name, ensure_ascii=False))} space "," space '
             f'"\\"arguments\\"" space ":" space {args} "}}" space')))
-    from power.prompt.families import FAMILIES  # noqa: PLC0415 (the families import parsing)
-
-    family = next((f for f in FAMILIES if f.open == tag and f.forced), None)
-    if family is not None and family.forced is not None:
-        before, between, after = (gbnf_literal(part) for part in family.forced)
-        return builder.text(" | ".join(f"{before} {gbnf_literal(name)} {between} {args} {after}"
-                                       for name, args in named))
     call = builder.add("call", " | ".join(calls))
     if tag == "<tool_call>":
         root = f'"<tool_call>\\n" {call} "\\n</tool_call>"'

@@ -17,6 +17,8 @@ from power.prompt.parsing.tools import ToolCallParser, tool_call_tag
 if TYPE_CHECKING:
     from power.prompt.chat import TemplateSource
     from power.prompt.families import FamilyParser
+    from power.prompt.families.harmony import HarmonyParser
+    from power.prompt.families.kimi_k3 import KimiK3Parser
 
 __all__ = ["OutputParser", "output_parser"]
 
@@ -25,7 +27,7 @@ class OutputParser:
     """Feed generated text; get back content, thinking and tool calls as they are decided."""
 
     def __init__(self, thinking: ThinkingParser | None = None,
-                 tools: ToolCallParser | FamilyParser | _Chained | None = None) -> None:
+                 tools: ToolCallParser | FamilyParser | HarmonyParser | KimiK3Parser | _Chained | None = None) -> None:
         self.thinking = thinking
         self.tools = tools
 
@@ -34,20 +36,20 @@ class OutputParser:
         if self.tools is None:
             return step
         found = self.tools.feed(step.content)
-        return Delta(found.content, step.thinking, found.tool_calls)
+        return Delta(found.content, step.thinking + found.thinking, found.tool_calls)
 
     def finish(self) -> Delta:
         step = self.thinking.finish() if self.thinking else Delta()
         if self.tools is None:
             return step
         found = self.tools.feed(step.content) + self.tools.finish()
-        return Delta(found.content, step.thinking, found.tool_calls)
+        return Delta(found.content, step.thinking + found.thinking, found.tool_calls)
 
 
 class _Chained:
     """A family's parser, then the lenient JSON reading over what it leaves as content."""
 
-    def __init__(self, family: FamilyParser, lenient: ToolCallParser) -> None:
+    def __init__(self, family: FamilyParser | HarmonyParser | KimiK3Parser, lenient: ToolCallParser) -> None:
         self.family, self.lenient, self.count = family, lenient, 0
 
     def feed(self, text: str) -> Delta:
@@ -63,7 +65,7 @@ class _Chained:
         for call in first.tool_calls + second.tool_calls:
             calls.append(replace(call, index=self.count))
             self.count += 1
-        return Delta(second.content, "", tuple(calls))
+        return Delta(second.content, first.thinking, tuple(calls))
 
 
 def output_parser(source: TemplateSource, *, prompt: str = "", tools: Any = None,
@@ -76,15 +78,19 @@ def output_parser(source: TemplateSource, *, prompt: str = "", tools: Any = None
     """
     go = source.go if source.kind == "go" else None
     jinja = source.jinja if source.kind == "jinja" else None
+    from power.prompt.families import FamilyParser, family_of  # the families import this package
+
+    family = family_of(jinja)
+    if family is not None and family.channels is not None:  # channels carry the thinking and the calls
+        whole = family.channels(tools or (), think=think is not False, prompt=prompt)
+        return OutputParser(None, _Chained(whole, ToolCallParser(tools, None, lenient=True))
+                            if tools and lenient else whole)
     thinking = None
     if think is not False:
         tags = thinking_tags(go, jinja) or DEFAULT_TAGS
         if think or thinking_tags(go, jinja) or starts_thinking(prompt, tags[0]):
             thinking = ThinkingParser(*tags, start_in_thinking=starts_thinking(prompt, tags[0]))
-    from power.prompt.families import FamilyParser, family_of  # the families import this package
-
     tool_parser: ToolCallParser | _Chained | None = None
-    family = family_of(jinja)
     if tools and family is not None:
         # The prompt may open the calls itself (Functionary v3.2 ends with ">>>").
         own = FamilyParser(family, tools, start_open=prompt.endswith(family.open))

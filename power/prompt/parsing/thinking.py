@@ -96,7 +96,10 @@ class ThinkingParser:
                 if stripped.startswith(self.open_tag):
                     self.buf = stripped[len(self.open_tag):]
                     self.state = _State.THINKING
-                elif not stripped or self.open_tag.startswith(stripped):
+                elif stripped.startswith(self.close_tag):  # no thinking: the answer follows a bare close tag
+                    self.buf = stripped[len(self.close_tag):]
+                    self.state = _State.AFTER
+                elif not stripped or self.open_tag.startswith(stripped) or self.close_tag.startswith(stripped):
                     break
                 else:
                     self.state = _State.CONTENT

@@ -33,6 +33,7 @@ from power.server.prompting import (
     parser_for,
     request_grammar,
     source_of,
+    speaks_in_channels,
     stop_words,
     thinking_first,
     tool_plan,
@@ -165,7 +166,8 @@ class GenerateResource(_Base):
                              "_debug_info": {"rendered_template": prompt}})
             return
         options = merged_options(view, request_options, stop_words(view, source))
-        parser = parser_for(source, prompt, None, think) if think else None
+        parse = think or (speaks_in_channels(source) and not raw)  # gpt-oss's channels are never content
+        parser = parser_for(source, prompt, None, think) if parse else None
         job = Job(self.endpoint, view, prompt, options, body.get("keep_alive"), parser,
                   grammar=thinking_first(grammar, parser), logprobs=_logprobs(body), raw=raw,
                   truncate=body.get("truncate", True), rid=req.context.rid, context=not raw, images=images,
