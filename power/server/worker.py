@@ -29,6 +29,7 @@ import logging
 import resource
 import selectors
 import socket
+import sys
 import threading
 import time
 from concurrent import futures
@@ -47,6 +48,8 @@ from power.server.threads import ElasticPool, limit_arenas
 
 __all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
 
+# Seconds a thread holds the GIL before another may take it (Python's default is 0.005).
+SWITCH_INTERVAL = 0.0005
 # Threads kept for control-plane routes (/api/tags, /api/ps, /health, ...), which no stream can take.
 CONTROL_THREADS = 4
 
@@ -186,6 +189,9 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                                                        thread_name_prefix="power-control")
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
         limit_arenas()
+        # The event loop answers polls and accepts connections; with many request threads runnable it waits
+        # for the GIL up to a switch interval per thread ahead of it, so threads hand it over more often.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         _raise_fd_limit(self.cfg.worker_connections + 256)
         super().init_process()
 
