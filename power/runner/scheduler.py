@@ -217,6 +217,18 @@ class Scheduler:
         return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
                          gpus=self._gpu_sampler.sample())
 
+    @property
+    def closing(self) -> bool:
+        """True once ``close`` began: no new work is taken."""
+        return self._closing
+
+    def queue_depth(self) -> int:
+        """Requests waiting for a slot or a load, as admission counts them (503 at ``max_queue``)."""
+        return self._lt.call(self._queue_depth())
+
+    async def _queue_depth(self) -> int:
+        return self._waiting()
+
     def unload(self, name: str) -> bool:
         """Stop ``name`` now; its in-flight requests end with done_reason "unload". False if not loaded."""
         return self._lt.call(self._unload(name))
