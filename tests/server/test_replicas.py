@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from power.store import ModelStore
-from tests.registry.servers import need, stop, wait_port
+from tests.registry.servers import need, nginx_conf, stop, wait_port
 from tests.server.conftest import add_model
 from tests.server.live import ROOT, LiveServer, free_port
 from tests.tinymodels import write_llama
@@ -54,21 +54,8 @@ def nginx_front(tmp: Path, replicas: list[LiveServer]) -> tuple[subprocess.Popen
     port = free_port()
     site = site.replace("listen 127.0.0.1:11434;", f"listen 127.0.0.1:{port};")
     (tmp / "site.conf").write_text(site)
-    user = "user root;" if os.geteuid() == 0 else ""
-    (tmp / "nginx.conf").write_text(f"""
-{user}
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log {tmp}/access.log;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  include {tmp}/site.conf;
-}}
-""")
+    (tmp / "nginx.conf").write_text(nginx_conf(tmp, f"  access_log {tmp}/access.log;\n  include {tmp}/site.conf;",
+                                               connections=256))
     with open(tmp / "nginx.out", "wb") as out:
         proc = subprocess.Popen([need("nginx"), "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
                                 stdout=out, stderr=out)
