@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 7 };
+enum pw_abi { PW_ABI_VERSION = 8 };
 
 enum pw_status {
     PW_OK = 0,
@@ -221,6 +221,14 @@ PW_API void pw_set_log(pw_log_fn fn, void *user_data, int32_t min_level);
 PW_API int32_t pw_device_count(void);
 PW_API int32_t pw_device_get(int32_t index, pw_device *out);
 PW_API bool pw_supports_gpu_offload(void);
+/* ggml's RPC backend (rpc.cpp). pw_rpc_add_server connects to a running RPC server ("host:port"; it must
+ * answer, or llama.cpp aborts the process: probe it first) and lists its devices beside the local ones, so
+ * models loaded afterwards split their offloaded layers over them by free memory; returns how many devices
+ * it has. pw_rpc_serve serves this machine's devices (the accelerators, else the CPU) on endpoint until the
+ * process ends; mem_bytes > 0 caps the memory each reports; it returns only on failure. */
+PW_API bool pw_supports_rpc(void);
+PW_API int32_t pw_rpc_add_server(const char *endpoint);
+PW_API int32_t pw_rpc_serve(const char *endpoint, int32_t n_threads, uint64_t mem_bytes, const char *cache_dir);
 
 PW_API pw_model_params pw_model_default_params(void);
 PW_API int32_t pw_model_load(const char *path, const pw_model_params *params, pw_model **out);

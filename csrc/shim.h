@@ -9,6 +9,7 @@
 //   cache.cpp     the prompt cache: prefixes shared across sequences, prompt states kept in host memory
 //   disk.cpp      its disk tier: prompt states written when an engine ends, read by the next one
 //   media.cpp     multimodal prompts (libmtmd)
+//   rpc.cpp       ggml's RPC backend: remote devices, and serving ours
 #ifndef POWER_SHIM_INTERNAL_H
 #define POWER_SHIM_INTERNAL_H
 

@@ -78,6 +78,8 @@ class Settings:
     load_timeout: float = 300.0
     api_key: str | None = None
     num_gpu: int | None = None
+    # llama.cpp RPC servers (host:port) whose devices hold model layers beside the local ones.
+    rpc_servers: tuple[str, ...] = ()
     sched_spread: bool = False
     prices: Mapping[str, Any] = field(default_factory=dict)
     # Registry transfers: a host table (registry host -> base URL, e.g. tests point
@@ -153,6 +155,15 @@ def _host_table(raw: str | None, cfg: Any) -> dict[str, str]:
     return table
 
 
+def _list(raw: str | None, cfg: Any) -> tuple[str, ...]:
+    """Read ``a,b,c`` (env), else a TOML list or string; entries stripped, empties dropped."""
+    if raw is None or not raw.strip().strip("'\""):
+        items = cfg if isinstance(cfg, (list, tuple)) else str(cfg or "").split(",")
+    else:
+        items = raw.strip().strip("'\"").split(",")
+    return tuple(str(i).strip() for i in items if str(i).strip())
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Resolve settings from ``config.toml`` under the home folder and the environment."""
     env = os.environ if env is None else env
@@ -190,6 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),
         api_key=env.get("A3S_POWER_API_KEY") or cfg.get("api_key") or None,
         num_gpu=int(num_gpu_raw) if num_gpu_raw and num_gpu_raw.strip().lstrip("-").isdigit() else None,
+        rpc_servers=_list(env.get("A3S_POWER_RPC_SERVERS") or env.get("OLLAMA_RPC_SERVERS"), cfg.get("rpc_servers")),
         sched_spread=parse_bool(env["OLLAMA_SCHED_SPREAD"]) if "OLLAMA_SCHED_SPREAD" in env else False,
         prices=cfg.get("prices", {}),
         registry_hosts=_host_table(env.get("A3S_POWER_REGISTRY_HOSTS"),

@@ -14,6 +14,7 @@ class knows the HTTP status it maps to and the CLI exit code::
     │   └── ModelNotFound           404
     │   └── RequestTimeout          408  (headers or body not received in time)
     ├── Busy                        503  (queue full)
+    ├── RpcUnreachable              502  (a llama.cpp RPC server did not answer)
     ├── TimedOut                    504  (no first token, or the whole request, in time)
     ├── Canceled                    499
     ├── StoreError                  500  (digest mismatch, disk full, ...)
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "PowerError", "InvalidRequest", "InvalidName", "ModelfileError", "TemplateError",
-    "GGUFError", "NotFound", "ModelNotFound", "Busy", "Canceled", "StoreError", "RequestTimeout", "TimedOut",
+    "GGUFError", "NotFound", "ModelNotFound", "Busy", "RpcUnreachable", "Canceled", "StoreError", "RequestTimeout", "TimedOut",
     "DigestMismatch", "InvalidDigest", "ManifestError", "RegistryError", "RemoteNotFound", "NativeError", "EngineError",
 ]
 
@@ -91,6 +92,12 @@ class Busy(PowerError):
     """server busy, please try again.  maximum pending requests exceeded"""
 
     status = 503
+
+
+class RpcUnreachable(PowerError):
+    """A llama.cpp RPC server that a model's layers were to go to did not answer."""
+
+    status = 502
 
 
 class RequestTimeout(InvalidRequest):

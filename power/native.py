@@ -30,11 +30,12 @@ __all__ = [
     "Device", "devices", "quantize", "FTYPES", "GGML_TYPES", "NativeError", "GrammarError",
     "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
     "POOLING_RANK", "load_vocab",
+    "supports_rpc", "rpc_add_server", "rpc_serve",
 ]
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 7
+ABI_VERSION = 8
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -143,6 +144,26 @@ def devices() -> list[Device]:
         out.append(Device(_ffi.string(dev.name).decode(), _ffi.string(dev.description).decode(),
                           ("cpu", "gpu", "igpu", "accel")[min(dev.type, 3)], dev.memory_free, dev.memory_total))
     return out
+
+
+def supports_rpc() -> bool:
+    """Whether this build has ggml's RPC backend (``POWER_RPC``)."""
+    return bool(_lib.pw_supports_rpc())
+
+
+def rpc_add_server(endpoint: str) -> int:
+    """List the devices of the RPC server at ``host:port`` beside the local ones; return how many it has.
+
+    llama.cpp aborts the process when the server does not answer: callers probe it first
+    (``power.engine.rpc.probe``). Models loaded afterwards split their offloaded layers over every device.
+    """
+    return _check(_lib.pw_rpc_add_server(endpoint.encode()))
+
+
+def rpc_serve(endpoint: str, threads: int, mem_bytes: int = 0, cache_dir: str | None = None) -> None:
+    """Serve this machine's devices to RPC clients on ``host:port``; returns only by raising."""
+    _check(_lib.pw_rpc_serve(endpoint.encode(), threads, mem_bytes,
+                             os.fsencode(cache_dir) if cache_dir else _ffi.NULL))
 
 
 def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], ftype: str, nthreads: int = 0) -> None:

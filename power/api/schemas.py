@@ -367,8 +367,9 @@ USAGE = _object({"object": {"const": "usage"}, "start": _NULLABLE_S, "end": _NUL
                  "data": {"type": "array", "items": _object(
                      {"model": _S, **_USAGE_ROW, "first": _NULLABLE_S, "last": _NULLABLE_S})},
                  "totals": _object(_USAGE_ROW)})
-HEALTH = _object({"status": _S, "version": _S, "uptime": _N, "models_loaded": {"type": "array", "items": _S},
-                  "running": _COUNT, "waiting": _COUNT})
+HEALTH = _object({"status": {"enum": ["ok", "unavailable"]}, "ready": _B, "version": _S, "uptime": _N,
+                  "models_loaded": {"type": "array", "items": _S}, "running": _COUNT, "waiting": _COUNT,
+                  "queue_capacity": _COUNT}, {"reasons": {"type": "array", "items": _S}})
 OPENAPI = _object({"openapi": _S, "info": _OBJ, "paths": _OBJ})
 
 _RS_TEXT = _object({"type": {"enum": ["output_text", "reasoning_text"]}, "text": _S},

@@ -113,6 +113,17 @@ def build_parser(*, hidden: bool = True) -> argparse.ArgumentParser:
     p = _add(sub, "rm", "models:cmd_rm", "Remove a model")
     p.add_argument("models", metavar="MODEL", nargs="+")
 
+    p = _add(sub, "rpc-server", "rpcserver:cmd_rpc_server",
+             "Serve this machine's devices to llama.cpp RPC clients (see A3S_POWER_RPC_SERVERS)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="Address to bind (default 127.0.0.1; the RPC protocol has no authentication)")
+    p.add_argument("--port", type=int, default=50052, help="Port to bind (default 50052)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: half the cores)")
+    p.add_argument("--mem", type=int, default=None, metavar="MiB",
+                   help="Report at most this much memory to clients (default: what the device has free)")
+    p.add_argument("--cache", default="", metavar="DIR",
+                   help="Keep large tensors clients send in this folder, so reloads skip sending them")
+
     p = _add(sub, "completion", "extras:cmd_completion", "Print a bash completion script")
     p.add_argument("shell", nargs="?", default="bash", choices=("bash",))
     _add(sub, "manpage", "extras:cmd_manpage", "Print the man page (roff)")

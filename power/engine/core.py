@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from power import native
 from power.engine.options import INT32_MAX, LoadOptions, RequestOptions, parse_options
+from power.engine.rpc import probe as probe_rpc
 from power.engine.statefiles import state_folder, state_key
 from power.engine.stops import StopMatcher
 from power.engine.vocab import Vocab
@@ -234,16 +235,23 @@ class Engine:
     def __init__(self, model_path: str, load: LoadOptions | None = None, *,
                  adapters: Sequence[tuple[str, float]] = (), progress: Callable[[float], bool] | None = None,
                  embedding_only: bool | None = None, projector: str | None = None, cache_ram: int = 0,
-                 cache_disk: tuple[str, int] | None = None,
+                 cache_disk: tuple[str, int] | None = None, rpc_servers: Sequence[str] = (),
                  on_death: Callable[[EngineError], None] | None = None) -> None:
         """``cache_ram``: bytes of host memory for the prompt states of sequences given to other prompts;
-        ``cache_disk``: (folder, bytes) where the prompt states go when the engine closes, and come back from."""
+        ``cache_disk``: (folder, bytes) where the prompt states go when the engine closes, and come back from;
+        ``rpc_servers``: llama.cpp RPC servers (``host:port``) whose devices take offloaded layers beside the
+        local ones, split by free memory (each must answer, or the load fails with ``RpcUnreachable``)."""
         self.load = load or LoadOptions()
         self.on_death = on_death  # called (from the loop thread) if the loop dies
         self.dead: EngineError | None = None
         self.cache_ram = cache_ram
         self.cache_disk = cache_disk
         t0 = time.monotonic_ns()
+        for endpoint in rpc_servers:
+            # llama.cpp aborts the process on a server that does not answer: ask it first, with a deadline.
+            server = probe_rpc(endpoint)
+            n = native.rpc_add_server(endpoint)
+            log.info("rpc server added endpoint=%s devices=%d free_mib=%d", endpoint, n, server.free >> 20)
         self.model = native.Model(model_path, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
                                   use_mmap=self.load.use_mmap, progress=progress)
         self.model_path = model_path

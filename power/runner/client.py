@@ -95,7 +95,7 @@ class RunnerProcess(asyncio.Protocol):
 
     def __init__(self, model_path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
                  *, projector: str | None = None, log_level: str = "WARNING", cache_ram: int = 0,
-                 cache_disk: tuple[str, int] | None = None,
+                 cache_disk: tuple[str, int] | None = None, rpc_servers: Sequence[str] = (),
                  on_exit: Callable[[RunnerProcess], None] | None = None,
                  on_progress: Callable[[float], None] | None = None, load_pause: float = 0.0) -> None:
         """``on_progress`` gets the fraction of the weights loaded, as the runner reports it (each percent);
@@ -105,6 +105,7 @@ class RunnerProcess(asyncio.Protocol):
         self.load_pause = load_pause
         self.cache_ram = cache_ram
         self.cache_disk = cache_disk
+        self.rpc_servers = tuple(rpc_servers)
         self.load = load
         self.adapters = list(adapters)
         self.projector = projector
@@ -165,6 +166,8 @@ class RunnerProcess(asyncio.Protocol):
             cmd += ["--projector", self.projector]
         if self.cache_disk:
             cmd += ["--cache-dir", self.cache_disk[0], "--cache-disk", str(self.cache_disk[1])]
+        if self.rpc_servers:
+            cmd += ["--rpc", ",".join(self.rpc_servers)]
         if self.load_pause > 0:
             cmd += ["--load-pause", str(self.load_pause)]
         return cmd

@@ -51,6 +51,7 @@ __all__ = [
     "processor_split",
     "prompt_cache_bytes",
     "read_meminfo",
+    "remote_share",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class MemoryEstimate:
     compute: int
     gpus: tuple[tuple[int, int], ...] = ()  # (GPU index, bytes) of the offloaded share, once placed
     prompt_cache: int = 0  # the bound of the prompt states kept in host memory (never offloaded)
+    remote: int = 0  # the share on llama.cpp RPC servers (other machines' memory)
 
     @property
     def total(self) -> int:
@@ -137,7 +139,7 @@ class MemoryEstimate:
     @property
     def host(self) -> int:
         """The most the runner holds in system memory, its prompt cache included."""
-        return self.total + self.prompt_cache
+        return self.total + self.prompt_cache - self.remote
 
 
 def prompt_cache_bytes(mib: int, available: int) -> int:
@@ -369,6 +371,20 @@ def vram_share(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, gpus: 
     if load.num_gpu < 0 or load.num_gpu >= layers:
         return est.total
     return est.total * load.num_gpu // layers
+
+
+def remote_share(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, remote_free: int,
+                 local_free: int = 0) -> int:
+    """Bytes of ``est`` on RPC servers with ``remote_free`` bytes free, beside local GPUs with ``local_free``.
+
+    llama.cpp splits the offloaded layers over every device by free memory (its default ``tensor_split``);
+    the servers never hold more than they have free.
+    """
+    if remote_free <= 0 or load.num_gpu == 0:
+        return 0
+    layers = facts.n_layer + 1
+    offloaded = est.total if load.num_gpu < 0 or load.num_gpu >= layers else est.total * load.num_gpu // layers
+    return min(remote_free, offloaded * remote_free // (remote_free + max(0, local_free)))
 
 
 def fit_layers(est: MemoryEstimate, facts: ModelFacts, gpus: Sequence[GPU]) -> int:

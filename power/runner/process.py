@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-ram", type=int, default=0, help="bytes of host memory for saved prompt states")
     ap.add_argument("--cache-dir", default=None, help="folder of the prompt states kept across runners")
     ap.add_argument("--cache-disk", type=int, default=0, help="bytes of prompt states written there at the end")
+    ap.add_argument("--rpc", default="", help="llama.cpp RPC servers host:port,... to put layers on")
     ap.add_argument("--load-pause", type=float, default=0.0,
                     help="seconds to sleep at each load-progress report: a slow load on purpose, for tests")
     args = ap.parse_args(argv)
@@ -341,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters,
                         progress=LoadProgress(outbox, args.load_pause), projector=args.projector,
                         on_death=engine_died, cache_ram=args.cache_ram,
+                        rpc_servers=[e for e in args.rpc.split(",") if e],
                         cache_disk=(args.cache_dir, args.cache_disk) if args.cache_dir and args.cache_disk else None)
     except Exception as exc:
         log.error("model failed to load model=%s: %s", args.model, exc)

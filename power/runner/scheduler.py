@@ -24,7 +24,8 @@ from typing import Any
 
 from power.config import Settings
 from power.engine.options import LoadOptions, parse_options
-from power.errors import Busy, EngineError, InvalidRequest
+from power.engine.rpc import parse_endpoints, probe_all
+from power.errors import Busy, EngineError, InvalidRequest, PowerError
 from power.runner.client import LoopThread, RunnerProcess, VocabProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import Loaded, ModelSpec, ProgressWatcher, Resolver
@@ -42,6 +43,7 @@ from power.runner.memory import (
     processor_split,
     prompt_cache_bytes,
     read_meminfo,
+    remote_share,
 )
 from power.runner.protocol import RunnerCrashed
 from power.runner.resolve import blob_digests
@@ -53,6 +55,9 @@ __all__ = ["Scheduler"]
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
+
+
+RPC_TIMEOUT = 3.0  # seconds an RPC server has to answer the handshake before a load goes without it
 
 
 class Scheduler:
@@ -212,6 +217,18 @@ class Scheduler:
         return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
                          gpus=self._gpu_sampler.sample())
 
+    @property
+    def closing(self) -> bool:
+        """True once ``close`` began: no new work is taken."""
+        return self._closing
+
+    def queue_depth(self) -> int:
+        """Requests waiting for a slot or a load, as admission counts them (503 at ``max_queue``)."""
+        return self._lt.call(self._queue_depth())
+
+    async def _queue_depth(self) -> int:
+        return self._waiting()
+
     def unload(self, name: str) -> bool:
         """Stop ``name`` now; its in-flight requests end with done_reason "unload". False if not loaded."""
         return self._lt.call(self._unload(name))
@@ -258,7 +275,8 @@ class Scheduler:
         opts = {**parse_options(spec.options), **parse_options(options)}
         facts = model_facts(spec.model_path)
         s = self.settings
-        default_gpu = s.num_gpu if s.num_gpu is not None else (-1 if self._gpus else 0)
+        # RPC servers, like GPUs, take every layer unless num_gpu says otherwise.
+        default_gpu = s.num_gpu if s.num_gpu is not None else (-1 if self._gpus or s.rpc_servers else 0)
         load = LoadOptions.from_options(opts, default_ctx=s.context_length,
                                         num_parallel=1 if facts.embedding else s.num_parallel,
                                         flash_attention=s.flash_attention, kv_cache_type=s.kv_cache_type,
@@ -397,15 +415,17 @@ class Scheduler:
         # The prompt cache's default bound is a share of the memory the model leaves free.
         est = estimate(facts, spec.files_size(), load,
                        prompt_cache_bytes(self.settings.cache_ram, self._budget()[1] - est.total))
+        rpc, remote = await self._reach_rpc(spec, est, load, facts)
+        est = replace(est, remote=remote)
         placement = await self._make_room(spec, est, load, facts)
-        m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram)
+        m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram + remote)
         self._models[spec.name] = m
         m.watch(watch)
         m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector,
                                  log_level=self._log_level, cache_ram=est.prompt_cache,
                                  cache_disk=(str(self.settings.prompt_cache_dir), self.settings.cache_disk << 20)
                                  if self.settings.cache_disk and not facts.embedding else None,
-                                 on_exit=lambda r: self._on_exit(m, r), on_progress=m.progress,
+                                 rpc_servers=rpc, on_exit=lambda r: self._on_exit(m, r), on_progress=m.progress,
                                  load_pause=self._load_pause)
         t0 = time.monotonic_ns()
         try:
@@ -427,6 +447,32 @@ class Scheduler:
         log.info("model loaded model=%s pid=%d load_ms=%.1f num_ctx=%d parallel=%d est_mib=%d", spec.name,
                  m.runner.pid, m.load_duration / 1e6, load.num_ctx, load.num_parallel, est.total >> 20)
         return m
+
+    async def _reach_rpc(self, spec: ModelSpec, est: MemoryEstimate, load: LoadOptions,
+                         facts: ModelFacts) -> tuple[tuple[str, ...], int]:
+        """The RPC servers that answer, for a runner to put layers on, and the bytes they would hold.
+
+        A server that does not answer is left out when the model fits here without it (a log line
+        says so); otherwise the load fails with ``RpcUnreachable`` naming it.
+        """
+        if not self.settings.rpc_servers or load.num_gpu == 0:
+            return (), 0
+        try:
+            endpoints = parse_endpoints(self.settings.rpc_servers)
+        except ValueError as exc:
+            raise PowerError(f"A3S_POWER_RPC_SERVERS: {exc}") from None
+        up, down = await asyncio.get_running_loop().run_in_executor(None, probe_all, endpoints, RPC_TIMEOUT)
+        local_free = sum(g.free for g in self._gpus_free())
+        remote = remote_share(est, load, facts, sum(s.free for s in up), local_free) if up else 0
+        if down:
+            ceiling, _ = self._budget()
+            need = est.host - remote
+            if need > ceiling:
+                raise type(down[0])(f"{down[0]}; the model needs {need / GiB:.1f} GiB here without it, "
+                                    f"and this machine has {max(0, ceiling) / GiB:.1f} GiB")
+            log.warning("loading without unreachable RPC servers model=%s using=%s: %s", spec.name,
+                        ",".join(s.endpoint for s in up) or "local devices only", "; ".join(map(str, down)))
+        return tuple(s.endpoint for s in up), remote
 
     def _budget(self) -> tuple[int, int]:
         """(what the machine could ever give a model, what it can give now), in bytes."""

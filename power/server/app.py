@@ -156,8 +156,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/v1/usage", UsageResource, {"get": Operation(
         "Usage totals per model (start and end: YYYY-MM-DD, ISO 8601 or Unix seconds)", response="UsageResponse",
         errors=(400, 404), query=("start", "end", "model"))}),
-    Route("/health", HealthResource, _read(Operation("Health, version, uptime, loaded models",
-                                                     response="HealthResponse"))),
+    Route("/health", HealthResource, _read(Operation(
+        "Health and readiness: 200 while work is taken (store readable, queue not full), else 503 with reasons",
+        response="HealthResponse", errors=(503,)))),
     Route("/metrics", MetricsResource, {"get": Operation("Prometheus metrics", text="text/plain")}),
     Route("/openapi.json", lambda s: OpenAPIResource(openapi_document(PATHS)),
           {"get": Operation("This document", response="OpenAPIDocument")}),

@@ -205,19 +205,42 @@ def openapi_document(paths: Paths) -> dict[str, Any]:
 
 
 class HealthResource:
+    """Liveness and readiness in one: 200 while the server can take work, else 503 with the reasons.
+
+    Ready means the model store can be read, the queue has room (a request now would not get 503) and
+    the server is not shutting down, so a load balancer's or Kubernetes' probe sends work only where it
+    is taken.
+    """
+
     def __init__(self, services: Services) -> None:
         self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        scheduler = self.services.scheduler
+        capacity = self.services.settings.max_queue
+        reasons: list[str] = []
         try:
-            rows = [m for m in self.services.scheduler.ps() if "status" not in m]  # loaded, not loading
-        except Exception:  # health must answer even when the scheduler cannot
-            rows = []
-        send_json(resp, {"status": "ok", "version": __version__,
-                         "uptime": round(time.time() - self.services.started, 3),
-                         "models_loaded": [m.get("name") for m in rows],
-                         "running": sum(int(m.get("running") or 0) for m in rows),
-                         "waiting": sum(int(m.get("waiting") or 0) for m in rows)})
+            rows = [m for m in scheduler.ps() if "status" not in m]  # loaded, not loading
+            depth = scheduler.queue_depth()
+            if scheduler.closing:
+                reasons.append("the server is shutting down")
+        except Exception as exc:  # health must answer even when the scheduler cannot
+            rows, depth = [], 0
+            reasons.append(f"the scheduler did not answer: {exc}")
+        if depth >= capacity:
+            reasons.append(f"the queue is full ({depth} waiting, OLLAMA_MAX_QUEUE={capacity})")
+        if (why := self.services.store.unreadable()) is not None:
+            reasons.append(why)
+        body: dict[str, Any] = {
+            "status": "unavailable" if reasons else "ok", "ready": not reasons, "version": __version__,
+            "uptime": round(time.time() - self.services.started, 3),
+            "models_loaded": [m.get("name") for m in rows],
+            "running": sum(int(m.get("running") or 0) for m in rows), "waiting": depth,
+            "queue_capacity": capacity}
+        if reasons:
+            body["reasons"] = reasons
+            resp.set_header("Retry-After", "1")
+        send_json(resp, body, falcon.HTTP_503 if reasons else falcon.HTTP_200)
 
     on_head = on_get
 

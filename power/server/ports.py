@@ -58,6 +58,8 @@ class ModelStore(Protocol):
 
     def add_blob(self, digest: str, source: BinaryIO | Iterable[bytes]) -> bool: ...  # True: created
 
+    def unreadable(self) -> str | None: ...  # why the library cannot be read now; None when it can
+
 
 class GenerationStream(Protocol):
     """Chunks of one generation; the first ``next`` raises the request's typed error."""
@@ -101,5 +103,10 @@ class Scheduler(Protocol):
     def unload(self, name: str) -> Any: ...
 
     def ps(self) -> list[dict[str, Any]]: ...
+
+    def queue_depth(self) -> int: ...  # requests waiting for a slot or a load
+
+    @property
+    def closing(self) -> bool: ...  # shutting down: no new work is taken
 
     def close(self) -> None: ...

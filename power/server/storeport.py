@@ -100,6 +100,9 @@ class StorePort:
     def add_blob(self, digest: str, source: BinaryIO | Iterable[bytes]) -> bool:
         return self.library.blobs.add_stream(source, expected=parse_digest(digest)).created
 
+    def unreadable(self) -> str | None:
+        return self.library.unreadable()
+
 
 def resolver_for(library: Library) -> Callable[[str], ModelSpec]:
     """What the scheduler needs to start a runner for a stored model."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -83,6 +84,21 @@ class ModelStore:
     @property
     def blobs(self) -> BlobStore:
         return self.layout.blobs
+
+    def unreadable(self) -> str | None:
+        """Why the models folder cannot be read now (for readiness probes), or None when it can.
+
+        A folder that does not exist yet is an empty library, not a fault: the first pull creates it.
+        """
+        for folder in (self.layout.root, self.layout.manifests_dir, self.blobs.root):
+            try:
+                with os.scandir(folder):
+                    pass
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                return f"model store {folder} is not readable: {exc.strerror or exc}"
+        return None
 
     def _pinned(self) -> set[str]:
         return set(self._in_use()) if self._in_use is not None else set()

@@ -27,7 +27,8 @@ from tests.tinymodels import write_llama
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(5400)]  # the build is the first test's setup
 
 PIN = tomllib.loads((ROOT / "vendor" / "pin.toml").read_text())
-LIBS = ("libllama.so", "libggml.so", "libggml-base.so", "libmtmd.so", "libpower_shim.so", "power_shim.h")
+LIBS = ("libllama.so", "libggml.so", "libggml-base.so", "libggml-rpc.so", "libmtmd.so", "libpower_shim.so",
+        "power_shim.h")
 MODELFILE = "FROM ./tiny.gguf\nPARAMETER num_predict 8\nPARAMETER seed 3\n"
 
 

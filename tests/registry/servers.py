@@ -195,6 +195,24 @@ class Nginx:
         return [int(line.split()[-1]) for line in self.access_log.read_text().splitlines() if line.strip()]
 
 
+def nginx_conf(tmp: Path, http: str, connections: int = 64) -> str:
+    """A whole nginx.conf running in the foreground with every path under ``tmp``, around ``http``'s block."""
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read files in a private tmp dir
+    return f"""
+{user}
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
+  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+{http}
+}}
+"""
+
+
 def nginx(tmp: Path, limit_rate: str = "") -> Iterator[Nginx]:
     """Serve ``tmp/www`` with nginx on a free port; ``limit_rate`` slows every response."""
     binary = need("nginx")
@@ -204,26 +222,15 @@ def nginx(tmp: Path, limit_rate: str = "") -> Iterator[Nginx]:
     root.mkdir(exist_ok=True)
     access = tmp / "access.log"
     rate = f"limit_rate {limit_rate};" if limit_rate else ""
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must read files in a private tmp dir
-    conf = f"""
-{user}
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
+    conf = nginx_conf(tmp, f"""
   log_format bytes '$request_method $status $body_bytes_sent';
   access_log {access} bytes;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
   server {{
     listen 127.0.0.1:{port};
     root {root};
     location / {{ {rate} }}
   }}
-}}
-"""
+""")
     (tmp / "nginx.conf").write_text(conf)
     with open(tmp / "nginx.out", "wb") as out:
         proc = subprocess.Popen([binary, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stdout=out, stderr=out)

@@ -119,6 +119,12 @@ class FakeScheduler:
                  "details": {}, "expires_at": datetime.now(timezone.utc) + timedelta(minutes=5),
                  "context_length": 4096, "processor": "100% CPU", "pid": 1} for n in self.loaded]
 
+    closing = False
+    depth = 0  # what queue_depth() says: tests fill the queue by setting it
+
+    def queue_depth(self) -> int:
+        return self.depth
+
     def close(self) -> None:
         pass
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from falcon import testing
 
@@ -58,3 +60,54 @@ def test_server_never_imports_native() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_health_is_ready_with_room_in_the_queue(client: testing.TestClient) -> None:
+    resp = client.simulate_get("/health")
+    assert resp.status_code == 200 and resp.json["ready"] is True and resp.json["status"] == "ok"
+    assert resp.json["queue_capacity"] == 512 and resp.json["waiting"] == 0 and "reasons" not in resp.json
+    assert client.simulate_head("/health").status_code == 200
+
+
+def test_health_is_not_ready_when_the_queue_is_full(make_client: Any, scheduler: Any) -> None:
+    client = make_client(max_queue=4)
+    scheduler.depth = 3
+    assert client.simulate_get("/health").status_code == 200
+    scheduler.depth = 4
+    resp = client.simulate_get("/health")
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    body = resp.json
+    assert body["ready"] is False and body["status"] == "unavailable" and body["waiting"] == 4
+    assert body["reasons"] == ["the queue is full (4 waiting, OLLAMA_MAX_QUEUE=4)"]
+    assert {"version", "uptime", "models_loaded", "running"} <= set(body)  # the old fields stay
+    assert client.simulate_head("/health").status_code == 503
+
+
+def test_health_is_not_ready_while_shutting_down(client: testing.TestClient, scheduler: Any) -> None:
+    scheduler.closing = True
+    resp = client.simulate_get("/health")
+    assert resp.status_code == 503 and resp.json["reasons"] == ["the server is shutting down"]
+
+
+def test_health_is_not_ready_when_the_store_cannot_be_read(client: testing.TestClient, library: Any) -> None:
+    manifests = library.layout.manifests_dir
+    moved = manifests.with_name("manifests.away")
+    manifests.rename(moved)
+    manifests.write_text("not a folder")  # unreadable as a folder whoever runs the test (root ignores modes)
+    try:
+        resp = client.simulate_get("/health")
+        assert resp.status_code == 503 and resp.json["ready"] is False
+        [reason] = resp.json["reasons"]
+        assert reason.startswith(f"model store {manifests} is not readable")
+    finally:
+        manifests.unlink()
+        moved.rename(manifests)
+    assert client.simulate_get("/health").status_code == 200
+
+
+def test_a_models_folder_not_made_yet_is_an_empty_library_not_a_fault(tmp_path: Path) -> None:
+    from power.store import ModelStore
+
+    assert ModelStore(tmp_path / "nothing-yet", noprune=True).unreadable() is None
+    (tmp_path / "a-file").write_text("x")
+    assert "is not readable" in (ModelStore(tmp_path / "a-file", noprune=True).unreadable() or "")
