@@ -45,6 +45,9 @@ void slot_release(pw_engine *e, slot &s) {
     s.cancel = false;
     s.i_batch = -1;
     s.last = -1;
+    s.draft.clear();
+    s.rows.clear();
+    s.draft_max = 0;
     s.wait_src = -1;
     s.t_last_used = ++e->tick;
 }
@@ -128,6 +131,10 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     s.n_predict = sp->n_predict;
     s.n_logprobs = sp->n_logprobs > 20 ? 20 : sp->n_logprobs;
     s.ignore_eos = sp->ignore_eos;
+    // Drafts need their rejected cells cut off again, which a recurrent model's state cannot do.
+    s.draft_max = e->can_share ? std::max(0, std::min(sp->draft_max, (int32_t)PW_DRAFT_MAX)) : 0;
+    s.n_drafted = s.n_accepted = 0;
+    s.draft.clear();
     // Top-k of at most 1024 candidates is found by the shim (top_k_logits), penalties then kept by the slot.
     // A3S_POWER_REFERENCE_SAMPLING=1 leaves all sampling to llama.cpp's chain, for comparisons.
     const char *reference = std::getenv("A3S_POWER_REFERENCE_SAMPLING");
@@ -221,6 +228,39 @@ static void emit(pw_engine *e, slot &s, pw_event *ev, llama_token tok, int32_t f
     int64_t now = llama_time_us();
     ev->t_prompt_us = (s.t_first_us ? s.t_first_us : now) - s.t_start_us;
     ev->t_gen_us = s.t_first_us ? now - s.t_first_us : 0;
+    ev->n_drafted = s.n_drafted;
+    ev->n_accepted = s.n_accepted;
+}
+
+// Prompt lookup: n-grams of a sequence's last tokens are looked for in its own cells (prompt and output);
+// the longest from kNgramMax down to kNgramMin tokens, the latest of equal length, gives the draft.
+constexpr int32_t kNgramMin = 2, kNgramMax = 4;
+
+// Up to `max` tokens that followed the latest earlier occurrence of the sequence's last tokens (its cells,
+// then `last`), into s.draft.
+static void lookup_draft(slot &s, int32_t max) {
+    s.draft.clear();
+    const std::vector<llama_token> &h = s.cache;
+    const int64_t n = (int64_t)h.size() + 1;  // the history: the cells, then `last`
+    auto at = [&](int64_t i) { return i == n - 1 ? s.last : h[(size_t)i]; };
+    int32_t best = 0;
+    int64_t best_end = -1;
+    for (int64_t end = n - 2; end >= kNgramMin - 1; end--) {
+        if (h[(size_t)end] != s.last) continue;
+        int32_t len = 1;
+        while (len < kNgramMax && end - len >= 0 && h[(size_t)(end - len)] == at(n - 1 - len)) len++;
+        if (len > best) {
+            best = len;
+            best_end = end;
+            if (len == kNgramMax) break;
+        }
+    }
+    if (best < kNgramMin) return;
+    for (int64_t i = best_end + 1; i < n && (int32_t)s.draft.size() < max; i++) {
+        llama_token t = at(i);
+        if (t < 0) break;  // a media placeholder is not a token to decode
+        s.draft.push_back(t);
+    }
 }
 
 // Encode the media chunk at the sequence's next prompt position and decode its
@@ -259,6 +299,45 @@ static void fail_slot(pw_engine *e, slot &s, pw_event *ev) {
     slot_release(e, s);
 }
 
+// One sampled token through the per-token path: its log-probabilities, end-of-generation, detokenising,
+// the limits; emits its event. Returns true when it ended the sequence (then released).
+static bool take_token(pw_engine *e, slot &s, llama_token tok, pw_event *ev) {
+    char piece[256];
+    float lp = 0.0f;
+    int32_t top_off = (int32_t)e->tops.size(), n_top = 0;
+    if (s.n_logprobs >= 0) {
+        lp = logprobs(e, s.logits, tok, s.n_logprobs);
+        n_top = (int32_t)e->tops.size() - top_off;
+    }
+    s.n_gen++;
+    e->stats.n_gen_tokens++;
+    int32_t finish = PW_FINISH_NONE;
+    if (!s.ignore_eos && llama_vocab_is_eog(e->pm->vocab, tok)) {
+        finish = PW_FINISH_STOP;
+    } else {
+        // Control tokens that do not end the generation are text the families' parsers read
+        // (Mistral's [TOOL_CALLS], Kimi's <|tool_calls_section_begin|>, Llama's <|python_tag|>):
+        // rendered, as llama-server renders a format's preserved tokens (and Ollama every one).
+        bool special = !llama_vocab_is_eog(e->pm->vocab, tok);
+        int32_t n = llama_token_to_piece(e->pm->vocab, tok, piece, sizeof piece, 0, special);
+        if (n > 0) s.pending.append(piece, (size_t)n);
+        if (s.n_predict >= 0 && s.n_gen >= s.n_predict) finish = PW_FINISH_LENGTH;
+        else if (s.cache.size() + 1 >= e->n_ctx_seq) finish = PW_FINISH_CONTEXT;
+    }
+    std::string text;
+    if (finish != PW_FINISH_NONE) {
+        text.swap(s.pending);
+    } else {
+        size_t ok = utf8_complete_prefix(s.pending);
+        text = s.pending.substr(0, ok);
+        s.pending.erase(0, ok);
+    }
+    emit(e, s, ev, tok, finish, text, lp, top_off, n_top);
+    if (finish == PW_FINISH_NONE) return false;
+    slot_release(e, s);  // the last token was never decoded: the cache ends before it
+    return true;
+}
+
 static int32_t step_done(pw_engine *e, pw_step_out *out, int32_t n_ev) {
     out->text = e->arena.data();
     out->top = e->tops.data();
@@ -286,13 +365,29 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         }
     }
     resolve_waits(e);
-    // Generating sequences first: one token each.
+    // Generating sequences first: one token each, and the drafts of those that draft, as room allows
+    // (in the batch, and in the event buffer: a token each).
+    int32_t room = n_batch, ev_room = cap - (int32_t)e->slots.size();
+    for (auto &s : e->slots) room -= s.state == SLOT_GEN;
     for (auto &s : e->slots) {
         if (s.state != SLOT_GEN) continue;
         s.i_batch = b.n_tokens;
         s.in_batch = true;
-        batch_add(b, s.last, next_pos(s), s.id, true);
+        s.draft.clear();
+        if (s.draft_max > 0) {
+            int32_t k = std::min({s.draft_max, room, ev_room, (int32_t)e->n_ctx_seq - (int32_t)s.cache.size() - 2});
+            if (s.n_predict >= 0) k = std::min(k, s.n_predict - s.n_gen - 1);
+            if (k > 0) lookup_draft(s, k);
+            room -= (int32_t)s.draft.size();
+            ev_room -= (int32_t)s.draft.size();
+            s.n_drafted += (int32_t)s.draft.size();
+            e->stats.n_draft_tokens += (int64_t)s.draft.size();
+        }
+        llama_pos pos = next_pos(s);
+        batch_add(b, s.last, pos, s.id, true);
         s.cache.push_back(s.last);
+        // The drafts' cells are written by this decode; s.cache takes them as they are accepted.
+        for (llama_token t : s.draft) batch_add(b, t, ++pos, s.id, true);
     }
     // Prompt chunks fill the rest of the batch; media are evaluated on their own first.
     for (auto &s : e->slots) {
@@ -336,16 +431,19 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     }
     // Each output's logits, fetched once (llama_get_logits_ith is not thread-safe). Greedy argmax scans
     // and top-k candidates come first, all sequences together on the decode threads.
+    // A drafting sequence's rows (its token's, then each draft's) are all scanned; their top-k candidates
+    // depend on the tokens accepted before them, so only the first row's are found here.
     e->greedy_rows.clear();
-    e->greedy_slots.clear();
     e->topk_slots.clear();
     for (auto &s : e->slots) {
         s.greedy = -1;
         if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
-        s.logits = llama_get_logits_ith(e->ctx, s.i_batch);
+        s.rows.clear();
+        for (int32_t j = 0; j <= (int32_t)s.draft.size(); j++) s.rows.push_back(llama_get_logits_ith(e->ctx, s.i_batch + j));
+        s.logits = s.rows[0];
         if (s.argmax) {
-            e->greedy_rows.push_back(s.logits);
-            e->greedy_slots.push_back(&s);
+            s.greedy_at = e->greedy_rows.size();
+            e->greedy_rows.insert(e->greedy_rows.end(), s.rows.begin(), s.rows.end());
         } else if (s.top_k > 0) {
             e->topk_slots.push_back(&s);
         }
@@ -355,7 +453,6 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         e->greedy_toks.resize(e->greedy_rows.size());
         argmax_rows(e->greedy_rows.data(), (int32_t)e->greedy_rows.size(), e->n_vocab, e->greedy_toks.data(),
                     n_threads);
-        for (size_t i = 0; i < e->greedy_slots.size(); i++) e->greedy_slots[i]->greedy = e->greedy_toks[i];
     }
     const int32_t n_topk = (int32_t)e->topk_slots.size();
 #ifdef _OPENMP
@@ -368,53 +465,43 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         else
             top_k_logits(s.logits, e->n_vocab, s.top_k, s.cand);
     }
-    // Sample for every sequence that produced logits.
-    char piece[256];
+    // Sample for every sequence that produced logits; a drafting sequence goes on along its draft while
+    // its samples equal the drafted tokens (so its output is what decoding one token a step would give).
     for (auto &s : e->slots) {
         if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
-        const float *logits = s.logits;
         s.i_batch = -1;
         if (s.state == SLOT_PROMPT) {
             s.state = SLOT_GEN;
             s.t_first_us = llama_time_us();
         }
-        llama_token tok = sample(e, s, logits);
-        float lp = 0.0f;
-        int32_t top_off = (int32_t)e->tops.size(), n_top = 0;
-        if (s.n_logprobs >= 0) {
-            lp = logprobs(e, logits, tok, s.n_logprobs);
-            n_top = (int32_t)e->tops.size() - top_off;
-        }
-        s.n_gen++;
-        e->stats.n_gen_tokens++;
-        int32_t finish = PW_FINISH_NONE;
-        if (!s.ignore_eos && llama_vocab_is_eog(e->pm->vocab, tok)) {
-            finish = PW_FINISH_STOP;
-        } else {
-            // Control tokens that do not end the generation are text the families' parsers read
-            // (Mistral's [TOOL_CALLS], Kimi's <|tool_calls_section_begin|>, Llama's <|python_tag|>):
-            // rendered, as llama-server renders a format's preserved tokens (and Ollama every one).
-            bool special = !llama_vocab_is_eog(e->pm->vocab, tok);
-            int32_t n = llama_token_to_piece(e->pm->vocab, tok, piece, sizeof piece, 0, special);
-            if (n > 0) s.pending.append(piece, (size_t)n);
-            if (s.n_predict >= 0 && s.n_gen >= s.n_predict) finish = PW_FINISH_LENGTH;
-            else if (s.cache.size() + 1 >= e->n_ctx_seq) finish = PW_FINISH_CONTEXT;
-        }
-        std::string text;
-        if (finish != PW_FINISH_NONE) {
-            text.swap(s.pending);
-        } else {
-            size_t ok = utf8_complete_prefix(s.pending);
-            text = s.pending.substr(0, ok);
-            s.pending.erase(0, ok);
-        }
-        emit(e, s, &events[n_ev++], tok, finish, text, lp, top_off, n_top);
-        if (finish != PW_FINISH_NONE) {
-            // The last token was never decoded: the cache ends before it.
-            slot_release(e, s);
-        } else {
+        const size_t n_cells = s.cache.size() + s.draft.size();  // what the sequence holds after the decode
+        for (size_t j = 0; j < s.rows.size(); j++) {
+            if (j > 0) {  // the first row's candidates were found for all sequences together
+                s.logits = s.rows[j];
+                if (s.argmax) s.greedy = e->greedy_toks[s.greedy_at + j];
+                else if (s.top_k > 0 && s.pen_n > 0) top_k_penalized(s.logits, e->n_vocab, s, s.cand, s.cand_ids);
+                else if (s.top_k > 0) top_k_logits(s.logits, e->n_vocab, s.top_k, s.cand);
+            } else if (s.argmax) {
+                s.greedy = e->greedy_toks[s.greedy_at];
+            }
+            llama_token tok = sample(e, s, s.logits);
+            if (take_token(e, s, tok, &events[n_ev++])) break;  // ended: the slot is released
+            if (j < s.draft.size() && tok == s.draft[j]) {  // the draft's cell holds this token: go on
+                s.cache.push_back(tok);
+                s.n_accepted++;
+                e->stats.n_draft_accepted++;
+                continue;
+            }
             s.last = tok;
+            break;
         }
+        // The cells of rejected drafts (and of an accepted one that ended the sequence) go.
+        if (n_cells > s.cache.size() && !llama_memory_seq_rm(e->mem, s.id, next_pos(s), -1)) {
+            slot_clear(e, s);  // cannot happen for the models that draft; keep cells and tokens in step
+            if (s.state != SLOT_IDLE) fail_slot(e, s, &events[n_ev++]);
+        }
+        s.draft.clear();
+        s.rows.clear();
     }
     return step_done(e, out, n_ev);
 }

@@ -32,7 +32,11 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 8 };
+enum pw_abi { PW_ABI_VERSION = 9 };
+
+/* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
+ * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
+enum pw_limits { PW_DRAFT_MAX = 16 };
 
 enum pw_status {
     PW_OK = 0,
@@ -130,6 +134,7 @@ typedef struct pw_sampling {
     int32_t n_logprobs;     /* -1 none; 0 chosen token only; 1..20 plus top */
     bool ignore_eos;
     const char *grammar;    /* GBNF or NULL */
+    int32_t draft_max;      /* prompt lookup: draft up to this many tokens a step (at most PW_DRAFT_MAX); 0 off */
 } pw_sampling;
 
 typedef struct pw_event {
@@ -146,6 +151,8 @@ typedef struct pw_event {
     int32_t n_gen;          /* tokens generated so far */
     int64_t t_prompt_us;    /* prompt evaluation time */
     int64_t t_gen_us;       /* generation time after the first token */
+    int32_t n_drafted;      /* tokens the request drafted so far (prompt lookup), */
+    int32_t n_accepted;     /* and of them those the model confirmed */
 } pw_event;
 
 typedef struct pw_top {
@@ -194,6 +201,9 @@ typedef struct pw_stats {
     int64_t disk_loaded;
     int64_t disk_hits;
     int64_t disk_restored_tokens;
+    /* Speculative decoding: tokens drafted (verified in the batch) and accepted. */
+    int64_t n_draft_tokens;
+    int64_t n_draft_accepted;
 } pw_stats;
 
 typedef struct pw_mtmd_info {
@@ -262,6 +272,10 @@ PW_API int32_t pw_submit(pw_engine *engine, const int32_t *tokens, int32_t n_tok
  * ends before its prompt is in leaves its choices to evaluate the prompt themselves. */
 PW_API int32_t pw_submit_choice(pw_engine *engine, int32_t leader, const pw_sampling *sampling);
 PW_API int32_t pw_cancel(pw_engine *engine, int32_t seq);
+/* One decode for every active sequence. A sequence sampling with draft_max > 0 puts its next token and up to
+ * draft_max drafted ones (what followed the latest earlier occurrence of its last tokens in its own prompt and
+ * output) in the batch and keeps the drafts the model's own samples confirm: it may give several events, one
+ * per token, in order; `cap` must be at least the engine's n_seq. */
 PW_API int32_t pw_step(pw_engine *engine, pw_event *events, int32_t cap, pw_step_out *out);
 /* Pooled output of each input, pw_engine_embd_dim floats each: an embedding (L2-normalised if asked), or
  * with rank pooling the classifier head's scores (never normalised). Up to n_seq inputs share a decode. */

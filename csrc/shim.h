@@ -85,7 +85,7 @@ struct slot {
     bool ignore_eos = false;
     bool argmax = false;              // greedy with nothing else in the chain: skip the candidate array
     const float *logits = nullptr;    // this step's output logits (valid while i_batch >= 0)
-    llama_token greedy = -1;          // with argmax: this step's token, found for all such slots at once
+    llama_token greedy = -1;          // with argmax: the token of `logits`, found for all such rows at once
     int32_t top_k = 0;                // > 0: the chain starts with top-k; its candidates come from top_k_logits
     std::vector<llama_token_data> cand;  // with top_k: this step's candidates
     std::vector<llama_token> cand_ids;   // scratch for top_k_penalized
@@ -96,6 +96,13 @@ struct slot {
     std::deque<llama_token> pen_prev;
     std::unordered_map<llama_token, int32_t> pen_count;
     llama_token last = -1;            // sampled, not yet decoded
+    // Prompt lookup (draft_max > 0): this step's drafted tokens, decoded after `last` with logits each, the
+    // logits of those rows (rows[0] is last's), and the request's counts of drafted and accepted tokens.
+    int32_t draft_max = 0;
+    std::vector<llama_token> draft;
+    std::vector<const float *> rows;
+    int32_t n_drafted = 0, n_accepted = 0;
+    size_t greedy_at = 0;             // with argmax: the index of rows[0]'s token in the step's greedy_toks
     int32_t i_batch = -1;             // batch index of this sequence's output
     bool in_batch = false;            // has tokens in the current step's batch
     bool cancel = false;
@@ -170,8 +177,7 @@ struct pw_engine {
     std::string arena;
     std::vector<pw_top> tops;
     std::vector<const float *> greedy_rows;  // per step: the logits of greedy sequences,
-    std::vector<shim::slot *> greedy_slots;  // their slots,
-    std::vector<llama_token> greedy_toks;    // and their tokens
+    std::vector<llama_token> greedy_toks;    // and their tokens (a slot's from its greedy_at)
     std::vector<shim::slot *> topk_slots;    // per step: the sequences sampled with top-k
     llama_adapter_lora *lora = nullptr;
     pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine

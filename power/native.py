@@ -31,11 +31,12 @@ __all__ = [
     "system_info", "llama_commit", "last_error", "Projector", "MediaPrompt", "MEDIA_MARKER", "E_TOOLONG",
     "POOLING_RANK", "load_vocab",
     "supports_rpc", "rpc_add_server", "rpc_serve",
+    "DRAFT_MAX",
 ]
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -82,6 +83,7 @@ def _load() -> tuple[cffi.FFI, object]:
 
 
 _ffi, _lib = _load()
+DRAFT_MAX = int(_lib.PW_DRAFT_MAX)  # the most tokens a sequence drafts per step
 
 _LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: logging.DEBUG}
 
@@ -351,6 +353,7 @@ class Sampling:
     logprobs: int = -1  # -1 none, 0 chosen token, N also the top N
     ignore_eos: bool = False
     grammar: str | None = None
+    draft: int = 0  # prompt lookup: tokens drafted per step, at most DRAFT_MAX; 0 off
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +371,8 @@ class Event:
     n_gen: int
     t_prompt_us: int
     t_gen_us: int
+    n_drafted: int = 0
+    n_accepted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +391,8 @@ POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = range(5)
 _STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_decode_us", "n_prompt_tokens",
           "n_gen_tokens", "n_reused_tokens", "kv_entries", "kv_hits", "kv_misses", "kv_shared_tokens", "kv_copies",
           "kv_waits", "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens",
-          "ram_saves", "ram_evictions", "disk_loaded", "disk_hits", "disk_restored_tokens")
+          "ram_saves", "ram_evictions", "disk_loaded", "disk_hits", "disk_restored_tokens", "n_draft_tokens",
+          "n_draft_accepted")
 
 
 class Context:
@@ -418,7 +424,8 @@ class Context:
         self._h = _ffi.gc(out[0], _lib.pw_engine_free)
         self.n_seq = n_seq
         self.embeddings = embeddings
-        self._events = _ffi.new("pw_event[]", n_seq)
+        self._n_events = n_seq * (1 + DRAFT_MAX)  # a step gives a sequence one event per token it accepts
+        self._events = _ffi.new("pw_event[]", self._n_events)
         self._out = _ffi.new("pw_step_out *")
         self._sp = _ffi.new("pw_sampling *")
         st = self.stats()
@@ -475,6 +482,7 @@ class Context:
         sp.n_predict = s.num_predict
         sp.n_logprobs = s.logprobs
         sp.ignore_eos = s.ignore_eos
+        sp.draft_max = max(0, min(s.draft, DRAFT_MAX))
         grammar = _ffi.new("char[]", s.grammar.encode()) if s.grammar else _ffi.NULL
         sp.grammar = grammar
         return sp, grammar
@@ -484,7 +492,7 @@ class Context:
 
     def step(self) -> StepResult:
         """Run one batched decode for every active sequence and return what each produced."""
-        n = _check(_lib.pw_step(self.handle, self._events, self.n_seq, self._out))
+        n = _check(_lib.pw_step(self.handle, self._events, self._n_events, self._out))
         out = self._out
         events = []
         if n:
@@ -500,7 +508,8 @@ class Context:
                 if e.n_top:
                     top = tuple((out.top[j].token, out.top[j].logprob) for j in range(e.top_off, e.top_off + e.n_top))
                 events.append(Event(e.seq, e.token, e.finish, arena[e.text_off:e.text_off + e.text_len],
-                                    e.logprob, top, e.n_prompt, e.n_cached, e.n_gen, e.t_prompt_us, e.t_gen_us))
+                                    e.logprob, top, e.n_prompt, e.n_cached, e.n_gen, e.t_prompt_us, e.t_gen_us,
+                                    e.n_drafted, e.n_accepted))
         return StepResult(events, out.n_active, out.n_decoded)
 
     def embed(self, inputs: Sequence[Sequence[int]], *, normalize: bool = True) -> list[list[float]]:

@@ -93,7 +93,8 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, eos_bias: float = -1000.0,
                 chat_template: str | None = None, pooling: int | None = None, name: str = "tiny",
                 f16: bool = False, arch: str = "llama", cls_labels: tuple[str, ...] = (),
-                rerank_template: str | None = None, specials: Sequence[str] = ()) -> Path:
+                rerank_template: str | None = None, specials: Sequence[str] = (), favour: tuple[str, ...] = (),
+                favour_bias: float = 0.0) -> Path:
     """Write a tiny llama GGUF and return its path.
 
     ``arch="qwen3"`` adds Qwen3's per-head Q/K norms. ``cls_labels`` adds a classifier head (``cls.output``,
@@ -142,6 +143,10 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
         out[tokens.index(special), :] = 0.0
         out[tokens.index(special), 0] = -1000.0
     out[eos, 0] = eos_bias
+    for tok in favour:  # mostly these tokens, in an order the weights choose: a small alphabet repeating itself
+        out[tokens.index(tok), 0] = favour_bias
+    for tok in favour:
+        out[tokens.index(tok), 0] = favour_bias
     w.add_tensor("output.weight", out.astype(dtype))
     kv = head_dim * n_head_kv
     for i in range(n_layer):

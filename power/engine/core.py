@@ -71,6 +71,9 @@ class Chunk:
     logprobs: tuple[TokenLogprob, ...] = ()
     # Of prompt_eval_count (the whole prompt, as Ollama counts it), the tokens reused from the KV cache.
     cached_tokens: int = 0
+    # Speculative decoding (draft_lookup): tokens drafted and, of them, those the model accepted.
+    draft_count: int = 0
+    draft_accepted: int = 0
 
     @property
     def evaluated(self) -> int:
@@ -172,7 +175,7 @@ class Request:
             last = c
         return Chunk("".join(parts), tuple(tokens), True, last.done_reason, last.prompt_eval_count,
                      last.prompt_eval_duration, last.eval_count, last.eval_duration, last.load_duration, tuple(lps),
-                     last.cached_tokens)
+                     last.cached_tokens, last.draft_count, last.draft_accepted)
 
     def cancel(self, reason: str = "cancel") -> None:
         self.engine._cancel(self, reason)
@@ -197,7 +200,8 @@ class Request:
         self.finished = True
         self._q.put(Chunk(text, tokens, True, reason, ev.n_prompt if ev else 0, (ev.t_prompt_us if ev else 0) * 1000,
                           eval_count if eval_count is not None else len(self.output_tokens),
-                          (ev.t_gen_us if ev else 0) * 1000, self.load_duration, lps, ev.n_cached if ev else 0))
+                          (ev.t_gen_us if ev else 0) * 1000, self.load_duration, lps, ev.n_cached if ev else 0,
+                          ev.n_drafted if ev else 0, ev.n_accepted if ev else 0))
         self._q.put(_END)
         self._done.set()
 
@@ -447,7 +451,8 @@ class Engine:
             repeat_last_n=-1 if opts.repeat_last_n < 0 else min(opts.repeat_last_n, self.n_ctx_seq),
             repeat_penalty=opts.repeat_penalty, presence_penalty=opts.presence_penalty,
             frequency_penalty=opts.frequency_penalty, num_predict=max(-2, min(opts.num_predict, INT32_MAX)),
-            logprobs=max(-1, min(logprobs, 20)), grammar=grammar, ignore_eos=ignore_eos)
+            logprobs=max(-1, min(logprobs, 20)), grammar=grammar, ignore_eos=ignore_eos,
+            draft=min(opts.draft_num_predict, native.DRAFT_MAX) if opts.draft_lookup else 0)
         return Request(self, tokens, opts, sampling, truncated, 0, media)
 
     def _enqueue(self, reqs: list[Request], together: bool = False) -> None:

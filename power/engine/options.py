@@ -24,7 +24,7 @@ num_predict        -2 .. 2^31-1             -1 = until the end, -2 = fill the co
                                             the context
 top_k              -1 .. 2^31-1             0 or -1 = off; at most the vocabulary
 repeat_last_n      -1 .. 2^31-1             -1 = the whole context; at most the context
-draft_num_predict  0 .. 2^31-1              accepted for compatibility, unused
+draft_num_predict  0 .. 2^31-1              tokens drafted a step with draft_lookup; at most 16
 top_p, min_p,      0 .. 1                   probabilities
 typical_p
 temperature        0 .. 3.4e38 (float32)    0 = greedy
@@ -32,6 +32,8 @@ repeat_penalty     > 0 .. 3.4e38            1 = off
 presence_penalty,  -3.4e38 .. 3.4e38        0 = off
 frequency_penalty
 use_mmap           bool
+draft_lookup       bool                     speculative decoding with drafts from the sequence's own
+                                            prompt and output (prompt lookup)
 stop               string or list of them   empty strings dropped
 =================  =======================  =====================================================
 
@@ -102,7 +104,7 @@ OPTIONS: dict[str, Option] = {
     "top_p": _float(0.0, 1.0), "min_p": _float(0.0, 1.0), "typical_p": _float(0.0, 1.0),
     "repeat_last_n": _int(-1), "temperature": _float(0.0), "repeat_penalty": _float(0.0, above=True),
     "presence_penalty": _float(), "frequency_penalty": _float(), "stop": Option(list),
-    "draft_num_predict": _int(0),
+    "draft_num_predict": _int(0), "draft_lookup": Option(bool),
     # Deprecated: accepted so old Modelfiles and clients keep working; requests drop them (Ollama warns too).
     **{name: Option(bool, deprecated=True) for name in ("penalize_newline", "low_vram", "f16_kv", "logits_all",
                                                          "vocab_only", "use_mlock", "numa")},
@@ -246,12 +248,15 @@ class RequestOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
+    draft_lookup: bool = False
+    draft_num_predict: int = 4
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any]) -> "RequestOptions":
         r = cls()
         for key in ("num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
-                    "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty"):
+                    "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "draft_lookup",
+                    "draft_num_predict"):
             if key in opts:
                 setattr(r, key, opts[key])
         if "stop" in opts:
