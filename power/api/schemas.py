@@ -279,6 +279,7 @@ _LOGPROB = _object({"token": _S, "logprob": _N},
 _FINAL = {  # the last chunk of a generation (and the whole answer without streaming)
     "done_reason": _S, "total_duration": _COUNT, "load_duration": _COUNT, "prompt_eval_count": _COUNT,
     "prompt_eval_duration": _COUNT, "eval_count": _COUNT, "eval_duration": _COUNT,
+    "draft_count": _COUNT, "draft_accepted": _COUNT,  # speculative decoding (draft_lookup)
     "logprobs": {"type": "array", "items": _LOGPROB},
     "_debug_info": _object({"rendered_template": _S}),
 }

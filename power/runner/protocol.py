@@ -107,6 +107,8 @@ def chunk_to_wire(chunk: Any) -> dict[str, Any]:
                    cached_tokens=chunk.cached_tokens,
                    prompt_eval_duration=chunk.prompt_eval_duration, eval_count=chunk.eval_count,
                    eval_duration=chunk.eval_duration, load_duration=chunk.load_duration)
+        if chunk.draft_count:
+            out.update(draft_count=chunk.draft_count, draft_accepted=chunk.draft_accepted)
     return out
 
 

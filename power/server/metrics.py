@@ -136,6 +136,10 @@ class Metrics:
         self.tokens_cached = Counter("a3s_power_prompt_cached_tokens", "Prompt tokens reused from the KV cache",
                                      ["model"], registry=r)
         self.tokens_out = Counter("a3s_power_generated_tokens", "Tokens generated", ["model"], registry=r)
+        self.drafted = Counter("a3s_power_draft_tokens", "Tokens drafted for speculative decoding", ["model"],
+                               registry=r)
+        self.draft_accepted = Counter("a3s_power_draft_accepted_tokens", "Drafted tokens the model accepted",
+                                      ["model"], registry=r)
         self.ttft = Histogram("a3s_power_time_to_first_token_seconds", "Time to first token", ["model"],
                               buckets=_LATENCY, registry=r)
         self.inference = Histogram("a3s_power_inference_duration_seconds", "Whole inference duration",
@@ -167,6 +171,9 @@ class Metrics:
         self.v_generation = Counter("vllm:generation_tokens", "Generated tokens", ["model_name"], registry=r)
         self.v_success = Counter("vllm:request_success", "Finished requests", ["model_name", "finished_reason"],
                                  registry=r)
+        self.v_drafted = Counter("vllm:spec_decode_num_draft_tokens", "Draft tokens", ["model_name"], registry=r)
+        self.v_accepted = Counter("vllm:spec_decode_num_accepted_tokens", "Accepted draft tokens", ["model_name"],
+                                  registry=r)
         if scheduler is not None:
             stats = getattr(scheduler, "stats", None)
             r.register(_SchedulerCollector(stats if callable(stats) else dict, scheduler.ps, lambda: self._in_flight))
@@ -202,6 +209,12 @@ class Metrics:
         self.v_prompt.labels(model).inc(prompt_all)  # vLLM counts whole prompts
         self.v_generation.labels(model).inc(eval_n)
         self.v_success.labels(model, str(final.get("done_reason") or "stop")).inc()
+        drafted = int(final.get("draft_count") or 0)
+        if drafted:
+            accepted = min(int(final.get("draft_accepted") or 0), drafted)
+            for counter, n in ((self.drafted, drafted), (self.draft_accepted, accepted), (self.v_drafted, drafted),
+                               (self.v_accepted, accepted)):
+                counter.labels(model).inc(n)
         if load_s > 0:
             self.load_seconds.labels(model).observe(load_s)
             self.v_queue.labels(model).observe(load_s)

@@ -44,7 +44,9 @@ __all__ = ["ChatResource", "GenerateResource", "final_fields"]
 
 log = logging.getLogger(__name__)
 
-_METRICS = ("load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+# draft_count, draft_accepted: speculative decoding's drafted tokens and those accepted (debug fields of ours)
+_METRICS = ("load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration",
+            "draft_count", "draft_accepted")
 
 
 def final_fields(final: dict[str, Any], total_ns: int) -> dict[str, Any]:
