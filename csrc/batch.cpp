@@ -134,6 +134,8 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     // Drafts need their rejected cells cut off again, which a recurrent model's state cannot do.
     s.draft_max = e->can_share ? std::max(0, std::min(sp->draft_max, (int32_t)PW_DRAFT_MAX)) : 0;
     s.n_drafted = s.n_accepted = 0;
+    s.draft_len = s.draft_max;
+    s.draft_skip = s.draft_backoff = 0;
     s.draft.clear();
     // Top-k of at most 1024 candidates is found by the shim (top_k_logits), penalties then kept by the slot.
     // A3S_POWER_REFERENCE_SAMPLING=1 leaves all sampling to llama.cpp's chain, for comparisons.
@@ -235,6 +237,19 @@ static void emit(pw_engine *e, slot &s, pw_event *ev, llama_token tok, int32_t f
 // Prompt lookup: n-grams of a sequence's last tokens are looked for in its own cells (prompt and output);
 // the longest from kNgramMax down to kNgramMin tokens, the latest of equal length, gives the draft.
 constexpr int32_t kNgramMin = 2, kNgramMax = 4;
+constexpr int32_t kSkipMax = 16;
+
+// After a sequence's draft of n_draft tokens, of which n_ok were accepted: the next drafts' bounds.
+static void adapt_draft(slot &s, int32_t n_draft, int32_t n_ok) {
+    if (n_draft == 0) return;
+    if (n_ok == 0) {
+        s.draft_backoff = std::min(kSkipMax, std::max(1, 2 * s.draft_backoff));
+        s.draft_skip = s.draft_backoff;
+    } else {
+        s.draft_backoff = 0;
+    }
+    s.draft_len = n_ok == n_draft ? std::min(s.draft_max, 2 * s.draft_len) : n_ok + 1;
+}
 
 // Up to `max` tokens that followed the latest earlier occurrence of the sequence's last tokens (its cells,
 // then `last`), into s.draft.
@@ -374,8 +389,10 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         s.i_batch = b.n_tokens;
         s.in_batch = true;
         s.draft.clear();
-        if (s.draft_max > 0) {
-            int32_t k = std::min({s.draft_max, room, ev_room, (int32_t)e->n_ctx_seq - (int32_t)s.cache.size() - 2});
+        if (s.draft_max > 0 && s.draft_skip > 0) {
+            s.draft_skip--;
+        } else if (s.draft_max > 0) {
+            int32_t k = std::min({s.draft_len, room, ev_room, (int32_t)e->n_ctx_seq - (int32_t)s.cache.size() - 2});
             if (s.n_predict >= 0) k = std::min(k, s.n_predict - s.n_gen - 1);
             if (k > 0) lookup_draft(s, k);
             room -= (int32_t)s.draft.size();
@@ -475,6 +492,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             s.t_first_us = llama_time_us();
         }
         const size_t n_cells = s.cache.size() + s.draft.size();  // what the sequence holds after the decode
+        const int32_t n_ok_before = s.n_accepted;
         for (size_t j = 0; j < s.rows.size(); j++) {
             if (j > 0) {  // the first row's candidates were found for all sequences together
                 s.logits = s.rows[j];
@@ -495,6 +513,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             s.last = tok;
             break;
         }
+        if (s.state != SLOT_IDLE) adapt_draft(s, (int32_t)s.draft.size(), s.n_accepted - n_ok_before);
         // The cells of rejected drafts (and of an accepted one that ended the sequence) go.
         if (n_cells > s.cache.size() && !llama_memory_seq_rm(e->mem, s.id, next_pos(s), -1)) {
             slot_clear(e, s);  // cannot happen for the models that draft; keep cells and tokens in step

@@ -102,6 +102,10 @@ struct slot {
     std::vector<llama_token> draft;
     std::vector<const float *> rows;
     int32_t n_drafted = 0, n_accepted = 0;
+    // Drafting adapts, so that text with little to look up costs little: a draft is at most draft_len
+    // tokens (one more than the last one accepted, doubling while all are), and after a draft with nothing
+    // accepted the sequence drafts nothing for draft_skip steps (doubling up to kSkipMax while none are).
+    int32_t draft_len = 0, draft_skip = 0, draft_backoff = 0;
     size_t greedy_at = 0;             // with argmax: the index of rows[0]'s token in the step's greedy_toks
     int32_t i_batch = -1;             // batch index of this sequence's output
     bool in_batch = false;            // has tokens in the current step's batch

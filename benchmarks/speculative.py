@@ -1,0 +1,170 @@
+"""Speculative decoding benchmark (issue 17): prompt lookup on and off, single stream and batched.
+
+Tasks on Qwen2.5-Coder 0.5B (the chat template written out, greedy):
+
+* rewrite: a function to return with one variable renamed (the answer repeats most of the prompt);
+* json: a JSON record to return with one field changed;
+* free: a free-form answer (little to look up: drafting must not cost much).
+
+Single-stream generation tokens/s with drafting off and with prompt lookup at draft_num_predict 4 and 8,
+taken as interleaved rounds (off and on back to back, alternating order) and judged by the median of the
+rounds' ratios with a bootstrap 95% interval; the acceptance rate (accepted / drafted); and aggregate
+tokens/s of 4 sequences (rewrite tasks) with lookup off and on. Each run checks that the answer is the
+same as without drafting. Writes benchmarks/results/speculative.json and speculative.png.
+
+    python benchmarks/speculative.py [--model PATH] [--threads N] [--rounds 3] [--tokens 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from engine import median_ci  # noqa: E402
+
+from power.engine import Engine, LoadOptions  # noqa: E402
+
+CODE = '''def summarize(orders, tax_rate=0.2):
+    """Totals per customer, with tax, for the orders that were paid."""
+    total = {}
+    for order in orders:
+        if not order.get("paid"):
+            continue
+        customer = order["customer"]
+        amount = order["amount"] * (1 + tax_rate)
+        total[customer] = total.get(customer, 0) + amount
+    ranked = sorted(total.items(), key=lambda item: item[1], reverse=True)
+    return [{"customer": name, "total": round(value, 2)} for name, value in ranked]
+'''
+RECORD = json.dumps({"id": 4821, "name": "Ada Lovelace", "email": "ada@example.org", "status": "pending",
+                     "roles": ["admin", "editor"], "address": {"street": "12 St James's Square", "city": "London",
+                                                               "postcode": "SW1Y 4JH"}, "notes": "call after 5pm"},
+                    indent=2)
+TASKS = {
+    "rewrite": f"Rename the variable `total` to `per_customer` in this code. Answer with the whole code only.\n\n"
+               f"```python\n{CODE}```",
+    "json": f"Return this JSON record with \"status\" set to \"done\". Answer with the JSON only.\n\n{RECORD}",
+    "free": "Explain in a few paragraphs why the sky is blue, for a ten-year-old.",
+}
+CONFIGS = {"off": {}, "lookup4": {"draft_lookup": True, "draft_num_predict": 4},
+           "lookup8": {"draft_lookup": True, "draft_num_predict": 8}}
+
+
+def chat(text: str) -> str:
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def run_single(eng: Engine, task: str, config: str, tokens: int) -> dict[str, Any]:
+    eng.clear_cache()  # each run evaluates its prompt afresh
+    c = eng.submit(chat(TASKS[task]), {"temperature": 0, "num_predict": tokens, **CONFIGS[config]}).result()
+    return {"tps": (c.eval_count - 1) / (c.eval_duration / 1e9), "tokens": c.tokens, "drafted": c.draft_count,
+            "accepted": c.draft_accepted, "n": c.eval_count}
+
+
+def run_batched(model: Path, threads: int, width: int, config: str, tokens: int) -> dict[str, Any]:
+    load = LoadOptions(num_ctx=1024, num_parallel=width, num_batch=512, num_thread=threads)
+    with Engine(str(model), load) as eng:
+        prompts = [chat(TASKS["rewrite"].replace("`per_customer`", f"`per_customer_{i}`")) for i in range(width)]
+        reqs = eng.submit_many(prompts, {"temperature": 0, "num_predict": tokens, **CONFIGS[config]})
+        chunks = [r.result() for r in reqs]
+    return {"tps": sum(c.eval_count - 1 for c in chunks) / (max(c.eval_duration for c in chunks) / 1e9),
+            "drafted": sum(c.draft_count for c in chunks), "accepted": sum(c.draft_accepted for c in chunks)}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    summ = result["summary"]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    names = list(summ)
+    x = list(range(len(names)))
+    med = [summ[n]["speedup"] for n in names]
+    err = [[med[i] - summ[n]["ci95"][0] for i, n in enumerate(names)],
+           [summ[n]["ci95"][1] - med[i] for i, n in enumerate(names)]]
+    ax.errorbar(x, med, yerr=err, fmt="o", capsize=4, label="tokens/s with lookup / without (median, 95% CI)")
+    for i, n in enumerate(names):
+        ax.annotate(f"{summ[n]['acceptance']:.0%} accepted", (i, med[i]), textcoords="offset points",
+                    xytext=(8, 4), fontsize=8)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.axhline(0.97, color="red", lw=0.8, ls=":", label="0.97 floor")
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylabel("speed-up")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"prompt lookup — {result['model']}, {result['threads']} threads, {result['rounds']} rounds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=160)
+    ap.add_argument("--width", type=int, default=4, help="sequences of the batched measure (0: none)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    if args.model is None:
+        from tests.realmodels import qwen25_coder_05b
+
+        args.model = qwen25_coder_05b()
+    t0 = time.time()
+    rows: dict[str, list[dict[str, Any]]] = {}
+    with Engine(str(args.model), LoadOptions(num_ctx=1024, num_thread=args.threads)) as eng:
+        eng.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
+        for r in range(args.rounds):
+            for task in TASKS:
+                for config in ("lookup4", "lookup8"):
+                    order = ("off", config) if r % 2 == 0 else (config, "off")
+                    res = {c: run_single(eng, task, c, args.tokens) for c in order}
+                    same = res["off"]["tokens"] == res[config]["tokens"]
+                    rows.setdefault(f"{task} {config}", []).append(
+                        {"off": res["off"]["tps"], "on": res[config]["tps"], "drafted": res[config]["drafted"],
+                         "accepted": res[config]["accepted"], "same_output": same})
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                f"{k} {v[-1]['on'] / v[-1]['off']:.2f}x" for k, v in rows.items()), flush=True)
+    if args.width > 1:
+        for r in range(args.rounds):
+            order = ("off", "lookup8") if r % 2 == 0 else ("lookup8", "off")
+            res = {c: run_batched(args.model, args.threads, args.width, c, args.tokens) for c in order}
+            rows.setdefault(f"x{args.width} rewrite lookup8", []).append(
+                {"off": res["off"]["tps"], "on": res["lookup8"]["tps"], "drafted": res["lookup8"]["drafted"],
+                 "accepted": res["lookup8"]["accepted"], "same_output": True})
+    summary: dict[str, Any] = {}
+    for name, rs in rows.items():
+        ratios = [x["on"] / x["off"] for x in rs]
+        lo, hi = median_ci(ratios)
+        drafted = sum(x["drafted"] for x in rs)
+        summary[name] = {"off_median": statistics.median(x["off"] for x in rs),
+                         "on_median": statistics.median(x["on"] for x in rs), "speedup": statistics.median(ratios),
+                         "ci95": [lo, hi], "acceptance": sum(x["accepted"] for x in rs) / drafted if drafted else 0.0,
+                         "same_output": all(x["same_output"] for x in rs)}
+    result = {"model": args.model.name, "threads": args.threads, "rounds": args.rounds, "tokens": args.tokens,
+              "summary": summary, "rows": rows, "seconds": round(time.time() - t0, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speculative.json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out / "speculative.png")
+    print(f"{'measure (tokens/s)':<24}{'off':>9}{'lookup':>9}{'speed-up':>10}{'95% CI':>16}{'accepted':>10}{'same':>6}")
+    for name, s in summary.items():
+        print(f"{name:<24}{s['off_median']:>9.1f}{s['on_median']:>9.1f}{s['speedup']:>9.2f}x"
+              f"{s['ci95'][0]:>8.2f}-{s['ci95'][1]:<7.2f}{s['acceptance']:>9.0%}{str(s['same_output']):>6}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
