@@ -102,6 +102,8 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
     laid out as Qwen3-Reranker is (its "yes"/"no" head, softmaxed by llama.cpp on the last token).
     ``specials``: more control tokens, which (unlike the built-in ones) are sampled like
     any other token, so a grammar may write them as one token or spelled out in bytes.
+    ``favour``: tokens whose logits get ``favour_bias`` more (through residual column 0), so that the model
+    writes mostly those: a small alphabet whose n-grams repeat (for prompt lookup's drafts).
     """
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -143,7 +145,7 @@ def write_llama(path: str | Path, *, seed: int = 0, n_embd: int = 64, n_layer: i
         out[tokens.index(special), :] = 0.0
         out[tokens.index(special), 0] = -1000.0
     out[eos, 0] = eos_bias
-    for tok in favour:  # mostly these tokens, in an order the weights choose: a small alphabet repeating itself
+    for tok in favour:
         out[tokens.index(tok), 0] = favour_bias
     for tok in favour:
         out[tokens.index(tok), 0] = favour_bias
