@@ -23,14 +23,13 @@ import time
 from email.utils import formatdate
 from typing import Any, Callable
 
-from power import __version__
+from power.server.ollama.models import HEARTBEAT, TEXT, version_body
 from power.server.security import OPEN_ROUTES, SecurityMiddleware, access_log, host_allowed, request_id
 from power.server.streaming import JSON, dumps
 
 __all__ = ["FastLane", "fast_lane_of"]
 
 _LINE = re.compile(rb"(GET|HEAD) (/[^ ?#]{0,63}) HTTP/1\.1\r?\n")
-_TEXT = "text/plain; charset=utf-8"
 # Headers whose presence means the usual path must answer (or whose repetition makes the request ambiguous).
 _DECLINE = frozenset({b"origin", b"transfer-encoding", b"expect", b"upgrade", b"authorization", b"x-api-key",
                       b"access-control-request-method"})
@@ -46,9 +45,10 @@ class FastLane:
                  record: Callable[[str, str, str, float], None]) -> None:
         self.security = security
         self.record = record  # metrics: route, method, status, seconds
-        version = dumps({"version": __version__}).encode("utf-8")
+        version = dumps(version_body()).encode("utf-8")
+        heartbeat = HEARTBEAT.encode("utf-8")
         self.bodies: dict[str, Body] = {
-            "/": lambda: (b"Ollama is running", _TEXT),
+            "/": lambda: (heartbeat, TEXT),
             "/api/version": lambda: (version, JSON),
             "/api/tags": lambda: (tags_body(), JSON),
         }

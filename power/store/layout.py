@@ -23,7 +23,7 @@ from power.errors import InvalidName, ManifestError, ModelNotFound, StoreError
 from power.names import ModelName, parse_name
 from power.store.atomic import TMP_PREFIX, atomic_write_bytes, os_error
 from power.store.blobs import BlobStore, sha256_digest
-from power.store.manifest import Manifest, ModelConfig
+from power.store.manifest import Manifest
 
 __all__ = ["Layout", "StoredManifest", "TreeState"]
 
@@ -52,10 +52,6 @@ class Layout:
         self.root = Path(root)
         self.manifests_dir = self.root / "manifests"
         self.blobs = blobs or BlobStore(self.root / "blobs")
-        # Listing the library is what clients poll: what was read last time is kept, keyed on the
-        # file's identity (inode, size, mtime, ctime), so an unchanged manifest or config costs a stat.
-        self._manifests: dict[str, tuple[tuple[int, ...], StoredManifest]] = {}
-        self._configs: dict[str, tuple[tuple[int, ...], ModelConfig]] = {}
 
     # -- names ----------------------------------------------------------------
     def manifest_path(self, name: ModelName) -> Path:
@@ -164,35 +160,11 @@ class Layout:
 
     def manifests(self) -> Iterator[StoredManifest]:
         """Yield every readable manifest; corrupt ones are logged and skipped."""
-        known: dict[str, tuple[tuple[int, ...], StoredManifest]] = {}
         for name, path in self.names():
-            key = _identity(path)
-            cached = self._manifests.get(str(path))
             try:
-                if key is not None and cached is not None and cached[0] == key and cached[1].name == name:
-                    stored = cached[1]
-                else:
-                    stored = self._read_path(name, path)
+                yield self._read_path(name, path)
             except (ManifestError, ModelNotFound, StoreError) as exc:
                 log.warning("skipping unreadable manifest name=%s error=%s", name.display(), exc)
-                continue
-            if key is not None:
-                known[str(path)] = (key, stored)
-            yield stored
-        self._manifests = known
-
-    def config(self, digest: str) -> ModelConfig:
-        """The parsed config blob ``digest`` (NotFound, ManifestError), re-read only when its file changes."""
-        key = _identity(self.blobs.path(digest))
-        cached = self._configs.get(digest)
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1]
-        config = ModelConfig.from_bytes(self.blobs.read_bytes(digest))
-        if key is not None:
-            if len(self._configs) > 4096:
-                self._configs.clear()
-            self._configs[digest] = (key, config)
-        return config
 
     def tree_state(self) -> TreeState:
         """What the manifests folder looks like now, cheaply comparable later (``unchanged``).

@@ -69,7 +69,7 @@ def list_models(layout: Layout) -> list[ModelSummary]:
     out = []
     for stored in layout.manifests():
         try:
-            config = layout.config(stored.manifest.config.digest)
+            config = ModelConfig.from_bytes(layout.blobs.read_bytes(stored.manifest.config.digest))
         except (NotFound, ManifestError) as exc:
             log.warning("skipping model with unreadable config name=%s error=%s",
                         stored.name.display(), exc)

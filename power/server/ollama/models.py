@@ -34,17 +34,26 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+# What ``/`` and ``/api/version`` answer (also sent from the worker's fast lane, power/server/fastlane.py).
+HEARTBEAT = "Ollama is running"
+TEXT = "text/plain; charset=utf-8"
+
+
+def version_body() -> dict[str, str]:
+    return {"version": __version__}
+
+
 class RootResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = "text/plain; charset=utf-8"
-        resp.text = "Ollama is running"
+        resp.content_type = TEXT
+        resp.text = HEARTBEAT
 
     on_head = on_get
 
 
 class VersionResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send_json(resp, {"version": __version__})
+        send_json(resp, version_body())
 
     on_head = on_get
 
