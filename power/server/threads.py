@@ -27,33 +27,29 @@ __all__ = ["ElasticPool", "limit_arenas", "trim_heap"]
 log = logging.getLogger(__name__)
 
 
-def _libc_trim() -> Callable[[int], int] | None:
+def _glibc() -> Any:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim with
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        return libc
+    except (OSError, AttributeError):  # not glibc: nothing to trim or limit with
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim  # type: ignore[no-any-return]
 
 
-_TRIM = _libc_trim()
+_LIBC = _glibc()
 
 
 def limit_arenas(arenas: int = 2) -> None:
     """Keep glibc to a few malloc arenas (it makes up to eight per core, one per busy thread), so memory a
     burst of threads freed is not scattered over arenas that no trim can empty. Call before threads start."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
+    if _LIBC is not None:
+        _LIBC.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 def trim_heap() -> None:
     """Give the C heap's free pages back to the system (glibc), where that is possible."""
-    if _TRIM is not None:
-        _TRIM(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 class ElasticPool:
