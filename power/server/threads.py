@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
-__all__ = ["ElasticPool", "limit_arenas", "trim_heap"]
+__all__ = ["ElasticPool", "trim_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,11 @@ def _glibc() -> Any:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
         return libc
-    except (OSError, AttributeError):  # not glibc: nothing to trim or limit with
+    except (OSError, AttributeError):  # not glibc: nothing to trim with
         return None
 
 
 _LIBC = _glibc()
-
-
-def limit_arenas(arenas: int = 2) -> None:
-    """Keep glibc to a few malloc arenas (it makes up to eight per core, one per busy thread), so memory a
-    burst of threads freed is not scattered over arenas that no trim can empty. Call before threads start."""
-    if _LIBC is not None:
-        _LIBC.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 def trim_heap() -> None:

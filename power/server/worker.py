@@ -44,7 +44,7 @@ from power.config import Settings, load_settings
 from power.errors import RequestTimeout
 from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
-from power.server.threads import ElasticPool, limit_arenas
+from power.server.threads import ElasticPool
 
 __all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
 
@@ -188,7 +188,6 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self.control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
                                                        thread_name_prefix="power-control")
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
-        limit_arenas()
         # The event loop answers polls and accepts connections; with many request threads runnable it waits
         # for the GIL up to a switch interval per thread ahead of it, so threads hand it over more often.
         sys.setswitchinterval(SWITCH_INTERVAL)
