@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build" / "peer"
+# Worktrees of one checkout may share one build of the peer: A3S_POWER_PEER_BUILD names its folder.
+BUILD = Path(os.environ.get("A3S_POWER_PEER_BUILD") or ROOT / "build" / "peer")
 
 
 def build_tools(*targets: str, build: Path = BUILD) -> dict[str, Path]:
@@ -26,7 +27,7 @@ def build_tools(*targets: str, build: Path = BUILD) -> dict[str, Path]:
         if not (build / "CMakeCache.txt").is_file():
             subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                             "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF",
-                            "-DLLAMA_USE_PREBUILT_UI=OFF", "-DGGML_NATIVE=ON",
+                            "-DLLAMA_USE_PREBUILT_UI=OFF", "-DGGML_NATIVE=ON", "-DGGML_RPC=ON",
                             "-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"],
                            check=True, env=env)
         subprocess.run(["cmake", "--build", str(build), "--target", *missing], check=True, env=env)
