@@ -111,7 +111,7 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     slot &s = *chosen;
     sampler_ptr grammar;
     if (sp->grammar && sp->grammar[0]) {
-        std::string problem = grammar_problem(sp->grammar);
+        std::string problem = grammar_problem(sp->grammar, e->pm->vocab);
         if (!problem.empty()) return fail(PW_E_GRAMMAR, "invalid grammar: %s", problem.c_str());
         clear_log_errors();
         grammar.reset(llama_sampler_init_grammar(e->pm->vocab, sp->grammar, "root"));
@@ -503,6 +503,13 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
                 s.greedy = e->greedy_toks[s.greedy_at];
             }
             llama_token tok = sample(e, s, s.logits);
+            if (tok == kGrammarStuck) {
+                fail(PW_E_GRAMMAR, "the grammar allows no token after %d generated (it asks for text no token "
+                     "of this model writes)", s.n_gen);
+                emit(e, s, &events[n_ev++], -1, PW_FINISH_GRAMMAR, std::string(), 0.0f, 0, 0);
+                slot_release(e, s);  // its cells hold what was decoded: still a good prefix
+                break;
+            }
             if (take_token(e, s, tok, &events[n_ev++])) break;  // ended: the slot is released
             if (j < s.draft.size() && tok == s.draft[j]) {  // the draft's cell holds this token: go on
                 s.cache.push_back(tok);

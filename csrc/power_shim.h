@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 9 };
+enum pw_abi { PW_ABI_VERSION = 10 };
 
 /* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
  * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -57,7 +57,8 @@ enum pw_finish {
     PW_FINISH_LENGTH = 2,  /* n_predict reached */
     PW_FINISH_CONTEXT = 3, /* sequence filled its context */
     PW_FINISH_CANCEL = 4,  /* pw_cancel */
-    PW_FINISH_ERROR = 5    /* decode failed; see pw_last_error */
+    PW_FINISH_ERROR = 5,   /* decode failed; see pw_last_error */
+    PW_FINISH_GRAMMAR = 6  /* the grammar allows no next token; see pw_last_error */
 };
 
 typedef struct pw_model pw_model;

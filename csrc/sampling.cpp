@@ -214,10 +214,19 @@ llama_token sample(pw_engine *e, slot &s, const float *logits) {
         if (std::isinf(one.logit) && one.logit < 0) {
             full_candidates(e, s, logits, arr);
             llama_sampler_apply(s.grammar.get(), &arr);
+            // A grammar can reach a point no token continues (it wants text no token writes): llama.cpp
+            // would sample among -inf and then abort in accept, so the sequence ends here instead.
+            bool open = false;
+            for (size_t i = 0; i < arr.size && !open; i++) open = !(std::isinf(arr.data[i].logit) && arr.data[i].logit < 0);
+            if (!open) return kGrammarStuck;
             llama_sampler_apply(s.chain.get(), &arr);
             tok = arr.data[arr.selected].id;
         }
-        llama_sampler_accept(s.grammar.get(), tok);
+        try {
+            llama_sampler_accept(s.grammar.get(), tok);
+        } catch (const std::exception &) {
+            return kGrammarStuck;
+        }
     }
     llama_sampler_accept(s.chain.get(), tok);
     if (s.pen_n > 0) pen_accept(s, tok);
@@ -242,10 +251,13 @@ float logprobs(pw_engine *e, const float *logits, llama_token tok, int32_t n_top
     return logits[tok] - lse;
 }
 
-// Why a GBNF grammar does not parse, or "" when it does. llama.cpp's own parse()
-// writes the reason to stderr and returns false; the same steps here keep it.
-std::string grammar_problem(const char *src) {
-    llama_grammar_parser parser;
+// Why a GBNF grammar cannot be used, or "" when it can. llama.cpp's own parse()
+// writes the reason to stderr and returns false; the same steps here keep it. The
+// vocabulary resolves token names (<|im_end|>); a token reference to an end-of-generation
+// token is refused: llama.cpp masks those tokens until the grammar is complete, so such a
+// grammar could never be followed (and llama.cpp aborts when it is tried).
+std::string grammar_problem(const char *src, const llama_vocab *vocab) {
+    llama_grammar_parser parser(vocab);
     try {
         const char *pos = src;
         for (;;) {
@@ -257,6 +269,18 @@ std::string grammar_problem(const char *src) {
         for (const auto &kv : parser.symbol_ids) {
             if (kv.second >= parser.rules.size() || parser.rules[kv.second].empty())
                 return "rule '" + kv.first + "' is used but not defined";
+        }
+        for (const auto &rule : parser.rules) {
+            for (const auto &el : rule) {
+                if ((el.type != LLAMA_GRETYPE_TOKEN && el.type != LLAMA_GRETYPE_TOKEN_NOT) || !vocab) continue;
+                if (el.value >= (uint32_t)llama_vocab_n_tokens(vocab))
+                    return "token id " + std::to_string(el.value) + " is out of range (the vocabulary has " +
+                           std::to_string(llama_vocab_n_tokens(vocab)) + ")";
+                if (el.type == LLAMA_GRETYPE_TOKEN_NOT || !llama_vocab_is_eog(vocab, (llama_token)el.value)) continue;
+                return "token " + std::string(llama_vocab_get_text(vocab, (llama_token)el.value)) + " (id " +
+                       std::to_string(el.value) + ") ends the generation; leave it out, the text ends where the "
+                       "grammar is complete";
+            }
         }
     } catch (const std::exception &err) {
         std::string msg = err.what();
@@ -327,7 +351,7 @@ int32_t pw_top_k_penalized(const float *logits, int32_t n, int32_t k, const int3
 // (an end-of-generation token among them ends the text there): 1 yes, 0 no, < 0 an error.
 int32_t pw_grammar_accepts(const pw_model *pm, const char *grammar, const int32_t *tokens, int32_t n) {
     if (!pm || !grammar || (n > 0 && !tokens)) return fail(PW_E_INVALID, "missing model, grammar or tokens");
-    std::string problem = grammar_problem(grammar);
+    std::string problem = grammar_problem(grammar, pm->vocab);
     if (!problem.empty()) return fail(PW_E_GRAMMAR, "invalid grammar: %s", problem.c_str());
     clear_log_errors();
     sampler_ptr g(llama_sampler_init_grammar(pm->vocab, grammar, "root"));

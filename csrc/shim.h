@@ -212,10 +212,12 @@ void top_k_logits(const float *x, int32_t n, int32_t k, std::vector<llama_token_
 void pen_accept(slot &s, llama_token tok);
 void top_k_penalized(const float *x, int32_t n, const slot &s, std::vector<llama_token_data> &out,
                      std::vector<llama_token> &ids);
+// The token sampled for a sequence, or kGrammarStuck when its grammar allows no token at all here.
+constexpr llama_token kGrammarStuck = -2;
 llama_token sample(pw_engine *e, slot &s, const float *logits);
 float logprobs(pw_engine *e, const float *logits, llama_token tok, int32_t n_top);
-// Why a GBNF grammar does not parse, or "" when it does.
-std::string grammar_problem(const char *src);
+// Why a GBNF grammar cannot be used with this vocabulary, or "" when it can.
+std::string grammar_problem(const char *src, const llama_vocab *vocab);
 
 // ---- batching (batch.cpp) ----
 void batch_add(llama_batch &b, llama_token tok, llama_pos pos, llama_seq_id seq, bool logits);

@@ -213,6 +213,9 @@ class Request:
         if finish == native.FINISH_ERROR:
             self._fail(EngineError(f"inference failed: {native.last_error() or 'decode error'}"))
             return False
+        if finish == native.FINISH_GRAMMAR:
+            self._fail(native.GrammarError(native.last_error() or "the grammar allows no next token", finish))
+            return False
         if finish == native.FINISH_CANCEL:
             self._finish(self._stops.flush(), (), self.cancel_reason or "cancel", ev)
             return False

@@ -47,6 +47,24 @@ def test_user_grammar_is_followed_and_a_broken_one_is_a_400(real: RealApp) -> No
     assert again.status_code == 200
 
 
+
+def test_a_grammar_that_cannot_be_followed_is_a_400_and_the_runner_lives(real: RealApp) -> None:
+    def generate(grammar: str, stream: bool = False):
+        return real.client.simulate_post("/api/generate", json={"model": "tiny", "prompt": "x", "stream": stream,
+                                                                "options": {"num_predict": 6, "grammar": grammar}})
+
+    assert generate('root ::= "a"').status_code == 200
+    pid = real.scheduler.ps()[0]["pid"]
+    eog = generate('root ::= "a" <|im_end|>')  # an end-of-generation token, by name
+    assert eog.status_code == 400 and "token <|im_end|> (id 267) ends the generation" in eog.json["error"]
+    stuck = generate('root ::= "ab" [\\x00]')  # no token writes a NUL: stuck after two tokens
+    assert stuck.status_code == 400 and "the grammar allows no token after 2 generated" in stuck.json["error"]
+    lines = [json.loads(line) for line in generate('root ::= "ab" [\\x00]', stream=True).text.splitlines()]
+    assert "".join(line.get("response", "") for line in lines[:-1]) == "ab"
+    assert "the grammar allows no token" in lines[-1]["error"]
+    assert generate('root ::= "yes"').json["response"] == "yes"
+    assert real.scheduler.ps()[0]["pid"] == pid  # the same runner served every request
+
 def test_forced_tool_call_through_both_apis(real: RealApp) -> None:
     r = real.client.simulate_post("/api/chat", json={"model": "tiny", "messages": ASK, "tools": [WEATHER],
                                                      "tool_choice": "required", "stream": False,
