@@ -9,7 +9,7 @@ __all__ = ["__version__", "python_command"]
 
 # Numeric and dotted on purpose: clients (Open WebUI, VS Code) parse it and
 # require >= 0.6.4.
-__version__ = "0.9.0"
+__version__ = "0.14.0"
 
 # The folder that holds this package: site-packages for an install, the checkout otherwise.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

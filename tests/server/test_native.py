@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from typing import Any
 
 from falcon import testing
 
+import power
 from power.errors import Busy, EngineError, ModelNotFound
 from tests.server.conftest import FakeScheduler, chunks_for
 
@@ -24,6 +26,10 @@ def test_heartbeat_and_version(client: testing.TestClient) -> None:
     assert client.simulate_head("/").status_code == 200
     v = client.simulate_get("/api/version").json["version"]
     assert all(part.isdigit() for part in v.split("."))
+    # Clients gate on Ollama's version: Codex --oss refuses a server below 0.13.4 (its /v1/responses),
+    # VS Code Copilot one below 0.6.4; the number is the package's own.
+    assert tuple(map(int, v.split("."))) >= (0, 13, 4)
+    assert v == power.__version__ == importlib.metadata.version("a3s-power")
 
 
 def test_tags_shape(client: testing.TestClient) -> None:
