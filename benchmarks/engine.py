@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from peer import build_tools  # noqa: E402
+from plots import pyplot  # noqa: E402
 
 from power.engine import Engine, LoadOptions  # noqa: E402
 
@@ -136,12 +137,8 @@ def summarize(pairs: dict[str | int, list[dict[str, float]]]) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     summ = result["summary"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))

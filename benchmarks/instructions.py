@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from peer import build_tools  # noqa: E402
+from plots import pyplot  # noqa: E402
 
 GEN = (16, 48)      # generated tokens (llama-bench -n; warm-up: 1 token, as llama-bench's own)
 PROMPT = (64, 192)  # prompt tokens (llama-bench -p runs its prompt twice: warm-up and the measured run)
@@ -115,12 +116,8 @@ def main() -> int:
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     kinds = ["prompt", "gen"]
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from engine import PP, TG, median_ci  # noqa: E402
+from plots import pyplot  # noqa: E402
 
 BUILD = ROOT / "build" / "portable"
 TARGET = 0.97
@@ -107,12 +108,8 @@ def measure(python: Path, model: Path, threads: int, reps: int, seed: int) -> di
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     summ = result["summary"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
