@@ -108,6 +108,18 @@ RERANK = {
     },
     "required": ["model", "query", "documents"],
 }
+# llama-server's /rerank also takes text-embeddings-inference's request (texts, no model needed).
+RERANK_OR_TEI = {
+    "type": "object",
+    "properties": {
+        **RERANK["properties"],
+        "model": {**_MODEL, "description": "required with documents; with texts only to pick among rerankers"},
+        "texts": {"type": "array", "items": _S, "description": "text-embeddings-inference's documents"},
+        "raw_scores": _B, "return_text": _B, "truncation_direction": {"enum": ["Right", "Left", "right", "left"]},
+    },
+    "required": ["query"],
+    "description": "documents (Jina/Cohere, answered with results) or texts (TEI, answered with a list)",
+}
 TOKENIZE = {
     "type": "object",
     "properties": {"model": _MODEL, "name": _MODEL, "content": _S, "prompt": {**_S, "description": "alias of content"},
@@ -259,6 +271,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "CreateRequest": CREATE, "ChatCompletionRequest": OA_CHAT, "CompletionRequest": OA_COMPLETION,
     "EmbeddingRequest": OA_EMBEDDINGS, "ResponseRequest": OA_RESPONSE,
     "MessagesRequest": AN_MESSAGES, "CountTokensRequest": AN_COUNT_TOKENS, "RerankRequest": RERANK,
+    "RerankOrTeiRequest": RERANK_OR_TEI,
     "TokenizeRequest": TOKENIZE, "DetokenizeRequest": DETOKENIZE,
 }
 
@@ -317,6 +330,7 @@ PS = _object({"models": {"type": "array", "items": _RUNNING}})
 RERANK_RESPONSE = _object({"model": _S, "results": {"type": "array", "items": _object(
     {"index": _COUNT, "relevance_score": _N}, {"document": _OBJ})},
     "usage": _object({"prompt_tokens": _COUNT, "total_tokens": _COUNT})}, {"object": {"const": "list"}})
+TEI_RERANK_RESPONSE = {"type": "array", "items": _object({"index": _COUNT, "score": _N}, {"text": _S})}
 _PIECE = _object({"id": _COUNT, "piece": {"anyOf": [_S, {"type": "array", "items": _COUNT}]}})
 TOKENIZE_RESPONSE = _object({"tokens": {"anyOf": [{"type": "array", "items": _COUNT},
                                                   {"type": "array", "items": _PIECE}]}}, {"model": _S})
@@ -437,7 +451,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "HealthResponse": HEALTH, "OpenAPIDocument": OPENAPI, "Response": RESPONSE,
     "ResponseStreamEvent": RESPONSE_EVENT, "ResponseDeleted": RESPONSE_DELETED,
     "Message": AN_MESSAGE, "MessageStreamEvent": AN_EVENT, "CountTokensResponse": AN_COUNT,
-    "AnthropicError": AN_ERROR, "RerankResponse": RERANK_RESPONSE, "TokenizeResponse": TOKENIZE_RESPONSE,
+    "AnthropicError": AN_ERROR, "RerankResponse": RERANK_RESPONSE,
+    "RerankOrTeiResponse": {"anyOf": [RERANK_RESPONSE, TEI_RERANK_RESPONSE]}, "TokenizeResponse": TOKENIZE_RESPONSE,
     "DetokenizeResponse": DETOKENIZE_RESPONSE,
 }
 SCHEMAS: dict[str, dict[str, Any]] = {**REQUESTS, **RESPONSES}

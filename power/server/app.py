@@ -105,7 +105,10 @@ ROUTES: tuple[Route, ...] = (
         "Legacy single embedding", "EmbeddingsRequest", "EmbeddingsResponse", errors=_INFER)}),
     *(Route(path, lambda s, path=path: RerankResource(s, path), {"post": Operation(
         "Rerank documents by relevance to a query (Jina/Cohere shape)", "RerankRequest", "RerankResponse",
-        errors=_INFER)}) for path in ("/api/rerank", "/v1/rerank", "/v2/rerank", "/rerank", "/v1/reranking")),
+        errors=_INFER)}) for path in ("/api/rerank", "/v1/rerank", "/v2/rerank", "/v1/reranking")),
+    Route("/rerank", lambda s: RerankResource(s, "/rerank"), {"post": Operation(
+        "Rerank documents by relevance to a query (Jina/Cohere shape, or text-embeddings-inference's texts)",
+        "RerankOrTeiRequest", "RerankOrTeiResponse", errors=_INFER)}),
     *(Route(path, TokenizeResource, {"post": Operation(
         "Tokenize text with a model's vocabulary (no weights loaded, no waiting for generations)",
         "TokenizeRequest", "TokenizeResponse", errors=_MODEL)}) for path in ("/api/tokenize", "/tokenize")),

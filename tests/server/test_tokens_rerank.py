@@ -4,6 +4,7 @@ answers for models that are not loaded, and answers while the model is busy gene
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,6 +171,52 @@ def test_rerank_missing_model(real: RealApp) -> None:
     r = post(real, "/api/rerank", {"model": "nope", "query": "q", "documents": ["d"]})
     assert r.status_code == 404 and r.json == {"error": "model 'nope' not found"}
 
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_text_embeddings_inference_requests_on_rerank(real: RealApp, engine_scores: list[float],
+                                                      files: dict[str, Path]) -> None:
+    # What TEI clients (Continue's huggingface-tei reranker) send to /rerank: texts, no model, a bare list back.
+    order = sorted(range(len(TEXTS)), key=lambda i: -engine_scores[i])
+    r = post(real, "/rerank", {"model": "reranker", "query": QUERY, "texts": TEXTS, "raw_scores": False,
+                               "return_text": False})
+    assert r.status_code == 200, r.text
+    assert [set(x) for x in r.json] == [{"index", "score"}] * len(TEXTS)
+    assert [x["index"] for x in r.json] == order
+    assert [x["score"] for x in r.json] == pytest.approx([_sigmoid(engine_scores[i]) for i in order], abs=1e-4)
+    raw = post(real, "/rerank", {"model": "reranker", "query": QUERY, "texts": TEXTS, "raw_scores": True,
+                                 "return_text": True}).json
+    assert [x["score"] for x in raw] == pytest.approx([engine_scores[i] for i in order], abs=1e-4)
+    assert [x["text"] for x in raw] == [TEXTS[i] for i in order]
+    with Engine(str(files["qwen3-reranker"]), LoadOptions(num_ctx=2048)) as eng:
+        yes = eng.rank(QUERY, TEXTS).scores  # already probabilities: no sigmoid on top
+    q3 = post(real, "/rerank", {"model": "qwen3-reranker", "query": QUERY, "texts": TEXTS}).json
+    assert [x["score"] for x in sorted(q3, key=lambda x: x["index"])] == pytest.approx(yes, abs=1e-4)
+    # Two rerankers are installed here: without a model the request cannot say which.
+    many = post(real, "/rerank", {"query": QUERY, "texts": TEXTS})
+    assert many.status_code == 400
+    assert many.json["error"] == ("model is required to pick a reranker "
+                                  "(2 are installed: qwen3-reranker:latest, reranker:latest)")
+    for body, says in (({"query": QUERY}, "documents is required (or texts"),
+                       ({"query": QUERY, "texts": "one"}, "texts"), ({"query": QUERY, "texts": [1]}, "texts"),
+                       ({"query": QUERY, "texts": TEXTS, "raw_scores": "yes"}, "raw_scores"),
+                       ({"query": QUERY, "documents": TEXTS}, "model is required")):
+        bad = post(real, "/rerank", body)
+        assert bad.status_code == 400 and says in bad.json["error"], (body, bad.text)
+    # The other paths keep their one shape: texts mean nothing there.
+    assert post(real, "/v1/rerank", {"model": "reranker", "query": QUERY, "texts": TEXTS}).status_code == 400
+
+
+def test_a_tei_request_without_model_uses_the_one_reranker(tmp_path: Path, files: dict[str, Path],
+                                                           engine_scores: list[float]) -> None:
+    for app in real_app(tmp_path, {"tiny": files["tiny"], "bge": files["reranker"]}):
+        r = app.client.simulate_post("/rerank", json={"query": QUERY, "texts": TEXTS})
+        assert r.status_code == 200, r.text
+        assert [x["index"] for x in r.json] == sorted(range(len(TEXTS)), key=lambda i: -engine_scores[i])
+        assert [m["name"] for m in app.client.simulate_get("/api/ps").json["models"]] == ["bge:latest"]
 
 # ---- tokenize / detokenize ------------------------------------------------------------------------------------
 
