@@ -134,6 +134,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def summarize(args: argparse.Namespace, pairs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    summ: dict[str, Any] = {}
+    for m in MEASURES:
+        ratios = [p["portable"][m] / p["native"][m] for p in pairs]
+        lo, hi = median_ci(ratios)
+        summ[m] = {"native_median": statistics.median(p["native"][m] for p in pairs),
+                   "portable_median": statistics.median(p["portable"][m] for p in pairs),
+                   "paired_median": statistics.median(ratios), "ci95": [lo, hi], "target": TARGET}
+    return {"model": args.model.name, "threads": args.threads, "rounds": len(pairs), "reps": args.reps,
+            "portable_cpu": pairs[0]["portable"]["cpu"], "native_cpu": pairs[0]["native"]["cpu"],
+            "packages": {side: pairs[0][side]["package"] for side in ("native", "portable")},
+            "summary": summ, "pairs": pairs, "seconds": round(seconds, 1), "load_average": os.getloadavg()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path)
@@ -152,27 +166,17 @@ def main() -> int:
     sides = {"native": args.native_python, "portable": portable_python(portable_wheel(args.wheel))}
     t0 = time.time()
     pairs: list[dict[str, Any]] = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for r in range(args.rounds):
         order = ("native", "portable") if r % 2 == 0 else ("portable", "native")
         got = {side: measure(sides[side], args.model, args.threads, args.reps, seed=r) for side in order}
         pairs.append(got)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{LABELS[m]} {got['portable'][m] / got['native'][m]:.3f}" for m in MEASURES), flush=True)
-    summ: dict[str, Any] = {}
-    for m in MEASURES:
-        ratios = [p["portable"][m] / p["native"][m] for p in pairs]
-        lo, hi = median_ci(ratios)
-        summ[m] = {"native_median": statistics.median(p["native"][m] for p in pairs),
-                   "portable_median": statistics.median(p["portable"][m] for p in pairs),
-                   "paired_median": statistics.median(ratios), "ci95": [lo, hi], "target": TARGET}
-    result = {"model": args.model.name, "threads": args.threads, "rounds": args.rounds, "reps": args.reps,
-              "portable_cpu": pairs[0]["portable"]["cpu"], "native_cpu": pairs[0]["native"]["cpu"],
-              "packages": {side: pairs[0][side]["package"] for side in sides},
-              "summary": summ, "pairs": pairs, "seconds": round(time.time() - t0, 1),
-              "load_average": os.getloadavg()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "portable.json").write_text(json.dumps(result, indent=2))
+        result = summarize(args, pairs, time.time() - t0)  # after every round: an interrupted run keeps its pairs
+        (args.out / "portable.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "portable.png")
+    summ = result["summary"]
     print(f"portable wheel loads {', '.join(result['portable_cpu']) or '?'}; packages: {result['packages']}")
     print(f"{'measure (tokens/s)':<22}{'native':>10}{'portable':>10}{'paired':>9}{'95% CI':>16}{'target':>8}")
     for m in MEASURES:
