@@ -144,6 +144,8 @@ CREATE = {
         "model": _MODEL, "name": _MODEL, "from": _S,
         "files": {"type": "object", "additionalProperties": _S},
         "adapters": {"type": "object", "additionalProperties": _S},
+        "draft_files": {"type": "object", "additionalProperties": _S},
+        "draft": _S,
         "template": _S, "system": _S, "license": {"anyOf": [_S, {"type": "array", "items": _S}]},
         "parameters": _OBJ, "messages": {"type": "array", "items": _NATIVE_MESSAGE}, "quantize": _S,
         "stream": _B, "renderer": _S, "parser": _S, "requires": _S,
@@ -298,7 +300,9 @@ _FINAL = {  # the last chunk of a generation (and the whole answer without strea
 }
 _DETAILS = {"type": "object", "properties": {
     "parent_model": _S, "format": _S, "family": _S, "families": {"type": ["array", "null"], "items": _S},
-    "parameter_size": _S, "quantization_level": _S}}
+    "parameter_size": _S, "quantization_level": _S,
+    "draft": {"type": "object", "properties": {"format": _S, "family": _S, "parameter_size": _S,
+                                               "quantization_level": _S}}}}
 
 ERROR = _object({"error": _S})
 OA_ERROR = _object({"error": _object({"message": _S, "type": _S, "param": _NULLABLE_S,

@@ -40,10 +40,10 @@ def create_body(req: CreateRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"model": req.model}
     if req.from_:
         body["from"] = req.from_
-    for key, value in (("files", req.files), ("adapters", req.adapters)):
+    for key, value in (("files", req.files), ("adapters", req.adapters), ("draft_files", req.draft_files)):
         if value:
             body[key] = dict(value)
-    for key in ("template", "system", "renderer", "parser", "requires"):
+    for key in ("template", "system", "renderer", "parser", "requires", "draft"):
         value = getattr(req, key)
         if value:
             body[key] = value

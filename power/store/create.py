@@ -27,6 +27,7 @@ from power.store.layout import Layout
 from power.store.manifest import (
     CONFIG_MEDIA_TYPE,
     MEDIA_ADAPTER,
+    MEDIA_DRAFT,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
@@ -43,6 +44,7 @@ from power.store.manifest import (
 )
 from power.store.record import format_parameter_size
 from power.store.request import CREATE_LIMITS, CreateRequest
+from power.store.vocab import vocab_mismatch
 
 __all__ = ["StoreContext", "Quantizer", "TemplateDetector", "create_model", "collect_garbage"]
 
@@ -199,6 +201,11 @@ def _create(ctx: StoreContext, session: _Session, req: CreateRequest) -> Iterato
             raise InvalidRequest("no base model was specified for the adapter")
         if not items:
             raise InvalidRequest("neither 'from' or 'files' was specified")
+    draft = _draft_item(layout, session, req)
+    if draft is not None:
+        yield {"status": "parsing GGUF"}
+        items = [i for i in items if i.layer.media_type != MEDIA_DRAFT] + [draft]
+    _check_draft(layout, items)
     if req.quantize:
         items = yield from _quantize(ctx, session, items, parse_quantize_type(req.quantize))
     config = _config(items, base_config, req)
@@ -234,10 +241,43 @@ def _from_model(layout: Layout, session: _Session, from_: str) -> tuple[ModelCon
         session.hold(layer.digest)
         session.existing.add(layer.digest)
         gguf = None
-        if layer.media_type in (MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER):
+        if layer.media_type in (MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER, MEDIA_DRAFT):
             gguf = read_gguf(layout.blobs.path(layer.digest), max_array_items=0)
         items.append(_Item(replace(layer, from_=display), gguf))
     return config, items
+
+
+def _draft_item(layout: Layout, session: _Session, req: CreateRequest) -> _Item | None:
+    """The request's draft model as a draft layer: its one GGUF file, or a stored model's model layer."""
+    if req.draft:
+        _, found = _from_model(layout, session, req.draft)
+        model = next((i for i in found if i.layer.media_type == MEDIA_MODEL), None)
+        if model is None:
+            raise InvalidRequest(f"draft model '{req.draft}' has no model layer")
+        return replace(model, layer=replace(model.layer, media_type=MEDIA_DRAFT))
+    if not req.draft_files:
+        return None
+    if len(req.draft_files) > 1:
+        raise InvalidRequest("a draft model must be a single GGUF file")
+    key, digest = next(iter(req.draft_files.items()))
+    item = _file_item(layout, session, key, digest, False)
+    if item.layer.media_type != MEDIA_MODEL:
+        raise InvalidRequest(f"draft {key} is not a language model")
+    return replace(item, layer=replace(item.layer, media_type=MEDIA_DRAFT))
+
+
+def _check_draft(layout: Layout, items: list[_Item]) -> None:
+    """Refuse a draft whose vocabulary is not the model's (its tokens could not be verified)."""
+    model = next((i for i in items if i.layer.media_type == MEDIA_MODEL), None)
+    draft = next((i for i in items if i.layer.media_type == MEDIA_DRAFT), None)
+    if model is None or draft is None:
+        return
+    if draft.gguf is not None and draft.gguf.kind != "model":
+        raise InvalidRequest(f"the draft is not a language model (general.type is {draft.gguf.kind!r})")
+    why = vocab_mismatch(read_gguf(layout.blobs.path(model.layer.digest)),
+                         read_gguf(layout.blobs.path(draft.layer.digest)))
+    if why is not None:
+        raise InvalidRequest(f"draft model's vocabulary does not match the model's: {why}")
 
 
 def _file_item(layout: Layout, session: _Session, key: str, digest: str, adapter: bool) -> _Item:
@@ -295,7 +335,7 @@ def _quantize(ctx: StoreContext, session: _Session, items: list[_Item],
 
 
 def _config(items: list[_Item], base: ModelConfig, req: CreateRequest) -> ModelConfig:
-    ggufs = [i.gguf for i in items if i.gguf is not None]
+    ggufs = [i.gguf for i in items if i.gguf is not None and i.layer.media_type != MEDIA_DRAFT]
     families: list[str] = []
     for g in ggufs:
         if g.architecture and g.architecture not in families:
@@ -308,8 +348,13 @@ def _config(items: list[_Item], base: ModelConfig, req: CreateRequest) -> ModelC
                          model_families=tuple(families),
                          model_type=format_parameter_size(first.parameter_count),
                          file_type=first.file_type_name)
+    # Ollama's config names the draft layer's format and architecture.
+    extra = {k: v for k, v in config.extra.items() if k != "draft"}
+    draft = next((i.gguf for i in items if i.layer.media_type == MEDIA_DRAFT and i.gguf), None)
+    if draft is not None:
+        extra["draft"] = {"model_format": "gguf", "architecture": draft.architecture}
     return replace(config, renderer=req.renderer or base.renderer, parser=req.parser or base.parser,
-                   requires=req.requires or base.requires)
+                   requires=req.requires or base.requires, extra=extra)
 
 
 def _set_text_layers(ctx: StoreContext, session: _Session, items: list[_Item],

@@ -16,7 +16,14 @@ from power.store.layout import Layout
 from power.store.manifest import ModelConfig
 from power.store.modelfile import Command, format_modelfile
 from power.store.params import format_parameters, go_value
-from power.store.record import ModelRecord, capabilities, details, load_record, shown_template
+from power.store.record import (
+    ModelRecord,
+    capabilities,
+    details,
+    format_parameter_size,
+    load_record,
+    shown_template,
+)
 
 __all__ = ["ModelSummary", "list_models", "show_model", "show_modelfile", "copy_model",
            "delete_model", "rfc3339"]
@@ -110,6 +117,8 @@ def show_modelfile(record: ModelRecord, system: str | None = None,
     if record.model_path is not None:
         cmds.append(Command("from", str(record.model_path)))
     cmds += [Command("adapter", str(p)) for p in record.adapter_paths]
+    if record.draft_path is not None:
+        cmds.append(Command("draft", str(record.draft_path)))
     cmds += [Command("from", str(p)) for p in record.projector_paths]
     cmds.append(Command("template", shown_template(record, chat_template)))
     if system or record.system:
@@ -130,6 +139,17 @@ def show_modelfile(record: ModelRecord, system: str | None = None,
     return header + format_modelfile(cmds)
 
 
+def _details(record: ModelRecord) -> dict[str, Any]:
+    """``details``, with the draft model's (ours: Ollama's show leaves it to the Modelfile) when there is one."""
+    out = details(record.config, record.parent_model)
+    if record.draft_path is not None:
+        g = read_gguf(record.draft_path, max_array_items=0)
+        out["draft"] = {"format": "gguf", "family": g.architecture,
+                        "parameter_size": format_parameter_size(g.parameter_count),
+                        "quantization_level": g.file_type_name}
+    return out
+
+
 def show_model(layout: Layout, name: str | ModelName, *, verbose: bool = False,
                system: str | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``/api/show`` response for ``name`` (empty fields left out, as Ollama's omitempty does)."""
@@ -145,7 +165,7 @@ def show_model(layout: Layout, name: str | ModelName, *, verbose: bool = False,
         "system": system or record.system,
         "renderer": record.config.renderer,
         "parser": record.config.parser,
-        "details": details(record.config, record.parent_model),
+        "details": _details(record),
         "messages": [dict(m) for m in record.messages],
         "model_info": model_info(gguf, verbose) if gguf is not None else {},
     }

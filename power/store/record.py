@@ -18,6 +18,7 @@ from power.store.gguf import GGUFFile
 from power.store.layout import Layout, StoredManifest
 from power.store.manifest import (
     MEDIA_ADAPTER,
+    MEDIA_DRAFT,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
@@ -53,6 +54,7 @@ class ModelRecord:
     parent_model: str
     adapter_paths: tuple[Path, ...]
     projector_paths: tuple[Path, ...]
+    draft_path: Path | None  # the draft model of speculative decoding
     template: str | None
     system: str
     parameters: Mapping[str, Any]
@@ -81,6 +83,7 @@ def load_record(layout: Layout, stored: StoredManifest) -> ModelRecord:
     system_layers = m.layers_of(MEDIA_SYSTEM)
     params_layers = m.layers_of(MEDIA_PARAMS)
     messages_layers = m.layers_of(MEDIA_MESSAGES)
+    drafts = m.layers_of(MEDIA_DRAFT)
     messages: tuple[Mapping[str, Any], ...] = ()
     if messages_layers:
         raw = _json_blob(layout, messages_layers[-1].digest, list)
@@ -95,6 +98,7 @@ def load_record(layout: Layout, stored: StoredManifest) -> ModelRecord:
         parent_model=model_layers[0].from_ if model_layers else "",
         adapter_paths=tuple(layout.blobs.path(x.digest) for x in m.layers_of(MEDIA_ADAPTER)),
         projector_paths=tuple(layout.blobs.path(x.digest) for x in m.layers_of(MEDIA_PROJECTOR)),
+        draft_path=layout.blobs.path(drafts[-1].digest) if drafts else None,
         template=_text_blob(layout, template_layers[-1].digest) if template_layers else None,
         system=_text_blob(layout, system_layers[-1].digest) if system_layers else "",
         parameters=_json_blob(layout, params_layers[-1].digest, dict) if params_layers else {},

@@ -63,6 +63,9 @@ class CreateRequest:
     renderer: str = ""
     parser: str = ""
     requires: str = ""
+    # The draft model for speculative decoding: a GGUF by digest (Ollama's draft_files) or a stored model's name.
+    draft_files: Mapping[str, str] = field(default_factory=dict)
+    draft: str = ""
 
     def __post_init__(self) -> None:
         _check_limits(self, CREATE_LIMITS)
@@ -78,6 +81,12 @@ class CreateRequest:
         parse_name(model)
         from_ = _text(body, "from")
         files = _digests(body.get("files"), "files")
+        draft_files = _digests(body.get("draft_files"), "draft_files")
+        draft = _text(body, "draft")
+        if draft and draft_files:
+            raise InvalidRequest("give the draft model as 'draft' (a model name) or 'draft_files', not both")
+        if draft:
+            parse_name(draft)
         if not from_ and not files:
             raise InvalidRequest("neither 'from' or 'files' was specified")
         license_ = body.get("license")
@@ -99,7 +108,7 @@ class CreateRequest:
             messages=_messages(body.get("messages")),
             quantize=_quantize(_text(body, "quantize") or _text(body, "quantization")),
             renderer=_text(body, "renderer"), parser=_text(body, "parser"),
-            requires=_text(body, "requires"),
+            requires=_text(body, "requires"), draft_files=draft_files, draft=draft,
         )
 
 
@@ -125,7 +134,8 @@ def _early_counts(body: Mapping[str, Any]) -> None:
     """Refuse an oversized list or object of a JSON body before any work is done per item."""
     limits = CREATE_LIMITS
     for key, limit in (("license", limits.licenses), ("messages", limits.messages), ("files", limits.files),
-                       ("adapters", limits.files), ("parameters", limits.parameter_values)):
+                       ("adapters", limits.files), ("draft_files", limits.files),
+                       ("parameters", limits.parameter_values)):
         value = body.get(key)
         if isinstance(value, (list, Mapping)):
             _refuse_many(key, len(value), limit)
@@ -134,6 +144,7 @@ def _early_counts(body: Mapping[str, Any]) -> None:
 def _check_limits(req: CreateRequest, limits: CreateLimits) -> None:
     _refuse_many("files", len(req.files), limits.files)
     _refuse_many("adapters", len(req.adapters), limits.files)
+    _refuse_many("draft_files", len(req.draft_files), limits.files)
     _refuse_many("license", len(req.license or ()), limits.licenses)
     _refuse_many("messages", len(req.messages or ()), limits.messages)
     params = req.parameters or {}
@@ -141,11 +152,11 @@ def _check_limits(req: CreateRequest, limits: CreateLimits) -> None:
     _refuse_many("parameters", len(values), limits.parameter_values)
     _check_text("template", req.template, limits.template)
     _check_text("system", req.system, limits.text)
-    for key in ("renderer", "parser", "requires"):
+    for key in ("renderer", "parser", "requires", "draft"):
         _check_text(key, getattr(req, key), limits.name)
     for text in req.license or ():
         _check_text("license", text, limits.text)
-    for name in (*req.files, *req.adapters):
+    for name in (*req.files, *req.adapters, *req.draft_files):
         _check_text("file name", name, limits.name)
     for m in req.messages or ():
         _check_text("message role", m.get("role"), limits.name)
@@ -223,13 +234,13 @@ def request_from_modelfile(
 
     ``FROM`` takes a GGUF path (absolute, ``~`` or relative to ``base_dir``) or
     a model name; a path that does not exist or is not GGUF is a ModelfileError
-    naming its line.
+    naming its line. ``DRAFT`` (the last one wins) takes a GGUF path or a model name the same way.
     """
     parse_name(model)
-    for what in ("from", "adapter"):
+    for what in ("from", "adapter", "draft"):
         _refuse_many(what.upper(), sum(c.name == what for c in modelfile.commands), CREATE_LIMITS.files)
     licenses = modelfile.values("license")
-    draft = CreateRequest(  # checks every limit before a file is copied (or uploaded, by the CLI)
+    checked = CreateRequest(  # checks every limit before a file is copied (or uploaded, by the CLI)
         model=model, template=modelfile.last("template"), system=modelfile.last("system"),
         license=tuple(licenses) if licenses else None,
         parameters=modelfile.parameters or None,
@@ -238,16 +249,19 @@ def request_from_modelfile(
         renderer=modelfile.last("renderer") or "", parser=modelfile.last("parser") or "",
         requires=modelfile.last("requires") or "",
     )
-    from_ = ""
+    from_ = draft_name = ""
     files: dict[str, str] = {}
     adapters: dict[str, str] = {}
-    for cmd in modelfile.commands:
-        if cmd.name not in ("from", "adapter"):
-            continue
+    draft_files: dict[str, str] = {}
+    drafts = [c for c in modelfile.commands if c.name == "draft"][-1:]
+    for cmd in [c for c in modelfile.commands if c.name in ("from", "adapter")] + drafts:
         path = _resolve_path(cmd.args, base_dir)
         if not path.exists():
             if cmd.name == "adapter" or _looks_like_path(cmd.args):
                 raise ModelfileError(f"(line {cmd.line}): no such file: {cmd.args}")
+            if cmd.name == "draft":
+                draft_name = cmd.args
+                continue
             if from_:
                 raise ModelfileError(f"(line {cmd.line}): only one FROM may name a model")
             from_ = cmd.args
@@ -257,7 +271,8 @@ def request_from_modelfile(
                                  "is not supported, convert the model to GGUF first")
         if not is_gguf(path):
             raise ModelfileError(f"(line {cmd.line}): {cmd.args} is not a GGUF file")
-        target = adapters if cmd.name == "adapter" else files
+        target = {"adapter": adapters, "draft": draft_files}.get(cmd.name, files)
         key = path.name if path.name not in target else f"{len(target)}-{path.name}"
         target[key] = add_file(path).digest
-    return replace(draft, from_=from_, files=files, adapters=adapters)
+    return replace(checked, from_=from_, files=files, adapters=adapters, draft_files=draft_files,
+                   draft=draft_name)

@@ -145,3 +145,29 @@ def test_ollama_client_creates_and_chats_with_a_vision_model(server: str, tmp_pa
     with pytest.raises(ollama.ResponseError) as err:
         client.chat(model="tiny", messages=[{"role": "user", "content": "and this?", "images": [png(8, 8)]}])
     assert err.value.status_code == 400 and "does not support vision" in err.value.error
+
+
+def test_create_with_a_draft_model_over_http(server: str, tmp_path: Path) -> None:
+    """DRAFT's API form (Ollama's draft_files, uploaded as a blob): shown by show; a draft of another
+    vocabulary is a 400 that says why, and nothing is created."""
+    import httpx
+
+    client = ollama.Client(host=server)
+    target = write_llama(tmp_path / "target.gguf", seed=4)
+    draft = write_llama(tmp_path / "draft.gguf", seed=5, n_layer=1)
+    alien = write_llama(tmp_path / "alien.gguf", seed=5, specials=[f"<|x{i}|>" for i in range(200)])
+    digests = {p.name: client.create_blob(p) for p in (target, draft, alien)}
+    ok = httpx.post(f"{server}/api/create", timeout=60, json={
+        "model": "speccy", "files": {"target.gguf": digests["target.gguf"]},
+        "draft_files": {"draft.gguf": digests["draft.gguf"]}, "stream": False})
+    assert ok.status_code == 200 and ok.json()["status"] == "success"
+    shown = client.show("speccy")
+    assert "\nDRAFT /" in (shown.modelfile or "")
+    assert httpx.post(f"{server}/api/show", json={"model": "speccy"}).json()["details"]["draft"]["family"] == "llama"
+    bad = httpx.post(f"{server}/api/create", timeout=60, json={
+        "model": "alienspec", "files": {"target.gguf": digests["target.gguf"]},
+        "draft_files": {"alien.gguf": digests["alien.gguf"]}, "stream": False})
+    assert bad.status_code == 400
+    assert bad.json()["error"] == ("draft model's vocabulary does not match the model's: the draft has 468 tokens "
+                                   "and the model 268; they may differ by at most 128")
+    assert "alienspec:latest" not in [m.model for m in client.list().models]
