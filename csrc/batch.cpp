@@ -48,6 +48,8 @@ void slot_release(pw_engine *e, slot &s) {
     s.draft.clear();
     s.rows.clear();
     s.draft_max = 0;
+    s.draft_model_max = 0;
+    s.draft_by_model = false;
     s.wait_src = -1;
     s.t_last_used = ++e->tick;
 }
@@ -134,6 +136,8 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     // Drafts need their rejected cells cut off again, which a recurrent model's state cannot do.
     s.draft_max = e->can_share ? std::max(0, std::min(sp->draft_max, (int32_t)PW_DRAFT_MAX)) : 0;
     s.n_drafted = s.n_accepted = 0;
+    s.draft_model_max = e->can_share && e->dctx ? std::max(0, std::min(sp->draft_model_max, (int32_t)PW_DRAFT_MAX)) : 0;
+    s.draft_p_min = sp->draft_p_min;
     s.draft_len = s.draft_max;
     s.draft_skip = s.draft_backoff = 0;
     s.draft.clear();
@@ -382,24 +386,35 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     resolve_waits(e);
     // Generating sequences first: one token each, and the drafts of those that draft, as room allows
     // (in the batch, and in the event buffer: a token each).
+    // Drafts: prompt lookup's where it finds one, else the draft model's (its sequences all together).
+    e->model_slots.clear();
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_GEN) continue;
+        s.draft.clear();
+        s.draft_by_model = false;
+        s.draft_room = (int32_t)e->n_ctx_seq - (int32_t)s.cache.size() - 2;
+        if (s.n_predict >= 0) s.draft_room = std::min(s.draft_room, s.n_predict - s.n_gen - 1);
+        if (s.draft_room <= 0) continue;
+        if (s.draft_max > 0 && s.draft_skip > 0) s.draft_skip--;
+        else if (s.draft_max > 0) lookup_draft(s, std::min(s.draft_len, s.draft_room));
+        if (s.draft.empty() && s.draft_model_max > 0) {
+            s.draft_by_model = true;
+            e->model_slots.push_back(&s);
+        }
+    }
+    model_drafts(e, e->model_slots);
     int32_t room = n_batch, ev_room = cap - (int32_t)e->slots.size();
     for (auto &s : e->slots) room -= s.state == SLOT_GEN;
     for (auto &s : e->slots) {
         if (s.state != SLOT_GEN) continue;
         s.i_batch = b.n_tokens;
         s.in_batch = true;
-        s.draft.clear();
-        if (s.draft_max > 0 && s.draft_skip > 0) {
-            s.draft_skip--;
-        } else if (s.draft_max > 0) {
-            int32_t k = std::min({s.draft_len, room, ev_room, (int32_t)e->n_ctx_seq - (int32_t)s.cache.size() - 2});
-            if (s.n_predict >= 0) k = std::min(k, s.n_predict - s.n_gen - 1);
-            if (k > 0) lookup_draft(s, k);
-            room -= (int32_t)s.draft.size();
-            ev_room -= (int32_t)s.draft.size();
-            s.n_drafted += (int32_t)s.draft.size();
-            e->stats.n_draft_tokens += (int64_t)s.draft.size();
-        }
+        const int32_t k = std::max(0, std::min(room, ev_room));
+        if ((int32_t)s.draft.size() > k) s.draft.resize((size_t)k);
+        room -= (int32_t)s.draft.size();
+        ev_room -= (int32_t)s.draft.size();
+        s.n_drafted += (int32_t)s.draft.size();
+        e->stats.n_draft_tokens += (int64_t)s.draft.size();
         llama_pos pos = next_pos(s);
         batch_add(b, s.last, pos, s.id, true);
         s.cache.push_back(s.last);
@@ -520,7 +535,8 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             s.last = tok;
             break;
         }
-        if (s.state != SLOT_IDLE) adapt_draft(s, (int32_t)s.draft.size(), s.n_accepted - n_ok_before);
+        if (s.state != SLOT_IDLE && !s.draft_by_model)
+            adapt_draft(s, (int32_t)s.draft.size(), s.n_accepted - n_ok_before);
         // The cells of rejected drafts (and of an accepted one that ended the sequence) go.
         if (n_cells > s.cache.size() && !llama_memory_seq_rm(e->mem, s.id, next_pos(s), -1)) {
             slot_clear(e, s);  // cannot happen for the models that draft; keep cells and tokens in step

@@ -12,6 +12,30 @@ using namespace shim;
 
 static const int32_t POOL_TOKENS = 512;
 
+namespace shim {
+
+llama_context_params context_params(const pw_engine_params &p) {
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = p.n_ctx * p.n_seq;
+    cp.n_seq_max = p.n_seq;
+    cp.n_batch = p.n_batch;
+    cp.n_ubatch = p.n_ubatch;
+    int32_t nt = p.n_threads > 0 ? p.n_threads : (int32_t)cp.n_threads;
+    cp.n_threads = nt;
+    cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : nt;
+    cp.flash_attn_type = (enum llama_flash_attn_type)p.flash_attn;
+    cp.type_k = (ggml_type)p.type_k;
+    cp.type_v = (ggml_type)p.type_v;
+    cp.embeddings = p.embeddings;
+    cp.pooling_type = (enum llama_pooling_type)p.pooling;
+    cp.kv_unified = false;  // each sequence gets its own num_ctx, as Ollama sizes it
+    cp.swa_full = true;     // keep SWA cells so prefixes can be reused
+    cp.no_perf = true;
+    return cp;
+}
+
+}  // namespace shim
+
 extern "C" {
 
 pw_engine_params pw_engine_default_params(void) {
@@ -40,22 +64,7 @@ int32_t pw_engine_create(pw_model *pm, const pw_engine_params *params, pw_engine
     if (p.n_batch < 1) p.n_batch = 512;
     if (p.n_ubatch < 1 || p.n_ubatch > p.n_batch) p.n_ubatch = p.n_batch;
     if (p.embeddings) p.n_ubatch = p.n_batch;  // non-causal models need the whole input in one ubatch
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = p.n_ctx * p.n_seq;
-    cp.n_seq_max = p.n_seq;
-    cp.n_batch = p.n_batch;
-    cp.n_ubatch = p.n_ubatch;
-    int32_t nt = p.n_threads > 0 ? p.n_threads : (int32_t)cp.n_threads;
-    cp.n_threads = nt;
-    cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : nt;
-    cp.flash_attn_type = (enum llama_flash_attn_type)p.flash_attn;
-    cp.type_k = (ggml_type)p.type_k;
-    cp.type_v = (ggml_type)p.type_v;
-    cp.embeddings = p.embeddings;
-    cp.pooling_type = (enum llama_pooling_type)p.pooling;
-    cp.kv_unified = false;  // each sequence gets its own num_ctx, as Ollama sizes it
-    cp.swa_full = true;     // keep SWA cells so prefixes can be reused
-    cp.no_perf = true;
+    llama_context_params cp = context_params(p);
     clear_log_errors();
     llama_context *ctx = llama_init_from_model(pm->model, cp);
     if (!ctx) return fail(PW_E_NOMEM, "failed to create context: %s", llama_reason().c_str());
@@ -187,6 +196,8 @@ int32_t pw_engine_clear(pw_engine *e) {
     for (auto &s : e->slots)
         if (s.state != SLOT_IDLE) return fail(PW_E_BUSY, "sequences are active");
     if (e->mem) llama_memory_clear(e->mem, true);
+    if (e->dmem) llama_memory_clear(e->dmem, true);
+    for (auto &d : e->dcache) d.clear();
     for (auto &s : e->slots) {
         s.cache.clear();
         s.cached_media.clear();

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 10 };
+enum pw_abi { PW_ABI_VERSION = 11 };
 
 /* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
  * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -136,6 +136,9 @@ typedef struct pw_sampling {
     bool ignore_eos;
     const char *grammar;    /* GBNF or NULL */
     int32_t draft_max;      /* prompt lookup: draft up to this many tokens a step (at most PW_DRAFT_MAX); 0 off */
+    int32_t draft_model_max;/* the engine's draft model (pw_engine_set_draft): draft up to this many tokens a step
+                             * (at most PW_DRAFT_MAX) where prompt lookup finds none; 0 off */
+    float draft_p_min;      /* a model draft stops at a token whose draft probability is below this */
 } pw_sampling;
 
 typedef struct pw_event {
@@ -266,6 +269,9 @@ PW_API pw_sampling pw_sampling_default(void);
 PW_API int32_t pw_engine_create(pw_model *model, const pw_engine_params *params, pw_engine **out);
 PW_API void pw_engine_free(pw_engine *engine);
 PW_API int32_t pw_engine_set_lora(pw_engine *engine, const char *path, float scale);
+/* Give the engine a draft model for speculative decoding (borrowed: it must outlive the engine): its own
+ * context with the engine's sequences, contexts and batch size. Its drafts are verified as prompt lookup's. */
+PW_API int32_t pw_engine_set_draft(pw_engine *engine, pw_model *draft);
 PW_API int32_t pw_submit(pw_engine *engine, const int32_t *tokens, int32_t n_tokens, const pw_sampling *sampling);
 /* Queue another choice of the prompt of `leader`, a sequence submitted since the last pw_step (OpenAI's `n`):
  * it samples with its own settings, but evaluates none of the prompt: in the step that decodes the leader's

@@ -106,6 +106,12 @@ struct slot {
     // tokens (one more than the last one accepted, doubling while all are), and after a draft with nothing
     // accepted the sequence drafts nothing for draft_skip steps (doubling up to kSkipMax while none are).
     int32_t draft_len = 0, draft_skip = 0, draft_backoff = 0;
+    // The draft model (draft_model_max > 0): its drafts stop at a token below draft_p_min; draft_by_model
+    // says this step's draft is the model's (lookup's adaptivity does not apply to it).
+    // draft_room: this step's bound on a draft (the context's room, num_predict's).
+    int32_t draft_model_max = 0, draft_room = 0;
+    float draft_p_min = 0.0f;
+    bool draft_by_model = false;
     size_t greedy_at = 0;             // with argmax: the index of rows[0]'s token in the step's greedy_toks
     int32_t i_batch = -1;             // batch index of this sequence's output
     bool in_batch = false;            // has tokens in the current step's batch
@@ -183,10 +189,19 @@ struct pw_engine {
     std::vector<const float *> greedy_rows;  // per step: the logits of greedy sequences,
     std::vector<llama_token> greedy_toks;    // and their tokens (a slot's from its greedy_at)
     std::vector<shim::slot *> topk_slots;    // per step: the sequences sampled with top-k
+    std::vector<shim::slot *> model_slots;   // per step: the sequences drafting with the draft model
     llama_adapter_lora *lora = nullptr;
     pw_mtmd *mtmd = nullptr;          // borrowed; outlives the engine
     bool can_share = false;           // cells can be cut and copied (not a recurrent model)
     shim::ram_cache ram;
+    // A draft model: its own context with the same sequence ids, and the tokens each of its sequences holds
+    // (kept right by comparing them with the target's tokens, whatever the prompt cache did meanwhile).
+    pw_model *draft = nullptr;        // borrowed; outlives the engine
+    llama_context *dctx = nullptr;
+    llama_memory_t dmem = nullptr;
+    llama_batch dbatch{};
+    int32_t d_n_vocab = 0;
+    std::vector<std::vector<llama_token>> dcache;
     int64_t tick = 0;
     pw_stats stats{};
 
@@ -196,12 +211,18 @@ struct pw_engine {
             s.grammar.reset();
         }
         if (batch.token) llama_batch_free(batch);
+        if (dbatch.token) llama_batch_free(dbatch);
+        if (dctx) llama_free(dctx);
         if (ctx) llama_free(ctx);
         if (lora) llama_adapter_lora_free(lora);
     }
 };
 
 namespace shim {
+
+// ---- engines (engine.cpp) ----
+// The llama_context parameters of an engine's parameters (the draft's context takes the same).
+llama_context_params context_params(const pw_engine_params &p);
 
 // ---- sampling (sampling.cpp) ----
 int32_t penalty_window(const pw_engine *e, const pw_sampling &sp);
@@ -227,6 +248,11 @@ llama_pos next_pos(const slot &s);
 void slot_release(pw_engine *e, slot &s);
 // Forget what a sequence holds, cells included.
 void slot_clear(pw_engine *e, slot &s);
+
+// ---- the draft model (draft.cpp) ----
+// Draft up to draft_model_max tokens into s.draft for each generating sequence in `want`, all together: the
+// draft context first catches up on the tokens it lacks, then proposes its greedy tokens a batch per token.
+void model_drafts(pw_engine *e, const std::vector<slot *> &want);
 
 // ---- the prompt cache (cache.cpp) ----
 // Give a queued request's sequence the longest prefix of its prompt that any tier holds (its own cells,

@@ -36,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 10
+ABI_VERSION = 11
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -354,6 +354,8 @@ class Sampling:
     ignore_eos: bool = False
     grammar: str | None = None
     draft: int = 0  # prompt lookup: tokens drafted per step, at most DRAFT_MAX; 0 off
+    draft_model: int = 0  # the context's draft model (set_draft): tokens drafted per step where lookup finds none
+    draft_p_min: float = 0.0  # a model draft stops at a token whose draft probability is below this
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +433,7 @@ class Context:
         st = self.stats()
         self.n_ctx_seq = int(st["n_ctx_seq"])
         self.embd_dim = _check(_lib.pw_engine_embd_dim(self._h)) if embeddings else 0
+        self.draft: Model | None = None
 
     @property
     def handle(self) -> object:
@@ -449,6 +452,11 @@ class Context:
     def set_projector(self, projector: "Projector | None") -> None:
         """Let this context evaluate media prompts with ``projector`` (which must outlive it)."""
         _check(_lib.pw_engine_set_mtmd(self.handle, projector.handle if projector else _ffi.NULL))
+
+    def set_draft(self, draft: Model) -> None:
+        """Draft with ``draft`` (same vocabulary; it must outlive this context) for speculative decoding."""
+        _check(_lib.pw_engine_set_draft(self.handle, draft.handle))
+        self.draft = draft
 
     def submit(self, tokens: "Sequence[int] | MediaPrompt", s: Sampling) -> int:
         """Start a sequence; returns its id. The longest cached prefix of the prompt is reused (cache.cpp)."""
@@ -483,6 +491,8 @@ class Context:
         sp.n_logprobs = s.logprobs
         sp.ignore_eos = s.ignore_eos
         sp.draft_max = max(0, min(s.draft, DRAFT_MAX))
+        sp.draft_model_max = max(0, min(s.draft_model, DRAFT_MAX))
+        sp.draft_p_min = s.draft_p_min
         grammar = _ffi.new("char[]", s.grammar.encode()) if s.grammar else _ffi.NULL
         sp.grammar = grammar
         return sp, grammar

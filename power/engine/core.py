@@ -241,13 +241,16 @@ class Engine:
 
     def __init__(self, model_path: str, load: LoadOptions | None = None, *,
                  adapters: Sequence[tuple[str, float]] = (), progress: Callable[[float], bool] | None = None,
-                 embedding_only: bool | None = None, projector: str | None = None, cache_ram: int = 0,
+                 embedding_only: bool | None = None, projector: str | None = None, draft: str | None = None,
+                 cache_ram: int = 0,
                  cache_disk: tuple[str, int] | None = None, rpc_servers: Sequence[str] = (),
                  on_death: Callable[[EngineError], None] | None = None) -> None:
         """``cache_ram``: bytes of host memory for the prompt states of sequences given to other prompts;
         ``cache_disk``: (folder, bytes) where the prompt states go when the engine closes, and come back from;
         ``rpc_servers``: llama.cpp RPC servers (``host:port``) whose devices take offloaded layers beside the
-        local ones, split by free memory (each must answer, or the load fails with ``RpcUnreachable``)."""
+        local ones, split by free memory (each must answer, or the load fails with ``RpcUnreachable``);
+        ``draft``: a draft model (same vocabulary) for speculative decoding, in its own context beside the
+        model's, drafting ``draft_num_predict`` tokens a step for every request (where prompt lookup finds none)."""
         self.load = load or LoadOptions()
         self.on_death = on_death  # called (from the loop thread) if the loop dies
         self.dead: EngineError | None = None
@@ -277,6 +280,8 @@ class Engine:
         self._embed_ctx: native.Context | None = None
         self._embed_lock = threading.Lock()
         self.projector: native.Projector | None = None
+        self.draft_path = draft
+        self.draft: native.Model | None = None
         try:
             if not self.embedding_only:
                 self._ctx = self._make_context(embeddings=False)
@@ -286,8 +291,12 @@ class Engine:
                     self.projector = native.Projector(self.model, projector, n_threads=self.load.threads,
                                                       use_gpu=self.load.num_gpu != 0)
                     self._ctx.set_projector(self.projector)
+                if draft:
+                    self.draft = native.Model(draft, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
+                                              use_mmap=self.load.use_mmap)
+                    self._ctx.set_draft(self.draft)
         except BaseException:
-            for c in (self._ctx, self.projector):
+            for c in (self._ctx, self.projector, self.draft):
                 if c is not None:
                     c.close()
             self.model.close()
@@ -455,7 +464,9 @@ class Engine:
             repeat_penalty=opts.repeat_penalty, presence_penalty=opts.presence_penalty,
             frequency_penalty=opts.frequency_penalty, num_predict=max(-2, min(opts.num_predict, INT32_MAX)),
             logprobs=max(-1, min(logprobs, 20)), grammar=grammar, ignore_eos=ignore_eos,
-            draft=min(opts.draft_num_predict, native.DRAFT_MAX) if opts.draft_lookup else 0)
+            draft=min(opts.draft_num_predict, native.DRAFT_MAX) if opts.draft_lookup else 0,
+            draft_model=min(opts.draft_num_predict, native.DRAFT_MAX) if self.draft is not None else 0,
+            draft_p_min=opts.draft_p_min)
         return Request(self, tokens, opts, sampling, truncated, 0, media)
 
     def _enqueue(self, reqs: list[Request], together: bool = False) -> None:
@@ -681,10 +692,10 @@ class Engine:
                 self._ctx.cache_save(*self._state_files(), self.cache_disk[1])
             except NativeError as exc:
                 log.warning("prompt states not written to disk: %s", exc)
-        for c in (self._ctx, self._embed_ctx, self.projector):
+        for c in (self._ctx, self._embed_ctx, self.projector, self.draft):
             if c is not None:
                 c.close()
-        self._ctx = self._embed_ctx = self.projector = None
+        self._ctx = self._embed_ctx = self.projector = self.draft = None
         self.model.close()
 
     def __enter__(self) -> "Engine":

@@ -24,7 +24,10 @@ num_predict        -2 .. 2^31-1             -1 = until the end, -2 = fill the co
                                             the context
 top_k              -1 .. 2^31-1             0 or -1 = off; at most the vocabulary
 repeat_last_n      -1 .. 2^31-1             -1 = the whole context; at most the context
-draft_num_predict  0 .. 2^31-1              tokens drafted a step with draft_lookup; at most 16
+draft_num_predict  0 .. 2^31-1              tokens drafted a step with draft_lookup or the model's
+                                            DRAFT model; at most 16
+draft_p_min        0 .. 1                   a draft model's draft stops at a token it gives less
+                                            probability (llama-server's --draft-p-min; 0 default)
 top_p, min_p,      0 .. 1                   probabilities
 typical_p
 temperature        0 .. 3.4e38 (float32)    0 = greedy
@@ -104,7 +107,7 @@ OPTIONS: dict[str, Option] = {
     "top_p": _float(0.0, 1.0), "min_p": _float(0.0, 1.0), "typical_p": _float(0.0, 1.0),
     "repeat_last_n": _int(-1), "temperature": _float(0.0), "repeat_penalty": _float(0.0, above=True),
     "presence_penalty": _float(), "frequency_penalty": _float(), "stop": Option(list),
-    "draft_num_predict": _int(0), "draft_lookup": Option(bool),
+    "draft_num_predict": _int(0), "draft_lookup": Option(bool), "draft_p_min": _float(0.0, 1.0),
     # Deprecated: accepted so old Modelfiles and clients keep working; requests drop them (Ollama warns too).
     **{name: Option(bool, deprecated=True) for name in ("penalize_newline", "low_vram", "f16_kv", "logits_all",
                                                          "vocab_only", "use_mlock", "numa")},
@@ -250,13 +253,14 @@ class RequestOptions:
     stop: list[str] = field(default_factory=list)
     draft_lookup: bool = False
     draft_num_predict: int = 4
+    draft_p_min: float = 0.0
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any]) -> "RequestOptions":
         r = cls()
         for key in ("num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
                     "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "draft_lookup",
-                    "draft_num_predict"):
+                    "draft_num_predict", "draft_p_min"):
             if key in opts:
                 setattr(r, key, opts[key])
         if "stop" in opts:

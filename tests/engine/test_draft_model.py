@@ -1,0 +1,133 @@
+"""Speculative decoding with a draft model: a second model of the same vocabulary, in its own context in the
+same engine, drafts for every sequence; the target verifies in its batch as it does prompt lookup's drafts.
+
+A draft equal to the target drafts what the target writes (almost every token accepted); a draft with other
+weights is often wrong. Either way the output must be what decoding one token a step gives.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from power.engine import Engine, LoadOptions
+
+PROMPT = "abcde abcde cdcd abcde"
+GREEDY = {"temperature": 0, "num_predict": 60}
+DRAFT = {"draft_num_predict": 6}
+LOAD = LoadOptions(num_ctx=512, num_parallel=4, num_batch=64)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.tinymodels import write_llama
+
+    folder = tmp_path_factory.mktemp("models")
+    target = write_llama(folder / "letters.gguf", seed=1, favour=("a", "b", "c", "d", "e"), favour_bias=30.0)
+    other = write_llama(folder / "other.gguf", seed=2, n_layer=1, favour=("a", "b", "c", "d", "e"),
+                        favour_bias=30.0)
+    return target, other
+
+
+@pytest.fixture(scope="module")
+def same(models: tuple[Path, Path]):
+    """The target drafting for itself."""
+    with Engine(str(models[0]), LOAD, draft=str(models[0])) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def other(models: tuple[Path, Path]):
+    with Engine(str(models[0]), LOAD, draft=str(models[1])) as e:
+        yield e
+
+
+def plain(model: Path, prompt: object, options: dict[str, object], **kw: object):
+    """The answer from a fresh engine without a draft, decoding one token a step."""
+    with Engine(str(model), LoadOptions(num_ctx=512, num_parallel=1)) as e:
+        return e.submit(prompt, options, **kw).result()
+
+
+def test_a_draft_equal_to_the_target_is_almost_always_accepted(same: Engine, models: tuple[Path, Path]) -> None:
+    before = same.stats()
+    on = same.submit(PROMPT, {**GREEDY, **DRAFT}).result()
+    off = plain(models[0], PROMPT, GREEDY)
+    assert on.tokens == off.tokens and on.text == off.text and len(on.tokens) == 60
+    assert on.draft_count >= 40 and on.draft_accepted >= 0.9 * on.draft_count
+    st = same.stats()
+    assert st["n_draft_tokens"] - before["n_draft_tokens"] == on.draft_count
+    assert st["n_decode"] - before["n_decode"] <= 60 // 4  # several tokens a target decode
+
+
+def test_a_different_draft_is_often_rejected_and_changes_nothing(other: Engine, models: tuple[Path, Path]) -> None:
+    on = other.submit(PROMPT, {**GREEDY, **DRAFT}).result()
+    assert on.tokens == plain(models[0], PROMPT, GREEDY).tokens
+    assert 0 < on.draft_accepted < on.draft_count
+
+
+def test_draft_num_predict_zero_and_p_min_bound_the_drafts(same: Engine, other: Engine) -> None:
+    assert same.submit(PROMPT, {**GREEDY, "draft_num_predict": 0}).result().draft_count == 0
+    before = same.stats()
+    one = same.submit(PROMPT, {**GREEDY, "draft_num_predict": 1}).result()
+    assert 0 < one.draft_count <= same.stats()["n_decode"] - before["n_decode"]
+    # Confident drafts only: a draft stops at its first token below draft_p_min.
+    loose = other.submit(PROMPT, {**GREEDY, **DRAFT}).result()
+    strict = other.submit(PROMPT, {**GREEDY, **DRAFT, "draft_p_min": 0.9}).result()
+    assert strict.tokens == loose.tokens and 0 < strict.draft_count < loose.draft_count
+    assert other.submit(PROMPT, {**GREEDY, **DRAFT, "draft_p_min": 1.0}).result().draft_count < strict.draft_count
+
+
+@pytest.mark.parametrize("which", ["same", "other"])
+def test_several_sequences_with_and_without_drafts_share_the_batch(which: str, request: pytest.FixtureRequest,
+                                                                   models: tuple[Path, Path]) -> None:
+    eng: Engine = request.getfixturevalue(which)
+    prompts = [PROMPT, "ccddee abab", "edcba edcba", PROMPT + " ab"]
+    options = [{**GREEDY, **DRAFT}, {**GREEDY, "draft_num_predict": 0}, {**GREEDY, **DRAFT, "num_predict": 33},
+               {**GREEDY, "draft_num_predict": 3, "draft_lookup": True}]
+    reqs = [eng.submit(p, o) for p, o in zip(prompts, options)]
+    outs = [r.result() for r in reqs]
+    for p, o, out in zip(prompts, options, outs):
+        assert out.tokens == plain(models[0], p, {k: v for k, v in o.items() if not k.startswith("draft")}).tokens
+    assert [len(o.tokens) for o in outs] == [60, 60, 33, 60]
+    assert outs[1].draft_count == 0 and all(outs[i].draft_count > 0 for i in (0, 2, 3))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 13])
+def test_num_predict_holds(other: Engine, n: int) -> None:
+    out = other.submit(PROMPT, {**GREEDY, **DRAFT, "num_predict": n}).result()
+    assert len(out.tokens) == out.eval_count == n and out.done_reason == "length"
+
+
+def test_sampled_grammar_stops_and_logprobs_hold(other: Engine, models: tuple[Path, Path]) -> None:
+    sampled = {"temperature": 0.7, "top_k": 5, "seed": 11, "num_predict": 50}
+    on = other.submit(PROMPT, {**sampled, **DRAFT}).result()
+    assert on.tokens == plain(models[0], PROMPT, sampled).tokens and on.draft_count > 0
+    grammar = 'root ::= ("ab" | "cd" | "e")+ "."'
+    g = other.submit(PROMPT, {**GREEDY, **DRAFT}, grammar=grammar).result()
+    assert re.fullmatch(r"(ab|cd|e)+\.?", g.text) and g.draft_count > 0
+    assert g.tokens == plain(models[0], PROMPT, GREEDY, grammar=grammar).tokens
+    full = plain(models[0], PROMPT, GREEDY).text
+    stop = full[20:23]
+    s = other.submit(PROMPT, {**GREEDY, **DRAFT, "stop": [stop]}).result()
+    assert s.done_reason == "stop" and s.text == full[:full.index(stop)]
+    lp = other.submit(PROMPT, {**GREEDY, **DRAFT}, logprobs=3).result()
+    ref = plain(models[0], PROMPT, GREEDY, logprobs=3)
+    assert lp.draft_accepted > 0 and len(lp.logprobs) == len(ref.logprobs) == 60
+    for a, b in zip(lp.logprobs, ref.logprobs):  # the target's, not the draft's
+        assert a.token == b.token and math.isclose(a.logprob, b.logprob, abs_tol=2e-3)
+
+
+def test_the_draft_follows_the_prompt_cache(same: Engine, models: tuple[Path, Path]) -> None:
+    """A conversation going on reuses the target's cells (and a prefix copied to another sequence); the draft
+    catches up by comparing tokens, so its drafts stay right (almost all accepted)."""
+    first = same.submit(PROMPT, {**GREEDY, **DRAFT, "num_predict": 40}).result()
+    prompt = same.tokenize(PROMPT) + list(first.tokens) + same.tokenize(" abcde", add_special=False)
+    reqs = [same.submit(prompt, {**GREEDY, **DRAFT, "num_predict": 30}) for _ in range(3)]
+    outs = [r.result() for r in reqs]
+    ref = plain(models[0], prompt, {**GREEDY, "num_predict": 30})
+    for out in outs:
+        assert out.tokens == ref.tokens and out.draft_accepted >= 0.9 * out.draft_count > 0
+    assert max(o.cached_tokens for o in outs) >= len(prompt) - 8
