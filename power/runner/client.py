@@ -94,7 +94,7 @@ class RunnerProcess(asyncio.Protocol):
     """One runner process and its socket; every method runs in the loop thread."""
 
     def __init__(self, model_path: str, load: LoadOptions, adapters: Sequence[tuple[str, float]] = (),
-                 *, projector: str | None = None, log_level: str = "WARNING", cache_ram: int = 0,
+                 *, projector: str | None = None, draft: str | None = None, log_level: str = "WARNING", cache_ram: int = 0,
                  cache_disk: tuple[str, int] | None = None, rpc_servers: Sequence[str] = (),
                  on_exit: Callable[[RunnerProcess], None] | None = None,
                  on_progress: Callable[[float], None] | None = None, load_pause: float = 0.0) -> None:
@@ -109,6 +109,7 @@ class RunnerProcess(asyncio.Protocol):
         self.load = load
         self.adapters = list(adapters)
         self.projector = projector
+        self.draft = draft
         self.log_level = log_level
         self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
@@ -164,6 +165,8 @@ class RunnerProcess(asyncio.Protocol):
                "--parent", str(os.getpid()), "--log-level", self.log_level, "--cache-ram", str(self.cache_ram)]
         if self.projector:
             cmd += ["--projector", self.projector]
+        if self.draft:
+            cmd += ["--draft", self.draft]
         if self.cache_disk:
             cmd += ["--cache-dir", self.cache_disk[0], "--cache-disk", str(self.cache_disk[1])]
         if self.rpc_servers:

@@ -27,25 +27,30 @@ class ModelSpec:
     model_path: str
     adapters: tuple[tuple[str, float], ...] = ()
     projector: str | None = None
+    draft: str | None = None  # the draft model of speculative decoding
     options: Mapping[str, Any] = field(default_factory=dict)  # Modelfile PARAMETERs
     digest: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
-    size: int = 0  # bytes of model + adapters + projector; 0 = measure the files
+    size: int = 0  # bytes of model + adapters + projector + draft; 0 = measure the files
 
     def files_size(self) -> int:
         if self.size:
             return self.size
         total = 0
-        for path in [self.model_path, *(a for a, _ in self.adapters), *([self.projector] if self.projector else [])]:
+        for path in self.paths():
             try:
                 total += os.path.getsize(path)
             except OSError:
                 pass
         return total
 
+    def paths(self) -> list[str]:
+        """The files the runner opens: model, adapters, projector, draft."""
+        return [self.model_path, *(a for a, _ in self.adapters), *(p for p in (self.projector, self.draft) if p)]
+
     def same_files(self, other: ModelSpec) -> bool:
-        return (self.model_path, self.adapters, self.projector) == (other.model_path, other.adapters,
-                                                                   other.projector)
+        return (self.model_path, self.adapters, self.projector, self.draft) == (
+            other.model_path, other.adapters, other.projector, other.draft)
 
 
 Resolver = Callable[[str], ModelSpec]

@@ -24,7 +24,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ class ModelFacts:
     n_vocab: int = 0
     n_ctx_train: int = 0
     embedding: bool = False
+    draft: "ModelFacts | None" = None  # the draft model's, which runs beside it with the same contexts
 
 
 @lru_cache(maxsize=64)
@@ -112,14 +113,15 @@ def _array_len(v: object) -> int:
     return int(n) if isinstance(n, int) else 0
 
 
-def model_facts(path: str | Path) -> ModelFacts:
-    """Read (and cache) the facts of a GGUF file; unreadable headers give empty facts."""
+def model_facts(path: str | Path, draft: str | Path | None = None) -> ModelFacts:
+    """Read (and cache) the facts of a GGUF file, and of its draft model's; unreadable headers give empty facts."""
     p = Path(path)
     try:
-        return _facts(str(p), p.stat().st_mtime_ns)
+        facts = _facts(str(p), p.stat().st_mtime_ns)
     except (OSError, PowerError) as exc:
         log.warning("cannot read model header path=%s: %s", p, exc)
-        return ModelFacts()
+        facts = ModelFacts()
+    return replace(facts, draft=model_facts(draft)) if draft else facts
 
 
 @dataclass(frozen=True)
@@ -151,17 +153,24 @@ def prompt_cache_bytes(mib: int, available: int) -> int:
 
 
 def estimate(facts: ModelFacts, weights: int, load: LoadOptions, cache_ram: int = 0) -> MemoryEstimate:
-    """Estimate the resident size of a runner for ``load`` (bytes), with ``cache_ram`` for its prompt cache."""
+    """Estimate the resident size of a runner for ``load`` (bytes), with ``cache_ram`` for its prompt cache.
+
+    ``weights`` are the files' bytes (a draft model's included); a draft model's KV cache and compute buffers
+    (its context has the model's sequences, contexts and batch) are added to the model's."""
     n_ctx = load.num_ctx
     kv_type = load.kv_cache_type if load.kv_cache_type in _KV_BYTES else "f16"
-    per_token = facts.n_layer * facts.n_head_kv * (facts.key_length + facts.value_length) * _KV_BYTES[kv_type]
-    # Each parallel sequence gets its own num_ctx (not a shared, unified cache), as Ollama sizes it.
-    kv = 0 if facts.embedding else int(per_token * n_ctx * load.num_parallel)
-    ubatch = min(load.num_batch, n_ctx)
-    # logits + activations of one micro-batch, and (without flash attention) the attention scores.
-    compute = 4 * ubatch * (facts.n_vocab + 6 * facts.n_embd)
-    if load.flash_attn_mode != 1:
-        compute += 4 * ubatch * facts.n_head * n_ctx
+    kv = compute = 0
+    for f in (facts, facts.draft):
+        if f is None:
+            continue
+        per_token = f.n_layer * f.n_head_kv * (f.key_length + f.value_length) * _KV_BYTES[kv_type]
+        # Each parallel sequence gets its own num_ctx (not a shared, unified cache), as Ollama sizes it.
+        kv += 0 if facts.embedding else int(per_token * n_ctx * load.num_parallel)
+        ubatch = min(load.num_batch, n_ctx)
+        # logits + activations of one micro-batch, and (without flash attention) the attention scores.
+        compute += 4 * ubatch * (f.n_vocab + 6 * f.n_embd)
+        if load.flash_attn_mode != 1:
+            compute += 4 * ubatch * f.n_head * n_ctx
     return MemoryEstimate(weights, kv, compute + _OVERHEAD, prompt_cache=0 if facts.embedding else cache_ram)
 
 

@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", default="{}", help="LoadOptions as JSON")
     ap.add_argument("--adapters", default="[]", help="LoRA adapters as JSON [[path, scale], ...]")
     ap.add_argument("--projector", default=None, help="multimodal projector GGUF (mmproj)")
+    ap.add_argument("--draft", default=None, help="draft model GGUF (speculative decoding)")
     ap.add_argument("--parent", type=int, default=0, help="server pid: exit when it is gone")
     ap.add_argument("--log-level", default="WARNING")
     ap.add_argument("--cache-ram", type=int, default=0, help="bytes of host memory for saved prompt states")
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         adapters = [(str(path), float(scale)) for path, scale in json.loads(args.adapters)]
         engine = Engine(args.model, LoadOptions(**json.loads(args.load)), adapters=adapters,
                         progress=LoadProgress(outbox, args.load_pause), projector=args.projector,
-                        on_death=engine_died, cache_ram=args.cache_ram,
+                        draft=args.draft, on_death=engine_died, cache_ram=args.cache_ram,
                         rpc_servers=[e for e in args.rpc.split(",") if e],
                         cache_disk=(args.cache_dir, args.cache_disk) if args.cache_dir and args.cache_disk else None)
     except Exception as exc:

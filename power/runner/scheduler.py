@@ -245,9 +245,7 @@ class Scheduler:
         specs = self._lt.call(self._specs())
         paths: list[str] = []
         for m in specs:
-            paths += [m.spec.model_path, *(a for a, _ in m.spec.adapters)]
-            if m.spec.projector:
-                paths.append(m.spec.projector)
+            paths += m.spec.paths()
         return blob_digests(paths)
 
     def close(self, deadline: float = 30.0) -> None:
@@ -273,7 +271,7 @@ class Scheduler:
             raise EngineError("server is shutting down")
         spec = self._resolve(name)
         opts = {**parse_options(spec.options), **parse_options(options)}
-        facts = model_facts(spec.model_path)
+        facts = model_facts(spec.model_path, spec.draft)
         s = self.settings
         # RPC servers, like GPUs, take every layer unless num_gpu says otherwise.
         default_gpu = s.num_gpu if s.num_gpu is not None else (-1 if self._gpus or s.rpc_servers else 0)
@@ -421,7 +419,7 @@ class Scheduler:
         m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram + remote)
         self._models[spec.name] = m
         m.watch(watch)
-        m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector,
+        m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector, draft=spec.draft,
                                  log_level=self._log_level, cache_ram=est.prompt_cache,
                                  cache_disk=(str(self.settings.prompt_cache_dir), self.settings.cache_disk << 20)
                                  if self.settings.cache_disk and not facts.embedding else None,

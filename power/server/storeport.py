@@ -115,6 +115,7 @@ def resolver_for(library: Library) -> Callable[[str], ModelSpec]:
             name=record.name.display(), model_path=str(record.model_path),
             adapters=tuple((str(p), 1.0) for p in record.adapter_paths),
             projector=str(record.projector_paths[0]) if record.projector_paths else None,
+            draft=str(record.draft_path) if record.draft_path else None,
             options=dict(record.parameters), digest=record.digest,
             details=details(record.config, record.parent_model), size=record.size)
 

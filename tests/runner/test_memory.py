@@ -54,6 +54,17 @@ def test_estimate_grows_with_context_and_parallelism(models: dict[str, Path]) ->
     assert model_facts(Path("/nonexistent.gguf")).n_layer == 0
 
 
+def test_a_draft_models_kv_cache_and_buffers_are_counted(models: dict[str, Path]) -> None:
+    """The draft runs beside the model with the same sequences and contexts: its cache and buffers add up."""
+    alone = model_facts(models["other"])
+    both = model_facts(models["other"], models["other"])
+    assert both.draft == alone and alone.draft is None
+    load = LoadOptions(num_ctx=512, num_parallel=2)
+    one, two = estimate(alone, 1000, load), estimate(both, 2000, load)
+    assert two.kv_cache == 2 * one.kv_cache and two.compute - one.compute == one.compute - (64 << 20)
+    assert two.total == one.total + 1000 + one.kv_cache + one.compute - (64 << 20)
+
+
 def test_processor_split_and_vram(models: dict[str, Path]) -> None:
     assert processor_split(100, 0) == "100% CPU"
     assert processor_split(100, 100) == "100% GPU"

@@ -171,3 +171,16 @@ def test_create_with_a_draft_model_over_http(server: str, tmp_path: Path) -> Non
     assert bad.json()["error"] == ("draft model's vocabulary does not match the model's: the draft has 468 tokens "
                                    "and the model 268; they may differ by at most 128")
     assert "alienspec:latest" not in [m.model for m in client.list().models]
+    # The runner drafts with it: the same greedy answer as the model alone, drafts counted, a bigger /api/ps.
+    assert client.create(model="nospec", files={"target.gguf": digests["target.gguf"]}).status == "success"
+    answers, sizes = {}, {}
+    for name in ("speccy", "nospec"):
+        out = httpx.post(f"{server}/api/generate", timeout=120, json={
+            "model": name, "prompt": "abc abc", "stream": False, "options": {"temperature": 0, "num_predict": 24}})
+        assert out.status_code == 200, out.text
+        answers[name] = out.json()
+        sizes[name] = next(m.size for m in client.ps().models if m.model == f"{name}:latest")
+    assert answers["speccy"]["response"] == answers["nospec"]["response"]
+    assert answers["speccy"]["eval_count"] == 24 and answers["speccy"]["draft_count"] > 0
+    assert "draft_count" not in answers["nospec"]
+    assert sizes["speccy"] > sizes["nospec"] + draft.stat().st_size
