@@ -145,7 +145,7 @@ CREATE = {
         "files": {"type": "object", "additionalProperties": _S},
         "adapters": {"type": "object", "additionalProperties": _S},
         "draft_files": {"type": "object", "additionalProperties": _S},
-        "draft": _S,
+        "draft": _S, "draft_quantize": _S,
         "template": _S, "system": _S, "license": {"anyOf": [_S, {"type": "array", "items": _S}]},
         "parameters": _OBJ, "messages": {"type": "array", "items": _NATIVE_MESSAGE}, "quantize": _S,
         "stream": _B, "renderer": _S, "parser": _S, "requires": _S,

@@ -32,7 +32,7 @@ class Models(Protocol):
     def delete(self, model: str) -> None: ...
 
     def create(self, model: str, modelfile: str, base_dir: Path, *, quantize: str,
-               progress: Progress) -> None: ...
+               progress: Progress, draft_quantize: str = "") -> None: ...
 
 
 def create_body(req: CreateRequest) -> dict[str, Any]:
@@ -53,8 +53,9 @@ def create_body(req: CreateRequest) -> dict[str, Any]:
         body["parameters"] = dict(req.parameters)
     if req.messages:
         body["messages"] = [dict(m) for m in req.messages]
-    if req.quantize:
-        body["quantize"] = req.quantize
+    for key in ("quantize", "draft_quantize"):
+        if getattr(req, key):
+            body[key] = getattr(req, key)
     return body
 
 
@@ -82,7 +83,7 @@ class RemoteModels:
         self.client.delete(model)
 
     def create(self, model: str, modelfile: str, base_dir: Path, *, quantize: str,
-               progress: Progress) -> None:
+               progress: Progress, draft_quantize: str = "") -> None:
         progress({"status": "gathering model components"})
 
         def upload(path: Path) -> BlobInfo:
@@ -96,7 +97,8 @@ class RemoteModels:
                       "completed": size})
             return BlobInfo(digest, size, created)
 
-        req = request_from_modelfile(parse_modelfile(modelfile), model, base_dir, upload, quantize=quantize)
+        req = request_from_modelfile(parse_modelfile(modelfile), model, base_dir, upload, quantize=quantize,
+                                     draft_quantize=draft_quantize)
         for status in self.client.create(create_body(req)):
             progress(status)
 
@@ -120,7 +122,8 @@ class LocalModels:
         self.store.delete(model)
 
     def create(self, model: str, modelfile: str, base_dir: Path, *, quantize: str,
-               progress: Progress) -> None:
+               progress: Progress, draft_quantize: str = "") -> None:
         progress({"status": "gathering model components"})
-        for status in self.store.create_from_modelfile(model, modelfile, base_dir, quantize=quantize):
+        for status in self.store.create_from_modelfile(model, modelfile, base_dir, quantize=quantize,
+                                                       draft_quantize=draft_quantize):
             progress(status)

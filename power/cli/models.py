@@ -56,7 +56,8 @@ def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
     parse_modelfile(text)  # syntax errors first, before any progress is drawn
     view = ProgressView(ctx.err, tty=ctx.interactive_err)
     try:
-        ctx.models().create(args.model, text, base_dir, quantize=args.quantize, progress=view.update)
+        ctx.models().create(args.model, text, base_dir, quantize=args.quantize,
+                            draft_quantize=args.draft_quantize, progress=view.update)
     except PowerError:
         view.close()
         raise

@@ -68,6 +68,7 @@ def build_parser(*, hidden: bool = True) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-f", "--file", default="", help='Name of the Modelfile (default "Modelfile")')
     p.add_argument("-q", "--quantize", default="", help="Quantize model to this level (e.g. q4_K_M)")
+    p.add_argument("--draft-quantize", default="", help="Quantize the DRAFT model to this level (e.g. q2_K)")
 
     p = _add(sub, "show", "show:cmd_show", "Show information for a model")
     p.add_argument("model", metavar="MODEL")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Protocol
 from power.errors import InvalidRequest, ModelNotFound, NativeError, NotFound
 from power.names import parse_name
 from power.store.blobs import BlobInfo, sha256_digest
-from power.store.ggml_types import QUANTIZE_SOURCES, parse_quantize_type
+from power.store.ggml_types import can_quantize, parse_quantize_type
 from power.store.gguf import GGUFFile, is_gguf, read_gguf
 from power.store.layout import Layout
 from power.store.manifest import (
@@ -206,8 +206,12 @@ def _create(ctx: StoreContext, session: _Session, req: CreateRequest) -> Iterato
         yield {"status": "parsing GGUF"}
         items = [i for i in items if i.layer.media_type != MEDIA_DRAFT] + [draft]
     _check_draft(layout, items)
+    if req.draft_quantize and not any(i.layer.media_type == MEDIA_DRAFT for i in items):
+        raise InvalidRequest("draft_quantize requires a DRAFT model")
     if req.quantize:
         items = yield from _quantize(ctx, session, items, parse_quantize_type(req.quantize))
+    if req.draft_quantize:
+        items = yield from _quantize(ctx, session, items, parse_quantize_type(req.draft_quantize), MEDIA_DRAFT)
     config = _config(items, base_config, req)
     items = yield from _set_text_layers(ctx, session, items, req)
 
@@ -305,17 +309,19 @@ def _file_item(layout: Layout, session: _Session, key: str, digest: str, adapter
     return _Item(Layer(media, digest, layout.blobs.size(digest)), gguf)
 
 
-def _quantize(ctx: StoreContext, session: _Session, items: list[_Item],
-              want: str) -> Generator[Progress, None, list[_Item]]:
+def _quantize(ctx: StoreContext, session: _Session, items: list[_Item], want: str,
+              media: str = MEDIA_MODEL) -> Generator[Progress, None, list[_Item]]:
+    """Quantize the layers of ``media`` (the model's, or the draft model's) to ``want``."""
     out: list[_Item] = []
     for item in items:
         g = item.gguf
-        if item.layer.media_type != MEDIA_MODEL or g is None or g.file_type_name == want:
+        if item.layer.media_type != media or g is None or g.file_type_name == want:
             out.append(item)
             continue
         have = g.file_type_name
-        if have not in QUANTIZE_SOURCES:
-            raise InvalidRequest("quantization is only supported for F16, BF16 and F32 models")
+        if not can_quantize(have, want):
+            raise InvalidRequest(f"quantization is only supported for F16, BF16 and F32 models, or to a smaller "
+                                 f"type than a quantized model's ({have} to {want} is not)")
         src = ctx.layout.blobs.path(item.layer.digest)
         yield {"status": f"quantizing {have} model to {want}", "digest": "0000000000000000",
                "total": item.layer.size, "completed": 0}
@@ -330,7 +336,7 @@ def _quantize(ctx: StoreContext, session: _Session, items: list[_Item],
                "total": item.layer.size, "completed": item.layer.size}
         yield {"status": "verifying conversion"}
         new = read_gguf(ctx.layout.blobs.path(info.digest), max_array_items=0)
-        out.append(_Item(Layer(MEDIA_MODEL, info.digest, info.size), new))
+        out.append(_Item(Layer(media, info.digest, info.size), new))
     return out
 
 

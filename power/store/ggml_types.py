@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from power.errors import InvalidRequest
 
 __all__ = [
-    "TensorType", "TENSOR_TYPES", "FILE_TYPE_NAMES", "QUANTIZE_TYPES",
+    "TensorType", "TENSOR_TYPES", "FILE_TYPE_NAMES", "QUANTIZE_TYPES", "BITS_PER_WEIGHT", "can_quantize",
     "file_type_name", "parse_quantize_type", "file_type_from_tensors", "f32_shortest",
 ]
 
@@ -61,6 +61,22 @@ QUANTIZE_TYPES: dict[str, int] = {
 
 # Input file types a quantization may start from.
 QUANTIZE_SOURCES = frozenset({"F32", "F16", "BF16"})
+
+# About how many bits a weight each type takes (llama-quantize's list): a model already quantized may be
+# requantized only to a type of fewer (a smaller draft model made from its target, issue 17).
+BITS_PER_WEIGHT: dict[str, float] = {
+    "Q2_K": 2.96, "Q3_K_S": 3.41, "Q3_K_M": 3.74, "Q3_K_L": 4.03, "Q4_0": 4.34, "Q4_K_S": 4.37, "Q4_K_M": 4.58,
+    "Q4_1": 4.78, "Q5_0": 5.21, "Q5_K_S": 5.21, "Q5_K_M": 5.33, "Q5_1": 5.65, "Q6_K": 6.14, "Q8_0": 7.96,
+    "F16": 16.0, "BF16": 16.0, "F32": 32.0,
+}
+
+
+def can_quantize(have: str, want: str) -> bool:
+    """Whether a model of file type ``have`` may be quantized to ``want``: from F32/F16/BF16 to any type, or
+    requantized from another type to a smaller one."""
+    if have in QUANTIZE_SOURCES:
+        return True
+    return have in BITS_PER_WEIGHT and BITS_PER_WEIGHT[want] < BITS_PER_WEIGHT[have]
 
 
 def file_type_name(file_type: int | None) -> str:

@@ -196,9 +196,9 @@ class ModelStore:
         return create_model(self.ctx, request)
 
     def create_from_modelfile(self, model: str, modelfile: str | bytes, base_dir: Path, *,
-                              quantize: str = "") -> Iterator[dict[str, Any]]:
+                              quantize: str = "", draft_quantize: str = "") -> Iterator[dict[str, Any]]:
         """Create from Modelfile text whose relative paths start at ``base_dir`` (the CLI form)."""
         parsed = parse_modelfile(modelfile)
         parse_name(model)
         return create_model(self.ctx, lambda add: request_from_modelfile(
-            parsed, model, Path(base_dir), add, quantize=quantize))
+            parsed, model, Path(base_dir), add, quantize=quantize, draft_quantize=draft_quantize))

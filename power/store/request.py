@@ -66,6 +66,7 @@ class CreateRequest:
     # The draft model for speculative decoding: a GGUF by digest (Ollama's draft_files) or a stored model's name.
     draft_files: Mapping[str, str] = field(default_factory=dict)
     draft: str = ""
+    draft_quantize: str = ""  # Ollama's: quantize the draft model to this type
 
     def __post_init__(self) -> None:
         _check_limits(self, CREATE_LIMITS)
@@ -109,6 +110,7 @@ class CreateRequest:
             quantize=_quantize(_text(body, "quantize") or _text(body, "quantization")),
             renderer=_text(body, "renderer"), parser=_text(body, "parser"),
             requires=_text(body, "requires"), draft_files=draft_files, draft=draft,
+            draft_quantize=_quantize(_text(body, "draft_quantize")),
         )
 
 
@@ -229,6 +231,7 @@ def request_from_modelfile(
     add_file: Callable[[Path], BlobInfo],
     *,
     quantize: str = "",
+    draft_quantize: str = "",
 ) -> CreateRequest:
     """Turn a parsed Modelfile into a create request, copying its files with ``add_file``.
 
@@ -245,7 +248,7 @@ def request_from_modelfile(
         license=tuple(licenses) if licenses else None,
         parameters=modelfile.parameters or None,
         messages=tuple(modelfile.messages) or None,
-        quantize=_quantize(quantize),
+        quantize=_quantize(quantize), draft_quantize=_quantize(draft_quantize),
         renderer=modelfile.last("renderer") or "", parser=modelfile.last("parser") or "",
         requires=modelfile.last("requires") or "",
     )

@@ -117,3 +117,27 @@ def test_bad_drafts_change_nothing(store: ModelStore, model_dir: Path, tmp_path:
             list(store.create({"model": "bad", "from": "base", **body}))
         assert snapshot(store) == before, body
     assert parse_modelfile("FROM a\ndraft ./x.gguf\n").last("draft") == "./x.gguf"
+
+
+def test_a_draft_quantized_from_its_target(tmp_path: Path) -> None:
+    """Issue 17's draft: the target itself requantized to a smaller type (draft_quantize, or create --quantize
+    of a quantized model to fewer bits); a larger type is still refused, and the draft needs a DRAFT."""
+    pytest.importorskip("power.native", exc_type=ImportError)
+    src = write_llama(tmp_path / "f16.gguf", f16=True)
+    store = ModelStore(tmp_path / "models")
+    list(store.create_from_modelfile("q8", f"FROM {src}\n", tmp_path, quantize="q8_0"))
+    q8 = store.get("q8")
+    got = [p["status"] for p in store.create({"model": "spec", "from": "q8", "draft": "q8",
+                                              "draft_quantize": "q4_0"})]
+    assert "quantizing Q8_0 model to Q4_0" in got and got[-1] == "success"
+    spec = store.get("spec")
+    assert spec.model_path == q8.model_path and spec.draft_path not in (None, q8.model_path)
+    assert read_gguf(spec.draft_path, max_array_items=0).file_type_name == "Q4_0"
+    assert spec.config.file_type == "Q8_0" and store.show("spec")["details"]["draft"]["quantization_level"] == "Q4_0"
+    assert spec.draft_path is not None and spec.draft_path.stat().st_size < q8.model_path.stat().st_size
+    list(store.create({"model": "q4", "from": "q8", "quantize": "q4_0"}))  # the model itself, requantized
+    assert store.get("q4").config.file_type == "Q4_0"
+    with pytest.raises(InvalidRequest, match="Q4_0 to Q8_0 is not"):
+        list(store.create({"model": "up", "from": "q4", "quantize": "q8_0"}))
+    with pytest.raises(InvalidRequest, match="draft_quantize requires a DRAFT model"):
+        list(store.create({"model": "nodraft", "from": "q8", "draft_quantize": "q4_0"}))
