@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,9 @@ SAMPLING = {"greedy": {"temperature": 0}, "default": {"temperature": 0.8, "top_k
 class Peer:
     """llama-server on a free loopback port."""
 
-    def __init__(self, exe: Path, model: Path, threads: int, ctx: int, slots: int, sampling: str) -> None:
+    def __init__(self, exe: Path, model: Path, threads: int, ctx: int, slots: int, sampling: str,
+                 extra: Sequence[str] = ()) -> None:
+        """``extra``: more llama-server arguments (a draft model's, say)."""
         self.sampling = SAMPLING[sampling]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -77,7 +79,7 @@ class Peer:
         self.proc = subprocess.Popen(
             [str(exe), "-m", str(model), "-t", str(threads), "-tb", str(threads), "-c", str(ctx * slots),
              "-np", str(slots), "-b", "512", "-ub", "512", "--host", "127.0.0.1", "--port", str(self.port),
-             "--no-webui", "-ngl", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--no-webui", "-ngl", "0", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
