@@ -292,9 +292,7 @@ class Engine:
                                                       use_gpu=self.load.num_gpu != 0)
                     self._ctx.set_projector(self.projector)
                 if draft:
-                    self.draft = native.Model(draft, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
-                                              use_mmap=self.load.use_mmap)
-                    self._ctx.set_draft(self.draft)
+                    self._set_draft(draft)
         except BaseException:
             for c in (self._ctx, self.projector, self.draft):
                 if c is not None:
@@ -323,6 +321,19 @@ class Engine:
         assert self.cache_disk is not None
         key = state_key(self.model_path, self.adapters, self.projector_path, self.n_ctx_seq, self.load)
         return state_folder(self.cache_disk[0], key), key
+
+    def _set_draft(self, path: str) -> None:
+        """Load the draft model beside the model; a model whose cells cannot be cut (a recurrent one) runs
+        without it, as a model without a draft does."""
+        self.draft = native.Model(path, n_gpu_layers=self.load.num_gpu, main_gpu=self.load.main_gpu,
+                                  use_mmap=self.load.use_mmap)
+        assert self._ctx is not None
+        try:
+            self._ctx.set_draft(self.draft)
+        except NativeError as exc:
+            log.warning("draft model not used model=%s draft=%s: %s", self.model_path, path, exc)
+            self.draft.close()
+            self.draft = None
 
     def _make_context(self, *, embeddings: bool) -> native.Context:
         lo = self.load
