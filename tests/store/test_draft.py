@@ -116,6 +116,12 @@ def test_bad_drafts_change_nothing(store: ModelStore, model_dir: Path, tmp_path:
         with pytest.raises(error, match=match):
             list(store.create({"model": "bad", "from": "base", **body}))
         assert snapshot(store) == before, body
+    # A new model under an inherited draft is checked against it too.
+    list(store.create_from_modelfile("spec", "FROM ./tiny.gguf\nDRAFT ./tiny.gguf\n", model_dir))
+    before = snapshot(store)
+    with pytest.raises(InvalidRequest, match="the draft has 268 tokens and the model 398"):
+        list(store.create({"model": "spec2", "from": "spec", "files": {"o.gguf": store.blobs.add_file(other).digest}}))
+    assert {k for k in snapshot(store) if "manifests" in k} == {k for k in before if "manifests" in k}
     assert parse_modelfile("FROM a\ndraft ./x.gguf\n").last("draft") == "./x.gguf"
 
 
