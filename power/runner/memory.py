@@ -423,9 +423,10 @@ def place(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, gpus: Seque
 
     Without ``spread``, the fewest GPUs: ``main_gpu`` alone when it fits, else the
     one with the most free memory, else the largest ones until they fit. With
-    ``spread``, every GPU. The share is split in proportion to free memory.
+    ``spread``, every GPU. The share is split in proportion to free memory. The part of the offloaded
+    layers that goes to RPC servers (``est.remote``) is theirs: only the rest is placed here.
     """
-    need = vram_share(est, load, facts, gpus)
+    need = max(0, vram_share(est, load, facts, gpus) - est.remote)
     if need <= 0:
         return Placement()
     by_free = sorted(gpus, key=lambda g: (-g.free, g.index))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,9 +22,13 @@ from power.runner.memory import (
     model_facts,
     nvml_gpus,
     parse_memsize,
+    Placement,
     place,
     processor_split,
+    remote_share,
 )
+from tests.rpcservers import RpcServerProcess
+from tests.server.live import free_port
 
 GiB = 1 << 30
 SMI = "0, NVIDIA A10, 23028, 22000\n"
@@ -112,6 +117,22 @@ def test_placement_fits_the_fewest_gpus_unless_spread() -> None:
     assert half.vram == EST.total // 2 and len(half.per_gpu) == 1
 
 
+def test_placement_leaves_the_rpc_servers_share_off_the_local_gpus() -> None:
+    load = LoadOptions(num_gpu=-1)
+    remote = remote_share(EST, load, FACTS, 4 * GiB, 4 * GiB)
+    assert remote == EST.total // 2
+    with_rpc = replace(EST, remote=remote)
+    one = place(with_rpc, load, FACTS, two(4 * GiB, 0))
+    assert one.per_gpu == ((0, EST.total - remote),) and one.short == 0
+    both = place(with_rpc, load, FACTS, two(2 * GiB, 2 * GiB), spread=True)
+    assert both.vram == EST.total - remote and both.short == 0
+    assert place(with_rpc, load, FACTS, two(GiB, 0)).short == EST.total - remote - GiB
+    half = place(replace(EST, remote=EST.total // 4), LoadOptions(num_gpu=16), FACTS, two(8 * GiB, 8 * GiB))
+    assert half.vram == EST.total // 2 - EST.total // 4
+    # Every offloaded byte on the servers: nothing is placed here.
+    assert place(replace(EST, remote=EST.total), load, FACTS, two(GiB, GiB)) == Placement()
+
+
 def test_default_layers_fit_free_vram_and_ps_text() -> None:
     assert fit_layers(EST, FACTS, two(8 * GiB, 8 * GiB)) == -1
     layers = fit_layers(EST, FACTS, [GPU(0, "a", 4 * GiB, 3 * GiB)])
@@ -165,3 +186,23 @@ def test_vram_refuses_explicit_offload_and_evicts_idle_models(
     room_for_one.load("tiny")
     room_for_one.load("other")
     assert [(r["name"], r["processor"]) for r in room_for_one.ps()] == [("other", "100% GPU")]
+
+
+def test_a_model_split_over_a_local_gpu_and_an_rpc_server_counts_each_share_once(
+        gpu_scheduler: Callable[..., Scheduler], models: dict[str, Path], settings: Settings,
+        tmp_path: Path) -> None:
+    tiny = sizes(models, "tiny", settings)
+    # A real rpc-server that offers 48 MiB: llama.cpp gives it its share of the layers by free memory.
+    server = RpcServerProcess(free_port(), tmp_path / "rpc.log", mem_mib=48)
+    try:
+        assert server.info.free == 48 << 20
+        gpu_free = tiny // 2
+        remote = min(48 << 20, tiny * (48 << 20) // ((48 << 20) + gpu_free))
+        assert tiny - remote <= gpu_free < tiny  # the local share fits the GPU; the whole model would not
+        sched = gpu_scheduler([GPU(0, "a", GiB, gpu_free)], rpc_servers=(server.endpoint,))
+        sched.load("tiny", {"num_gpu": 99})
+        (row,) = sched.ps()
+        # Offloaded whole, its bytes counted once: the GPU holds the rest of what the server does not.
+        assert row["size_vram"] == row["size"] and row["processor"] == "100% GPU", row
+    finally:
+        server.stop()
