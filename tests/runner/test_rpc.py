@@ -17,7 +17,7 @@ import pytest
 
 from power.errors import RpcUnreachable
 from power.runner import RunnerCrashed, Scheduler
-from tests.rpcservers import RpcServerProcess
+from tests.rpcservers import RpcServerProcess, running_servers
 from tests.server.live import free_port
 
 GREEDY = {"num_predict": 24, "temperature": 0}
@@ -27,10 +27,7 @@ PROMPT = "the quick brown fox jumps over"
 # Requested before make_scheduler by each test, so the servers outlive the runners that use them.
 @pytest.fixture
 def rpc_servers(tmp_path: Path) -> Iterator[list[RpcServerProcess]]:
-    servers = [RpcServerProcess(free_port(), tmp_path / f"rpc{i}.log") for i in range(2)]
-    yield servers
-    for s in servers:
-        s.stop()
+    yield from running_servers(tmp_path)
 
 
 def endpoints(servers: list[RpcServerProcess]) -> tuple[str, ...]:
