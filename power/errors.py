@@ -14,6 +14,7 @@ class knows the HTTP status it maps to and the CLI exit code::
     │   └── ModelNotFound           404
     │   └── RequestTimeout          408  (headers or body not received in time)
     ├── Busy                        503  (queue full)
+    ├── ShuttingDown                503  (SIGTERM: no new work; a balancer retries it elsewhere)
     ├── RpcUnreachable              502  (a llama.cpp RPC server did not answer)
     ├── TimedOut                    504  (no first token, or the whole request, in time)
     ├── Canceled                    499
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "PowerError", "InvalidRequest", "InvalidName", "ModelfileError", "TemplateError",
-    "GGUFError", "NotFound", "ModelNotFound", "Busy", "RpcUnreachable", "Canceled", "StoreError", "RequestTimeout", "TimedOut",
+    "GGUFError", "NotFound", "ModelNotFound", "Busy", "ShuttingDown", "RpcUnreachable", "Canceled", "StoreError", "RequestTimeout", "TimedOut",
     "DigestMismatch", "InvalidDigest", "ManifestError", "RegistryError", "RemoteNotFound", "NativeError", "EngineError",
 ]
 
@@ -90,6 +91,12 @@ class ModelNotFound(NotFound):
 
 class Busy(PowerError):
     """server busy, please try again.  maximum pending requests exceeded"""
+
+    status = 503
+
+
+class ShuttingDown(PowerError):
+    """server is shutting down"""
 
     status = 503
 

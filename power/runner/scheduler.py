@@ -25,7 +25,7 @@ from typing import Any
 from power.config import Settings
 from power.engine.options import LoadOptions, parse_options
 from power.engine.rpc import parse_endpoints, probe_all
-from power.errors import Busy, EngineError, InvalidRequest, PowerError
+from power.errors import Busy, InvalidRequest, PowerError, ShuttingDown
 from power.runner.client import LoopThread, RunnerProcess, VocabProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
 from power.runner.loaded import Loaded, ModelSpec, ProgressWatcher, Resolver
@@ -268,7 +268,7 @@ class Scheduler:
     def _prepare(self, name: str, options: Mapping[str, Any] | None
                  ) -> tuple[ModelSpec, dict[str, Any], LoadOptions, ModelFacts]:
         if self._closing:
-            raise EngineError("server is shutting down")
+            raise ShuttingDown()
         spec = self._resolve(name)
         opts = {**parse_options(spec.options), **parse_options(options)}
         facts = model_facts(spec.model_path, spec.draft)
@@ -298,7 +298,7 @@ class Scheduler:
 
     def _tokens(self, name: str, op: str, fields: dict[str, Any]) -> Any:
         if self._closing:
-            raise EngineError("server is shutting down")
+            raise ShuttingDown()
         spec = self._resolve(name)
         try:
             return self._token_call(spec, op, fields, loaded=True)
@@ -338,7 +338,7 @@ class Scheduler:
                         watch: ProgressWatcher | None = None) -> int:
         """Send one request answered into ``sinks`` (the choices of a prompt each hold a sequence)."""
         if self._closing:
-            raise EngineError("server is shutting down")
+            raise ShuttingDown()
         m, load_ns = await self._acquire(spec, load, facts, ka, strict=op in ("submit", "embed", "rank", "health"),
                                          n=len(sinks), watch=watch)
         for sink in sinks:
@@ -627,7 +627,7 @@ class Scheduler:
         for m in models:
             if m.runner is not None and m.refs:
                 log.warning("shutdown deadline passed, ending %d request(s) of model=%s", m.refs, m.name)
-                m.runner.fail_all(EngineError("server is shutting down"))
+                m.runner.fail_all(ShuttingDown())
         stops = [self._stop(m, "unload") for m in models]
         if self._vocab is not None:
             stops.append(self._vocab.stop("unload"))

@@ -16,7 +16,7 @@ from typing import Any
 
 import falcon
 
-from power.errors import Busy, PowerError
+from power.errors import Busy, PowerError, ShuttingDown
 
 __all__ = ["install_error_handlers", "error_body", "openai_error_type", "is_openai_path", "is_anthropic_path",
            "anthropic_error", "anthropic_status"]
@@ -85,7 +85,7 @@ def _power_error(req: falcon.Request, resp: falcon.Response, ex: PowerError, par
     status = anthropic_status(ex) if is_anthropic_path(req.path) else int(getattr(ex, "status", 500))
     if status >= 500:
         log.warning("request failed rid=%s status=%d error=%s", req.context.get("rid"), status, ex)
-    if isinstance(ex, Busy):
+    if isinstance(ex, (Busy, ShuttingDown)):
         resp.set_header("Retry-After", "1")
     _write(req, resp, status, str(ex))
 

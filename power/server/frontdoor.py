@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Arrival", "CONTROL_ROUTES", "HEAD_TIMEOUT_ANSWER", "MAX_PREREAD_BODY", "error_response", "head_end", "is_control",
-           "announced_body"]
+           "announced_body", "request_path"]
 
 # GET/HEAD routes that answer from memory or the model folder, never from a runner.
 CONTROL_ROUTES = frozenset({"/", "/api/tags", "/api/ps", "/api/version", "/health", "/metrics", "/v1/models",
@@ -56,19 +58,26 @@ def announced_body(head: bytes) -> int | None:
     return int(m.group(1)) if m else 0
 
 
+def request_path(head: bytes) -> str:
+    """The path of the request line (no query string, no trailing slash); "" where there is no request line."""
+    m = _LINE.match(head)
+    if m is None:
+        return ""
+    return (m.group(2).split(b"?", 1)[0].rstrip(b"/") or b"/").decode("latin-1")
+
+
 def is_control(head: bytes) -> bool:
     """Whether the request line asks a control-plane route (GET or HEAD, any query string)."""
     m = _LINE.match(head)
-    if m is None or m.group(1) not in (b"GET", b"HEAD"):
-        return False
-    path = m.group(2).split(b"?", 1)[0].rstrip(b"/") or b"/"
-    return path.decode("latin-1") in CONTROL_ROUTES
+    return m is not None and m.group(1) in (b"GET", b"HEAD") and request_path(head) in CONTROL_ROUTES
 
 
-def error_response(status: int, reason: str, message: str) -> bytes:
-    """A whole HTTP/1.1 answer with Ollama's error shape, closing the connection."""
-    body = json.dumps({"error": message}, ensure_ascii=False).encode("utf-8")
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n"
+def error_response(status: int, reason: str, message: str, *, error: Any = None,
+                   headers: Mapping[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.1 answer with Ollama's error shape (or the object ``error``), closing the connection."""
+    body = json.dumps({"error": message} if error is None else error, ensure_ascii=False).encode("utf-8")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n{extra}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1") + body
 
 
@@ -116,6 +125,10 @@ class Arrival:
     @property
     def control(self) -> bool:
         return self.head_len >= 0 and is_control(bytes(self.buf[:self.head_len]))
+
+    @property
+    def path(self) -> str:
+        return request_path(bytes(self.buf[:self.head_len])) if self.head_len >= 0 else ""
 
     def deadline(self) -> float:
         """When this arrival has waited too long (monotonic seconds)."""

@@ -16,10 +16,17 @@ deadlines (P6):
 - body: after ``body_grace`` seconds it must average ``body_min_rate`` bytes a
   second, else ``RequestTimeout`` (408 from the app) and the connection closes.
 
-SIGTERM (P8) stops accepting (gthread does that) and asks the scheduler to let
-streams finish for ``shutdown_timeout`` seconds, then end the rest with an
-error line and stop every runner, so the worker exits within gunicorn's
-``graceful_timeout`` and nothing is killed mid-write.
+SIGTERM (P8) asks the scheduler to let streams finish for ``shutdown_timeout``
+seconds, then end the rest with an error line (``{"error": ...}`` in NDJSON, an
+error event in SSE) and stop every runner, so the worker exits within
+gunicorn's ``graceful_timeout`` and nothing is killed mid-write. Meanwhile the
+worker keeps accepting (gthread alone would leave new connections unanswered
+in the listen backlog until it exits): control-plane polls are answered, so
+``/health`` says 503 "the server is shutting down", and every other request
+gets ``503`` with ``Retry-After`` from the event loop before any work starts, so
+a balancer (nginx's ``proxy_next_upstream http_503``) sends it to another
+replica. Once the streams are over it stops accepting and exits. A ``kill -9``
+leaves nothing to write an error line: those streams are cut.
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ from gunicorn.http.errors import NoMoreData  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
 from power.config import Settings, load_settings
-from power.errors import RequestTimeout
+from power.errors import RequestTimeout, ShuttingDown
+from power.server.errors import error_body
 from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
 from power.server.threads import ElasticPool
@@ -52,6 +60,9 @@ __all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL
 SWITCH_INTERVAL = 0.0005
 # Threads kept for control-plane routes (/api/tags, /api/ps, /health, ...), which no stream can take.
 CONTROL_THREADS = 4
+# What a request that arrives after SIGTERM is told (with 503 and Retry-After), as the scheduler says it.
+STOPPING = str(ShuttingDown())
+STOPPING_IDLE_S = 1.0  # how long a connection accepted while stopping may take to send its request
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +255,8 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         conn.close()
 
     def _dispatch(self, conn: Any, arrival: Arrival) -> None:
+        if not self.alive and not arrival.control:
+            return self._refuse_stopping(conn, arrival)
         if arrival.control and self._answer_here(conn, arrival):
             return
         conn.data_ready = True
@@ -300,7 +313,9 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         super().murder_pending()
         now = time.monotonic()
         for conn, arrival in list(self._arrivals.items()):
-            idle_while_stopping = not self.alive and arrival.first_byte is None
+            # Stopping: an idle kept-alive connection is closed; one just accepted gets a moment to send.
+            idle_while_stopping = (not self.alive and arrival.first_byte is None
+                                   and now - arrival.opened > STOPPING_IDLE_S)
             if arrival.deadline() > now and not idle_while_stopping:
                 continue
             self._forget(conn)
@@ -309,16 +324,40 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                 self._close(conn)
                 continue
             log.info("client too slow sending its request, closing received=%d", len(arrival.buf))
-            try:
-                conn.sock.send(answer)
-                conn.sock.shutdown(socket.SHUT_WR)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                    log.debug("408 not sent error=%s", exc)
-            self._linger(conn)
+            self._refuse(conn, answer)
         for conn, until in list(self._lingering.items()):
             if until <= now:
                 self._unlinger(conn)
+        if not self.alive and not self._draining():
+            super().set_accept_enabled(False)  # the streams are over: nothing more is taken
+
+    # ---- SIGTERM: new requests are refused with 503 while the streams drain ------------------------------
+    def _draining(self) -> bool:
+        closer = self._closer
+        return (not self.alive and closer is not None and closer.is_alive()
+                and self.nr_conns < self.worker_connections)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gthread stops accepting at SIGTERM; while the streams drain this worker goes on, to refuse with 503."""
+        if enabled or not self._draining():
+            super().set_accept_enabled(enabled)
+
+    def _refuse_stopping(self, conn: Any, arrival: Arrival) -> None:
+        path = arrival.path
+        log.info("refusing a request while shutting down path=%s", path)
+        self._refuse(conn, error_response(503, "Service Unavailable", "", error=error_body(path, 503, STOPPING),
+                                          headers={"Retry-After": "1"}))
+
+    def _refuse(self, conn: Any, answer: bytes) -> None:
+        """Send a short final answer, end our side, and drain what the client still sends until it closes."""
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.send(answer)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                log.debug("refusal not sent error=%s", exc)
+        self._linger(conn)
 
     def _linger(self, conn: Any) -> None:
         """Keep reading (and dropping) what a refused client still sends for a moment, so it reads our answer.

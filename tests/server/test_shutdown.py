@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from power.store import ModelStore
 from tests.runner.procs import pid_alive, wait_for
 from tests.server.conftest import add_model
 from tests.server.live import LiveServer, runner_pids
 from tests.tinymodels import write_llama
+
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
 
 SHUTDOWN_S = 3.0
 
@@ -87,18 +91,76 @@ def test_sigterm_ends_a_long_stream_with_an_error_line(home_template: Path) -> N
     assert wait_for(lambda: not any(pid_alive(p) for p in runners), 5)
 
 
-def test_new_requests_are_not_served_while_shutting_down(home_template: Path) -> None:
-    server = _server(home_template)
-    _, _, reader = _start_stream(server, 1_000_000)
+def test_new_requests_get_503_with_retry_after_while_streams_drain(home_template: Path) -> None:
+    server = _server(home_template, A3S_POWER_SHUTDOWN_TIMEOUT="20")
+    lines, _, reader = _start_stream(server, 1_000_000)
     os.kill(server.proc.pid, signal.SIGTERM)
     time.sleep(0.5)
-    try:  # the worker accepts nothing more: refused, or reset when the server is gone
-        status, _ = server.request("GET", "/api/version", timeout=SHUTDOWN_S + 30)
-    except OSError:
-        status = 0
-    assert status == 0
+    # Answered at once (not left in the listen backlog until the worker exits), before any work starts, in
+    # each API's error shape: a balancer retries them on another replica (nginx: proxy_next_upstream http_503).
+    t0 = time.monotonic()
+    for path, body, error in [
+            ("/api/generate", {"model": "tiny", "prompt": "hi"}, {"error": "server is shutting down"}),
+            ("/v1/completions", {"model": "tiny", "prompt": "hi"},
+             {"error": {"message": "server is shutting down", "type": "api_error", "param": None, "code": None}}),
+            ("/v1/messages", {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+             {"type": "error", "error": {"type": "overloaded_error", "message": "server is shutting down"}}),
+            ("/api/pull", {"model": "library/other"}, {"error": "server is shutting down"})]:
+        resp = requests.post(f"{server.url}{path}", json=body, timeout=10)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "1", (path, resp.status_code, resp.text)
+        assert resp.json() == error, path
+    health = requests.get(f"{server.url}/health", timeout=10)  # readiness probes see why
+    assert health.status_code == 503 and health.json()["reasons"] == ["the server is shutting down"]
+    assert time.monotonic() - t0 < 10
+    assert server.proc.poll() is None and "error" not in lines[-1]  # the stream goes on meanwhile
+    assert server.proc.wait(20 + 30) == 0
+    reader.join(10)
+    assert lines[-1] == {"error": "server is shutting down"}
+    with pytest.raises(requests.ConnectionError):  # gone: refused
+        requests.get(f"{server.url}/health", timeout=5)
+
+
+def _sse_stream(server: LiveServer, api: str) -> tuple[list[str], threading.Event, threading.Thread]:
+    """A long stream through the official client of ``api``; what it yields, then how it ended."""
+    seen: list[str] = []
+    first = threading.Event()
+
+    def read() -> None:
+        try:
+            if api == "openai":
+                client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+                for chunk in client.completions.create(model="tiny", prompt="count", max_tokens=1_000_000,
+                                                       stream=True):
+                    seen.append(chunk.choices[0].text if chunk.choices else "")
+                    first.set()
+            else:
+                client = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)
+                with client.messages.stream(model="tiny", max_tokens=1_000_000,
+                                            messages=[{"role": "user", "content": "count"}]) as stream:
+                    for event in stream:
+                        seen.append(event.type)
+                        first.set()
+            seen.append("end: no error")
+        except (openai.APIError, anthropic.APIError) as exc:  # an error event, read and raised by the client
+            seen.append(f"error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # pragma: no cover - a cut connection; reported by the asserts
+            seen.append(f"cut: {type(exc).__name__}: {exc}")
+        first.set()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return seen, first, t
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_sigterm_ends_a_long_sse_stream_with_an_error_event(home_template: Path, api: str) -> None:
+    server = _server(home_template)
+    seen, first, reader = _sse_stream(server, api)
+    assert first.wait(60), "no first event"
+    os.kill(server.proc.pid, signal.SIGTERM)
     assert server.proc.wait(SHUTDOWN_S + 30) == 0
     reader.join(10)
+    assert len(seen) > 1 and seen[-1].startswith("error: ") and "server is shutting down" in seen[-1], seen[-3:]
 
 
 @pytest.mark.parametrize("victims", ["master", "worker", "both"])
