@@ -79,9 +79,13 @@ def _decode_us(eng: Engine) -> int:
     return eng.stats()["t_decode_us"]
 
 
-def ours_single(model: Path, threads: int, reps: int, measure: str, rng: random.Random) -> tuple[float, float]:
-    """Tokens/s, and the engine's own cost: the share of the requests' wall time spent outside llama_decode."""
-    with Engine(str(model), LoadOptions(num_ctx=PP + TG + 64, num_batch=PP, num_thread=threads)) as eng:
+def ours_single(model: Path, threads: int, reps: int, measure: str, rng: random.Random,
+                rpc_servers: tuple[str, ...] = ()) -> tuple[float, float]:
+    """Tokens/s, and the engine's own cost: the share of the requests' wall time spent outside llama_decode.
+
+    With ``rpc_servers``, every layer goes to them (benchmarks/rpc.py)."""
+    load = LoadOptions(num_ctx=PP + TG + 64, num_batch=PP, num_thread=threads)
+    with Engine(str(model), load, rpc_servers=rpc_servers) as eng:
         # Warm up as llama-bench does: a whole prompt before prompt runs, a short generation before generation runs
         warm = PP if measure == "prompt" else 32
         eng.submit(random_tokens(eng, warm, rng), {"temperature": 0, "num_predict": 2}).result()

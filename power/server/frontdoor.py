@@ -58,18 +58,20 @@ def announced_body(head: bytes) -> int | None:
     return int(m.group(1)) if m else 0
 
 
+def _path(line: re.Match[bytes]) -> str:
+    return (line.group(2).split(b"?", 1)[0].rstrip(b"/") or b"/").decode("latin-1")
+
+
 def request_path(head: bytes) -> str:
     """The path of the request line (no query string, no trailing slash); "" where there is no request line."""
     m = _LINE.match(head)
-    if m is None:
-        return ""
-    return (m.group(2).split(b"?", 1)[0].rstrip(b"/") or b"/").decode("latin-1")
+    return "" if m is None else _path(m)
 
 
 def is_control(head: bytes) -> bool:
     """Whether the request line asks a control-plane route (GET or HEAD, any query string)."""
     m = _LINE.match(head)
-    return m is not None and m.group(1) in (b"GET", b"HEAD") and request_path(head) in CONTROL_ROUTES
+    return m is not None and m.group(1) in (b"GET", b"HEAD") and _path(m) in CONTROL_ROUTES
 
 
 def error_response(status: int, reason: str, message: str, *, error: Any = None,
