@@ -10,6 +10,8 @@ same run on the same machine. Every server serves its CPU with the same thread c
 On loopback the servers share this machine's cores, so the split measures the protocol's cost (each
 step's activations and results crossing a socket per server), not more compute. Each of our measures
 runs in a fresh process, as llama-bench does: RPC devices stay registered in a process once added.
+Beside our tokens/s it records the share of our time outside llama_decode: over RPC the decode returns
+before the servers finish (the wait moves to reading the logits), so there it is not our own cost.
 Taken as interleaved pairs (the two sides back to back, alternating order) and judged by the median of
 the pairs' ratios with a bootstrap 95% interval (benchmarks/engine.py explains why). Writes
 benchmarks/results/rpc.json and rpc.png.
@@ -56,18 +58,20 @@ def peer_run(exe: Path, model: Path, threads: int, reps: int, measure: str, serv
     return float(json.loads(out)[0]["avg_ts"])
 
 
-def ours_run(model: Path, threads: int, reps: int, measure: str, servers: list[str], seed: int) -> float:
-    """Our engine in a fresh process (``--child``): its tokens/s."""
+def ours_run(model: Path, threads: int, reps: int, measure: str, servers: list[str],
+             seed: int) -> tuple[float, float]:
+    """Our engine in a fresh process (``--child``): its tokens/s, and the share of its time outside llama_decode."""
     cmd = [sys.executable, __file__, "--child", measure, "--model", str(model), "--threads", str(threads),
            "--reps", str(reps), "--seed", str(seed), "--servers", ",".join(servers)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["tps"])
+    row = json.loads(out.strip().splitlines()[-1])
+    return float(row["tps"]), float(row["overhead"])
 
 
 def child(args: argparse.Namespace) -> int:
     servers = tuple(s for s in args.servers.split(",") if s)
-    tps, _ = ours_single(args.model, args.threads, args.reps, args.child, random.Random(args.seed), servers)
-    print(json.dumps({"tps": tps}))
+    tps, overhead = ours_single(args.model, args.threads, args.reps, args.child, random.Random(args.seed), servers)
+    print(json.dumps({"tps": tps, "overhead": overhead}))
     return 0
 
 
@@ -78,7 +82,8 @@ def summarize(pairs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
         lo, hi = median_ci(ratios)
         out[cell] = {"peer_median": statistics.median(r["peer"] for r in rows),
                      "ours_median": statistics.median(r["ours"] for r in rows),
-                     "paired_median": statistics.median(ratios), "ci95": [lo, hi]}
+                     "paired_median": statistics.median(ratios), "ci95": [lo, hi],
+                     "overhead": statistics.median(r["overhead"] for r in rows)}
     return out
 
 
@@ -148,15 +153,16 @@ def main() -> int:
                 def peer() -> float:
                     return peer_run(tools["llama-bench"], args.model, args.threads, args.reps, measure, peer_eps)
 
-                def ours() -> float:
+                def ours() -> tuple[float, float]:
                     return ours_run(args.model, args.threads, args.reps, measure, ours_eps, r * 100 + i)
 
                 if (r + i) % 2 == 0:
-                    p, o = peer(), ours()
-                else:
-                    o = ours()
                     p = peer()
-                pairs[cell_name(split, measure)].append({"peer": p, "ours": o})
+                    o, over = ours()
+                else:
+                    o, over = ours()
+                    p = peer()
+                pairs[cell_name(split, measure)].append({"peer": p, "ours": o, "overhead": over})
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{c} {v[-1]['ours'] / v[-1]['peer']:.3f}" for c, v in pairs.items()), flush=True)
     finally:
@@ -169,10 +175,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rpc.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "rpc.png")
-    print(f"{'measure / split (tokens/s)':<32}{'llama.cpp':>11}{'a3s-power':>11}{'paired':>9}{'95% CI':>16}")
+    print(f"{'measure / split (tokens/s)':<32}{'llama.cpp':>11}{'a3s-power':>11}{'paired':>9}{'95% CI':>16}"
+          f"{'outside decode':>16}")
     for cell, x in summ.items():
         ci = f"{x['ci95'][0]:.3f}-{x['ci95'][1]:.3f}"
-        print(f"{cell:<32}{x['peer_median']:>11.1f}{x['ours_median']:>11.1f}{x['paired_median']:>9.3f}{ci:>16}")
+        print(f"{cell:<32}{x['peer_median']:>11.1f}{x['ours_median']:>11.1f}{x['paired_median']:>9.3f}{ci:>16}"
+              f"{x['overhead'] * 100:>15.2f}%")
     print("tokens/s columns are medians over rounds; paired = median of each pair's ratio a3s-power/llama.cpp")
     return 0
 
