@@ -8,7 +8,8 @@
 //     past the prefix are then cut. A request whose prefix another sequence is still evaluating waits for
 //     it (SLOT_WAIT) instead of evaluating it a second time;
 //   - a sequence's state saved in host memory (llama_state_seq_get_data) before its cells were given to
-//     another prompt, in a byte-bounded LRU list; restored with llama_state_seq_set_data.
+//     another prompt, in a byte-bounded LRU list; restored with llama_state_seq_set_data;
+//   - a state host memory let go, in a file of the disk tier (disk.cpp), when there is one.
 //
 // Sharing needs sequences whose cells can be cut at any position: not recurrent or hybrid models.
 
@@ -27,16 +28,6 @@ constexpr size_t kMinWait = 32;
 // States shorter than this are not saved.
 constexpr size_t kMinSave = 16;
 
-// How many of the prompt's first tokens `held` gives: at most all but the last (whose logits are needed),
-// and a media chunk whole or not at all.
-size_t usable(const std::vector<llama_token> &held, const slot &s) {
-    size_t n = s.prompt.size();
-    size_t keep = std::min(common_prefix(held, s.prompt.data(), n), n - 1);
-    for (const auto &m : s.media)
-        if (m.start < keep && keep < m.start + m.n_tokens) keep = m.start;
-    return keep;
-}
-
 // Keep a sequence's first `keep` tokens. Cells are removed by position: after an M-RoPE image, positions
 // run behind cell counts. A sequence that cannot be cut there is emptied.
 void truncate(pw_engine *e, slot &s, size_t keep) {
@@ -52,11 +43,11 @@ void ram_drop(pw_engine *e, std::list<ram_entry>::iterator it) {
 }
 
 // Save a sequence's cells before they go to another prompt, unless a saved state already holds them. A
-// saved state that this one extends is replaced; the oldest go first past the bound, but never `keep`
-// (the state about to be restored).
+// saved state that this one extends is replaced; the oldest go to the disk tier (or are dropped) past the
+// bound, but never `keep` (the state about to be restored). A state larger than the bound goes to disk.
 void ram_save(pw_engine *e, const slot &s, std::list<ram_entry>::iterator keep) {
     ram_cache &r = e->ram;
-    if (r.budget == 0 || s.cache.size() < kMinSave || s.copying) return;
+    if ((r.budget == 0 && !e->disk) || s.cache.size() < kMinSave || s.copying) return;
     for (auto it = r.entries.begin(); it != r.entries.end(); ++it) {
         if (common_prefix(s.cache, it->tokens.data(), it->tokens.size()) == s.cache.size()) {
             r.entries.splice(r.entries.begin(), r.entries, it);
@@ -64,14 +55,11 @@ void ram_save(pw_engine *e, const slot &s, std::list<ram_entry>::iterator keep) 
         }
     }
     ram_entry en;
-    en.tokens = s.cache;
-    en.media = s.cached_media;
-    size_t size = llama_state_seq_get_size(e->ctx, s.id);
-    if (size == 0 || size + en.tokens.size() * sizeof(llama_token) > r.budget) return;
-    en.state.resize(size);
-    size_t got = llama_state_seq_get_data(e->ctx, en.state.data(), size, s.id);
-    if (got == 0) return;
-    en.state.resize(got);
+    if (!snapshot(e, s, en)) return;
+    if (en.bytes() > r.budget) {
+        disk_put(e, std::move(en));
+        return;
+    }
     for (auto it = r.entries.begin(); it != r.entries.end();) {
         auto next = std::next(it);
         if (it != keep && common_prefix(it->tokens, s.cache.data(), s.cache.size()) == it->tokens.size())
@@ -87,7 +75,9 @@ void ram_save(pw_engine *e, const slot &s, std::list<ram_entry>::iterator keep) 
             it = victim;
             continue;
         }
-        ram_drop(e, victim);
+        r.bytes -= victim->bytes();
+        disk_put(e, std::move(*victim));
+        r.entries.erase(victim);
         e->stats.ram_evictions++;
     }
 }
@@ -104,20 +94,15 @@ void copy_prefix(pw_engine *e, slot &dst, slot &src, size_t len) {
     e->stats.kv_shared_tokens += (int64_t)dst.cache.size();
 }
 
-bool ram_restore(pw_engine *e, slot &dst, std::list<ram_entry>::iterator it, size_t len) {
-    ram_cache &r = e->ram;
-    r.entries.splice(r.entries.begin(), r.entries, it);
-    if (llama_state_seq_set_data(e->ctx, it->state.data(), it->state.size(), dst.id) == 0) {
+// Give `dst` the cells of a saved state's first `len` tokens.
+bool restore(pw_engine *e, slot &dst, const ram_entry &en, size_t len) {
+    if (llama_state_seq_set_data(e->ctx, en.state.data(), en.state.size(), dst.id) == 0) {
         slot_clear(e, dst);
         return false;
     }
-    dst.cache = it->tokens;
-    dst.cached_media = it->media;
+    dst.cache = en.tokens;
+    dst.cached_media = en.media;
     truncate(e, dst, len);
-    if (it->from_disk) {
-        e->stats.disk_hits++;
-        e->stats.disk_restored_tokens += (int64_t)dst.cache.size();
-    }
     return true;
 }
 
@@ -131,7 +116,7 @@ void save_if_lost(pw_engine *e, const slot &s, size_t lost, std::list<ram_entry>
 void start_prompt(pw_engine *e, slot &s) {
     s.n_past = s.cache.size();
     s.n_cached = (int32_t)s.n_past;
-    s.reused_kv = (int64_t)s.n_past - s.reused_ram;
+    s.reused_kv = (int64_t)s.n_past - s.reused_ram - s.reused_disk;
     s.state = SLOT_PROMPT;
     s.wait_src = -1;
     e->stats.n_reused_tokens += (int64_t)s.n_past;
@@ -143,12 +128,36 @@ void start_prompt(pw_engine *e, slot &s) {
     } else if (e->ram.budget > 0) {
         e->stats.ram_misses++;
     }
+    if (s.reused_disk > 0) {
+        e->stats.disk_hits++;
+        e->stats.disk_restored_tokens += s.reused_disk;
+    } else if (e->disk) {
+        e->stats.disk_misses++;
+    }
 }
 
 }  // namespace
 
+size_t usable(const std::vector<llama_token> &held, const slot &s) {
+    size_t n = s.prompt.size();
+    size_t keep = std::min(common_prefix(held, s.prompt.data(), n), n - 1);
+    for (const auto &m : s.media)
+        if (m.start < keep && keep < m.start + m.n_tokens) keep = m.start;
+    return keep;
+}
+
+bool snapshot(pw_engine *e, const slot &s, ram_entry &out) {
+    if (s.cache.size() < kMinSave || s.copying) return false;
+    out.tokens = s.cache;
+    out.media = s.cached_media;
+    out.state.resize(llama_state_seq_get_size(e->ctx, s.id));
+    size_t got = out.state.empty() ? 0 : llama_state_seq_get_data(e->ctx, out.state.data(), out.state.size(), s.id);
+    out.state.resize(got);
+    return got > 0;
+}
+
 void reuse_prefix(pw_engine *e, slot &s) {
-    s.reused_kv = s.reused_ram = 0;
+    s.reused_kv = s.reused_ram = s.reused_disk = 0;
     s.wait_src = -1;
     s.wait_len = 0;
     const size_t own = usable(s.cache, s);
@@ -185,12 +194,16 @@ void reuse_prefix(pw_engine *e, slot &s) {
             }
         }
     }
-    const size_t best_now = std::max({own, copy_len, ram_len});
+    const disk_hit disk = s.copying ? disk_hit{} : disk_find(e, s);
+    const size_t best_now = std::max({own, copy_len, ram_len, disk.len});
     const bool wait = wait_src && wait_len >= best_now + kMinWait;
-    const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= ram_len;
-    const bool restore = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain;
-    const size_t lost = wait || copy || restore ? s.cache.size() : s.cache.size() - std::min(own, s.cache.size());
-    save_if_lost(e, s, lost, restore ? ram_it : e->ram.entries.end());
+    const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= std::max(ram_len, disk.len);
+    const bool from_ram = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain &&
+                          ram_len >= disk.len;
+    const bool from_disk = !wait && !copy && !from_ram && disk.len >= own + kMinGain;
+    const size_t lost = wait || copy || from_ram || from_disk ? s.cache.size()
+                                                              : s.cache.size() - std::min(own, s.cache.size());
+    save_if_lost(e, s, lost, from_ram ? ram_it : e->ram.entries.end());
     if (wait) {
         truncate(e, s, own);
         s.wait_src = wait_src->id;
@@ -201,8 +214,11 @@ void reuse_prefix(pw_engine *e, slot &s) {
     }
     if (copy) {
         copy_prefix(e, s, *copy_src, copy_len);
-    } else if (restore) {
-        if (ram_restore(e, s, ram_it, ram_len)) s.reused_ram = (int64_t)s.cache.size();
+    } else if (from_ram) {
+        e->ram.entries.splice(e->ram.entries.begin(), e->ram.entries, ram_it);
+        if (restore(e, s, *ram_it, ram_len)) s.reused_ram = (int64_t)s.cache.size();
+    } else if (std::shared_ptr<const ram_entry> en = from_disk ? disk_read(e, disk) : nullptr) {
+        if (restore(e, s, *en, std::min(disk.len, usable(en->tokens, s)))) s.reused_disk = (int64_t)s.cache.size();
     } else {
         truncate(e, s, own);
     }
@@ -211,7 +227,7 @@ void reuse_prefix(pw_engine *e, slot &s) {
 
 void follow(pw_engine *e, slot &s, slot &leader) {
     save_if_lost(e, s, s.cache.size() - std::min(usable(s.cache, s), s.cache.size()), e->ram.entries.end());
-    s.reused_kv = s.reused_ram = 0;
+    s.reused_kv = s.reused_ram = s.reused_disk = 0;
     s.wait_src = leader.id;
     s.wait_len = 0;
     s.state = SLOT_FOLLOW;

@@ -1,213 +1,404 @@
-// The prompt cache's disk tier: when an engine ends, the prompt states it holds (host memory's, and each idle
-// sequence's cells) are written to a folder, one file each; the next engine of the same model and context
-// reads them back into host memory. Every file starts with a key naming what its state is valid for (the
-// caller's: model, llama.cpp commit, context parameters) and ends with a checksum; a file whose key, length
-// or checksum does not match is removed, never loaded.
+// The prompt cache's disk tier: a folder of prompt states, one file each, bounded in bytes (the least
+// recently used go first). States come from host memory's LRU as it lets them go (written by the tier's own
+// thread: the engine's only queues them) and, when an engine ends, from what it still holds; a request whose
+// prompt a file's tokens begin restores it, in this engine or the next one of the same key. The tier keeps
+// an index of its files' tokens, read from their heads, so a lookup reads no file and a restore reads one.
+//
+// Every file starts with a key naming what its state is valid for (the caller's: model, llama.cpp commit,
+// context parameters) and ends with a checksum; a file whose key, length, tokens or checksum does not match
+// is removed, never loaded.
 //
 // File: "PWKV" u32 version | u32 key length, key | u64 n, n tokens (i32) | u64 m, m media spans
-// (u64 start, u64 cells, i32 positions) | u64 state length, state | u64 FNV-1a of everything before.
+// (u64 start, u64 cells, i32 positions) | u64 state length, state | u64 checksum of the head, then the state.
 
 #include "shim.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <system_error>
 
 namespace fs = std::filesystem;
-using namespace shim;
+
+namespace shim {
 
 namespace {
 
 constexpr char kMagic[4] = {'P', 'W', 'K', 'V'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: the checksum takes 8 bytes at a time
 constexpr const char *kSuffix = ".pwkv";
+constexpr uint64_t kSeed = 1469598103934665603ull;
+// States queued beyond this many bytes make the engine wait for the writer.
+constexpr size_t kMaxQueued = size_t(256) << 20;
+// A temporary file older than this was left by a writer that died.
+constexpr auto kStaleTmp = std::chrono::minutes(1);
 
-uint64_t fnv(uint64_t h, const void *data, size_t n) {
+// FNV-1a over 8-byte words (a byte at a time costs ~25 ms on a 20 MiB state). Each step is a bijection
+// of the running value, so any one changed word changes the sum.
+uint64_t checksum(uint64_t h, const void *data, size_t n) {
     const auto *p = static_cast<const uint8_t *>(data);
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        h = (h ^ w) * 1099511628211ull;
+    }
+    for (; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
     return h;
 }
 
-struct writer {
-    std::string buf;
-    template <typename T> void put(const T &v) { buf.append(reinterpret_cast<const char *>(&v), sizeof v); }
-    void put_bytes(const void *p, size_t n) { buf.append(static_cast<const char *>(p), n); }
-};
-
-struct reader {
-    const std::string &buf;
-    size_t at = 0;
-    bool ok = true;
-    template <typename T> T get() {
-        T v{};
-        if (at + sizeof v > buf.size()) {
-            ok = false;
-            return v;
-        }
-        std::memcpy(&v, buf.data() + at, sizeof v);
-        at += sizeof v;
-        return v;
-    }
-    const char *take(uint64_t n) {
-        if (n > buf.size() - std::min(at, buf.size())) {
-            ok = false;
-            return nullptr;
-        }
-        const char *p = buf.data() + at;
-        at += (size_t)n;
-        return p;
-    }
-};
-
-std::string encode(const std::string &key, const std::vector<llama_token> &tokens,
-                   const std::vector<media_span> &media, const std::vector<uint8_t> &state) {
-    writer w;
-    w.put_bytes(kMagic, 4);
-    w.put(kVersion);
-    w.put((uint32_t)key.size());
-    w.put_bytes(key.data(), key.size());
-    w.put((uint64_t)tokens.size());
-    w.put_bytes(tokens.data(), tokens.size() * sizeof(llama_token));
-    w.put((uint64_t)media.size());
-    for (const auto &m : media) {
-        w.put((uint64_t)m.start);
-        w.put((uint64_t)m.n_tokens);
-        w.put((int32_t)m.n_pos);
-    }
-    w.put((uint64_t)state.size());
-    w.put_bytes(state.data(), state.size());
-    w.put(fnv(1469598103934665603ull, w.buf.data(), w.buf.size()));
-    return std::move(w.buf);
+std::string file_name(const std::vector<llama_token> &tokens) {
+    char name[48];
+    snprintf(name, sizeof name, "%016llx-%zu%s",
+             (unsigned long long)checksum(kSeed, tokens.data(), tokens.size() * sizeof(llama_token)),
+             tokens.size(), kSuffix);
+    return name;
 }
 
-// The entry a file holds, or false when it is not one of ours for this key, or damaged.
-bool decode(const std::string &buf, const std::string &key, ram_entry &out) {
-    if (buf.size() < 4 + 4 + 4 + 8 || std::memcmp(buf.data(), kMagic, 4) != 0) return false;
-    reader r{buf, 4};
-    if (r.get<uint32_t>() != kVersion) return false;
-    uint32_t klen = r.get<uint32_t>();
-    const char *k = r.take(klen);
-    if (!r.ok || std::string(k, klen) != key) return false;
-    uint64_t n = r.get<uint64_t>();
-    if (!r.ok || n > (buf.size() / sizeof(llama_token))) return false;
-    const char *toks = r.take(n * sizeof(llama_token));
-    if (!r.ok) return false;
-    out.tokens.resize((size_t)n);
-    std::memcpy(out.tokens.data(), toks, (size_t)n * sizeof(llama_token));
-    uint64_t m = r.get<uint64_t>();
-    if (!r.ok || m > n) return false;
+struct head {
+    std::vector<llama_token> tokens;
+    std::vector<media_span> media;
+    uint64_t state_len = 0;
+    std::string raw;  // its bytes, for the checksum
+};
+
+std::string encode_head(const std::string &key, const ram_entry &en) {
+    std::string b;
+    auto put = [&b](const void *p, size_t n) { b.append(static_cast<const char *>(p), n); };
+    const uint32_t klen = (uint32_t)key.size();
+    const uint64_t n = en.tokens.size(), m = en.media.size(), slen = en.state.size();
+    put(kMagic, 4);
+    put(&kVersion, 4);
+    put(&klen, 4);
+    put(key.data(), key.size());
+    put(&n, 8);
+    put(en.tokens.data(), n * sizeof(llama_token));
+    put(&m, 8);
+    for (const auto &sp : en.media) {
+        const uint64_t start = sp.start, cells = sp.n_tokens;
+        const int32_t pos = sp.n_pos;
+        put(&start, 8);
+        put(&cells, 8);
+        put(&pos, 4);
+    }
+    put(&slen, 8);
+    return b;
+}
+
+// Read a file's head; false when the file is not one of ours for this key, or not of its declared length.
+bool read_head(std::istream &f, const std::string &key, uint64_t file_size, head &h) {
+    auto get = [&f, &h](void *p, size_t n) {
+        if (!f.read(static_cast<char *>(p), (std::streamsize)n)) return false;
+        h.raw.append(static_cast<const char *>(p), n);
+        return true;
+    };
+    char magic[4];
+    uint32_t version = 0, klen = 0;
+    if (!get(magic, 4) || std::memcmp(magic, kMagic, 4) != 0 || !get(&version, 4) || version != kVersion ||
+        !get(&klen, 4) || klen != key.size())
+        return false;
+    std::string k(klen, '\0');
+    uint64_t n = 0, m = 0;
+    if (!get(k.data(), klen) || k != key || !get(&n, 8) || n > file_size / sizeof(llama_token)) return false;
+    h.tokens.resize((size_t)n);
+    if (!get(h.tokens.data(), (size_t)n * sizeof(llama_token)) || !get(&m, 8) || m > n) return false;
     for (uint64_t i = 0; i < m; i++) {
+        uint64_t start = 0, cells = 0;
+        int32_t pos = 0;
+        if (!get(&start, 8) || !get(&cells, 8) || !get(&pos, 4) || start + cells > n) return false;
         media_span sp;
-        sp.start = (size_t)r.get<uint64_t>();
-        sp.n_tokens = (size_t)r.get<uint64_t>();
-        sp.n_pos = r.get<int32_t>();
-        if (!r.ok || sp.start + sp.n_tokens > n) return false;
-        out.media.push_back(sp);
+        sp.start = (size_t)start;
+        sp.n_tokens = (size_t)cells;
+        sp.n_pos = pos;
+        h.media.push_back(sp);
     }
-    uint64_t slen = r.get<uint64_t>();
-    const char *state = r.take(slen);
-    if (!r.ok || slen == 0) return false;
-    out.state.assign(state, state + slen);
-    const size_t body = r.at;
-    uint64_t sum = r.get<uint64_t>();
-    return r.ok && r.at == buf.size() && sum == fnv(1469598103934665603ull, buf.data(), body);
+    return get(&h.state_len, 8) && h.state_len > 0 && h.raw.size() + h.state_len + 8 == file_size;
 }
 
-bool read_file(const fs::path &p, std::string &out) {
-    std::ifstream f(p, std::ios::binary);
-    if (!f) return false;
-    out.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-    return !f.bad();
+// Write a state under its name (a reader never sees half a file under it); its size, or 0 on failure.
+uint64_t write_file(const disk_tier &d, const ram_entry &en, const std::string &name) {
+    const std::string hd = encode_head(d.key, en);
+    const uint64_t sum = checksum(checksum(kSeed, hd.data(), hd.size()), en.state.data(), en.state.size());
+    const fs::path path = fs::path(d.dir) / name;
+    fs::path tmp = path;
+    tmp += ".tmp";
+    std::error_code ec;
+    {
+        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+        f.write(hd.data(), (std::streamsize)hd.size());
+        f.write(reinterpret_cast<const char *>(en.state.data()), (std::streamsize)en.state.size());
+        f.write(reinterpret_cast<const char *>(&sum), sizeof sum);
+        f.close();
+        if (!f) {
+            fs::remove(tmp, ec);
+            return 0;
+        }
+    }
+    fs::rename(tmp, path, ec);
+    if (ec) {
+        fs::remove(tmp, ec);
+        return 0;
+    }
+    return hd.size() + en.state.size() + sizeof sum;
+}
+
+void touch(const disk_tier &d, const std::string &name) {  // the next engine orders files by time
+    std::error_code ec;
+    fs::last_write_time(fs::path(d.dir) / name, fs::file_time_type::clock::now(), ec);
+}
+
+// Remove an entry and its file (under d.mu).
+void drop(disk_tier &d, std::list<disk_entry>::iterator it) {
+    std::error_code ec;
+    if (!it->pending) fs::remove(fs::path(d.dir) / it->name, ec);
+    d.bytes -= it->bytes;
+    d.entries.erase(it);
+}
+
+// Past the bound, the least recently used written files go (under d.mu).
+void trim(disk_tier &d) {
+    for (auto it = d.entries.end(); d.bytes > d.budget && it != d.entries.begin();) {
+        auto victim = std::prev(it);
+        if (victim->pending) {
+            it = victim;
+            continue;
+        }
+        drop(d, victim);
+        d.evictions++;
+    }
+}
+
+void write_queued(disk_tier *d) {
+    std::unique_lock<std::mutex> lk(d->mu);
+    for (;;) {
+        d->cv.wait(lk, [d] { return d->stop || !d->queue.empty(); });
+        if (d->queue.empty()) return;
+        std::shared_ptr<const ram_entry> en = d->queue.front();
+        d->queue.pop_front();
+        d->writing = true;
+        const std::string name = file_name(en->tokens);
+        lk.unlock();
+        const uint64_t size = write_file(*d, *en, name);
+        lk.lock();
+        d->writing = false;
+        d->queued_bytes -= en->bytes();
+        auto it = std::find_if(d->entries.begin(), d->entries.end(),
+                               [&en](const disk_entry &x) { return x.pending == en; });
+        if (it == d->entries.end()) {  // forgotten meanwhile (disk_clear)
+            std::error_code ec;
+            if (size) fs::remove(fs::path(d->dir) / name, ec);
+        } else if (size == 0) {
+            d->entries.erase(it);
+        } else {
+            it->pending.reset();
+            it->bytes = size;
+            d->bytes += size;
+            d->saves++;
+            for (auto o = d->entries.begin(); o != d->entries.end();) {  // a state this one extends adds nothing
+                auto next = std::next(o);
+                if (o != it && !o->pending && common_prefix(o->tokens, it->tokens.data(), it->tokens.size()) == o->tokens.size())
+                    drop(*d, o);
+                o = next;
+            }
+            trim(*d);
+        }
+        d->cv.notify_all();
+    }
+}
+
+void forget(disk_tier &d, const std::string &name) {
+    std::lock_guard<std::mutex> lk(d.mu);
+    auto it = std::find_if(d.entries.begin(), d.entries.end(), [&name](const disk_entry &x) { return x.name == name; });
+    if (it != d.entries.end() && !it->pending) drop(d, it);
+    std::error_code ec;
+    fs::remove(fs::path(d.dir) / name, ec);
 }
 
 }  // namespace
 
+disk_tier::~disk_tier() {
+    {
+        std::lock_guard<std::mutex> lk(mu);
+        stop = true;
+    }
+    cv.notify_all();
+    if (writer.joinable()) writer.join();
+}
+
+void disk_put(pw_engine *e, ram_entry &&en) {
+    if (!e->disk) return;
+    disk_tier &d = *e->disk;
+    std::unique_lock<std::mutex> lk(d.mu);
+    for (auto it = d.entries.begin(); it != d.entries.end(); ++it) {
+        if (common_prefix(en.tokens, it->tokens.data(), it->tokens.size()) == en.tokens.size()) {
+            d.entries.splice(d.entries.begin(), d.entries, it);  // a file holds it already
+            if (!it->pending) touch(d, it->name);
+            return;
+        }
+    }
+    if (en.bytes() > d.budget) return;
+    d.cv.wait(lk, [&d] { return d.queued_bytes < kMaxQueued; });
+    auto p = std::make_shared<const ram_entry>(std::move(en));
+    disk_entry de;
+    de.name = file_name(p->tokens);
+    de.tokens = p->tokens;
+    de.media = p->media;
+    de.pending = p;
+    d.entries.push_front(std::move(de));
+    d.queue.push_back(p);
+    d.queued_bytes += p->bytes();
+    d.cv.notify_all();
+}
+
+disk_hit disk_find(pw_engine *e, const slot &s) {
+    disk_hit hit;
+    if (!e->disk) return hit;
+    disk_tier &d = *e->disk;
+    std::lock_guard<std::mutex> lk(d.mu);
+    for (const auto &x : d.entries) {
+        size_t n = usable(x.tokens, s);
+        if (n > hit.len) {
+            hit.len = n;
+            hit.name = x.name;
+            hit.pending = x.pending;
+        }
+    }
+    return hit;
+}
+
+std::shared_ptr<const ram_entry> disk_read(pw_engine *e, const disk_hit &hit) {
+    disk_tier &d = *e->disk;
+    std::shared_ptr<const ram_entry> out = hit.pending;
+    if (!out) {
+        const fs::path path = fs::path(d.dir) / hit.name;
+        std::error_code ec;
+        const uint64_t size = fs::file_size(path, ec);
+        std::ifstream f(path, std::ios::binary);
+        head h;
+        auto en = std::make_shared<ram_entry>();
+        uint64_t sum = 0;
+        bool ok = !ec && f && read_head(f, d.key, size, h);
+        if (ok) {
+            en->state.resize((size_t)h.state_len);
+            ok = f.read(reinterpret_cast<char *>(en->state.data()), (std::streamsize)h.state_len) &&
+                 f.read(reinterpret_cast<char *>(&sum), sizeof sum) &&
+                 sum == checksum(checksum(kSeed, h.raw.data(), h.raw.size()), en->state.data(), en->state.size());
+        }
+        if (!ok) {  // damaged since it was indexed, or gone
+            forget(d, hit.name);
+            return nullptr;
+        }
+        en->tokens = std::move(h.tokens);
+        en->media = std::move(h.media);
+        out = std::move(en);
+    }
+    std::lock_guard<std::mutex> lk(d.mu);
+    auto it = std::find_if(d.entries.begin(), d.entries.end(), [&hit](const disk_entry &x) { return x.name == hit.name; });
+    if (it != d.entries.end()) {
+        d.entries.splice(d.entries.begin(), d.entries, it);
+        if (!it->pending) touch(d, it->name);
+    }
+    return out;
+}
+
+void disk_clear(pw_engine *e) {
+    if (!e->disk) return;
+    disk_tier &d = *e->disk;
+    std::lock_guard<std::mutex> lk(d.mu);
+    for (const auto &p : d.queue) d.queued_bytes -= p->bytes();
+    d.queue.clear();
+    while (!d.entries.empty()) drop(d, d.entries.begin());
+    d.cv.notify_all();
+}
+
+void disk_stats(const pw_engine *e, pw_stats &out) {
+    if (!e->disk) return;
+    disk_tier &d = *e->disk;
+    std::lock_guard<std::mutex> lk(d.mu);
+    out.disk_bytes = (int64_t)d.bytes;
+    out.disk_entries = (int64_t)d.entries.size();
+    out.disk_saves = d.saves;
+    out.disk_evictions = d.evictions;
+}
+
+}  // namespace shim
+
+using namespace shim;
+
 extern "C" {
 
-int32_t pw_cache_save(pw_engine *e, const char *dir, const char *key, uint64_t max_bytes) {
+int32_t pw_cache_open(pw_engine *e, const char *dir, const char *key, uint64_t max_bytes) {
     if (!e || !dir || !key) return fail(PW_E_INVALID, "null argument");
+    if (e->disk) return fail(PW_E_INVALID, "the engine's disk tier is open already");
+    if (!e->can_share || e->params.embeddings || max_bytes == 0) return 0;
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) return fail(PW_E_INVALID, "cannot create %s: %s", dir, ec.message().c_str());
-    for (const auto &f : fs::directory_iterator(dir, ec))  // this engine's states replace the last one's
-        if (f.path().extension() == kSuffix) fs::remove(f.path(), ec);
-    // The sequences' own cells first (the most recent), then host memory's states, most recently used first.
-    std::vector<ram_entry> own;
-    for (auto &s : e->slots) {
-        if (s.cache.size() < 16 || s.copying) continue;
-        ram_entry en;
-        en.tokens = s.cache;
-        en.media = s.cached_media;
-        en.state.resize(llama_state_seq_get_size(e->ctx, s.id));
-        size_t got = en.state.empty() ? 0 : llama_state_seq_get_data(e->ctx, en.state.data(), en.state.size(), s.id);
-        if (got == 0) continue;
-        en.state.resize(got);
-        own.push_back(std::move(en));
-    }
-    std::vector<const ram_entry *> all;
-    for (const auto &en : own) all.push_back(&en);
-    for (const auto &en : e->ram.entries) all.push_back(&en);
-    uint64_t used = 0;
-    int32_t written = 0;
-    std::vector<const ram_entry *> done;
-    for (const ram_entry *en : all) {
-        // a state another one extends adds nothing
-        bool covered = std::any_of(done.begin(), done.end(), [en](const ram_entry *d) {
-            return common_prefix(en->tokens, d->tokens.data(), d->tokens.size()) == en->tokens.size();
-        });
-        if (covered) continue;
-        std::string buf = encode(key, en->tokens, en->media, en->state);
-        if (used + buf.size() > max_bytes) continue;
-        char name[40];  // the most recently used first, by name
-        snprintf(name, sizeof name, "%04d-%016llx%s", written,
-                 (unsigned long long)fnv(1469598103934665603ull, en->tokens.data(), en->tokens.size() * 4), kSuffix);
-        fs::path path = fs::path(dir) / name;
-        fs::path tmp = path;
-        tmp += ".tmp";
-        {
-            std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-            f.write(buf.data(), (std::streamsize)buf.size());
-            if (!f) {
-                fs::remove(tmp, ec);
-                continue;
-            }
-        }
-        fs::rename(tmp, path, ec);  // a reader never sees half a file under the real name
-        if (ec) continue;
-        used += buf.size();
-        done.push_back(en);
-        written++;
-    }
-    return written;
-}
-
-int32_t pw_cache_load(pw_engine *e, const char *dir, const char *key) {
-    if (!e || !dir || !key) return fail(PW_E_INVALID, "null argument");
-    std::error_code ec;
-    std::vector<fs::path> files;
-    for (const auto &f : fs::directory_iterator(dir, ec))
-        if (f.path().extension() == kSuffix) files.push_back(f.path());
-    std::sort(files.begin(), files.end());  // the most recently used first
-    int32_t loaded = 0;
-    std::string buf;
-    for (const auto &path : files) {
-        ram_entry en;
-        if (!read_file(path, buf) || !decode(buf, key, en)) {
-            fs::remove(path, ec);  // another model's, another commit's, or damaged
+    auto d = std::make_unique<disk_tier>();
+    d->dir = dir;
+    d->key = key;
+    d->budget = max_bytes;
+    std::vector<std::pair<fs::file_time_type, disk_entry>> found;
+    const auto now = fs::file_time_type::clock::now();
+    for (const auto &f : fs::directory_iterator(dir, ec)) {
+        const fs::path &p = f.path();
+        std::error_code fe;
+        const auto mtime = fs::last_write_time(p, fe);
+        if (p.extension() == ".tmp" && !fe && now - mtime > kStaleTmp) fs::remove(p, fe);
+        if (p.extension() != kSuffix) continue;
+        const uint64_t size = fs::file_size(p, fe);
+        std::ifstream in(p, std::ios::binary);
+        head h;
+        if (fe || !in || !read_head(in, d->key, size, h)) {
+            fs::remove(p, fe);  // another model's, another commit's, or damaged
             continue;
         }
-        if (e->ram.bytes + en.bytes() > e->ram.budget) continue;
-        en.from_disk = true;
-        e->ram.bytes += en.bytes();
-        e->ram.entries.push_back(std::move(en));
-        e->stats.disk_loaded++;
-        loaded++;
+        disk_entry de;
+        de.name = p.filename().string();
+        de.tokens = std::move(h.tokens);
+        de.media = std::move(h.media);
+        de.bytes = size;
+        found.emplace_back(mtime, std::move(de));
     }
-    return loaded;
+    std::stable_sort(found.begin(), found.end(), [](const auto &a, const auto &b) { return a.first > b.first; });
+    for (auto &f : found) {
+        d->bytes += f.second.bytes;
+        d->entries.push_back(std::move(f.second));
+    }
+    trim(*d);
+    const int32_t n = (int32_t)d->entries.size();
+    e->stats.disk_loaded = n;
+    d->writer = std::thread(write_queued, d.get());
+    e->disk = std::move(d);
+    return n;
+}
+
+int32_t pw_cache_save(pw_engine *e) {
+    if (!e) return fail(PW_E_INVALID, "null argument");
+    if (!e->disk) return 0;
+    disk_tier &d = *e->disk;
+    int64_t before;
+    {
+        std::lock_guard<std::mutex> lk(d.mu);
+        before = d.saves;
+    }
+    // Host memory's states move to disk, the oldest first, then each sequence's cells, the least recently
+    // used first: the most recent are the newest files.
+    for (auto it = e->ram.entries.rbegin(); it != e->ram.entries.rend(); ++it) disk_put(e, std::move(*it));
+    ram_clear(e);
+    std::vector<slot *> order;
+    for (auto &s : e->slots) order.push_back(&s);
+    std::sort(order.begin(), order.end(), [](const slot *a, const slot *b) { return a->t_last_used < b->t_last_used; });
+    for (slot *s : order) {
+        ram_entry en;
+        if (snapshot(e, *s, en)) disk_put(e, std::move(en));
+    }
+    std::unique_lock<std::mutex> lk(d.mu);
+    d.cv.wait(lk, [&d] { return d.queue.empty() && !d.writing; });
+    return (int32_t)(d.saves - before);
 }
 
 }  // extern "C"

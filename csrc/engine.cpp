@@ -188,6 +188,7 @@ int32_t pw_engine_stats(const pw_engine *e, pw_stats *out) {
     out->ram_bytes = (int64_t)e->ram.bytes;
     out->ram_entries = (int64_t)e->ram.entries.size();
     out->ram_budget = (int64_t)e->ram.budget;
+    disk_stats(e, *out);
     return PW_OK;
 }
 
@@ -203,6 +204,7 @@ int32_t pw_engine_clear(pw_engine *e) {
         s.cached_media.clear();
     }
     ram_clear(e);
+    disk_clear(e);
     return PW_OK;
 }
 

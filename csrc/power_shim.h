@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 11 };
+enum pw_abi { PW_ABI_VERSION = 12 };
 
 /* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
  * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -201,10 +201,17 @@ typedef struct pw_stats {
     int64_t ram_restored_tokens;
     int64_t ram_saves;
     int64_t ram_evictions;
-    /* Disk: states read from an earlier engine's files, requests restored from one, tokens restored. */
+    /* Disk: states found in the folder when the tier was opened (earlier engines'), the files' bytes and
+     * count now, requests restored from one or finding none, tokens restored, states written and files
+     * removed to stay under the bound. */
     int64_t disk_loaded;
+    int64_t disk_bytes;
+    int64_t disk_entries;
     int64_t disk_hits;
+    int64_t disk_misses;
     int64_t disk_restored_tokens;
+    int64_t disk_saves;
+    int64_t disk_evictions;
     /* Speculative decoding: tokens drafted (verified in the batch) and accepted. */
     int64_t n_draft_tokens;
     int64_t n_draft_accepted;
@@ -321,13 +328,17 @@ PW_API int32_t pw_engine_set_mtmd(pw_engine *engine, pw_mtmd *mtmd);
 PW_API int32_t pw_submit_media(pw_engine *engine, const pw_media *media, const pw_sampling *sampling);
 PW_API int32_t pw_engine_clear(pw_engine *engine);
 
-/* The prompt cache's disk tier. pw_cache_save writes the prompt states an engine holds between steps (each
- * sequence's cells, then host memory's states) into `dir`, replacing the files there, at most max_bytes in
- * all, each file headed by `key` (what the states are valid for: model, llama.cpp commit, context
- * parameters); returns how many. pw_cache_load reads the files of `dir` whose key matches into host memory
- * (within its bound) and removes those that do not match or are damaged; returns how many it read. */
-PW_API int32_t pw_cache_save(pw_engine *engine, const char *dir, const char *key, uint64_t max_bytes);
-PW_API int32_t pw_cache_load(pw_engine *engine, const char *dir, const char *key);
+/* The prompt cache's disk tier. pw_cache_open gives an engine a folder of prompt states, one file each,
+ * headed by `key` (what the states are valid for: model, llama.cpp commit, context parameters) and the
+ * state's tokens, ending with a checksum, at most max_bytes in all (the least recently used go first). It
+ * indexes the files by their heads, removing those of another key or of the wrong length; returns how
+ * many it found. From then on a state that host memory lets go is written there (by a thread of the
+ * engine's), and a request whose prompt a file's tokens begin restores it (a file whose key, tokens or
+ * checksum does not match is removed, never loaded). pw_cache_save writes what the engine still holds (each
+ * sequence's cells, host memory's states) that no file has yet, and waits for every write; returns how many
+ * states it wrote. */
+PW_API int32_t pw_cache_open(pw_engine *engine, const char *dir, const char *key, uint64_t max_bytes);
+PW_API int32_t pw_cache_save(pw_engine *engine);
 /* CDEF-END */
 
 #ifdef __cplusplus

@@ -7,7 +7,8 @@
 //   engine.cpp    creating an engine (one llama_context), adapters, stats, embeddings
 //   batch.cpp     continuous batching: submitting requests, one decode step for every sequence
 //   cache.cpp     the prompt cache: prefixes shared across sequences, prompt states kept in host memory
-//   disk.cpp      its disk tier: prompt states written when an engine ends, read by the next one
+//   disk.cpp      its disk tier: prompt states leaving host memory or left when an engine ends, in files
+//                 indexed by their tokens, restored by this engine or the next one of the same key
 //   media.cpp     multimodal prompts (libmtmd)
 //   rpc.cpp       ggml's RPC backend: remote devices, and serving ours
 #ifndef POWER_SHIM_INTERNAL_H
@@ -20,11 +21,14 @@
 #include "mtmd-helper.h"
 #include "mtmd.h"
 
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -126,7 +130,8 @@ struct slot {
     size_t wait_len = 0;              // and how many of our prompt's tokens it will hold
     bool copying = false;             // source or target of a stream copy that the next decode performs
     int64_t reused_kv = 0;            // this request's reuse, by tier: cells it kept or copied,
-    int64_t reused_ram = 0;           // and cells restored from host memory
+    int64_t reused_ram = 0;           // cells restored from host memory,
+    int64_t reused_disk = 0;          // and cells restored from the disk tier
     int64_t t_start_us = 0;
     int64_t t_first_us = 0;
     int64_t t_last_used = 0;
@@ -137,7 +142,6 @@ struct ram_entry {
     std::vector<llama_token> tokens;
     std::vector<media_span> media;  // chunk pointers are null: only the spans matter for positions
     std::vector<uint8_t> state;
-    bool from_disk = false;         // read by pw_cache_load from an earlier engine's files
     size_t bytes() const { return state.size() + tokens.size() * sizeof(llama_token); }
 };
 
@@ -145,6 +149,34 @@ struct ram_cache {
     size_t budget = 0;              // bytes; 0 = off
     size_t bytes = 0;
     std::list<ram_entry> entries;   // most recently used first
+};
+
+// A file of the disk tier, as its index knows it: the tokens and media of its state (read from the file's
+// head, never its state), its size; while its state waits for the writer, the state itself.
+struct disk_entry {
+    std::string name;
+    std::vector<llama_token> tokens;
+    std::vector<media_span> media;
+    uint64_t bytes = 0;
+    std::shared_ptr<const ram_entry> pending;
+};
+
+// The disk tier (disk.cpp): its folder and key, its index, and the thread that writes the states host
+// memory lets go (a state of a long prompt is tens of MiB: the engine's thread only queues it).
+struct disk_tier {
+    std::string dir, key;
+    uint64_t budget = 0;
+    std::mutex mu;                    // guards everything below
+    std::condition_variable cv;
+    std::list<disk_entry> entries;    // most recently used first
+    uint64_t bytes = 0;
+    std::deque<std::shared_ptr<const ram_entry>> queue;  // states to write, oldest first
+    size_t queued_bytes = 0;
+    bool writing = false;
+    bool stop = false;
+    int64_t saves = 0, evictions = 0;
+    std::thread writer;
+    ~disk_tier();                     // writes what is queued, then ends the writer
 };
 
 }  // namespace shim
@@ -202,10 +234,12 @@ struct pw_engine {
     llama_batch dbatch{};
     int32_t d_n_vocab = 0;
     std::vector<std::vector<llama_token>> dcache;
+    std::unique_ptr<shim::disk_tier> disk;  // null: no disk tier
     int64_t tick = 0;
     pw_stats stats{};
 
     ~pw_engine() {
+        disk.reset();
         for (auto &s : slots) {
             s.chain.reset();
             s.grammar.reset();
@@ -255,6 +289,8 @@ void slot_clear(pw_engine *e, slot &s);
 void model_drafts(pw_engine *e, const std::vector<slot *> &want);
 
 // ---- the prompt cache (cache.cpp) ----
+// How many of the prompt's first tokens `held` gives the request of `s` (all but its last, media whole).
+size_t usable(const std::vector<llama_token> &held, const slot &s);
 // Give a queued request's sequence the longest prefix of its prompt that any tier holds (its own cells,
 // another sequence's, a state in host memory), or make it wait for a sequence evaluating that prefix;
 // the sequence's previous cells go to host memory first. Leaves the slot in SLOT_PROMPT or SLOT_WAIT.
@@ -268,8 +304,28 @@ void resolve_waits(pw_engine *e);
 // After a decode: the followers of a leader whose last prompt token it decoded take the leader's cells and
 // that token's logits (its batch index), and so sample their first token in this step.
 void take_leaders(pw_engine *e);
-// Forget every saved state.
+// A sequence's cells as a state to save (false when they are too few, or being copied).
+bool snapshot(pw_engine *e, const slot &s, ram_entry &out);
+// Forget every state saved in host memory.
 void ram_clear(pw_engine *e);
+
+// ---- its disk tier (disk.cpp) ----
+// Hand a state that leaves host memory to the disk tier (dropped when there is none).
+void disk_put(pw_engine *e, ram_entry &&en);
+// The disk tier's state holding the longest usable prefix of the request of `s`: its file's name (or its
+// pending state) and how many tokens; 0 when none does.
+struct disk_hit {
+    std::string name;
+    std::shared_ptr<const ram_entry> pending;
+    size_t len = 0;
+};
+disk_hit disk_find(pw_engine *e, const slot &s);
+// The state of a hit, read from its file (checking its key and checksum: a bad file is removed; null then).
+std::shared_ptr<const ram_entry> disk_read(pw_engine *e, const disk_hit &hit);
+// Forget the disk tier's states, files included.
+void disk_clear(pw_engine *e);
+// The disk tier's sizes and counts into `out`.
+void disk_stats(const pw_engine *e, pw_stats &out);
 
 }  // namespace shim
 

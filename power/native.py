@@ -36,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 11
+ABI_VERSION = 12
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -393,7 +393,8 @@ POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = range(5)
 _STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_decode_us", "n_prompt_tokens",
           "n_gen_tokens", "n_reused_tokens", "kv_entries", "kv_hits", "kv_misses", "kv_shared_tokens", "kv_copies",
           "kv_waits", "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens",
-          "ram_saves", "ram_evictions", "disk_loaded", "disk_hits", "disk_restored_tokens", "n_draft_tokens",
+          "ram_saves", "ram_evictions", "disk_loaded", "disk_bytes", "disk_entries", "disk_hits", "disk_misses",
+          "disk_restored_tokens", "disk_saves", "disk_evictions", "n_draft_tokens",
           "n_draft_accepted")
 
 
@@ -544,15 +545,16 @@ class Context:
     def clear(self) -> None:
         _check(_lib.pw_engine_clear(self.handle))
 
-    def cache_save(self, folder: str | os.PathLike[str], key: str, max_bytes: int) -> int:
-        """Write the prompt states this context holds into ``folder`` (the disk tier); returns how many."""
-        return _check(_lib.pw_cache_save(self.handle, os.fsencode(folder), key.encode(), max(0, max_bytes)))
+    def cache_open(self, folder: str | os.PathLike[str], key: str, max_bytes: int) -> int:
+        """Give the prompt cache a disk tier of ``max_bytes`` in ``folder`` for states valid under ``key``:
+        states host memory lets go are written there, and come back for prompts they begin. Files of another
+        key or damaged ones are removed. Returns how many states the folder holds."""
+        return _check(_lib.pw_cache_open(self.handle, os.fsencode(folder), key.encode(), max(0, max_bytes)))
 
-    def cache_load(self, folder: str | os.PathLike[str], key: str) -> int:
-        """Read the states in ``folder`` written under ``key`` into host memory, removing any other file there."""
-        if not os.path.isdir(folder):
-            return 0
-        return _check(_lib.pw_cache_load(self.handle, os.fsencode(folder), key.encode()))
+    def cache_save(self) -> int:
+        """Write what the context still holds (sequences' cells, host memory's states) to its disk tier, and
+        wait for every write; returns how many states it wrote."""
+        return _check(_lib.pw_cache_save(self.handle))
 
 
 def argmax_rows(rows: Sequence[Sequence[float]], n_threads: int = 1) -> list[int]:

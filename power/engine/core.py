@@ -246,7 +246,8 @@ class Engine:
                  cache_disk: tuple[str, int] | None = None, rpc_servers: Sequence[str] = (),
                  on_death: Callable[[EngineError], None] | None = None) -> None:
         """``cache_ram``: bytes of host memory for the prompt states of sequences given to other prompts;
-        ``cache_disk``: (folder, bytes) where the prompt states go when the engine closes, and come back from;
+        ``cache_disk``: (folder, bytes) of the disk tier, where the prompt states go when host memory lets
+        them go and when the engine closes, and come back from (in this engine or the next of this model);
         ``rpc_servers``: llama.cpp RPC servers (``host:port``) whose devices take offloaded layers beside the
         local ones, split by free memory (each must answer, or the load fails with ``RpcUnreachable``);
         ``draft``: a draft model (same vocabulary) for speculative decoding, in its own context beside the
@@ -301,8 +302,8 @@ class Engine:
             raise
         self.n_ctx_seq = self._ctx.n_ctx_seq if self._ctx else self.num_ctx
         if self._ctx is not None and cache_disk is not None:
-            loaded = self._ctx.cache_load(*self._state_files())
-            log.info("prompt states read from disk states=%d model=%s", loaded, model_path)
+            found = self._ctx.cache_open(*self._state_files(), cache_disk[1])
+            log.info("prompt cache disk tier opened states=%d model=%s", found, model_path)
         self.load_duration = time.monotonic_ns() - t0
         self._load_reported = False
         self._lock = threading.Condition()
@@ -700,7 +701,7 @@ class Engine:
             self._thread.join()
         if self._ctx is not None and self.cache_disk is not None and self.dead is None:
             try:
-                self._ctx.cache_save(*self._state_files(), self.cache_disk[1])
+                self._ctx.cache_save()
             except NativeError as exc:
                 log.warning("prompt states not written to disk: %s", exc)
         for c in (self._ctx, self._embed_ctx, self.projector, self.draft):

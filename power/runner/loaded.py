@@ -157,7 +157,7 @@ class Loaded:
 
     def _prompt_cache(self, engine: Mapping[str, Any], kv_used: int, n_ctx: int) -> dict[str, dict[str, int]]:
         """The prompt cache per tier (``kv``: the sequences' cells; ``ram``: saved states in host memory;
-        ``disk``: states of an earlier runner): bytes, entries, hits, misses, tokens not evaluated thanks to it."""
+        ``disk``: states in files, this runner's or an earlier one's): bytes, entries, hits, misses, tokens not evaluated thanks to it."""
         def get(key: str) -> int:
             return int(engine.get(key) or 0)
 
@@ -165,12 +165,11 @@ class Loaded:
         return {
             "kv": {"bytes": self.estimate.kv_cache * kv_used // n_ctx if n_ctx else 0, "entries": get("kv_entries"),
                    "hits": get("kv_hits"), "misses": get("kv_misses"),
-                   "restored_tokens": max(0, get("n_reused_tokens") - ram_restored)},
+                   "restored_tokens": max(0, get("n_reused_tokens") - ram_restored - get("disk_restored_tokens"))},
             "ram": {"bytes": get("ram_bytes"), "entries": get("ram_entries"), "hits": get("ram_hits"),
                     "misses": get("ram_misses"), "restored_tokens": ram_restored},
-            # states an earlier runner wrote, read into host memory at load (counted in ram's bytes too)
-            "disk": {"entries": get("disk_loaded"), "hits": get("disk_hits"),
-                     "restored_tokens": get("disk_restored_tokens")},
+            "disk": {"bytes": get("disk_bytes"), "entries": get("disk_entries"), "hits": get("disk_hits"),
+                     "misses": get("disk_misses"), "restored_tokens": get("disk_restored_tokens")},
         }
 
     def describe(self) -> dict[str, Any]:

@@ -85,7 +85,8 @@ class _SchedulerCollector(Collector):
 
     @staticmethod
     def _prompt_cache(usage: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        """Each model's prompt cache per tier: kv (its sequences' cells), ram (saved states in host memory)."""
+        """Each model's prompt cache per tier: kv (its sequences' cells), ram (saved states in host memory), disk
+        (saved states in files)."""
         labels = ["model", "tier"]
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "bytes": GaugeMetricFamily("a3s_power_prompt_cache_bytes", "Bytes the prompt cache holds", labels=labels),

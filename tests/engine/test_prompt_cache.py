@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -204,32 +205,102 @@ def test_disk_tier_refuses_states_of_another_model_build_or_a_damaged_file(tiny_
 
     def fill() -> list[Path]:
         with Engine(str(tiny_model), load, cache_ram=64 << 20) as eng:
-            for p in prompts:
-                eng.submit(p, GREEDY).result()
             ctx = eng._ctx
             assert ctx is not None
-            assert ctx.cache_save(folder, "model-a|commit-1", 64 << 20) == 2
-        return sorted(folder.glob("*.pwkv"))
+            ctx.cache_open(folder, "model-a|commit-1", 64 << 20)
+            for p in prompts:
+                eng.submit(p, GREEDY).result()
+            assert ctx.cache_save() == 2
+        return sorted(folder.glob("*.pwkv"), key=lambda f: f.stat().st_mtime_ns)
 
-    def load_with(model: Path, key: str) -> int:
+    def open_with(model: Path, key: str, prompt: str | None = None) -> tuple[int, dict[str, int]]:
         with Engine(str(model), load, cache_ram=64 << 20) as eng:
             ctx = eng._ctx
             assert ctx is not None
-            return ctx.cache_load(folder, key)
+            found = ctx.cache_open(folder, key, 64 << 20)
+            if prompt is not None:
+                eng.submit(prompt, GREEDY).result()
+            return found, eng.stats()
 
     assert len(fill()) == 2
-    assert load_with(tiny_model, "model-a|commit-2") == 0  # another llama.cpp commit
+    assert open_with(tiny_model, "model-a|commit-2")[0] == 0  # another llama.cpp commit
     assert list(folder.glob("*.pwkv")) == []  # and the files are gone
     fill()
-    assert load_with(eos_model, "model-b|commit-1") == 0  # another model
-    first, second = fill()
-    first.write_bytes(first.read_bytes()[:-100])  # truncated
-    raw = bytearray(second.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF  # one byte flipped
-    second.write_bytes(bytes(raw))
-    assert load_with(tiny_model, "model-a|commit-1") == 0 and list(folder.glob("*.pwkv")) == []
-    assert fill() and load_with(tiny_model, "model-a|commit-1") == 2  # intact files of the same key load
+    assert open_with(eos_model, "model-b|commit-1")[0] == 0  # another model
+    tides, comets = fill()
+    tides.write_bytes(tides.read_bytes()[:-100])  # truncated: its length says so
+    raw = bytearray(comets.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte of its state flipped: only its checksum says so, when it is read
+    comets.write_bytes(bytes(raw))
+    found, st = open_with(tiny_model, "model-a|commit-1", prompts[1])
+    assert found == 1 and not tides.exists()
+    assert st["disk_hits"] == 0 and st["disk_misses"] == 1 and st["disk_entries"] == 0 and not comets.exists()
+    fill()
+    found, st = open_with(tiny_model, "model-a|commit-1", prompts[1])  # intact files of the same key load
+    assert found == 2 and st["disk_hits"] == 1
     # the engine's own key names the weights and the llama.cpp commit
     from power.engine.statefiles import state_key
     assert native.llama_commit() in state_key(str(tiny_model), [], None, 512, load)
     assert state_key(str(tiny_model), [], None, 512, load) != state_key(str(eos_model), [], None, 512, load)
+
+
+def written(eng: Engine, n: int) -> dict[str, int]:
+    """The engine's counters once its disk tier's writer has written `n` states."""
+    deadline = time.monotonic() + 30
+    while (st := eng.stats())["disk_saves"] < n:
+        assert time.monotonic() < deadline, st
+        time.sleep(0.01)
+    return st
+
+
+def one_state_bytes(model: Path, prompt: list[int]) -> int:
+    with Engine(str(model), LoadOptions(num_ctx=512, num_parallel=1), cache_ram=64 << 20) as probe:
+        probe.submit(prompt, GREEDY).result()
+        probe.submit(conversation(probe, "anything else"), GREEDY).result()
+        return probe.stats()["ram_bytes"]
+
+
+@pytest.mark.parametrize("ram_states", [1, 0])
+def test_a_conversation_evicted_from_ram_comes_back_from_disk(tiny_model: Path, tmp_path: Path,
+                                                              ram_states: int) -> None:
+    """Host memory holds one state (the older ones leave it for disk) or none (states go straight there)."""
+    load = LoadOptions(num_ctx=512, num_parallel=1)
+    with Engine(str(tiny_model), load) as probe:
+        turn1 = conversation(probe, "rivers")
+    ram = max(1, int(one_state_bytes(tiny_model, turn1) * 1.5 * ram_states))
+    with Engine(str(tiny_model), load, cache_ram=ram, cache_disk=(str(tmp_path), 64 << 20)) as eng:
+        answer = eng.submit(turn1, GREEDY).result()
+        for topic in ("deserts", "volcanoes"):  # one sequence: rivers goes to host memory, then on to disk
+            eng.submit(conversation(eng, topic), GREEDY).result()
+        st = written(eng, 2 - ram_states)
+        assert st["ram_entries"] == ram_states and st["ram_bytes"] <= ram
+        assert st["ram_evictions"] == ram_states and st["disk_entries"] == 2 - ram_states
+        assert 0 < st["disk_bytes"] == sum(f.stat().st_size for f in tmp_path.glob("*/*.pwkv"))
+        turn2 = turn1 + list(answer.tokens) + tokens(eng, " user: and what about their sources?")
+        before = eng.stats()
+        second = eng.submit(turn2, GREEDY).result()
+        assert second.evaluated == len(turn2) - len(turn1) - len(answer.tokens) + 1
+        hits, restored, ram_hits = delta(eng, before, "disk_hits", "disk_restored_tokens", "ram_hits")
+        assert hits == 1 and restored == second.cached_tokens and ram_hits == 0
+        assert second.tokens == alone(tiny_model, turn2)
+
+
+def test_disk_tier_keeps_its_bound_dropping_the_oldest_first(tiny_model: Path, tmp_path: Path) -> None:
+    topics = ("apples", "bridges", "castles", "dragons")
+    load = LoadOptions(num_ctx=512, num_parallel=1)
+    with Engine(str(tiny_model), load) as probe:
+        prompts = {t: conversation(probe, t)[:40] for t in topics}
+    one = one_state_bytes(tiny_model, prompts["apples"])
+    budget = int(one * 2.5)  # room for two files
+    with Engine(str(tiny_model), load, cache_ram=1, cache_disk=(str(tmp_path), budget)) as eng:
+        for t in topics:  # one sequence, no room in host memory: each prompt pushes the one before to disk
+            eng.submit(prompts[t], GREEDY).result()
+        st = written(eng, 3)
+        assert st["disk_evictions"] == 1 and st["disk_entries"] == 2 and st["disk_bytes"] <= budget
+        assert len(list(tmp_path.glob("*/*.pwkv"))) == 2
+        # apples, written first, went first; castles stayed (writing dragons now drops bridges)
+        assert eng.submit(prompts["apples"], GREEDY).result().evaluated == len(prompts["apples"]) - 1
+        written(eng, 4)
+        assert eng.submit(prompts["castles"], GREEDY).result().evaluated == 1
+        assert eng.submit(prompts["bridges"], GREEDY).result().evaluated == len(prompts["bridges"]) - 1
+        assert eng.stats()["disk_bytes"] <= budget

@@ -60,3 +60,6 @@ def test_a_conversation_stays_warm_across_a_runner_restart(make_scheduler: Calla
     [row] = sched.stats()["models"]
     assert row["prompt_cache"]["disk"]["hits"] == 1
     assert row["prompt_cache"]["disk"]["restored_tokens"] == second["cached_tokens"]
+    assert row["prompt_cache"]["disk"]["entries"] >= 1 and row["prompt_cache"]["disk"]["bytes"] > 0
+    text = Metrics(sched).render().decode()
+    assert 'a3s_power_prompt_cache_hits_total{model="tiny",tier="disk"} 1.0' in text
