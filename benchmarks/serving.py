@@ -18,13 +18,17 @@ with its defaults, its host-memory prompt cache included), writing ``serving-cac
 * W1: 8 clients arriving together, each prompt one common ~1,000-token prefix plus its own short question;
 * W2: the same after the prefix has been served once;
 * W3: 12 conversations taking turns (one at a time) over the slots, 3 rounds, each turn adding to its own
-  history; and one conversation alone, for comparison.
+  history; and one conversation alone, for comparison;
+* W4 (a3s-power only, with the disk tier): a conversation of about 1,000 tokens, its warm turns against its
+  first turn after its runner ended (keep_alive 0) and after a restart of the whole server, each turn adding
+  the same text; and the same restarts without the disk tier.
 
 Per workload: mean and max time to first token and the wall time. Targets: W1 and W2 mean TTFT <= 0.5x
-llama-server's; W3's later rounds <= 1.0x llama-server's and within 1.5x of one conversation alone.
+llama-server's; W3's later rounds <= 1.0x llama-server's and within 1.5x of one conversation alone; W4's
+turns after a restart within 1.5x of a warm turn (time to first token, the new runner's load aside).
 
     python benchmarks/serving.py [--model PATH] [--threads N] [--ctx 2048] [--slots 4] [--tokens 64]
-                                  [--sampling greedy|default] [--cache]
+                                  [--sampling greedy|default] [--cache [--only W1,W4]]
 """
 
 from __future__ import annotations
@@ -137,7 +141,8 @@ class Ours:
 class Http:
     """The real a3s-power server (gunicorn) on a free loopback port, driven over /api/generate streaming."""
 
-    def __init__(self, model: Path, threads: int, ctx: int, slots: int, sampling: str) -> None:
+    def __init__(self, model: Path, threads: int, ctx: int, slots: int, sampling: str,
+                 env: dict[str, str] | None = None) -> None:
         import tempfile
 
         from power.store import ModelStore
@@ -150,13 +155,19 @@ class Http:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = dict(os.environ, A3S_POWER_HOME=str(self.home), OLLAMA_MODELS=str(self.home / "models"),
-                   OLLAMA_HOST=f"127.0.0.1:{self.port}", OLLAMA_NUM_PARALLEL=str(slots),
-                   OLLAMA_CONTEXT_LENGTH=str(ctx), OLLAMA_KEEP_ALIVE="-1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=env, cwd=ROOT,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.env = dict(os.environ, A3S_POWER_HOME=str(self.home), OLLAMA_MODELS=str(self.home / "models"),
+                        OLLAMA_HOST=f"127.0.0.1:{self.port}", OLLAMA_NUM_PARALLEL=str(slots),
+                        OLLAMA_CONTEXT_LENGTH=str(ctx), OLLAMA_KEEP_ALIVE="-1", **(env or {}))
         self.url = f"http://127.0.0.1:{self.port}"
         self.options = {"num_thread": threads, "num_batch": 512, **SAMPLING[sampling]}
+        self.load_s = 0.0  # the last answer's load_duration
+        self._start()
+        list(self.generate("warm up", 2))
+
+    def _start(self) -> None:
+        with open(self.home / "serve.log", "ab") as logf:
+            self.proc = subprocess.Popen([sys.executable, "-m", "power", "serve"], env=self.env, cwd=ROOT,
+                                         stdout=subprocess.DEVNULL, stderr=logf)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -167,7 +178,6 @@ class Http:
         else:
             self.close()
             raise RuntimeError("a3s-power serve did not start")
-        list(self.generate("warm up", 2))
 
     def generate(self, prompt: str, n: int) -> Iterator[int]:
         body = json.dumps({"model": "bench", "prompt": prompt, "raw": True, "stream": True,
@@ -178,6 +188,7 @@ class Http:
             for line in resp:
                 msg = json.loads(line)
                 if msg.get("done"):
+                    self.load_s = int(msg.get("load_duration", 0)) / 1e9
                     rest = int(msg.get("eval_count", seen)) - seen
                     if rest > 0:
                         yield rest
@@ -208,6 +219,26 @@ class Http:
         lat.sort()
         return {"clients": clients, "requests": len(lat), "median_ms": statistics.median(lat) * 1000,
                 "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000}
+
+    def unload(self) -> None:
+        """End the model's runner (keep_alive 0) and wait until it is gone."""
+        body = json.dumps({"model": "bench", "keep_alive": 0}).encode()
+        req = urllib.request.Request(self.url + "/api/generate", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            r.read()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(self.url + "/api/ps", timeout=10) as r:
+                if not json.loads(r.read())["models"]:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("the runner did not end")
+
+    def restart(self) -> None:
+        """Stop the whole server (its runners end) and start it again on the same home and port (no warm-up:
+        the next request loads the model)."""
+        self.close()
+        self._start()
 
     def close(self) -> None:
         self.proc.terminate()
@@ -325,13 +356,60 @@ def conversations(gen: Generate, topics: tuple[str, ...], rounds: int, n: int) -
     return out
 
 
-def cache_workloads(gen: Generate, n: int) -> dict[str, Any]:
+def cache_workloads(gen: Generate, n: int, only: set[str]) -> dict[str, Any]:
     one_run(gen, "warm up", 2)
-    w1 = together(gen, [f"{SHARED_PREFIX} Question: {q} Answer:" for q in QUESTIONS], n)
-    w2 = together(gen, [f"{SHARED_PREFIX} Question (again): {q} Answer:" for q in QUESTIONS], n)
-    w3 = conversations(gen, TOPICS, 3, n)
-    alone = conversations(gen, ("a lone conversation on comets",), 3, n)
-    return {"W1": w1, "W2": w2, "W3": w3, "W3_alone": alone}
+    out: dict[str, Any] = {}
+    if only & {"W1", "W2"}:  # W2 needs W1's prefix served
+        out["W1"] = together(gen, [f"{SHARED_PREFIX} Question: {q} Answer:" for q in QUESTIONS], n)
+    if "W2" in only:
+        out["W2"] = together(gen, [f"{SHARED_PREFIX} Question (again): {q} Answer:" for q in QUESTIONS], n)
+    if "W3" in only:
+        out["W3"] = conversations(gen, TOPICS, 3, n)
+        out["W3_alone"] = conversations(gen, ("a lone conversation on comets",), 3, n)
+    return out
+
+
+def restarts(http: Http, n: int) -> dict[str, Any]:
+    """W4: one conversation's turns, warm (its cells in its sequence) or the first after its runner ended or
+    the server restarted; each turn adds the same text to its history. TTFTs, and the new runner's load."""
+    history = "A conversation about lighthouses. " + " ".join(
+        f"Fact {i} about lighthouses: lighthouse number {i} stands on its own rock in the cold sea." for i in range(60))
+    turns: list[dict[str, Any]] = []
+
+    def turn(kind: str) -> None:
+        nonlocal history
+        history += f" User: tell me more, part {len(turns) + 1}. Assistant:"
+        ttft, _, _ = one_run(http.generate, history, n)
+        turns.append({"kind": kind, "ttft_s": ttft, "load_s": http.load_s})
+        history += f" Here is part {len(turns)}, told briefly."
+
+    turn("first")
+    for end in (http.unload, http.unload, http.restart, http.restart):  # twice each: the machine is noisy
+        turn("warm")
+        turn("warm")
+        end()
+        turn("after unload" if end == http.unload else "after restart")
+    turn("warm")
+    warm = statistics.median(t["ttft_s"] for t in turns if t["kind"] == "warm")
+    out: dict[str, Any] = {"turns": turns, "warm_ttft_median_s": warm}
+    for kind in ("after unload", "after restart"):
+        ttft = statistics.median(t["ttft_s"] for t in turns if t["kind"] == kind)
+        aside = statistics.median(t["ttft_s"] - t["load_s"] for t in turns if t["kind"] == kind)
+        out[kind] = {"ttft_median_s": ttft, "ratio": ttft / warm, "ratio load aside": aside / warm}
+    return out
+
+
+def restart_workload(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """W4 with the disk tier, and without it for comparison."""
+    out = {}
+    for name, env in (("disk tier", {"A3S_POWER_CACHE_DISK": "1024"}), ("no disk tier", {"A3S_POWER_CACHE_DISK": "0"})):
+        http = Http(args.model, args.threads, args.ctx, args.slots, args.sampling, env)
+        try:
+            out[name] = restarts(http, n)
+            out[name]["log"] = str(http.home / "serve.log")
+        finally:
+            http.close()
+    return out
 
 
 def bench(gen: Generate, levels: list[int], n: int) -> dict[str, Any]:
@@ -361,15 +439,22 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def cache_main(args: argparse.Namespace) -> int:
-    """W1-W3 over HTTP on both sides; ``--tokens`` bounds each answer (16 is plenty for TTFT)."""
+    """W1-W3 over HTTP on both sides, W4 on ours; ``--tokens`` bounds each answer (16 is plenty for TTFT)."""
     n = min(args.tokens, 16)
     result: dict[str, Any] = {"model": args.model.name, "threads": args.threads, "ctx": args.ctx, "slots": args.slots,
                               "tokens": n, "sides": {}}
-    out = args.out / "serving-cache.json"
+    only = set(args.only.split(",")) if args.only else {"W1", "W2", "W3", "W4"}
+    out = args.out / ("serving-cache.json" if not args.only else f"serving-cache-{'-'.join(sorted(only))}.json")
     args.out.mkdir(parents=True, exist_ok=True)
+    if "W4" in only:
+        result["W4"] = restart_workload(args, n)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if not only & {"W1", "W2", "W3"}:
+        log.info("%s", json.dumps(result, indent=2))
+        return 0
     http = Http(args.model, args.threads, args.ctx, args.slots, args.sampling)
     try:
-        result["sides"]["a3s-power"] = cache_workloads(http.generate, n)
+        result["sides"]["a3s-power"] = cache_workloads(http.generate, n, only)
     finally:
         http.close()
     out.write_text(json.dumps(result, indent=2) + "\n")  # one side's figures survive an interrupted run
@@ -377,13 +462,14 @@ def cache_main(args: argparse.Namespace) -> int:
         peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots,
                     args.sampling)
         try:
-            result["sides"]["llama-server"] = cache_workloads(peer.generate, n)
+            result["sides"]["llama-server"] = cache_workloads(peer.generate, n, only)
         finally:
             peer.close()
         ours, theirs = result["sides"]["a3s-power"], result["sides"]["llama-server"]
         result["ratio_ttft_mean"] = {
-            **{w: ours[w]["ttft_mean_s"] / theirs[w]["ttft_mean_s"] for w in ("W1", "W2")},
-            "W3": [a["ttft_mean_s"] / b["ttft_mean_s"] for a, b in zip(ours["W3"], theirs["W3"])]}
+            **{w: ours[w]["ttft_mean_s"] / theirs[w]["ttft_mean_s"] for w in ("W1", "W2") if w in ours},
+            **({"W3": [a["ttft_mean_s"] / b["ttft_mean_s"] for a, b in zip(ours["W3"], theirs["W3"])]}
+               if "W3" in ours else {})}
     out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("%s", json.dumps(result, indent=2))
     return 0
@@ -400,7 +486,8 @@ def main() -> int:
     ap.add_argument("--sampling", choices=sorted(SAMPLING), default="greedy",
                     help="greedy, or Ollama's default top-k/top-p sampling on both sides")
     ap.add_argument("--no-peer", action="store_true", help="measure a3s-power only")
-    ap.add_argument("--cache", action="store_true", help="the prompt-cache workloads W1-W3 only (issue 15)")
+    ap.add_argument("--cache", action="store_true", help="the prompt-cache workloads W1-W4 only (issue 15)")
+    ap.add_argument("--only", help="with --cache: the workloads to run, comma-separated (W4 has no peer side)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
