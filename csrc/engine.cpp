@@ -28,7 +28,11 @@ llama_context_params context_params(const pw_engine_params &p) {
     cp.type_v = (ggml_type)p.type_v;
     cp.embeddings = p.embeddings;
     cp.pooling_type = (enum llama_pooling_type)p.pooling;
-    cp.kv_unified = false;  // each sequence gets its own num_ctx, as Ollama sizes it
+    // Each sequence gets its own num_ctx, as Ollama sizes it. A unified cache would make a prefix copy a tag
+    // instead of a stream copy, but measured (Gemma 3 270M, 4 sequences of 2,048, a 1,000-token prefix) the
+    // copy costs a few ms against seconds for the prefix it saves, and decoding costs the same or more
+    // (unified attention spans every sequence's cells).
+    cp.kv_unified = false;
     cp.swa_full = true;     // keep SWA cells so prefixes can be reused
     cp.no_perf = true;
     return cp;
