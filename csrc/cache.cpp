@@ -54,6 +54,7 @@ void ram_save(pw_engine *e, const slot &s, std::list<ram_entry>::iterator keep) 
             return;
         }
     }
+    if (!e->disk && llama_state_seq_get_size(e->ctx, s.id) + s.cache.size() * sizeof(llama_token) > r.budget) return;
     ram_entry en;
     if (!snapshot(e, s, en)) return;
     if (en.bytes() > r.budget) {
@@ -200,7 +201,10 @@ void reuse_prefix(pw_engine *e, slot &s) {
     const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= std::max(ram_len, disk.len);
     const bool from_ram = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain &&
                           ram_len >= disk.len;
-    const bool from_disk = !wait && !copy && !from_ram && disk.len >= own + kMinGain;
+    // Read before the sequence's own state is saved: saving it could push this one off the disk.
+    std::shared_ptr<const ram_entry> disk_state;
+    if (!wait && !copy && !from_ram && disk.len >= own + kMinGain) disk_state = disk_read(e, disk);
+    const bool from_disk = disk_state != nullptr;
     const size_t lost = wait || copy || from_ram || from_disk ? s.cache.size()
                                                               : s.cache.size() - std::min(own, s.cache.size());
     save_if_lost(e, s, lost, from_ram ? ram_it : e->ram.entries.end());
@@ -217,8 +221,9 @@ void reuse_prefix(pw_engine *e, slot &s) {
     } else if (from_ram) {
         e->ram.entries.splice(e->ram.entries.begin(), e->ram.entries, ram_it);
         if (restore(e, s, *ram_it, ram_len)) s.reused_ram = (int64_t)s.cache.size();
-    } else if (std::shared_ptr<const ram_entry> en = from_disk ? disk_read(e, disk) : nullptr) {
-        if (restore(e, s, *en, std::min(disk.len, usable(en->tokens, s)))) s.reused_disk = (int64_t)s.cache.size();
+    } else if (from_disk) {
+        const size_t len = std::min(disk.len, usable(disk_state->tokens, s));
+        if (restore(e, s, *disk_state, len)) s.reused_disk = (int64_t)s.cache.size();
     } else {
         truncate(e, s, own);
     }

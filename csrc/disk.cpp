@@ -145,9 +145,14 @@ uint64_t write_file(const disk_tier &d, const ram_entry &en, const std::string &
     return hd.size() + en.state.size() + sizeof sum;
 }
 
-void touch(const disk_tier &d, const std::string &name) {  // the next engine orders files by time
+// Mark a file the most recently used (under d.mu). The next engine orders files by modification time,
+// which the tier sets itself, strictly increasing: the kernel's is coarse, and files written within one tick
+// would tie.
+void touch(disk_tier &d, const std::string &name) {
+    const int64_t now = fs::file_time_type::clock::now().time_since_epoch().count();
+    d.last_use = std::max(now, d.last_use + 1);
     std::error_code ec;
-    fs::last_write_time(fs::path(d.dir) / name, fs::file_time_type::clock::now(), ec);
+    fs::last_write_time(fs::path(d.dir) / name, fs::file_time_type(fs::file_time_type::duration(d.last_use)), ec);
 }
 
 // Remove an entry and its file (under d.mu).
@@ -195,11 +200,13 @@ void write_queued(disk_tier *d) {
         } else {
             it->pending.reset();
             it->bytes = size;
+            touch(*d, name);
             d->bytes += size;
             d->saves++;
             for (auto o = d->entries.begin(); o != d->entries.end();) {  // a state this one extends adds nothing
                 auto next = std::next(o);
-                if (o != it && !o->pending && common_prefix(o->tokens, it->tokens.data(), it->tokens.size()) == o->tokens.size())
+                const size_t n = o->tokens.size();
+                if (o != it && !o->pending && common_prefix(o->tokens, it->tokens.data(), it->tokens.size()) == n)
                     drop(*d, o);
                 o = next;
             }
@@ -209,9 +216,13 @@ void write_queued(disk_tier *d) {
     }
 }
 
+std::list<disk_entry>::iterator entry_named(disk_tier &d, const std::string &name) {  // under d.mu
+    return std::find_if(d.entries.begin(), d.entries.end(), [&name](const disk_entry &x) { return x.name == name; });
+}
+
 void forget(disk_tier &d, const std::string &name) {
     std::lock_guard<std::mutex> lk(d.mu);
-    auto it = std::find_if(d.entries.begin(), d.entries.end(), [&name](const disk_entry &x) { return x.name == name; });
+    auto it = entry_named(d, name);
     if (it != d.entries.end() && !it->pending) drop(d, it);
     std::error_code ec;
     fs::remove(fs::path(d.dir) / name, ec);
@@ -296,7 +307,7 @@ std::shared_ptr<const ram_entry> disk_read(pw_engine *e, const disk_hit &hit) {
         out = std::move(en);
     }
     std::lock_guard<std::mutex> lk(d.mu);
-    auto it = std::find_if(d.entries.begin(), d.entries.end(), [&hit](const disk_entry &x) { return x.name == hit.name; });
+    auto it = entry_named(d, hit.name);
     if (it != d.entries.end()) {
         d.entries.splice(d.entries.begin(), d.entries, it);
         if (!it->pending) touch(d, it->name);
@@ -361,6 +372,7 @@ int32_t pw_cache_open(pw_engine *e, const char *dir, const char *key, uint64_t m
         de.tokens = std::move(h.tokens);
         de.media = std::move(h.media);
         de.bytes = size;
+        d->last_use = std::max(d->last_use, (int64_t)mtime.time_since_epoch().count());
         found.emplace_back(mtime, std::move(de));
     }
     std::stable_sort(found.begin(), found.end(), [](const auto &a, const auto &b) { return a.first > b.first; });

@@ -175,6 +175,7 @@ struct disk_tier {
     bool writing = false;
     bool stop = false;
     int64_t saves = 0, evictions = 0;
+    int64_t last_use = 0;             // the latest modification time given to a file (file clock ticks)
     std::thread writer;
     ~disk_tier();                     // writes what is queued, then ends the writer
 };

@@ -304,3 +304,9 @@ def test_disk_tier_keeps_its_bound_dropping_the_oldest_first(tiny_model: Path, t
         assert eng.submit(prompts["castles"], GREEDY).result().evaluated == 1
         assert eng.submit(prompts["bridges"], GREEDY).result().evaluated == len(prompts["bridges"]) - 1
         assert eng.stats()["disk_bytes"] <= budget
+    # closing wrote bridges, the newest file; the next engine, with room for one, keeps only that one
+    with Engine(str(tiny_model), load, cache_ram=1, cache_disk=(str(tmp_path), int(one * 1.2))) as eng:
+        st = eng.stats()
+        assert st["disk_loaded"] == 1 and st["disk_evictions"] == 1
+        assert len(list(tmp_path.glob("*/*.pwkv"))) == 1
+        assert eng.submit(prompts["bridges"], GREEDY).result().evaluated == 1
