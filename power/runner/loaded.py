@@ -14,9 +14,35 @@ from power.engine.options import LoadOptions
 from power.runner.client import RunnerProcess
 from power.runner.memory import MemoryEstimate, ModelFacts, processor_split
 
-__all__ = ["Loaded", "ModelSpec", "ProgressWatcher", "Resolver"]
+__all__ = ["Loaded", "ModelSpec", "ModelView", "ProgressWatcher", "Resolver"]
 
 FOREVER_SPAN = timedelta(days=292 * 365)  # what Ollama shows for keep_alive < 0
+
+
+def expiry_of(keep_alive: float | None, refs: int, expires_at: float | None) -> datetime:
+    """When a model unloads, as of now: never (``FOREVER_SPAN``), ``keep_alive`` after now while it
+    serves requests (or before its first release), else the time its timer was set for."""
+    now = datetime.now(UTC).astimezone()
+    if keep_alive is None:
+        return now + FOREVER_SPAN
+    if refs or expires_at is None:
+        return now + timedelta(seconds=keep_alive)
+    return datetime.fromtimestamp(expires_at, UTC).astimezone()
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What ``/api/ps`` shows of one model as of its last change; only ``expires_at`` depends on the time
+    of the answer. Never changed once made (the scheduler makes a new one), so any thread may read it."""
+
+    row: Mapping[str, Any]  # the ``describe`` row without ``expires_at``
+    keep_alive: float | None
+    refs: int
+    expires_at: float | None
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.row, "details": dict(self.row["details"]),
+                "expires_at": expiry_of(self.keep_alive, self.refs, self.expires_at)}
 
 
 @dataclass(frozen=True)
@@ -135,12 +161,7 @@ class Loaded:
             self.timer = None
 
     def expiry(self) -> datetime:
-        now = datetime.now(UTC).astimezone()
-        if self.keep_alive is None:
-            return now + FOREVER_SPAN
-        if self.refs or self.expires_at is None:
-            return now + timedelta(seconds=self.keep_alive)
-        return datetime.fromtimestamp(self.expires_at, UTC).astimezone()
+        return expiry_of(self.keep_alive, self.refs, self.expires_at)
 
     def usage(self, engine: Mapping[str, Any]) -> dict[str, Any]:
         """Running/waiting requests and KV-cache cells, from the engine's counters (``{}`` if it did not answer)."""
@@ -174,16 +195,21 @@ class Loaded:
 
     def describe(self) -> dict[str, Any]:
         """The ``/api/ps`` view of this model; one still loading adds ``status``, ``completed`` and ``total``."""
+        return self.view().describe()
+
+    def view(self) -> ModelView:
+        """This model as ``/api/ps`` shows it now, frozen (see ``ModelView``)."""
         size = self.estimate.total
         info = self.runner.info if self.runner is not None else {}
         row = {
             "name": self.spec.name, "model": self.spec.name, "size": size, "size_vram": self.size_vram,
-            "digest": self.spec.digest, "details": dict(self.spec.details), "expires_at": self.expiry(),
+            "digest": self.spec.digest, "details": dict(self.spec.details),
             "context_length": int(info.get("num_ctx", self.load.num_ctx)),
-            "processor": processor_split(size, self.size_vram), "pid": self.runner.pid if self.runner else 0,
+            "processor": processor_split(size, self.size_vram, self.estimate.gpus),
+            "pid": self.runner.pid if self.runner else 0,
             "num_parallel": self.load.num_parallel, "in_flight": self.refs,
             "running": min(self.refs, self.load.num_parallel), "waiting": self.waiting,
         }
         if self.loading:
             row.update(status="loading model", completed=self.load_completed, total=self.load_total)
-        return row
+        return ModelView(row, self.keep_alive, self.refs, self.expires_at)

@@ -19,7 +19,7 @@ import logging
 import queue
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from power.config import Settings
@@ -28,7 +28,7 @@ from power.engine.rpc import parse_endpoints, probe_all
 from power.errors import Busy, InvalidRequest, PowerError, ShuttingDown
 from power.runner.client import LoopThread, RunnerProcess, VocabProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
-from power.runner.loaded import Loaded, ModelSpec, ProgressWatcher, Resolver
+from power.runner.loaded import Loaded, ModelSpec, ModelView, ProgressWatcher, Resolver
 from power.runner.memory import (
     GPU,
     MemoryEstimate,
@@ -40,7 +40,6 @@ from power.runner.memory import (
     fit_layers,
     model_facts,
     place,
-    processor_split,
     prompt_cache_bytes,
     read_meminfo,
     remote_share,
@@ -58,6 +57,19 @@ GiB = 1 << 30
 
 
 RPC_TIMEOUT = 3.0  # seconds an RPC server has to answer the handshake before a load goes without it
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    """What ``ps`` and ``queue_depth`` answer, as of the scheduler's last change.
+
+    The loop thread makes a new one after every change (a hold or release, a load's start, progress and
+    end, an unload, a crash) and swaps it in with one assignment, so any thread, the HTTP worker's event
+    loop included, reads a consistent state without a lock or a round trip to the loop.
+    """
+
+    models: tuple[ModelView, ...] = ()  # loaded and loading models, not those being retired
+    waiting: int = 0  # requests waiting for a slot or a load, as admission counts them
 
 
 class Scheduler:
@@ -83,6 +95,7 @@ class Scheduler:
         self._vocab: VocabProcess | None = None  # tokenizes for models that are not loaded
         self._vocab_lock = asyncio.Lock()
         self._gpu_sampler = GpuSampler(bool(self._gpus))
+        self._view = SchedulerView()
 
     @property
     def max_loaded(self) -> int:
@@ -223,19 +236,18 @@ class Scheduler:
         return self._closing
 
     def queue_depth(self) -> int:
-        """Requests waiting for a slot or a load, as admission counts them (503 at ``max_queue``)."""
-        return self._lt.call(self._queue_depth())
+        """Requests waiting for a slot or a load, as admission counts them (503 at ``max_queue``).
 
-    async def _queue_depth(self) -> int:
-        return self._waiting()
+        Never blocks, as ``ps`` (``SchedulerView``)."""
+        return self._view.waiting
 
     def unload(self, name: str) -> bool:
         """Stop ``name`` now; its in-flight requests end with done_reason "unload". False if not loaded."""
         return self._lt.call(self._unload(name))
 
     def ps(self) -> list[dict[str, Any]]:
-        """Loaded models, latest expiry first (see ``Loaded.describe``)."""
-        rows = self._lt.call(self._ps())
+        """Loaded models, latest expiry first (see ``Loaded.describe``); never blocks (``SchedulerView``)."""
+        rows = [v.describe() for v in self._view.models]
         return sorted(rows, key=lambda r: r["expires_at"], reverse=True)
 
     def blobs_in_use(self) -> set[str]:
@@ -379,10 +391,12 @@ class Scheduler:
             if m.refs + n > m.load.num_parallel and self._waiting() >= self.settings.max_queue:
                 raise Busy()
             m.hold(ka, n)
+            self._publish()
             return m, 0
         if self._waiting() >= self.settings.max_queue:
             raise Busy()
         self._pending_loads += 1
+        self._publish()
         try:
             while True:
                 m = self._models.get(spec.name)
@@ -400,12 +414,14 @@ class Scheduler:
                         return m, m.load_duration
         finally:
             self._pending_loads -= 1
+            self._publish()
 
     async def _load(self, spec: ModelSpec, load: LoadOptions, facts: ModelFacts,
                     watch: ProgressWatcher | None = None) -> Loaded:
         old = self._models.get(spec.name)
         if old is not None:  # other options or files: wait for its requests, then replace it
             old.closing = True
+            self._publish()
             while old.refs:
                 await self._wait_change()
             await self._stop(old, "unload")
@@ -418,12 +434,14 @@ class Scheduler:
         placement = await self._make_room(spec, est, load, facts)
         m = Loaded(spec, load, facts, replace(est, gpus=placement.per_gpu), placement.vram + remote)
         self._models[spec.name] = m
+        self._publish()
         m.watch(watch)
         m.runner = RunnerProcess(spec.model_path, load, spec.adapters, projector=spec.projector, draft=spec.draft,
                                  log_level=self._log_level, cache_ram=est.prompt_cache,
                                  cache_disk=(str(self.settings.prompt_cache_dir), self.settings.cache_disk << 20)
                                  if self.settings.cache_disk and not facts.embedding else None,
-                                 rpc_servers=rpc, on_exit=lambda r: self._on_exit(m, r), on_progress=m.progress,
+                                 rpc_servers=rpc, on_exit=lambda r: self._on_exit(m, r),
+                                 on_progress=lambda fraction: self._progress(m, fraction),
                                  load_pause=self._load_pause)
         t0 = time.monotonic_ns()
         try:
@@ -438,10 +456,12 @@ class Scheduler:
             m.ready.set_exception(exc)
             m.ready.exception()  # retrieved: waiters re-raise it themselves
             self._changed.set()
+            self._publish()
             raise
         m.load_duration = time.monotonic_ns() - t0
         m.loaded(True)
         m.ready.set_result(None)
+        self._publish()
         log.info("model loaded model=%s pid=%d load_ms=%.1f num_ctx=%d parallel=%d est_mib=%d", spec.name,
                  m.runner.pid, m.load_duration / 1e6, load.num_ctx, load.num_parallel, est.total >> 20)
         return m
@@ -530,7 +550,17 @@ class Scheduler:
         except TimeoutError:
             raise Busy("timed out waiting for a loaded model to become idle") from None
 
+    def _progress(self, m: Loaded, fraction: float) -> None:
+        m.progress(fraction)
+        self._publish()
+
     def _release(self, m: Loaded) -> None:
+        try:
+            self._let_go(m)
+        finally:
+            self._publish()
+
+    def _let_go(self, m: Loaded) -> None:
         m.refs -= 1
         m.last_used = time.monotonic()
         if m.refs > 0:
@@ -559,6 +589,7 @@ class Scheduler:
             m.timer = None
         if self._models.get(m.name) is m:
             del self._models[m.name]
+        self._publish()
         if m.runner is not None:
             await m.runner.stop(reason)
         self._changed.set()
@@ -571,6 +602,7 @@ class Scheduler:
                 del self._models[m.name]
             if m.timer is not None:
                 m.timer.cancel()
+        self._publish()
         self._changed.set()
 
     async def _unload(self, name: str) -> bool:
@@ -606,14 +638,10 @@ class Scheduler:
     async def _specs(self) -> list[Loaded]:
         return list(self._models.values())
 
-    async def _ps(self) -> list[dict[str, Any]]:
-        rows = []
-        for m in self._models.values():
-            if not m.closing:  # loaded, or loading (then with its progress)
-                row = m.describe()
-                row["processor"] = processor_split(row["size"], row["size_vram"], m.estimate.gpus)
-                rows.append(row)
-        return rows
+    def _publish(self) -> None:
+        """Make the view of the state as it is now (loop thread, after every change; see ``SchedulerView``)."""
+        self._view = SchedulerView(tuple(m.view() for m in self._models.values() if not m.closing),
+                                   self._waiting())
 
     async def _shutdown(self, deadline: float) -> None:
         end = time.monotonic() + deadline

@@ -76,25 +76,25 @@ class Stream(Sink):
     # ---- loop side -------------------------------------------------------------------------------
     def feed(self, msg: dict[str, Any]) -> bool:
         chunks = msg.get("chunks")
-        over = False
-        if chunks:
-            self._put(chunks)
-            over = bool(chunks[-1].get("done"))
+        items: list[Any] = [chunks] if chunks else []
+        over = bool(chunks) and bool(chunks[-1].get("done"))
         if "error" in msg:
-            self._put(error_from_wire(msg["error"]))
+            items.append(error_from_wire(msg["error"]))
             over = True
+        if over:  # the slot is free (and ps says so) before the reader sees the end
+            self._complete()
+        for item in items:
+            self._put(item)
         self._output = True
         self._first.set()
-        if over:
-            self._complete()
         return over
 
     def fail(self, exc: BaseException) -> None:
         if not self.finished:
+            self._complete()
             self._put(exc)
             self._output = True
             self._first.set()
-            self._complete()
 
     def progress(self, completed: int, total: int) -> None:
         """The model this stream waits for has loaded ``completed`` of ``total`` bytes (a ``ProgressWatcher``)."""
@@ -181,14 +181,14 @@ class Call(Sink):
         if "error" in msg:
             self.fail(error_from_wire(msg["error"]))
         elif not self.future.done():
+            self._complete()  # released (and ps says so) before the caller has the answer
             self.future.set_result(msg.get("result"))
-            self._complete()
         return True
 
     def fail(self, exc: BaseException) -> None:
+        self._complete()
         if not self.future.done():
             self.future.set_exception(exc)
-        self._complete()
 
     def wait(self, timeout: float | None = None) -> Any:
         try:

@@ -25,12 +25,13 @@ from power.server.errors import MethodsAllowed, install_error_handlers
 from power.server.inference import Services
 from power.server.metrics import Metrics
 from power.server.observability import (
-    HealthResource, MetricsResource, OpenAPIResource, Operation, Paths, UsageResource, allow_list, openapi_document,
+    HealthResource, MetricsResource, OpenAPIResource, Operation, Paths, UsageResource, allow_list, health_body,
+    openapi_document,
 )
 from power.server.ollama import (
     BlobResource, ChatResource, CopyResource, CreateResource, DeleteResource, DetokenizeResource, EmbedResource,
     GenerateResource, LegacyEmbeddingsResource, PsResource, RootResource, ShowResource, TagsResource,
-    TokenizeResource, TransferResource, VersionResource,
+    TokenizeResource, TransferResource, VersionResource, ps_body,
 )
 from power.server.openai import (
     ChatCompletionsResource, CompletionsResource, ModelResource, ModelsResource, OpenAIEmbeddingsResource,
@@ -187,7 +188,8 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
     install_error_handlers(app)
     for route in ROUTES:
         app.add_route(route.path, route.resource(services))
-    app.fast_lane = FastLane(security, store.tags_body, metrics.http)  # see power/server/worker.py
+    app.fast_lane = FastLane(security, metrics.http, tags_body=store.tags_body,  # see power/server/worker.py
+                             ps_body=lambda: ps_body(scheduler), health_body=lambda: health_body(services))
     return app
 
 

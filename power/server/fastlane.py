@@ -1,18 +1,24 @@
 """The hottest read-only routes answered in the worker's event loop, without a thread, a parser or Falcon.
 
 Clients poll ``/api/tags`` (Open WebUI on every page, agents before every
-conversation), ``/api/version`` and ``/``. Through gunicorn's thread hand-off,
+conversation), ``/api/version`` and ``/``; dashboards and load balancers poll
+``/api/ps`` and ``/health``, which must answer however many streams hold the
+request threads. Through gunicorn's thread hand-off,
 its parser and Falcon's middleware a listing costs about half a millisecond of
 CPU, so 50 clients polling at once queue behind each other. For a plain request
 to one of these routes the worker asks ``FastLane.answer`` instead, which
 builds the same answer (the same body, status and headers, the same access-log
-line and metrics) from the request head alone, in tens of microseconds.
+line and metrics) from the request head alone, in tens of microseconds, with the
+app's own body builders over what never blocks: the store's listing and the
+scheduler's last view (``power.runner.scheduler.SchedulerView``). ``/metrics``
+stays with the app: its scrape asks every runner for its counters.
 
 Anything out of the ordinary is declined (``None``) and takes the usual path,
 which owns every refusal and every header that depends on the request: a query
 string, a body, ``Origin`` (CORS), an API key to check, a ``Host`` that the
 DNS-rebinding check refuses, ``Upgrade``, HTTP/1.0, oversized or repeated
-headers. So what a client sees never depends on which path answered.
+headers, and a ``/health`` that is not ready (its 503). So what a client sees never
+depends on which path answered.
 """
 
 from __future__ import annotations
@@ -35,22 +41,32 @@ _DECLINE = frozenset({b"origin", b"transfer-encoding", b"expect", b"upgrade", b"
                       b"access-control-request-method"})
 _SINGLE = frozenset({b"host", b"connection", b"x-request-id", b"content-length"})
 
-Body = Callable[[], tuple[bytes, str]]
+Body = Callable[[], tuple[bytes, str] | None]  # None: the app answers (e.g. a 503)
+GET_ONLY = frozenset({"/api/ps"})  # the app answers HEAD of these with 405
 
 
 class FastLane:
     """Whole HTTP/1.1 answers for ``GET``/``HEAD`` of ``FAST_ROUTES``, or None to let the app answer."""
 
-    def __init__(self, security: SecurityMiddleware, tags_body: Callable[[], bytes],
-                 record: Callable[[str, str, str, float], None]) -> None:
+    def __init__(self, security: SecurityMiddleware, record: Callable[[str, str, str, float], None], *,
+                 tags_body: Callable[[], bytes], ps_body: Callable[[], Any],
+                 health_body: Callable[[], dict[str, Any]]) -> None:
+        """``*_body``: what the app's routes answer, from calls that never block (this runs in the loop)."""
         self.security = security
         self.record = record  # metrics: route, method, status, seconds
         version = dumps(version_body()).encode("utf-8")
         heartbeat = HEARTBEAT.encode("utf-8")
+
+        def health() -> tuple[bytes, str] | None:
+            body = health_body()
+            return (dumps(body).encode("utf-8"), JSON) if body["ready"] else None
+
         self.bodies: dict[str, Body] = {
             "/": lambda: (heartbeat, TEXT),
             "/api/version": lambda: (version, JSON),
             "/api/tags": lambda: (tags_body(), JSON),
+            "/api/ps": lambda: (dumps(ps_body()).encode("utf-8"), JSON),
+            "/health": health,
         }
         self._date = (0, "")
         # gunicorn's limit_request_fields and limit_request_field_size (the worker sets its own): past them
@@ -66,7 +82,7 @@ class FastLane:
         method, path = m.group(1).decode("ascii"), m.group(2).decode("latin-1")
         path = path.rstrip("/") or "/"
         body_of = self.bodies.get(path)
-        if body_of is None or len(head) > self.security.max_header_bytes:
+        if body_of is None or len(head) > self.security.max_header_bytes or (method == "HEAD" and path in GET_ONLY):
             return None
         headers = _headers(head[m.end():], self.max_fields, self.max_field_bytes)
         if headers is None or headers.get(b"content-length", b"0").strip() != b"0":
@@ -81,9 +97,12 @@ class FastLane:
             return None
         keep = b"close" not in tokens
         try:
-            body, content_type = body_of()
+            made = body_of()
         except Exception:  # the usual path answers with the error, in the route's shape
             return None
+        if made is None:
+            return None
+        body, content_type = made
         given = headers.get(b"x-request-id")
         rid = request_id(given.decode("latin-1") if given is not None else None) or secrets.token_hex(8)
         out = (f"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: {self._http_date()}\r\n"

@@ -18,7 +18,7 @@ from power.server.security import OPEN_ROUTES
 from power.server.streaming import send_json
 from power.server.usage import parse_date
 
-__all__ = ["HealthResource", "MetricsResource", "UsageResource", "OpenAPIResource", "Operation", "Paths",
+__all__ = ["HealthResource", "health_body", "MetricsResource", "UsageResource", "OpenAPIResource", "Operation", "Paths",
            "openapi_document", "allow_list"]
 
 _NDJSON = "application/x-ndjson"
@@ -204,6 +204,38 @@ def openapi_document(paths: Paths) -> dict[str, Any]:
     }
 
 
+def health_body(services: Services) -> dict[str, Any]:
+    """What ``/health`` answers; ``ready`` False means a 503 with ``reasons``.
+
+    Built from what never blocks (``Scheduler.ps`` and ``queue_depth`` read the scheduler's last view, the
+    store's check is a directory listing), so the worker's fast lane answers it from its event loop too.
+    """
+    scheduler = services.scheduler
+    capacity = services.settings.max_queue
+    reasons: list[str] = []
+    try:
+        rows = [m for m in scheduler.ps() if "status" not in m]  # loaded, not loading
+        depth = scheduler.queue_depth()
+        if scheduler.closing:
+            reasons.append("the server is shutting down")
+    except Exception as exc:  # health must answer even when the scheduler cannot
+        rows, depth = [], 0
+        reasons.append(f"the scheduler did not answer: {exc}")
+    if depth >= capacity:
+        reasons.append(f"the queue is full ({depth} waiting, OLLAMA_MAX_QUEUE={capacity})")
+    if (why := services.store.unreadable()) is not None:
+        reasons.append(why)
+    body: dict[str, Any] = {
+        "status": "unavailable" if reasons else "ok", "ready": not reasons, "version": __version__,
+        "uptime": round(time.time() - services.started, 3),
+        "models_loaded": [m.get("name") for m in rows],
+        "running": sum(int(m.get("running") or 0) for m in rows), "waiting": depth,
+        "queue_capacity": capacity}
+    if reasons:
+        body["reasons"] = reasons
+    return body
+
+
 class HealthResource:
     """Liveness and readiness in one: 200 while the server can take work, else 503 with the reasons.
 
@@ -216,31 +248,10 @@ class HealthResource:
         self.services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        scheduler = self.services.scheduler
-        capacity = self.services.settings.max_queue
-        reasons: list[str] = []
-        try:
-            rows = [m for m in scheduler.ps() if "status" not in m]  # loaded, not loading
-            depth = scheduler.queue_depth()
-            if scheduler.closing:
-                reasons.append("the server is shutting down")
-        except Exception as exc:  # health must answer even when the scheduler cannot
-            rows, depth = [], 0
-            reasons.append(f"the scheduler did not answer: {exc}")
-        if depth >= capacity:
-            reasons.append(f"the queue is full ({depth} waiting, OLLAMA_MAX_QUEUE={capacity})")
-        if (why := self.services.store.unreadable()) is not None:
-            reasons.append(why)
-        body: dict[str, Any] = {
-            "status": "unavailable" if reasons else "ok", "ready": not reasons, "version": __version__,
-            "uptime": round(time.time() - self.services.started, 3),
-            "models_loaded": [m.get("name") for m in rows],
-            "running": sum(int(m.get("running") or 0) for m in rows), "waiting": depth,
-            "queue_capacity": capacity}
-        if reasons:
-            body["reasons"] = reasons
+        body = health_body(self.services)
+        if not body["ready"]:
             resp.set_header("Retry-After", "1")
-        send_json(resp, body, falcon.HTTP_503 if reasons else falcon.HTTP_200)
+        send_json(resp, body, falcon.HTTP_200 if body["ready"] else falcon.HTTP_503)
 
     on_head = on_get
 

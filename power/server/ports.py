@@ -102,6 +102,7 @@ class Scheduler(Protocol):
 
     def unload(self, name: str) -> Any: ...
 
+    # ps, queue_depth and closing never block: the worker's fast lane calls them from its event loop.
     def ps(self) -> list[dict[str, Any]]: ...
 
     def queue_depth(self) -> int: ...  # requests waiting for a slot or a load

@@ -1,7 +1,8 @@
 """The fast lane (power/server/fastlane.py) on real gunicorn: answers from the event loop equal the app's.
 
 A query string makes the worker decline the fast lane, so ``GET /api/tags?`` is the
-app's own answer to compare with. Listing freshness is checked against every way a
+app's own answer to compare with; ``/api/ps`` and ``/health`` are compared with a model
+loaded (by a real generation) and without. Listing freshness is checked against every way a
 manifest can change: through the API, and behind the server's back (another process
 adding, replacing in place or removing a manifest file).
 """
@@ -14,6 +15,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,19 +71,52 @@ def tags(server: LiveServer) -> list[str]:
         return [m["name"] for m in json.loads(r.read())["models"]]
 
 
-@pytest.mark.parametrize("path", ["/", "/api/version", "/api/tags"])
-@pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_fast_answers_equal_the_apps(server: LiveServer, path: str, method: str) -> None:
+def same_answer(server: LiveServer, path: str, method: str) -> Any:
+    """The fast lane's answer and the app's are equal but for the request id, the date and time-derived
+    fields (/health's uptime); the body (JSON for all but "/") comes back."""
     fast = get(server, path, method)
     slow = get(server, path + "?via=app", method)
     assert fast[0] == slow[0] == "HTTP/1.1 200 OK"
-    assert fast[2] == slow[2]
+    bodies = [answer[2] for answer in (fast, slow)]
+    if path == "/health":
+        if method == "GET":
+            parsed = [json.loads(b) for b in bodies]
+            assert 0 <= parsed[1].pop("uptime") - parsed[0].pop("uptime") < 5
+            bodies = [json.dumps(p).encode() for p in parsed]
+        assert abs(int(fast[1]["content-length"]) - int(slow[1]["content-length"])) <= 1  # uptime's digits
+        fast[1]["content-length"] = slow[1]["content-length"]
+    assert bodies[0] == bodies[1]
     if method == "GET":
         assert int(fast[1]["content-length"]) == len(fast[2]) > 0
     for headers in (fast[1], slow[1]):
         headers.pop("date")
         assert len(headers.pop("x-request-id")) == 16
     assert fast[1] == slow[1]
+    return json.loads(fast[2]) if method == "GET" and path != "/" else None
+
+
+@pytest.mark.parametrize("path", ["/", "/api/version", "/api/tags", "/api/ps", "/health"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_fast_answers_equal_the_apps(server: LiveServer, path: str, method: str) -> None:
+    if method == "HEAD" and path == "/api/ps":
+        assert get(server, path, method)[0] == get(server, path + "?via=app", method)[0] == "HTTP/1.1 405 Method Not Allowed"
+        return
+    same_answer(server, path, method)
+
+
+def test_ps_and_health_fast_answers_follow_the_scheduler(server: LiveServer) -> None:
+    """A generation loads the model: both lanes show it, with the same expiry, and nothing running after."""
+    status, body = server.request("POST", "/api/generate", {"model": "tiny", "prompt": "hi", "stream": False,
+                                                           "options": {"num_predict": 2}})
+    assert status == 200 and json.loads(body)["done"]
+    [row] = same_answer(server, "/api/ps", "GET")["models"]
+    assert row["name"] == "tiny:latest" and row["running"] == 0 and row["waiting"] == 0
+    assert row["expires_at"] and row["context_length"] > 0
+    health = same_answer(server, "/health", "GET")
+    assert health["models_loaded"] == ["tiny:latest"] and health["running"] == 0 and health["ready"]
+    server.request("POST", "/api/generate", {"model": "tiny", "keep_alive": 0})  # unloads
+    assert same_answer(server, "/api/ps", "GET") == {"models": []}
+    assert same_answer(server, "/health", "GET")["models_loaded"] == []
 
 
 def test_keep_alive_and_pipelining(server: LiveServer) -> None:
@@ -181,7 +216,8 @@ def test_lane_answers_plain_polls(make_client) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize("head", [
     PLAIN.replace(b"/api/tags", b"/api/tags?x=1"),
-    PLAIN.replace(b"/api/tags", b"/api/ps"),
+    PLAIN.replace(b"/api/tags", b"/metrics"),
+    PLAIN.replace(b"GET /api/tags", b"HEAD /api/ps"),
     PLAIN.replace(b"GET", b"POST"),
     PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
     PLAIN.replace(b"127.0.0.1:11434", b"evil.example"),
@@ -194,10 +230,23 @@ def test_lane_answers_plain_polls(make_client) -> None:  # type: ignore[no-untyp
     PLAIN.replace(b"Accept: */*", b"X-Big: " + b"a" * (40 << 10)),
     PLAIN.replace(b"Accept: */*", b"X-Long: " + b"a" * 8200),
     PLAIN.replace(b"Accept: */*", b"\r\n".join(b"X-H%d: v" % i for i in range(100))),
-], ids=["query", "other-route", "post", "http10", "foreign-host", "two-hosts", "origin", "body", "chunked",
+], ids=["query", "other-route", "head-ps", "post", "http10", "foreign-host", "two-hosts", "origin", "body", "chunked",
         "upgrade", "folded", "huge-head", "long-field", "many-fields"])
 def test_lane_declines_what_the_app_must_answer(make_client, head: bytes) -> None:  # type: ignore[no-untyped-def]
     assert _lane(make_client).answer(head, "127.0.0.1") is None
+
+
+def test_lane_answers_ps_and_ready_health_only(make_client, scheduler) -> None:  # type: ignore[no-untyped-def]
+    lane = _lane(make_client)
+    scheduler.loaded["tiny:latest"] = None
+    answer = lane.answer(PLAIN.replace(b"/api/tags", b"/api/ps"), "127.0.0.1")
+    assert answer is not None
+    [row] = json.loads(split(answer[0])[2])["models"]
+    assert row["name"] == "tiny:latest" and row["digest"] == "a" * 64
+    answer = lane.answer(PLAIN.replace(b"/api/tags", b"/health"), "127.0.0.1")
+    assert answer is not None and json.loads(split(answer[0])[2])["models_loaded"] == ["tiny:latest"]
+    scheduler.depth = 10 ** 6  # a full queue: not ready, the app answers 503 with Retry-After
+    assert lane.answer(PLAIN.replace(b"/api/tags", b"/health"), "127.0.0.1") is None
 
 
 def test_lane_leaves_api_keys_to_the_app(make_client) -> None:  # type: ignore[no-untyped-def]

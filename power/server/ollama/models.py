@@ -29,6 +29,7 @@ __all__ = [
     "TagsResource",
     "TransferResource",
     "VersionResource",
+    "ps_body",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,14 @@ def _ps_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def ps_body(scheduler: Any) -> dict[str, Any]:
+    """What ``/api/ps`` answers (also from the worker's fast lane: ``Scheduler.ps`` never blocks)."""
+    return {"models": [_ps_row(r) for r in scheduler.ps()]}
+
+
 class PsResource(_WithServices):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send_json(resp, {"models": [_ps_row(r) for r in self.services.scheduler.ps()]})
+        send_json(resp, ps_body(self.services.scheduler))
 
 
 class CreateResource(_WithServices):
