@@ -129,6 +129,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._totals = [0.0, 0.0, 0.0, 0.0]  # prompt tokens, seconds, generated tokens, seconds
+        self._http_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # see ``http``
         self.requests = Counter("a3s_power_http_requests", "HTTP requests", ["route", "method", "status"],
                                 registry=r)
         self.request_seconds = Histogram("a3s_power_http_request_duration_seconds", "HTTP request duration",
@@ -189,8 +190,12 @@ class Metrics:
             self._in_flight -= 1
 
     def http(self, route: str, method: str, status: str, seconds: float) -> None:
-        self.requests.labels(route, method, status).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:  # labels() hashes and locks each time; routes, methods and statuses are few
+            children = self._http_children[key] = (self.requests.labels(*key), self.request_seconds.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def generation(self, model: str, final: dict[str, Any], *, ttft: float | None, e2e: float,
                    output_tokens: int) -> None:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hmac
 import ipaddress
 import json
@@ -91,6 +92,7 @@ def _split_host(header: str) -> str | None:
     return host
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few values; the check parses an address
 def host_allowed(header: str | None) -> bool:
     """Whether a loopback bind answers a request with this ``Host`` (the DNS-rebinding check).
 

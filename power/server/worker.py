@@ -39,6 +39,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from functools import partial
 from typing import Any
@@ -54,7 +55,7 @@ from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
 from power.server.threads import ElasticPool
 
-__all__ = ["GuardedSocket", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
+__all__ = ["GuardedSocket", "KeptAlive", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
 
 # Seconds a thread holds the GIL before another may take it (Python's default is 0.005).
 SWITCH_INTERVAL = 0.0005
@@ -172,9 +173,48 @@ class GuardedSocket:
         return getattr(self._sock, name)
 
 
+def _nonblocking(sock: socket.socket) -> None:
+    if sock.getblocking():  # a syscall pair each time otherwise
+        sock.setblocking(False)
+
+
 def _json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's own refusals (bad request line, 414, 431, ...) in Ollama's error shape instead of HTML."""
     gunicorn_util.write_nonblock(sock, error_response(status_int, reason, mesg or reason.lower()))
+
+
+class KeptAlive:
+    """gthread's deque of kept-alive connections (oldest first), with the ``remove`` it calls for every
+    request on one of them in constant time instead of a scan past every idle connection."""
+
+    def __init__(self) -> None:
+        self._conns: dict[Any, None] = {}  # insertion order is timeout order: each gets now + keepalive
+
+    def append(self, conn: Any) -> None:
+        self._conns.pop(conn, None)
+        self._conns[conn] = None
+
+    def remove(self, conn: Any) -> None:
+        del self._conns[conn]
+
+    def discard(self, conn: Any) -> None:
+        self._conns.pop(conn, None)
+
+    def popleft(self) -> Any:
+        conn = next(iter(self._conns))
+        del self._conns[conn]
+        return conn
+
+    def __getitem__(self, index: int) -> Any:
+        if index != 0:
+            raise IndexError("only the oldest connection is looked at")
+        return next(iter(self._conns))
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._conns))
 
 
 def _raise_fd_limit(want: int) -> None:
@@ -196,6 +236,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self._arrivals: dict[Any, Arrival] = {}  # connections whose request is still arriving
         self._lingering: dict[Any, float] = {}  # refused connections drained until then, then closed
         self._lane: Any = False  # the app's FastLane, looked up on first use (the app loads after this)
+        self._notified = 0.0
         self.control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
                                                        thread_name_prefix="power-control")
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
@@ -203,7 +244,39 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         # for the GIL up to a switch interval per thread ahead of it, so threads hand it over more often.
         sys.setswitchinterval(SWITCH_INTERVAL)
         _raise_fd_limit(self.cfg.worker_connections + 256)
+        self.keepalived_conns = KeptAlive()
         super().init_process()
+
+    def notify(self) -> None:
+        """Tell the arbiter we live at most once a second (gthread does it on every loop turn, a syscall)."""
+        now = time.monotonic()
+        if now - self._notified >= 1.0:
+            self._notified = now
+            super().notify()
+
+    # ---- the poller: one registration per connection, pointed at what reads it next ---------------------
+    def _watch(self, sock: Any, events: int, callback: Any) -> None:
+        """Have ``callback`` hear ``events`` on ``sock``: no syscall when only the callback changes."""
+        try:
+            self.poller.modify(sock, events, callback)
+        except KeyError:
+            self.poller.register(sock, events, callback)
+
+    def _unwatch(self, sock: Any) -> None:
+        try:
+            self.poller.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection has bytes: read them now, as its arrival, without re-registering it."""
+        self.keepalived_conns.discard(conn)
+        if self.cfg.is_ssl or getattr(conn, "is_http2", False):
+            self._unwatch(client)
+            return super().enqueue_req(conn)
+        self.enqueue_req(conn)
+        if conn in self._arrivals:
+            self._on_arrival_readable(conn, client)
 
     def get_thread_pool(self) -> ElasticPool:
         """Request threads that end after ``thread_idle`` seconds without work (power/server/threads.py)."""
@@ -213,6 +286,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
     def enqueue_req(self, conn: Any) -> None:
         """Hand ``conn`` to a thread once its request is whole; until then read it from the event loop."""
         if self.cfg.is_ssl or getattr(conn, "is_http2", False):
+            self._unwatch(conn.sock)
             return super().enqueue_req(conn)
         arrival = Arrival(self.cfg.keepalive or 5, self.limits.header_timeout, self.limits.body_min_rate,
                           self.limits.body_grace)
@@ -220,9 +294,9 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             arrival.add(conn.parser.unreader.take_buffered())
         if arrival.complete:
             return self._dispatch(conn, arrival)
-        conn.sock.setblocking(False)
+        _nonblocking(conn.sock)
         self._arrivals[conn] = arrival
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_arrival_readable, conn))
+        self._watch(conn.sock, selectors.EVENT_READ, partial(self._on_arrival_readable, conn))
 
     def _on_arrival_readable(self, conn: Any, _sock: Any) -> None:
         arrival = self._arrivals[conn]
@@ -244,13 +318,11 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                 return
 
     def _forget(self, conn: Any) -> None:
+        """``conn``'s request is no longer arriving; its socket stays registered for whatever comes next."""
         self._arrivals.pop(conn, None)
-        try:
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
 
     def _close(self, conn: Any) -> None:
+        self._unwatch(conn.sock)
         self.nr_conns -= 1
         conn.close()
 
@@ -259,6 +331,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return self._refuse_stopping(conn, arrival)
         if arrival.control and self._answer_here(conn, arrival):
             return
+        self._unwatch(conn.sock)  # its thread reads and writes it
         conn.data_ready = True
         conn.power_prefix = bytes(arrival.buf)
         if conn.parser is not None:
@@ -286,18 +359,16 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self.nr += 1
         if self.max_requests and self.nr >= self.max_requests:
             self.alive = False  # gunicorn's max_requests restart, as its own handler does
-        conn.sock.setblocking(False)
+        _nonblocking(conn.sock)
         self._send_rest(conn, memoryview(answer[0]), answer[1])
         return True
 
     def _send_rest(self, conn: Any, data: memoryview, keep: bool, _sock: Any = None) -> None:
-        if _sock is not None:
-            self.poller.unregister(conn.sock)
         try:
             while data:
                 data = data[conn.sock.send(data):]
         except (BlockingIOError, InterruptedError):
-            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_rest, conn, data, keep))
+            self._watch(conn.sock, selectors.EVENT_WRITE, partial(self._send_rest, conn, data, keep))
             return
         except OSError:
             self._close(conn)
@@ -307,7 +378,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return
         conn.set_timeout()  # kept alive exactly as gthread keeps a connection after a request
         self.keepalived_conns.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        self._watch(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
 
     def murder_pending(self) -> None:
         super().murder_pending()
@@ -367,7 +438,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         """
         self._lingering[conn] = time.monotonic() + 1.0
         try:
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
+            self._watch(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
         except (ValueError, OSError):
             self._unlinger(conn)
 
@@ -384,10 +455,6 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
     def _unlinger(self, conn: Any) -> None:
         if self._lingering.pop(conn, None) is None:
             return
-        try:
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
         self._close(conn)
 
     def murder_keepalived(self, force: bool = False) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from power.store import ModelStore
 from power.server.fastlane import fast_lane_of
+from power.server.worker import KeptAlive
 from tests.server.conftest import add_model
 from tests.server.live import LiveServer, read_all
 from tests.tinymodels import write_llama
@@ -253,3 +254,17 @@ def test_lane_leaves_api_keys_to_the_app(make_client) -> None:  # type: ignore[n
     lane = _lane(make_client, api_key="sekrit")
     assert lane.answer(PLAIN, "127.0.0.1") is None
     assert lane.answer(PLAIN.replace(b"/api/tags", b"/"), "127.0.0.1") is not None  # "/" needs no key
+
+
+def test_kept_alive_connections_leave_in_any_order_and_expire_oldest_first() -> None:
+    """The worker's stand-in for gthread's deque: what gthread calls on it, ``remove`` without a scan."""
+    kept = KeptAlive()
+    for conn in "abcde":
+        kept.append(conn)
+    kept.remove("c")  # a request arrives on a connection in the middle
+    kept.discard("c")
+    kept.append("a")  # answered and kept alive again: now the newest
+    assert len(kept) == 4 and kept[0] == "b" and list(kept) == ["b", "d", "e", "a"]
+    assert [kept.popleft() for _ in range(4)] == ["b", "d", "e", "a"] and not kept
+    with pytest.raises(KeyError):
+        kept.remove("z")
