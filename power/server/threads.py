@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
-__all__ = ["ElasticPool", "trim_heap"]
+__all__ = ["ElasticPool", "limit_arenas", "trim_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def _glibc() -> Any:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         return libc
     except (OSError, AttributeError):  # not glibc: nothing to trim with
         return None
@@ -43,6 +44,20 @@ def trim_heap() -> None:
     """Give the C heap's free pages back to the system (glibc), where that is possible."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_arenas(count: int) -> None:
+    """Let glibc's malloc use at most ``count`` arenas (call before threads start).
+
+    By default every thread that allocates while the others hold theirs gets an arena, up to eight per
+    core; a burst of request threads leaves memory spread over all of them, pinned by a few live chunks
+    each, which ``malloc_trim`` cannot give back. The GIL serializes Python's allocations anyway.
+    """
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_ARENA_MAX, max(1, count))
 
 
 class ElasticPool:

@@ -53,7 +53,7 @@ from power.errors import RequestTimeout, ShuttingDown
 from power.server.errors import error_body
 from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
-from power.server.threads import ElasticPool
+from power.server.threads import ElasticPool, limit_arenas
 
 __all__ = ["GuardedSocket", "KeptAlive", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
 
@@ -64,6 +64,8 @@ CONTROL_THREADS = 4
 # What a request that arrives after SIGTERM is told (with 503 and Retry-After), as the scheduler says it.
 STOPPING = str(ShuttingDown())
 STOPPING_IDLE_S = 1.0  # how long a connection accepted while stopping may take to send its request
+# glibc malloc arenas the worker's threads share (its default is eight per core).
+MALLOC_ARENAS = 2
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +246,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         # for the GIL up to a switch interval per thread ahead of it, so threads hand it over more often.
         sys.setswitchinterval(SWITCH_INTERVAL)
         _raise_fd_limit(self.cfg.worker_connections + 256)
+        limit_arenas(MALLOC_ARENAS)  # memory returns after a burst of threads (power/server/threads.py)
         self.keepalived_conns = KeptAlive()
         super().init_process()
 
