@@ -7,7 +7,8 @@ For each side (a3s-power under gunicorn, then llama-server with the same slots),
 2. ``load``: ``--idle`` idle keep-alive connections are opened and held, then ``--streams`` streaming
    generations start in waves (``--slots`` run, the rest queue), while a poller calls every control route
    in turn: per-route latency percentiles over the whole load, completed / refused (503) / failed streams,
-   aggregate tokens/s, and the server's RSS before, at its peak and after.
+   aggregate tokens/s, and the server's RSS before, at its peak, 2 s after and once the load's threads have
+   ended (``settled``).
 3. ``slowloris``: ``--slowloris`` connections each send half a request line and stop; the added latency of
    ``/api/version`` (llama-server: ``/health``) against an idle baseline.
 
@@ -67,15 +68,29 @@ def _wait_http(url: str, what: str, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-def _rss_kib(pid: int) -> int:
+def _status(pid: int, field: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_kib(pid: int) -> int:
+    return _status(pid, "VmRSS")
+
+
+async def _settled_rss_kib(pid: int, threads: int, limit: float = 60.0) -> tuple[int, float]:
+    """RSS once the load's extra threads have ended (a3s-power's idle request threads end after 30 s),
+    and the seconds that took (``limit`` at most)."""
+    t0 = time.monotonic()
+    while _status(pid, "Threads") > threads and time.monotonic() - t0 < limit:
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1)
+    return _rss_kib(pid), time.monotonic() - t0
 
 
 def _children(pid: int) -> list[int]:
@@ -289,6 +304,7 @@ async def tags_phase(side: Side, clients: int, each: int) -> dict[str, Any]:
 async def load_phase(side: Side, idle: int, streams: int, tokens: int, wave: int) -> dict[str, Any]:
     pid = side.server_pid()
     rss_before = _rss_kib(pid)
+    threads_before = _status(pid, "Threads")
     held: list[asyncio.StreamWriter] = []
     for _ in range(idle):  # idle keep-alive connections: one request each, then held open
         c = Conn(side.port)
@@ -351,13 +367,15 @@ async def load_phase(side: Side, idle: int, streams: int, tokens: int, wave: int
         w.close()
     await asyncio.sleep(2)
     rss_after = _rss_kib(pid)
+    rss_settled, settle_s = await _settled_rss_kib(pid, threads_before)
     outcome = {k: sum(1 for r, _ in results if r == k) for k in ("done", "refused", "failed")}
     pieces = sum(n for r, n in results if r == "done")
     return {"idle_opened": len(held), "streams": streams, **outcome, "wall_s": wall,
             "pieces_per_s": pieces / wall if wall else 0.0,
             "control": {r: {**_summary(v), "failures": failures[r]} for r, v in per_route.items()},
             "control_all": _summary([x for v in per_route.values() for x in v]),
-            "rss_kib": {"before": rss_before, "peak": peak_rss, "after": rss_after},
+            "rss_kib": {"before": rss_before, "peak": peak_rss, "after": rss_after, "settled": rss_settled},
+            "settle_s": settle_s,
             "timeline": timeline}
 
 
