@@ -357,6 +357,46 @@ static bool take_token(pw_engine *e, slot &s, llama_token tok, pw_event *ev) {
     return true;
 }
 
+// The speculation gate's say on this step's drafts (gate.cpp): prompt lookup's (already found, cheap to find)
+// stay when they are expected to win, then the draft model drafts for its sequences when that is expected to
+// win on top. A sequence whose draft is left out decodes its one token as without speculation.
+static void gate_drafts(pw_engine *e) {
+    int32_t n_gen = 0, n_prompt = 0, n_lookup = 0, lookup_rows = 0, model_rows = 0, catch_up = 0;
+    for (auto &s : e->slots) {
+        if (s.state == SLOT_GEN) n_gen++;
+        if (s.state == SLOT_PROMPT) n_prompt += (int32_t)(s.prompt.size() - s.n_past);
+        if (s.state != SLOT_GEN || s.draft_by_model || s.draft.empty()) continue;
+        n_lookup++;
+        lookup_rows += (int32_t)s.draft.size();
+    }
+    const int32_t rows = n_gen + std::min(n_prompt, std::max(0, (int32_t)e->params.n_batch - n_gen));
+    double tokens = n_gen;
+    if (n_lookup > 0 && !gate_allows(e->gate, GATE_LOOKUP, rows, tokens, n_lookup, lookup_rows)) {
+        for (auto &s : e->slots)
+            if (s.state == SLOT_GEN && !s.draft_by_model) s.draft.clear();
+        e->stats.n_draft_skipped += n_lookup;
+        lookup_rows = 0;
+    } else {
+        tokens += gate_expected(e->gate, GATE_LOOKUP, n_lookup);
+    }
+    if (e->model_slots.empty()) return;
+    for (slot *s : e->model_slots) {
+        model_rows += std::min(s->draft_model_max, s->draft_room);
+        catch_up += std::max(0, (int32_t)s->cache.size() + 1 - (int32_t)e->dcache[(size_t)s->id].size());
+    }
+    const int32_t n_model = (int32_t)e->model_slots.size();
+    if (!gate_allows(e->gate, GATE_MODEL, rows + lookup_rows, tokens, n_model, model_rows)) {
+        for (slot *s : e->model_slots) s->draft_by_model = false;
+        e->stats.n_draft_skipped += n_model;
+        return;
+    }
+    int64_t t0 = llama_time_us();
+    model_drafts(e, e->model_slots);
+    // A draft context catching up on many tokens (after steps without drafting, a new prompt) is no
+    // measure of a drafting step.
+    if (catch_up <= 2 * n_model) gate_draft_measured(e->gate, llama_time_us() - t0);
+}
+
 static int32_t step_done(pw_engine *e, pw_step_out *out, int32_t n_ev) {
     out->text = e->arena.data();
     out->top = e->tops.data();
@@ -402,7 +442,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             e->model_slots.push_back(&s);
         }
     }
-    model_drafts(e, e->model_slots);
+    gate_drafts(e);
     int32_t room = n_batch, ev_room = cap - (int32_t)e->slots.size();
     for (auto &s : e->slots) room -= s.state == SLOT_GEN;
     for (auto &s : e->slots) {
@@ -447,8 +487,10 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     if (b.n_tokens > 0) {
         int64_t t0 = llama_time_us();
         int32_t rc = llama_decode(e->ctx, b);
-        e->stats.t_decode_us += llama_time_us() - t0;
+        const int64_t dt = llama_time_us() - t0;
+        e->stats.t_decode_us += dt;
         e->stats.n_decode++;
+        gate_step_measured(e->gate, b.n_tokens, dt);
         for (auto &s : e->slots) s.copying = false;  // the decode made the pending stream copies
         if (rc != 0) {
             fail(PW_E_DECODE, "llama_decode failed (%d): %s", rc, llama_reason().c_str());
@@ -499,6 +541,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     }
     // Sample for every sequence that produced logits; a drafting sequence goes on along its draft while
     // its samples equal the drafted tokens (so its output is what decoding one token a step would give).
+    int32_t n_lookup = 0, ok_lookup = 0, n_model = 0, ok_model = 0;  // drafting sequences, accepted drafts
     for (auto &s : e->slots) {
         if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
         s.i_batch = -1;
@@ -535,6 +578,13 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             s.last = tok;
             break;
         }
+        if (s.draft_by_model) {
+            n_model++;
+            ok_model += s.n_accepted - n_ok_before;
+        } else if (!s.draft.empty()) {
+            n_lookup++;
+            ok_lookup += s.n_accepted - n_ok_before;
+        }
         if (s.state != SLOT_IDLE && !s.draft_by_model)
             adapt_draft(s, (int32_t)s.draft.size(), s.n_accepted - n_ok_before);
         // The cells of rejected drafts (and of an accepted one that ended the sequence) go.
@@ -545,6 +595,8 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         s.draft.clear();
         s.rows.clear();
     }
+    gate_accepted(e->gate, GATE_LOOKUP, n_lookup, ok_lookup);
+    gate_accepted(e->gate, GATE_MODEL, n_model, ok_model);
     return step_done(e, out, n_ev);
 }
 

@@ -91,6 +91,7 @@ int32_t pw_engine_create(pw_model *pm, const pw_engine_params *params, pw_engine
     e->stats.n_seq = (int32_t)p.n_seq;
     e->stats.n_ctx = llama_n_ctx(ctx);
     e->stats.n_ctx_seq = e->n_ctx_seq;
+    gate_init(e->gate);
     *out = e;
     return PW_OK;
 }

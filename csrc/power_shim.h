@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 12 };
+enum pw_abi { PW_ABI_VERSION = 13 };
 
 /* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
  * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -215,6 +215,8 @@ typedef struct pw_stats {
     /* Speculative decoding: tokens drafted (verified in the batch) and accepted. */
     int64_t n_draft_tokens;
     int64_t n_draft_accepted;
+    /* Sequence steps whose draft the speculation gate left out (it would have cost more than it gains). */
+    int64_t n_draft_skipped;
 } pw_stats;
 
 typedef struct pw_mtmd_info {

@@ -145,6 +145,28 @@ struct ram_entry {
     size_t bytes() const { return state.size() + tokens.size() * sizeof(llama_token); }
 };
 
+// The speculation gate's estimates (gate.cpp): a target decode's cost by rows (buckets of powers of two), the
+// draft model's cost a step, and per kind of draft its accepted tokens per drafting sequence and its state.
+enum gate_kind { GATE_LOOKUP = 0, GATE_MODEL = 1 };
+
+struct spec_gate {
+    static constexpr int32_t kBuckets = 14;  // 1, 2, 3-4, ... up to 8192 rows
+    double t_step[kBuckets] = {};
+    int32_t n_step[kBuckets] = {};
+    double t_draft = 0.0;
+    int32_t n_draft = 0;
+    struct per_kind {
+        double acc = 0.0;       // accepted tokens per drafting sequence and step
+        int32_t n_acc = 0;
+        bool on = false;        // it won last time (hysteresis)
+        int32_t since = 0;      // steps off since the last probe
+        int32_t probe_every = 0;
+    } kind[2];
+    bool off = false;           // A3S_POWER_SPEC_COSTS=off: no gate
+    bool fixed = false;         // A3S_POWER_SPEC_COSTS=STEP,ROW,DRAFT: costs given, not measured
+    double fix_step_us = 0.0, fix_row_us = 0.0, fix_draft_us = 0.0;
+};
+
 struct ram_cache {
     size_t budget = 0;              // bytes; 0 = off
     size_t bytes = 0;
@@ -237,6 +259,7 @@ struct pw_engine {
     std::vector<std::vector<llama_token>> dcache;
     std::unique_ptr<shim::disk_tier> disk;  // null: no disk tier
     int64_t tick = 0;
+    shim::spec_gate gate;
     pw_stats stats{};
 
     ~pw_engine() {
@@ -288,6 +311,19 @@ void slot_clear(pw_engine *e, slot &s);
 // Draft up to draft_model_max tokens into s.draft for each generating sequence in `want`, all together: the
 // draft context first catches up on the tokens it lacks, then proposes its greedy tokens a batch per token.
 void model_drafts(pw_engine *e, const std::vector<slot *> &want);
+
+// ---- the speculation gate (gate.cpp) ----
+void gate_init(spec_gate &g);
+// A target decode of `rows` rows took `us`; the draft model's drafting for a step took `us`.
+void gate_step_measured(spec_gate &g, int32_t rows, int64_t us);
+void gate_draft_measured(spec_gate &g, int64_t us);
+// n_seqs sequences drafted with `kind` in a step and got n_accepted of their drafts accepted.
+void gate_accepted(spec_gate &g, int kind, int32_t n_seqs, int32_t n_accepted);
+// Whether n_seqs sequences draft with `kind` (draft_rows rows in all) in a step of `rows` rows that yields
+// `tokens` tokens without them; it also keeps the kind's hysteresis and re-probes.
+bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_seqs, int32_t draft_rows);
+// The tokens a step's drafts of `kind` are expected to add (for the decision on the next kind).
+double gate_expected(const spec_gate &g, int kind, int32_t n_seqs);
 
 // ---- the prompt cache (cache.cpp) ----
 // How many of the prompt's first tokens `held` gives the request of `s` (all but its last, media whole).

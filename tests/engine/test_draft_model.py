@@ -15,6 +15,9 @@ import pytest
 
 from power.engine import Engine, LoadOptions
 
+# These tests are about verifying drafts: every draft asked for is made (test_spec_gate.py covers the gate).
+pytestmark = pytest.mark.usefixtures("ungated")
+
 PROMPT = "abcde abcde cdcd abcde"
 GREEDY = {"temperature": 0, "num_predict": 60}
 DRAFT = {"draft_num_predict": 6}

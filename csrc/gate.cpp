@@ -1,0 +1,126 @@
+// The speculation gate: speculative decoding only where it wins. The engine keeps running estimates (EWMA) of
+// what a target decode costs as a function of its rows (buckets of powers of two: the extra rows of drafts are
+// nearly free while decoding is memory-bound, few sequences, and cost real time when it is compute-bound), of
+// what the draft model's drafting costs a step, and of how many tokens each kind of draft gets accepted per
+// sequence. Before a step's drafts are verified, each kind (prompt lookup's, then the draft model's) drafts
+// only when the tokens expected per unit of time beat the step without it; with hysteresis, and a re-probe
+// now and then (its interval doubling while probes lose) so that a change of phase is noticed. The gate only
+// decides whether to draft: what a sequence outputs is the same either way.
+//
+// A3S_POWER_SPEC_COSTS=off drafts whenever a sequence asks (no gate); =STEP,ROW,DRAFT fixes the costs (target
+// step: STEP + ROW per row, microseconds; DRAFT a step of the draft model) instead of measuring them, for tests.
+
+#include "shim.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace shim {
+
+namespace {
+
+constexpr double kAlpha = 0.25;       // EWMA weight of a new sample
+constexpr double kHysteresis = 0.05;  // an off kind turns on only when it wins by this much
+constexpr int32_t kProbeMin = 16, kProbeMax = 512;
+// Accepted tokens per drafting sequence and step start at kPrior (one rejected draft does not end drafting)
+// and must be at least kMinGain to be worth a draft at all.
+constexpr double kPrior = 0.5, kMinGain = 0.05;
+
+void ewma(double &v, int32_t &n, double x) {
+    v = n == 0 ? x : v + kAlpha * (x - v);
+    if (n < 1 << 30) n++;
+}
+
+int32_t bucket(int32_t rows) {
+    int32_t b = 0;
+    while (b + 1 < spec_gate::kBuckets && (1 << b) < rows) b++;
+    return b;
+}
+
+// The expected cost of a target decode of `rows` rows, or < 0 when nothing is known yet.
+double step_cost(const spec_gate &g, int32_t rows) {
+    if (g.fixed) return g.fix_step_us + g.fix_row_us * rows;
+    int32_t b = bucket(rows);
+    if (g.n_step[b] > 0) return g.t_step[b];
+    // Unmeasured: as the nearest smaller measured size (optimistic, so that a probe measures it).
+    for (int32_t i = b - 1; i >= 0; i--)
+        if (g.n_step[i] > 0) return g.t_step[i];
+    return -1.0;
+}
+
+}  // namespace
+
+void gate_init(spec_gate &g) {
+    g = spec_gate{};
+    for (auto &k : g.kind) k.probe_every = kProbeMin;
+    const char *v = std::getenv("A3S_POWER_SPEC_COSTS");
+    if (!v || !*v) return;
+    if (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0) {
+        g.off = true;
+        return;
+    }
+    double step = 0, row = 0, draft = 0;
+    if (std::sscanf(v, "%lf,%lf,%lf", &step, &row, &draft) == 3) {
+        g.fixed = true;
+        g.fix_step_us = step;
+        g.fix_row_us = row;
+        g.fix_draft_us = draft;
+    }
+}
+
+void gate_step_measured(spec_gate &g, int32_t rows, int64_t us) {
+    if (rows <= 0) return;
+    int32_t b = bucket(rows);
+    ewma(g.t_step[b], g.n_step[b], (double)us);
+}
+
+void gate_draft_measured(spec_gate &g, int64_t us) { ewma(g.t_draft, g.n_draft, (double)us); }
+
+void gate_accepted(spec_gate &g, int kind, int32_t n_seqs, int32_t n_accepted) {
+    if (n_seqs == 0) return;
+    spec_gate::per_kind &k = g.kind[kind];
+    if (k.n_acc == 0) k.acc = kPrior;  // the first sample moves it from kPrior, as every later one
+    k.acc += kAlpha * ((double)n_accepted / n_seqs - k.acc);
+    if (k.n_acc < 1 << 30) k.n_acc++;
+}
+
+bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_seqs, int32_t draft_rows) {
+    if (g.off || n_seqs == 0) return true;
+    spec_gate::per_kind &k = g.kind[kind];
+    const double t0 = step_cost(g, rows), t1 = step_cost(g, rows + draft_rows);
+    double td = 0.0;
+    if (kind == GATE_MODEL) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
+    bool win;
+    if (k.n_acc == 0 || t0 < 0.0 || t1 < 0.0 || td < 0.0) {
+        win = true;  // nothing measured yet: drafting is how it gets measured
+    } else {
+        // Tokens a microsecond with the drafts (their expected acceptances, the draft model's time) and without.
+        const double with = (tokens + n_seqs * k.acc) / (t1 + td), without = tokens / t0;
+        win = k.acc >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
+    }
+    if (win) {
+        k.on = true;
+        k.probe_every = kProbeMin;
+        k.since = 0;
+        return true;
+    }
+    if (k.on) {  // it just lost: off, and the first re-probe after kProbeMin steps
+        k.on = false;
+        k.since = 0;
+        return false;
+    }
+    if (++k.since >= k.probe_every) {  // a re-probe: draft this step, and wait longer for the next
+        k.since = 0;
+        k.probe_every = std::min(kProbeMax, 2 * k.probe_every);
+        return true;
+    }
+    return false;
+}
+
+double gate_expected(const spec_gate &g, int kind, int32_t n_seqs) {
+    return g.kind[kind].n_acc > 0 ? n_seqs * g.kind[kind].acc : 0.0;
+}
+
+}  // namespace shim

@@ -1,0 +1,99 @@
+"""The speculation gate: each step, prompt lookup's drafts and the draft model's are made only when the tokens
+they are expected to add beat their cost (a target decode's cost by rows, the draft model's steps), so that
+speculation is on only where it wins. The costs are fixed here (A3S_POWER_SPEC_COSTS=STEP,ROW,DRAFT in
+microseconds) so that the decisions are deterministic; the measured estimates are the engine's default.
+Whatever the gate decides, the output is what decoding one token a step gives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from power.engine import Engine, LoadOptions
+
+PROMPT = "abcde abcde cdcd abcde"
+N = 60
+GREEDY = {"temperature": 0, "num_predict": N}
+DRAFT = {"draft_num_predict": 6}
+LOAD = LoadOptions(num_ctx=512, num_parallel=4, num_batch=64)
+MEMORY_BOUND = "1000,0,0"      # extra rows and draft steps cost nothing
+COMPUTE_BOUND = "0,1000,0"     # every row costs as much as a whole step: drafted tokens at best pay for themselves
+COSTLY_DRAFT = "1000,0,100000" # rows free, a draft model step a hundred target steps
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.tinymodels import write_llama
+
+    folder = tmp_path_factory.mktemp("models")
+    letters = ("a", "b", "c", "d", "e")
+    return {
+        "target": write_llama(folder / "letters.gguf", seed=1, favour=letters, favour_bias=30.0),
+        # A draft that writes only letters the target never writes: every proposal is rejected.
+        "wrong": write_llama(folder / "wrong.gguf", seed=2, n_layer=1, favour=("x", "y", "z"), favour_bias=60.0),
+    }
+
+
+def run(models: dict[str, Path], costs: str, options: dict[str, object], draft: str | None = None,
+        monkeypatch: pytest.MonkeyPatch | None = None):
+    """One greedy answer from a fresh engine whose gate uses `costs`, with the engine's stats after it."""
+    assert monkeypatch is not None
+    monkeypatch.setenv("A3S_POWER_SPEC_COSTS", costs)
+    kw = {"draft": str(models[draft])} if draft else {}
+    with Engine(str(models["target"]), LOAD, **kw) as e:
+        out = e.submit(PROMPT, {**GREEDY, **options}).result()
+        return out, e.stats()
+
+
+@pytest.fixture(scope="module")
+def plain(models: dict[str, Path]):
+    """Decoding one token a step."""
+    with Engine(str(models["target"]), LoadOptions(num_ctx=512, num_parallel=1)) as e:
+        return e.submit(PROMPT, GREEDY).result()
+
+
+def test_a_draft_equal_to_the_target_keeps_drafting_where_rows_are_free(models, plain, monkeypatch) -> None:
+    out, st = run(models, MEMORY_BOUND, DRAFT, "target", monkeypatch)
+    assert out.tokens == plain.tokens and out.text == plain.text
+    assert out.draft_count >= 40 and out.draft_accepted >= 0.9 * out.draft_count
+    assert st["n_draft_skipped"] == 0
+    assert st["n_decode"] <= N // 4 + 2  # several tokens a target decode (the prompt's decode included)
+
+
+def test_a_draft_always_rejected_stops_after_a_bounded_number_of_steps(models, plain, monkeypatch) -> None:
+    ungated, st_off = run(models, "off", DRAFT, "wrong", monkeypatch)
+    gated, st = run(models, MEMORY_BOUND, DRAFT, "wrong", monkeypatch)
+    assert ungated.tokens == gated.tokens == plain.tokens
+    assert ungated.draft_accepted == gated.draft_accepted == 0
+    assert st_off["n_draft_skipped"] == 0 and ungated.draft_count >= (N - 1) * 5
+    # Drafts until the acceptance estimate falls from its prior (half a token) below a twentieth (nine
+    # steps), then only the re-probes after 16 and 32 more steps: at most a dozen of the steps.
+    assert 0 < gated.draft_count <= 12 * DRAFT["draft_num_predict"]
+    assert st["n_draft_skipped"] >= N - 2 - 12  # the steps that could draft (room for one) but for those
+    assert st["n_decode"] == N  # one token a step: the prompt's decode, then N - 1
+
+
+def test_compute_bound_steps_draft_with_neither_kind(models, plain, monkeypatch) -> None:
+    # Drafts accepted in full only pay for their rows: not worth a step's risk, for lookup or the model.
+    lookup, st = run(models, COMPUTE_BOUND, {"draft_lookup": True, "draft_num_predict": 8}, None, monkeypatch)
+    assert lookup.tokens == plain.tokens
+    both, st2 = run(models, COMPUTE_BOUND, {**DRAFT, "draft_lookup": True}, "target", monkeypatch)
+    assert both.tokens == plain.tokens
+    for out, stats in ((lookup, st), (both, st2)):
+        assert stats["n_draft_skipped"] >= N // 2
+        assert out.draft_count <= 3 * 8  # the first drafts and the re-probes
+    # The same requests where rows are free draft all along.
+    free, st3 = run(models, MEMORY_BOUND, {"draft_lookup": True, "draft_num_predict": 8}, None, monkeypatch)
+    assert free.tokens == plain.tokens and free.draft_count > 20 and free.draft_count > 2 * lookup.draft_count
+
+
+def test_a_costly_draft_model_switches_itself_off_while_lookup_stays(models, plain, monkeypatch) -> None:
+    out, st = run(models, COSTLY_DRAFT, {**DRAFT, "draft_lookup": True}, "target", monkeypatch)
+    assert out.tokens == plain.tokens
+    free, _ = run(models, MEMORY_BOUND, {**DRAFT, "draft_lookup": True}, "target", monkeypatch)
+    assert free.tokens == plain.tokens
+    # Lookup's drafts are still made (rows are free); the model's only in the first steps and re-probes.
+    assert st["n_draft_skipped"] > 0 and out.draft_accepted > 0
+    assert out.draft_count < free.draft_count
