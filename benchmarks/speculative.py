@@ -9,7 +9,7 @@ Tasks on Qwen2.5-Coder 0.5B (the chat template written out, greedy):
 Single-stream generation tokens/s with drafting off and with prompt lookup at draft_num_predict 4 and 8,
 taken as interleaved rounds (off and on back to back, alternating order) and judged by the median of the
 rounds' ratios with a bootstrap 95% interval; the acceptance rate (accepted / drafted); and aggregate
-tokens/s of 4 sequences (rewrite tasks) with lookup off and on. Each run checks that the answer is the
+tokens/s of 4 sequences (rewrite tasks; ``--width 4 8`` for 4 and 8) with lookup off and on. Each run checks that the answer is the
 same as without drafting. Writes benchmarks/results/speculative.json and speculative.png.
 
 With ``--draft-model TYPE`` (e.g. Q2_K), the draft-model arm instead: the draft is ``create --quantize TYPE`` of
@@ -18,7 +18,7 @@ speculation off and with the draft (draft_num_predict ``--draft-max``), on a3s-p
 llama-server (``-md``, ``--spec-draft-n-max``; built by benchmarks/peer.py) in the same run, interleaved.
 Writes benchmarks/results/speculative-draft.json.
 
-    python benchmarks/speculative.py [--model PATH] [--threads N] [--rounds 3] [--tokens 160]
+    python benchmarks/speculative.py [--model PATH] [--threads N] [--rounds 3] [--tokens 160] [--width 4 8]
     python benchmarks/speculative.py --draft-model Q2_K [--draft-max 4] [--rounds 2] [--tokens 96]
 """
 
@@ -128,7 +128,6 @@ def draft_arm(args: argparse.Namespace) -> int:
         CONFIGS["draft"] = {"draft_num_predict": n}
         rows: dict[str, list[dict[str, Any]]] = {}
         load = LoadOptions(num_ctx=1024, num_thread=args.threads)
-        exe = build_tools("llama-server")["llama-server"]
         with Engine(str(args.model), load) as off, Engine(str(args.model), load, draft=str(draft)) as on:
             for e in (off, on):
                 e.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
@@ -142,10 +141,13 @@ def draft_arm(args: argparse.Namespace) -> int:
                          "same_output": a["tokens"] == b["tokens"]})
         spec = ["-md", str(draft), "--spec-type", "draft-simple", "--spec-draft-n-max", str(n),
                 "--spec-draft-ngl", "0"]
-        peers = {"off": Peer(exe, args.model, args.threads, 1024, 1, "greedy"),
-                 "on": Peer(exe, args.model, args.threads, 1024, 1, "greedy", extra=spec)}
+        peers: dict[str, Peer] = {}
+        if not args.no_peer:
+            exe = build_tools("llama-server")["llama-server"]
+            peers = {"off": Peer(exe, args.model, args.threads, 1024, 1, "greedy"),
+                     "on": Peer(exe, args.model, args.threads, 1024, 1, "greedy", extra=spec)}
         try:
-            for r in range(args.rounds):
+            for r in range(args.rounds if peers else 0):
                 for task in TASKS:
                     order = ("off", "on") if r % 2 == 0 else ("on", "off")
                     res = {k: peer_single(peers[k], task, args.tokens) for k in order}
@@ -249,10 +251,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=160)
-    ap.add_argument("--width", type=int, default=4, help="sequences of the batched measure (0: none)")
+    ap.add_argument("--width", type=int, nargs="*", default=[4],
+                    help="sequences of the batched measures, one measure each (none: no batched measure)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--draft-model", default="", help="the draft-model arm, its draft quantized to this type")
     ap.add_argument("--draft-max", type=int, default=4, help="tokens a draft model drafts a step")
+    ap.add_argument("--no-peer", action="store_true", help="the draft-model arm without llama-server's side")
     ap.add_argument("--divergence", action="store_true",
                     help="where lookup's greedy output first differs from without, and the top-2 gap there")
     args = ap.parse_args()
@@ -279,11 +283,11 @@ def main() -> int:
                          "accepted": res[config]["accepted"], "same_output": same})
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{k} {v[-1]['on'] / v[-1]['off']:.2f}x" for k, v in rows.items()), flush=True)
-    if args.width > 1:
+    for width in (w for w in args.width if w > 1):
         for r in range(args.rounds):
             order = ("off", "lookup8") if r % 2 == 0 else ("lookup8", "off")
-            res = {c: run_batched(args.model, args.threads, args.width, c, args.tokens) for c in order}
-            rows.setdefault(f"x{args.width} rewrite lookup8", []).append(
+            res = {c: run_batched(args.model, args.threads, width, c, args.tokens) for c in order}
+            rows.setdefault(f"x{width} rewrite lookup8", []).append(
                 {"off": res["off"]["tps"], "on": res["lookup8"]["tps"], "drafted": res["lookup8"]["drafted"],
                  "accepted": res["lookup8"]["accepted"], "same_output": True})
     summary = summarize(rows)

@@ -443,6 +443,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         }
     }
     gate_drafts(e);
+    const int64_t t_step = llama_time_us();  // the step's cost from here: its decode, then sampling every row
     int32_t room = n_batch, ev_room = cap - (int32_t)e->slots.size();
     for (auto &s : e->slots) room -= s.state == SLOT_GEN;
     for (auto &s : e->slots) {
@@ -487,10 +488,8 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     if (b.n_tokens > 0) {
         int64_t t0 = llama_time_us();
         int32_t rc = llama_decode(e->ctx, b);
-        const int64_t dt = llama_time_us() - t0;
-        e->stats.t_decode_us += dt;
+        e->stats.t_decode_us += llama_time_us() - t0;
         e->stats.n_decode++;
-        gate_step_measured(e->gate, b.n_tokens, dt);
         for (auto &s : e->slots) s.copying = false;  // the decode made the pending stream copies
         if (rc != 0) {
             fail(PW_E_DECODE, "llama_decode failed (%d): %s", rc, llama_reason().c_str());
@@ -595,6 +594,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         s.draft.clear();
         s.rows.clear();
     }
+    gate_step_measured(e->gate, out->n_decoded, llama_time_us() - t_step);
     gate_accepted(e->gate, GATE_LOOKUP, n_lookup, ok_lookup);
     gate_accepted(e->gate, GATE_MODEL, n_model, ok_model);
     return step_done(e, out, n_ev);

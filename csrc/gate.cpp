@@ -1,5 +1,5 @@
 // The speculation gate: speculative decoding only where it wins. The engine keeps running estimates (EWMA) of
-// what a target decode costs as a function of its rows (buckets of powers of two: the extra rows of drafts are
+// what a target step (its decode, then sampling each row) costs as a function of its rows (buckets of powers of two: the extra rows of drafts are
 // nearly free while decoding is memory-bound, few sequences, and cost real time when it is compute-bound), of
 // what the draft model's drafting costs a step, and of how many tokens each kind of draft gets accepted per
 // sequence. Before a step's drafts are verified, each kind (prompt lookup's, then the draft model's) drafts
