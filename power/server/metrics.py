@@ -76,12 +76,15 @@ class _SchedulerCollector(Collector):
                                  labels=["model"])
         kv = GaugeMetricFamily("a3s_power_model_kv_cache_usage_ratio", "KV-cache usage of a model, 0 to 1",
                                labels=["model"])
+        skipped = CounterMetricFamily("a3s_power_draft_skipped_steps", "Sequence steps the speculation gate "
+                                      "left undrafted (drafting would have cost more than it gains)", labels=["model"])
         for u in usage:
             name = str(u.get("name", ""))
             run.add_metric([name], float(u.get("running", 0)))
             wait.add_metric([name], float(u.get("waiting", 0)))
             kv.add_metric([name], float(u.get("kv_cache_usage", 0.0)))
-        yield from (mem, vram, run, wait, kv)
+            skipped.add_metric([name], float(u.get("draft_skipped", 0)))
+        yield from (mem, vram, run, wait, kv, skipped)
 
     @staticmethod
     def _prompt_cache(usage: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:

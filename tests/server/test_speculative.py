@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 import pytest
 
 from power.store import ModelStore
@@ -72,3 +73,28 @@ def test_a_bad_draft_option_is_a_400(server: LiveServer) -> None:
         with pytest.raises(ollama.ResponseError) as err:
             client.generate(model="letters", prompt=PROMPT, options={**GREEDY, **bad})
         assert err.value.status_code == 400 and "draft_" in err.value.error
+
+
+def test_the_speculation_gate_skips_drafts_that_cannot_win_and_metrics_count_them(
+        tmp_path: Path) -> None:
+    # Compute-bound costs (every row as dear as a step: drafts at best pay for themselves): lookup drafts
+    # only in its first steps and re-probes, the answer is the same, and /metrics counts the skipped steps.
+    home = tmp_path / "home"
+    gguf = write_llama(tmp_path / "letters.gguf", seed=1, favour=("a", "b", "c", "d", "e"), favour_bias=30.0)
+    add_model(ModelStore(home / "models", noprune=True), "letters", gguf)
+    live = LiveServer(home, {"A3S_POWER_SPEC_COSTS": "0,1000,0"})
+    try:
+        client = ollama.Client(host=live.url)
+        off = client.generate(model="letters", prompt=PROMPT, raw=True, options=GREEDY)
+        status, body = live.request("POST", "/api/generate", {
+            "model": "letters", "prompt": PROMPT, "raw": True, "stream": False,
+            "options": {**GREEDY, "draft_lookup": True, "draft_num_predict": 8}})
+        gated = json.loads(body)
+        assert status == 200 and gated["response"] == off.response
+        assert gated.get("draft_count", 0) <= 3 * 8
+        status, metrics = live.request("GET", "/metrics")
+        found = re.search(r'^a3s_power_draft_skipped_steps_total\{model="letters:latest"\} (\S+)$',
+                          metrics.decode(), re.M)
+        assert status == 200 and found and float(found.group(1)) >= 30
+    finally:
+        assert live.stop() == 0
