@@ -24,6 +24,7 @@ namespace {
 constexpr double kAlpha = 0.25;       // EWMA weight of a new sample
 constexpr double kHysteresis = 0.05;  // an off kind turns on only when it wins by this much
 constexpr int32_t kProbeMin = 16, kProbeMax = 512;
+constexpr int32_t kRefresh = 256;  // while drafting, a step without drafts this often keeps that cost measured
 // Accepted tokens per drafting sequence and step start at kPrior (one rejected draft does not end drafting)
 // and must be at least kMinGain to be worth a draft at all.
 constexpr double kPrior = 0.5, kMinGain = 0.05;
@@ -93,7 +94,11 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
     double td = 0.0;
     if (kind == GATE_MODEL) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
     bool win;
-    if (k.n_acc == 0 || t0 < 0.0 || t1 < 0.0 || td < 0.0) {
+    if (t0 < 0.0 || (k.on && !g.fixed && ++k.since >= kRefresh)) {
+        // The step without drafts unmeasured (or measured long ago, when drafting all along): one such step.
+        k.since = 0;
+        return false;
+    } else if (k.n_acc == 0 || t1 < 0.0 || td < 0.0) {
         win = true;  // nothing measured yet: drafting is how it gets measured
     } else {
         // Tokens a microsecond with the drafts (their expected acceptances, the draft model's time) and without.
@@ -101,9 +106,9 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
         win = k.acc >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
     }
     if (win) {
+        if (!k.on) k.since = 0;
         k.on = true;
         k.probe_every = kProbeMin;
-        k.since = 0;
         return true;
     }
     if (k.on) {  // it just lost: off, and the first re-probe after kProbeMin steps

@@ -159,7 +159,7 @@ struct spec_gate {
         double acc = 0.0;       // accepted tokens per drafting sequence and step
         int32_t n_acc = 0;
         bool on = false;        // it won last time (hysteresis)
-        int32_t since = 0;      // steps off since the last probe
+        int32_t since = 0;      // steps since the last probe (off), since the last step without drafts (on)
         int32_t probe_every = 0;
     } kind[2];
     bool off = false;           // A3S_POWER_SPEC_COSTS=off: no gate
