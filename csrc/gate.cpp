@@ -116,7 +116,12 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
         k.since = 0;
         return false;
     }
-    if (++k.since >= k.probe_every) {  // a re-probe: draft this step, and wait longer for the next
+    // A re-probe: draft this step, and wait longer for the next. Where even drafts accepted in full would
+    // lose (a draft model as dear as the target, a compute-bound batch), only the longest wait: acceptance
+    // cannot change that, and a probe costs (the draft model catching up on what it missed).
+    const bool hopeless = t0 >= 0.0 && t1 >= 0.0 && td >= 0.0 &&
+                          (tokens + draft_rows) / (t1 + td) <= tokens / t0;
+    if (++k.since >= (hopeless ? kProbeMax : k.probe_every)) {
         k.since = 0;
         k.probe_every = std::min(kProbeMax, 2 * k.probe_every);
         return true;
