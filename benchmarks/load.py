@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from peer import build_tools  # noqa: E402
+from plots import pyplot  # noqa: E402
 
 log = logging.getLogger("benchmarks.load")
 
@@ -423,13 +424,8 @@ def run_side(side: Side, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib missing: no plot")
+    plt = pyplot()
+    if plt is None:
         return
     sides = list(result["sides"])
     fig, axes = plt.subplots(len(sides), 1, figsize=(10, 4 * len(sides)), squeeze=False)

@@ -56,6 +56,7 @@ from power.runner import ModelSpec, Scheduler  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from peer import build_tools  # noqa: E402
+from plots import pyplot  # noqa: E402
 
 log = logging.getLogger("benchmarks.serving")
 
@@ -418,12 +419,8 @@ def bench(gen: Generate, levels: list[int], n: int) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed (pip install .[bench]); no plot")
+    plt = pyplot()
+    if plt is None:
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for side, data in result["sides"].items():

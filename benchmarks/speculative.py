@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from engine import median_ci  # noqa: E402
+from plots import pyplot  # noqa: E402
 from serving import Peer  # noqa: E402
 from peer import build_tools  # noqa: E402
 
@@ -217,12 +218,8 @@ def report(summary: dict[str, Any], what: str) -> None:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     summ = result["summary"]
     fig, ax = plt.subplots(figsize=(9, 4.2))
