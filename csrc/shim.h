@@ -207,6 +207,7 @@ struct disk_tier {
 struct pw_model {
     llama_model *model = nullptr;
     const llama_vocab *vocab = nullptr;
+    bool output_offloaded = false;  // the output layer (the logits) is computed on a GPU or an RPC server
     ~pw_model() {
         if (model) llama_model_free(model);
     }
