@@ -1,21 +1,21 @@
 // The speculation gate: speculative decoding only where it wins. The engine keeps running estimates (EWMA) of
 // what a target step (its decode, then sampling each row) costs as a function of its rows (buckets of powers of two: the extra rows of drafts are
 // nearly free while decoding is memory-bound, few sequences, and cost real time when it is compute-bound), of
-// what the draft model's drafting costs a step, and of how many tokens each kind of draft gets accepted per
-// sequence. Before a step's drafts are verified, each kind (prompt lookup's, then the draft model's) drafts
-// only when the tokens expected per unit of time beat the step without it; with hysteresis, and a re-probe
-// now and then (its interval doubling while probes lose) so that a change of phase is noticed. The gate only
-// decides whether to draft: what a sequence outputs is the same either way.
+// what the draft model's drafting costs a step (both per engine: they are the machine's), and, per sequence
+// and kind of draft, of how many of its tokens get accepted a step (per request: a free-form answer's
+// acceptance says nothing about the code rewrite that follows it). Before a step's drafts are verified, each
+// sequence's draft of each kind (prompt lookup's, then the draft model's) is kept only when the tokens
+// expected per unit of time beat the step without it; with hysteresis, and a re-probe now and then (its
+// interval doubling while probes lose) so that a change of phase is noticed. The gate only decides whether
+// to draft: what a sequence outputs is the same either way.
 //
-// A3S_POWER_SPEC_COSTS=off drafts whenever a sequence asks (no gate); =STEP,ROW,DRAFT fixes the costs (target
-// step: STEP + ROW per row, microseconds; DRAFT a step of the draft model) instead of measuring them, for tests.
+// pw_engine_params.spec_gate 0 drafts whenever a sequence asks (no gate); 2 fixes the costs (target step:
+// spec_step_us + spec_row_us per row; spec_draft_us a step of the draft model) instead of measuring them, for
+// tests (a3s-power's setting spec_costs, A3S_POWER_SPEC_COSTS).
 
 #include "shim.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 
 namespace shim {
 
@@ -53,21 +53,19 @@ double step_cost(const spec_gate &g, int32_t rows) {
 
 }  // namespace
 
-void gate_init(spec_gate &g) {
+void gate_init(spec_gate &g, const pw_engine_params &p) {
     g = spec_gate{};
-    for (auto &k : g.kind) k.probe_every = kProbeMin;
-    const char *v = std::getenv("A3S_POWER_SPEC_COSTS");
-    if (!v || !*v) return;
-    if (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0) {
-        g.off = true;
-        return;
-    }
-    double step = 0, row = 0, draft = 0;
-    if (std::sscanf(v, "%lf,%lf,%lf", &step, &row, &draft) == 3) {
-        g.fixed = true;
-        g.fix_step_us = step;
-        g.fix_row_us = row;
-        g.fix_draft_us = draft;
+    g.off = p.spec_gate == 0;
+    g.fixed = p.spec_gate == 2;
+    g.fix_step_us = p.spec_step_us;
+    g.fix_row_us = p.spec_row_us;
+    g.fix_draft_us = p.spec_draft_us;
+}
+
+void gate_reset(spec_est (&est)[2]) {
+    for (auto &k : est) {
+        k = spec_est{};
+        k.probe_every = kProbeMin;
     }
 }
 
@@ -79,20 +77,18 @@ void gate_step_measured(spec_gate &g, int32_t rows, int64_t us) {
 
 void gate_draft_measured(spec_gate &g, int64_t us) { ewma(g.t_draft, g.n_draft, (double)us); }
 
-void gate_accepted(spec_gate &g, int kind, int32_t n_seqs, int32_t n_accepted) {
-    if (n_seqs == 0) return;
-    spec_gate::per_kind &k = g.kind[kind];
+void gate_accepted(spec_est &k, int32_t n_accepted) {
     if (k.n_acc == 0) k.acc = kPrior;  // the first sample moves it from kPrior, as every later one
-    k.acc += kAlpha * ((double)n_accepted / n_seqs - k.acc);
+    k.acc += kAlpha * ((double)n_accepted - k.acc);
     if (k.n_acc < 1 << 30) k.n_acc++;
 }
 
-bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_seqs, int32_t draft_rows) {
-    if (g.off || n_seqs == 0) return true;
-    spec_gate::per_kind &k = g.kind[kind];
+bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double tokens, int32_t draft_rows,
+                 bool pays_draft) {
+    if (g.off || draft_rows == 0) return true;
     const double t0 = step_cost(g, rows), t1 = step_cost(g, rows + draft_rows);
     double td = 0.0;
-    if (kind == GATE_MODEL) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
+    if (kind == GATE_MODEL && pays_draft) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
     bool win;
     if (t0 < 0.0 || (k.on && !g.fixed && ++k.since >= kRefresh)) {
         // The step without drafts unmeasured (or measured long ago, when drafting all along): one such step.
@@ -101,8 +97,8 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
     } else if (k.n_acc == 0 || t1 < 0.0 || td < 0.0) {
         win = true;  // nothing measured yet: drafting is how it gets measured
     } else {
-        // Tokens a microsecond with the drafts (their expected acceptances, the draft model's time) and without.
-        const double with = (tokens + n_seqs * k.acc) / (t1 + td), without = tokens / t0;
+        // Tokens a microsecond with the draft (its expected acceptances, the draft model's time) and without.
+        const double with = (tokens + k.acc) / (t1 + td), without = tokens / t0;
         win = k.acc >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
     }
     if (win) {
@@ -116,7 +112,7 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
         k.since = 0;
         return false;
     }
-    // A re-probe: draft this step, and wait longer for the next. Where even drafts accepted in full would
+    // A re-probe: draft this step, and wait longer for the next. Where even a draft accepted in full would
     // lose (a draft model as dear as the target, a compute-bound batch), only the longest wait: acceptance
     // cannot change that, and a probe costs (the draft model catching up on what it missed).
     const bool hopeless = t0 >= 0.0 && t1 >= 0.0 && td >= 0.0 &&
@@ -129,8 +125,6 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
     return false;
 }
 
-double gate_expected(const spec_gate &g, int kind, int32_t n_seqs) {
-    return g.kind[kind].n_acc > 0 ? n_seqs * g.kind[kind].acc : 0.0;
-}
+double gate_expected(const spec_est &k) { return k.n_acc > 0 ? k.acc : 0.0; }
 
 }  // namespace shim
