@@ -10,7 +10,10 @@ Single-stream generation tokens/s with drafting off and with prompt lookup at dr
 taken as interleaved rounds (off and on back to back, alternating order) and judged by the median of the
 rounds' ratios with a bootstrap 95% interval; the acceptance rate (accepted / drafted); and aggregate
 tokens/s of 4 sequences (rewrite tasks; ``--width 4 8`` for 4 and 8) with lookup off and on. Each run checks that the answer is the
-same as without drafting. Writes benchmarks/results/speculative.json and speculative.png.
+same as without drafting. Side by side in the same rounds (unless ``--no-peer``): llama-server off and with its
+own prompt lookup (``--spec-type ngram-simple``, llama.cpp's defaults unless ``--peer-ngram N M``: a lookup
+n-gram of N tokens, drafts of up to M). ``--tasks`` and ``--configs`` pick a subset. Writes
+benchmarks/results/speculative.json and speculative.png.
 
 With ``--draft-model TYPE`` (e.g. Q2_K), the draft-model arm instead: the draft is ``create --quantize TYPE`` of
 the model itself (requantizing its Q4 mix, into a scratch store), and each task runs single-stream with
@@ -19,6 +22,7 @@ llama-server (``-md``, ``--spec-draft-n-max``; built by benchmarks/peer.py) in t
 Writes benchmarks/results/speculative-draft.json.
 
     python benchmarks/speculative.py [--model PATH] [--threads N] [--rounds 3] [--tokens 160] [--width 4 8]
+                                     [--tasks free rewrite] [--configs lookup8] [--no-peer] [--peer-ngram 3 8]
     python benchmarks/speculative.py --draft-model Q2_K [--draft-max 4] [--rounds 2] [--tokens 96]
 """
 
@@ -103,6 +107,23 @@ def make_draft(model: Path, quantize: str, folder: Path) -> Path:
     return path
 
 
+def peer_lookup(exe: Path, args: argparse.Namespace) -> dict[str, Peer]:
+    """llama-server without speculation and with its prompt lookup (ngram-simple), single slot, greedy."""
+    spec = ["--spec-type", "ngram-simple"]
+    if args.peer_ngram:
+        spec += ["--spec-ngram-simple-size-n", str(args.peer_ngram[0]),
+                 "--spec-ngram-simple-size-m", str(args.peer_ngram[1])]
+    peers: dict[str, Peer] = {}
+    try:
+        peers["off"] = Peer(exe, args.model, args.threads, 1024, 1, "greedy")
+        peers["on"] = Peer(exe, args.model, args.threads, 1024, 1, "greedy", extra=spec)
+    except BaseException:
+        for p in peers.values():
+            p.close()
+        raise
+    return peers
+
+
 def peer_single(peer: Peer, task: str, tokens: int) -> dict[str, Any]:
     """One greedy llama-server completion: generation tokens/s (its own timings) and its draft counts."""
     import urllib.request
@@ -122,7 +143,7 @@ def draft_arm(args: argparse.Namespace) -> int:
     """Speculation off and with a draft model, a3s-power and llama-server side by side."""
     import tempfile
 
-    t0 = time.time()
+    t0, load_before = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="a3s-draft-") as tmp:
         draft = make_draft(args.model, args.draft_model, Path(tmp))
         n = args.draft_max
@@ -133,7 +154,7 @@ def draft_arm(args: argparse.Namespace) -> int:
             for e in (off, on):
                 e.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
             for r in range(args.rounds):
-                for task in TASKS:
+                for task in args.tasks:
                     order = (off, on) if r % 2 == 0 else (on, off)
                     res = {id(e): run_single(e, task, "draft" if e is on else "off", args.tokens) for e in order}
                     a, b = res[id(off)], res[id(on)]
@@ -149,7 +170,7 @@ def draft_arm(args: argparse.Namespace) -> int:
                      "on": Peer(exe, args.model, args.threads, 1024, 1, "greedy", extra=spec)}
         try:
             for r in range(args.rounds if peers else 0):
-                for task in TASKS:
+                for task in args.tasks:
                     order = ("off", "on") if r % 2 == 0 else ("on", "off")
                     res = {k: peer_single(peers[k], task, args.tokens) for k in order}
                     rows.setdefault(f"llama-server {task}", []).append(
@@ -162,6 +183,7 @@ def draft_arm(args: argparse.Namespace) -> int:
     summary = summarize(rows)
     result = {"model": args.model.name, "draft": f"{args.draft_model} of the model ({draft_size >> 20} MiB)",
               "draft_max": n, "threads": args.threads, "rounds": args.rounds, "tokens": args.tokens,
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "summary": summary, "rows": rows, "seconds": round(time.time() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speculative-draft.json").write_text(json.dumps(result, indent=2))
@@ -253,7 +275,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--draft-model", default="", help="the draft-model arm, its draft quantized to this type")
     ap.add_argument("--draft-max", type=int, default=4, help="tokens a draft model drafts a step")
-    ap.add_argument("--no-peer", action="store_true", help="the draft-model arm without llama-server's side")
+    ap.add_argument("--no-peer", action="store_true", help="without llama-server's side")
+    ap.add_argument("--peer-ngram", type=int, nargs=2, metavar=("N", "M"),
+                    help="llama-server's ngram-simple lookup n-gram size and draft size (default llama.cpp's)")
+    ap.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    ap.add_argument("--configs", nargs="+", choices=[c for c in CONFIGS if c != "off"], default=["lookup4", "lookup8"])
     ap.add_argument("--divergence", action="store_true",
                     help="where lookup's greedy output first differs from without, and the top-2 gap there")
     args = ap.parse_args()
@@ -265,21 +291,33 @@ def main() -> int:
         return draft_arm(args)
     if args.divergence:
         return divergence(args)
-    t0 = time.time()
+    t0, load_before = time.time(), os.getloadavg()
     rows: dict[str, list[dict[str, Any]]] = {}
-    with Engine(str(args.model), LoadOptions(num_ctx=1024, num_thread=args.threads)) as eng:
-        eng.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
-        for r in range(args.rounds):
-            for task in TASKS:
-                for config in ("lookup4", "lookup8"):
-                    order = ("off", config) if r % 2 == 0 else (config, "off")
-                    res = {c: run_single(eng, task, c, args.tokens) for c in order}
-                    same = res["off"]["tokens"] == res[config]["tokens"]
-                    rows.setdefault(f"{task} {config}", []).append(
-                        {"off": res["off"]["tps"], "on": res[config]["tps"], "drafted": res[config]["drafted"],
-                         "accepted": res[config]["accepted"], "same_output": same})
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{k} {v[-1]['on'] / v[-1]['off']:.2f}x" for k, v in rows.items()), flush=True)
+    peers = {} if args.no_peer else peer_lookup(build_tools("llama-server")["llama-server"], args)
+    try:
+        with Engine(str(args.model), LoadOptions(num_ctx=1024, num_thread=args.threads)) as eng:
+            eng.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
+            for r in range(args.rounds):
+                for task in args.tasks:
+                    for config in args.configs:
+                        order = ("off", config) if r % 2 == 0 else (config, "off")
+                        res = {c: run_single(eng, task, c, args.tokens) for c in order}
+                        same = res["off"]["tokens"] == res[config]["tokens"]
+                        rows.setdefault(f"{task} {config}", []).append(
+                            {"off": res["off"]["tps"], "on": res[config]["tps"], "drafted": res[config]["drafted"],
+                             "accepted": res[config]["accepted"], "same_output": same})
+                    if peers:  # llama-server's lookup on the same task, in the same round
+                        order = ("off", "on") if r % 2 == 0 else ("on", "off")
+                        pres = {k: peer_single(peers[k], task, args.tokens) for k in order}
+                        rows.setdefault(f"llama-server {task} ngram", []).append(
+                            {"off": pres["off"]["tps"], "on": pres["on"]["tps"], "drafted": pres["on"]["drafted"],
+                             "accepted": pres["on"]["accepted"],
+                             "same_output": pres["off"]["text"] == pres["on"]["text"]})
+                print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                    f"{k} {v[-1]['on'] / v[-1]['off']:.2f}x" for k, v in rows.items()), flush=True)
+    finally:
+        for p in peers.values():
+            p.close()
     for width in (w for w in args.width if w > 1):
         for r in range(args.rounds):
             order = ("off", "lookup8") if r % 2 == 0 else ("lookup8", "off")
@@ -289,6 +327,8 @@ def main() -> int:
                  "accepted": res["lookup8"]["accepted"], "same_output": True})
     summary = summarize(rows)
     result = {"model": args.model.name, "threads": args.threads, "rounds": args.rounds, "tokens": args.tokens,
+              "peer_ngram": args.peer_ngram or "llama.cpp defaults" if peers else None,
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "summary": summary, "rows": rows, "seconds": round(time.time() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speculative.json").write_text(json.dumps(result, indent=2))

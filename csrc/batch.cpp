@@ -379,7 +379,7 @@ static void gate_drafts(pw_engine *e) {
         const int32_t n = (int32_t)s.draft.size();
         if (gate_allows(e->gate, s.est[GATE_LOOKUP], GATE_LOOKUP, rows, tokens, n, false)) {
             rows += n;
-            tokens += gate_expected(s.est[GATE_LOOKUP]);
+            tokens += gate_expected(s.est[GATE_LOOKUP], n);
         } else {
             s.draft.clear();
             e->stats.n_draft_skipped++;
@@ -396,7 +396,7 @@ static void gate_drafts(pw_engine *e) {
             continue;
         }
         rows += n;
-        tokens += gate_expected(s->est[GATE_MODEL]);
+        tokens += gate_expected(s->est[GATE_MODEL], n);
         catch_up += std::max(0, (int32_t)s->cache.size() + 1 - (int32_t)e->dcache[(size_t)s->id].size());
         drafting.push_back(s);
     }
@@ -588,8 +588,9 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             break;
         }
         // The gate learns from each draft made (a model's empty draft still cost its step).
-        if (s.draft_by_model) gate_accepted(s.est[GATE_MODEL], s.n_accepted - n_ok_before);
-        else if (!s.draft.empty()) gate_accepted(s.est[GATE_LOOKUP], s.n_accepted - n_ok_before);
+        const int32_t n_draft = (int32_t)s.draft.size(), n_ok = s.n_accepted - n_ok_before;
+        if (s.draft_by_model) gate_accepted(s.est[GATE_MODEL], n_draft, n_ok);
+        else if (n_draft > 0) gate_accepted(s.est[GATE_LOOKUP], n_draft, n_ok);
         if (s.state != SLOT_IDLE && !s.draft_by_model)
             adapt_draft(s, (int32_t)s.draft.size(), s.n_accepted - n_ok_before);
         // The cells of rejected drafts (and of an accepted one that ended the sequence) go.

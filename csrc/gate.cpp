@@ -2,7 +2,7 @@
 // what a target step (its decode, then sampling each row) costs as a function of its rows (buckets of powers of two: the extra rows of drafts are
 // nearly free while decoding is memory-bound, few sequences, and cost real time when it is compute-bound), of
 // what the draft model's drafting costs a step (both per engine: they are the machine's), and, per sequence
-// and kind of draft, of how many of its tokens get accepted a step (per request: a free-form answer's
+// and kind of draft, of what share of its draft gets accepted (per request: a free-form answer's
 // acceptance says nothing about the code rewrite that follows it). Before a step's drafts are verified, each
 // sequence's draft of each kind (prompt lookup's, then the draft model's) is kept only when the tokens
 // expected per unit of time beat the step without it; with hysteresis, and a re-probe now and then (its
@@ -25,9 +25,10 @@ constexpr double kAlpha = 0.25;       // EWMA weight of a new sample
 constexpr double kHysteresis = 0.05;  // an off kind turns on only when it wins by this much
 constexpr int32_t kProbeMin = 16, kProbeMax = 512;
 constexpr int32_t kRefresh = 256;  // while drafting, a step without drafts this often keeps that cost measured
-// Accepted tokens per drafting sequence and step start at kPrior (one rejected draft does not end drafting)
-// and must be at least kMinGain to be worth a draft at all.
-constexpr double kPrior = 0.5, kMinGain = 0.05;
+// The share of a sequence's draft that gets accepted starts at kPrior (one rejected draft does not end
+// drafting); a draft is worth its rows only where that share is at least kMinShare and it is expected to add
+// at least kMinGain tokens.
+constexpr double kPrior = 0.5, kMinShare = 0.05, kMinGain = 0.05;
 
 void ewma(double &v, int32_t &n, double x) {
     v = n == 0 ? x : v + kAlpha * (x - v);
@@ -43,12 +44,20 @@ int32_t bucket(int32_t rows) {
 // The expected cost of a target decode of `rows` rows, or < 0 when nothing is known yet.
 double step_cost(const spec_gate &g, int32_t rows) {
     if (g.fixed) return g.fix_step_us + g.fix_row_us * rows;
-    int32_t b = bucket(rows);
-    if (g.n_step[b] > 0) return g.t_step[b];
-    // Unmeasured: as the nearest smaller measured size (optimistic, so that a probe measures it).
-    for (int32_t i = b - 1; i >= 0; i--)
-        if (g.n_step[i] > 0) return g.t_step[i];
-    return -1.0;
+    const int32_t b = bucket(rows);
+    double t = -1.0;
+    if (g.n_step[b] > 0) {
+        t = g.t_step[b];
+    } else {
+        // Unmeasured: as the nearest smaller measured size (optimistic, so that a probe measures it).
+        for (int32_t i = b - 1; i >= 0 && t < 0.0; i--)
+            if (g.n_step[i] > 0) t = g.t_step[i];
+    }
+    // A decode costs at most in proportion to its rows: an estimate above that is noise (a busy machine),
+    // and would make drafts accepted in full look as if they could not pay.
+    for (int32_t i = 0; i < b && t >= 0.0; i++)
+        if (g.n_step[i] > 0) t = std::min(t, g.t_step[i] * rows / g.rows_step[i]);
+    return t;
 }
 
 }  // namespace
@@ -71,15 +80,20 @@ void gate_reset(spec_est (&est)[2]) {
 
 void gate_step_measured(spec_gate &g, int32_t rows, int64_t us) {
     if (rows <= 0) return;
-    int32_t b = bucket(rows);
-    ewma(g.t_step[b], g.n_step[b], (double)us);
+    const int32_t b = bucket(rows);
+    double x = (double)us;
+    // One step slowed down (or sped up) by something else on the machine moves the estimate a bounded step.
+    if (g.n_step[b] > 0) x = std::min(std::max(x, 0.5 * g.t_step[b]), 2.0 * g.t_step[b]);
+    int32_t n = g.n_step[b];
+    ewma(g.rows_step[b], n, (double)rows);
+    ewma(g.t_step[b], g.n_step[b], x);
 }
 
 void gate_draft_measured(spec_gate &g, int64_t us) { ewma(g.t_draft, g.n_draft, (double)us); }
 
-void gate_accepted(spec_est &k, int32_t n_accepted) {
+void gate_accepted(spec_est &k, int32_t n_draft, int32_t n_accepted) {
     if (k.n_acc == 0) k.acc = kPrior;  // the first sample moves it from kPrior, as every later one
-    k.acc += kAlpha * ((double)n_accepted - k.acc);
+    k.acc += kAlpha * ((n_draft > 0 ? (double)n_accepted / n_draft : 0.0) - k.acc);
     if (k.n_acc < 1 << 30) k.n_acc++;
 }
 
@@ -98,8 +112,9 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
         win = true;  // nothing measured yet: drafting is how it gets measured
     } else {
         // Tokens a microsecond with the draft (its expected acceptances, the draft model's time) and without.
-        const double with = (tokens + k.acc) / (t1 + td), without = tokens / t0;
-        win = k.acc >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
+        const double gain = gate_expected(k, draft_rows);
+        const double with = (tokens + gain) / (t1 + td), without = tokens / t0;
+        win = k.acc >= kMinShare && gain >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
     }
     if (win) {
         if (!k.on) k.since = 0;
@@ -125,6 +140,6 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
     return false;
 }
 
-double gate_expected(const spec_est &k) { return k.n_acc > 0 ? k.acc : 0.0; }
+double gate_expected(const spec_est &k, int32_t draft_rows) { return k.n_acc > 0 ? k.acc * draft_rows : 0.0; }
 
 }  // namespace shim

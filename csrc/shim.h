@@ -82,7 +82,7 @@ struct media_span {
 enum gate_kind { GATE_LOOKUP = 0, GATE_MODEL = 1 };
 
 struct spec_est {
-    double acc = 0.0;           // accepted tokens per drafting step
+    double acc = 0.0;           // the share of a draft accepted
     int32_t n_acc = 0;
     bool on = false;            // it won last time (hysteresis)
     int32_t since = 0;          // steps since the last probe (off), since the last step without drafts (on)
@@ -92,6 +92,7 @@ struct spec_est {
 struct spec_gate {
     static constexpr int32_t kBuckets = 14;  // 1, 2, 3-4, ... up to 8192 rows
     double t_step[kBuckets] = {};
+    double rows_step[kBuckets] = {};  // the rows of the steps measured, on average
     int32_t n_step[kBuckets] = {};
     double t_draft = 0.0;
     int32_t n_draft = 0;
@@ -322,15 +323,15 @@ void gate_reset(spec_est (&est)[2]);
 // A target decode of `rows` rows took `us`; the draft model's drafting for a step took `us`.
 void gate_step_measured(spec_gate &g, int32_t rows, int64_t us);
 void gate_draft_measured(spec_gate &g, int64_t us);
-// A sequence drafted with the kind of `k` in a step and got n_accepted of its draft accepted.
-void gate_accepted(spec_est &k, int32_t n_accepted);
+// A sequence drafted n_draft tokens with the kind of `k` in a step and got n_accepted of them accepted.
+void gate_accepted(spec_est &k, int32_t n_draft, int32_t n_accepted);
 // Whether a sequence drafts with `kind` (draft_rows rows) in a step of `rows` rows that yields `tokens`
 // tokens without its draft; `pays_draft`: its draft would cost a draft model step (no other sequence's
 // draft pays it in this step). It also keeps the sequence's hysteresis and re-probes.
 bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double tokens, int32_t draft_rows,
                  bool pays_draft);
-// The tokens a sequence's draft of the kind of `k` is expected to add (for the decisions that follow).
-double gate_expected(const spec_est &k);
+// The tokens a sequence's draft of draft_rows tokens of the kind of `k` is expected to add.
+double gate_expected(const spec_est &k, int32_t draft_rows);
 
 // ---- the prompt cache (cache.cpp) ----
 // How many of the prompt's first tokens `held` gives the request of `s` (all but its last, media whole).
