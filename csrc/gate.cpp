@@ -103,17 +103,26 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
     const double t0 = step_cost(g, rows), t1 = step_cost(g, rows + draft_rows);
     double td = 0.0;
     if (kind == GATE_MODEL && pays_draft) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
-    bool win;
     if (t0 < 0.0 || (k.on && !g.fixed && ++k.since >= kRefresh)) {
         // The step without drafts unmeasured (or measured long ago, when drafting all along): one such step.
         k.since = 0;
         return false;
-    } else if (k.n_acc == 0 || t1 < 0.0 || td < 0.0) {
+    }
+    // Where even a draft accepted in full would lose (a draft model as dear as the target, a compute-bound
+    // batch), acceptance cannot change that: probes only seldom, and a new request does not start with one
+    // where it would clearly lose (the draft model would first catch up on the whole prompt).
+    const bool costs_known = t1 >= 0.0 && td >= 0.0;
+    const double full = costs_known ? (tokens + draft_rows) / (t1 + td) : 0.0, without = tokens / t0;
+    const bool hopeless = costs_known && full <= without;
+    bool win;
+    if (!costs_known || (k.n_acc == 0 && full * (1.0 + kHysteresis) >= without)) {
         win = true;  // nothing measured yet: drafting is how it gets measured
+    } else if (k.n_acc == 0) {
+        win = false;
     } else {
         // Tokens a microsecond with the draft (its expected acceptances, the draft model's time) and without.
         const double gain = gate_expected(k, draft_rows);
-        const double with = (tokens + gain) / (t1 + td), without = tokens / t0;
+        const double with = (tokens + gain) / (t1 + td);
         win = k.acc >= kMinShare && gain >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
     }
     if (win) {
@@ -127,11 +136,8 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
         k.since = 0;
         return false;
     }
-    // A re-probe: draft this step, and wait longer for the next. Where even a draft accepted in full would
-    // lose (a draft model as dear as the target, a compute-bound batch), only the longest wait: acceptance
-    // cannot change that, and a probe costs (the draft model catching up on what it missed).
-    const bool hopeless = t0 >= 0.0 && t1 >= 0.0 && td >= 0.0 &&
-                          (tokens + draft_rows) / (t1 + td) <= tokens / t0;
+    // A re-probe: draft this step, and wait longer for the next (hopeless: only the longest wait, as a probe
+    // costs, the draft model catching up on what it missed).
     if (++k.since >= (hopeless ? kProbeMax : k.probe_every)) {
         k.since = 0;
         k.probe_every = std::min(kProbeMax, 2 * k.probe_every);

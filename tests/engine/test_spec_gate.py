@@ -137,3 +137,14 @@ def test_a_draft_models_acceptance_is_per_request_too(models) -> None:
     assert skipped >= 80 and sampled.draft_accepted <= 0.1 * sampled.draft_count
     assert after.tokens == alone.tokens
     assert (after.draft_count, after.draft_accepted) == (alone.draft_count, alone.draft_accepted) != (0, 0)
+
+
+def test_requests_do_not_start_with_a_draft_that_could_not_pay_even_accepted_in_full(models, plain) -> None:
+    """Per-request estimates start afresh, but the engine's costs are known: with a draft model step a
+    hundred target steps, no request begins by probing it (the probe would first catch up on the prompt)."""
+    with Engine(str(models["target"]), replace(LOAD, spec_costs=COSTLY_DRAFT), draft=str(models["target"])) as e:
+        outs = [e.submit(PROMPT, {**GREEDY, **DRAFT}).result() for _ in range(2)]
+        st = e.stats()
+    for out in outs:
+        assert out.tokens == plain.tokens and out.draft_count == 0
+    assert st["n_draft_skipped"] >= 2 * (N - 2) and st["n_draft_caught_up"] == 0
