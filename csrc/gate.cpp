@@ -110,10 +110,12 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
     }
     // Where even a draft accepted in full would lose (a draft model as dear as the target, a compute-bound
     // batch), acceptance cannot change that: probes only seldom, and a new request does not start with one
-    // where it would clearly lose (the draft model would first catch up on the whole prompt).
+    // (the draft model would first catch up on the whole prompt). Measured costs must say so clearly: at
+    // break-even they may be an artefact of a busy machine (the cost without drafts measured at a quiet
+    // moment, with them at a busy one), and a draft accepted in full must get its probes to show otherwise.
     const bool costs_known = t1 >= 0.0 && td >= 0.0;
     const double full = costs_known ? (tokens + draft_rows) / (t1 + td) : 0.0, without = tokens / t0;
-    const bool hopeless = costs_known && full <= without;
+    const bool hopeless = costs_known && (g.fixed ? full <= without : full * (1.0 + kHysteresis) < without);
     bool win;
     if (!costs_known || (k.n_acc == 0 && full * (1.0 + kHysteresis) >= without)) {
         win = true;  // nothing measured yet: drafting is how it gets measured
