@@ -75,6 +75,18 @@ void batch_add(llama_batch &b, llama_token tok, llama_pos pos, llama_seq_id seq,
     b.logits[i] = logits;
 }
 
+// The threads for a step's argmax scans and top-k passes over `n_logits` logits. Where the CPU computed the
+// logits, the decode threads: with OpenMP they are still spinning from ggml's graph, so the scans start at
+// once. Where a GPU or an RPC server computed them, the threads are cold: waking them costs about what they
+// save on one vocabulary, and the region leaves them spinning afterwards (libgomp's default wait policy)
+// through the next step's remote compute, where an RPC server on the same machine (or anything else) needs
+// the cores. Measured over one loopback rpc-server (Gemma 3 270M, 2 threads): 9-11 ms of CPU per token in
+// this process against llama-bench's 1.2-1.4. Then only a scan long enough to pay for the wake-up splits.
+int32_t scan_threads(const pw_model *pm, llama_context *ctx, size_t n_logits) {
+    const int32_t n = (int32_t)llama_n_threads(ctx);
+    return pm->output_offloaded && n_logits < ((size_t)1 << 22) ? 1 : n;
+}
+
 }  // namespace shim
 
 using namespace shim;
@@ -408,17 +420,6 @@ static void gate_drafts(pw_engine *e) {
     if (catch_up <= 2 * (int32_t)drafting.size()) gate_draft_measured(e->gate, llama_time_us() - t0);
 }
 
-// The threads for a step's argmax scans and top-k passes over `n_logits` logits. Where the CPU computed the
-// logits, the decode threads: with OpenMP they are still spinning from ggml's graph, so the scans start at
-// once. Where a GPU or an RPC server computed them, the threads are cold: waking them costs about what they
-// save on one vocabulary, and the region leaves them spinning afterwards (libgomp's default wait policy)
-// through the next step's remote compute, where an RPC server on the same machine (or anything else) needs
-// the cores. Measured over one loopback rpc-server (Gemma 3 270M, 2 threads): 9-11 ms of CPU per token in
-// this process against llama-bench's 1.2-1.4. Then only a scan long enough to pay for the wake-up splits.
-static int32_t scan_threads(const pw_engine *e, size_t n_logits) {
-    const int32_t n = (int32_t)llama_n_threads(e->ctx);
-    return e->pm->output_offloaded && n_logits < ((size_t)1 << 22) ? 1 : n;
-}
 
 static int32_t step_done(pw_engine *e, pw_step_out *out, int32_t n_ev) {
     out->text = e->arena.data();
@@ -547,10 +548,10 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     if (!e->greedy_rows.empty()) {
         e->greedy_toks.resize(e->greedy_rows.size());
         argmax_rows(e->greedy_rows.data(), (int32_t)e->greedy_rows.size(), e->n_vocab, e->greedy_toks.data(),
-                    scan_threads(e, e->greedy_rows.size() * (size_t)e->n_vocab));
+                    scan_threads(e->pm, e->ctx, e->greedy_rows.size() * (size_t)e->n_vocab));
     }
     const int32_t n_topk = (int32_t)e->topk_slots.size();
-    const int32_t n_threads = scan_threads(e, (size_t)n_topk * (size_t)e->n_vocab);
+    const int32_t n_threads = scan_threads(e->pm, e->ctx, (size_t)n_topk * (size_t)e->n_vocab);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (n_topk > 1 && n_threads > 1)
 #endif

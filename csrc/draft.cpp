@@ -139,7 +139,8 @@ void model_drafts(pw_engine *e, const std::vector<slot *> &want) {
             x.i_row = -1;
         }
         toks.resize(rows.size());
-        argmax_rows(rows.data(), (int32_t)rows.size(), e->d_n_vocab, toks.data(), (int32_t)llama_n_threads(e->dctx));
+        argmax_rows(rows.data(), (int32_t)rows.size(), e->d_n_vocab, toks.data(),
+                    scan_threads(e->draft, e->dctx, rows.size() * (size_t)e->d_n_vocab));
         for (size_t i = 0; i < ready.size(); i++) {
             drafting &x = *ready[i];
             llama_token t = toks[i];

@@ -292,6 +292,9 @@ int32_t penalty_window(const pw_engine *e, const pw_sampling &sp);
 bool penalizes(const pw_engine *e, const pw_sampling &sp);
 sampler_ptr build_chain(const pw_engine *e, const pw_sampling &sp, bool with_penalties);
 void argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, llama_token *out, int32_t n_threads);
+// The threads for a step's scans over n_logits logits of `pm` in `ctx` (one where the logits came from a GPU
+// or an RPC server: batch.cpp).
+int32_t scan_threads(const pw_model *pm, llama_context *ctx, size_t n_logits);
 void top_k_logits(const float *x, int32_t n, int32_t k, std::vector<llama_token_data> &out);
 void pen_accept(slot &s, llama_token tok);
 void top_k_penalized(const float *x, int32_t n, const slot &s, std::vector<llama_token_data> &out,
