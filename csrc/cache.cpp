@@ -107,6 +107,11 @@ bool restore(pw_engine *e, slot &dst, const ram_entry &en, size_t len) {
     return true;
 }
 
+// Give `dst` the first `len` tokens of a state read from the disk tier (at most what its prompt can use).
+void restore_read(pw_engine *e, slot &dst, const ram_entry &en, size_t len) {
+    if (restore(e, dst, en, std::min(len, usable(en.tokens, dst)))) dst.reused_disk = (int64_t)dst.cache.size();
+}
+
 // What a sequence held is worth saving before it is overwritten when a good part of it goes (not the short
 // tail of an answer to a shared prefix).
 void save_if_lost(pw_engine *e, const slot &s, size_t lost, std::list<ram_entry>::iterator keep) {
@@ -170,7 +175,7 @@ void reuse_prefix(pw_engine *e, slot &s) {
     slot *copy_src = nullptr, *wait_src = nullptr;
     size_t copy_len = 0, wait_len = 0;
     for (auto &o : e->slots) {
-        if (&o == &s || o.state == SLOT_WAIT || o.state == SLOT_FOLLOW) continue;
+        if (&o == &s || o.state == SLOT_WAIT || o.state == SLOT_FOLLOW || o.state == SLOT_LOAD) continue;
         size_t n = usable(o.cache, s);
         if (n > copy_len) {
             copy_len = n;
@@ -201,13 +206,20 @@ void reuse_prefix(pw_engine *e, slot &s) {
     const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= std::max(ram_len, disk.len);
     const bool from_ram = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain &&
                           ram_len >= disk.len;
-    // Read before the sequence's own state is saved: saving it could push this one off the disk.
+    // A state still waiting for the writer is at hand; a file is read by the tier's reader thread while the
+    // other sequences go on (SLOT_LOAD). Its read starts before the sequence's own state is saved: that
+    // could push the file off the disk, but not while it is being read.
+    const bool from_disk = !wait && !copy && !from_ram && disk.len >= own + kMinGain;
     std::shared_ptr<const ram_entry> disk_state;
-    if (!wait && !copy && !from_ram && disk.len >= own + kMinGain) disk_state = disk_read(e, disk);
-    const bool from_disk = disk_state != nullptr;
+    if (from_disk && disk.pending) disk_state = disk_pending(e, disk);
+    else if (from_disk) s.load = disk_load_start(e, disk);
     const size_t lost = wait || copy || from_ram || from_disk ? s.cache.size()
                                                               : s.cache.size() - std::min(own, s.cache.size());
     save_if_lost(e, s, lost, from_ram ? ram_it : e->ram.entries.end());
+    if (s.load) {
+        s.state = SLOT_LOAD;
+        return;
+    }
     if (wait) {
         truncate(e, s, own);
         s.wait_src = wait_src->id;
@@ -222,8 +234,7 @@ void reuse_prefix(pw_engine *e, slot &s) {
         e->ram.entries.splice(e->ram.entries.begin(), e->ram.entries, ram_it);
         if (restore(e, s, *ram_it, ram_len)) s.reused_ram = (int64_t)s.cache.size();
     } else if (from_disk) {
-        const size_t len = std::min(disk.len, usable(disk_state->tokens, s));
-        if (restore(e, s, *disk_state, len)) s.reused_disk = (int64_t)s.cache.size();
+        restore_read(e, s, *disk_state, disk.len);
     } else {
         truncate(e, s, own);
     }
@@ -240,10 +251,22 @@ void follow(pw_engine *e, slot &s, slot &leader) {
 
 void resolve_waits(pw_engine *e) {
     for (auto &s : e->slots) {
+        if (s.state == SLOT_LOAD) {
+            if (!disk_load_done(e, *s.load)) continue;
+            std::shared_ptr<disk_load> load = std::move(s.load);
+            if (load->state) {
+                restore_read(e, s, *load->state, load->len);
+                start_prompt(e, s);
+            } else {
+                reuse_prefix(e, s);  // the file was bad: the prefix from wherever else holds it
+            }
+        }
+    }
+    for (auto &s : e->slots) {
         if (s.state == SLOT_FOLLOW) {
             // A leader cancelled or failed before its prompt was in leaves its choices to evaluate it.
             const slot_state ls = e->slots[(size_t)s.wait_src].state;
-            if (ls != SLOT_PROMPT && ls != SLOT_WAIT) reuse_prefix(e, s);
+            if (ls != SLOT_PROMPT && ls != SLOT_WAIT && ls != SLOT_LOAD) reuse_prefix(e, s);
             continue;
         }
         if (s.state != SLOT_WAIT) continue;

@@ -195,6 +195,41 @@ def test_disk_tier_keeps_a_conversation_across_an_engine_restart(tiny_model: Pat
     assert second.tokens == alone(tiny_model, turn2)
 
 
+def test_running_streams_go_on_while_a_restore_reads_its_file(tiny_model: Path, tmp_path: Path) -> None:
+    """A restore's file is read off the engine's thread: while the read is held back, the other sequence
+    keeps generating and the restoring one waits; released, it restores and answers as if never evicted."""
+    disk = (str(tmp_path / "states"), 64 << 20)
+    load = LoadOptions(num_ctx=512, num_parallel=2)
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        turn1 = conversation(eng, "harbours")
+        answer = eng.submit(turn1, GREEDY).result()
+        turn2 = turn1 + list(answer.tokens) + tokens(eng, " user: and at night?")
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        ctx = eng._ctx
+        assert ctx is not None and eng.stats()["disk_loaded"] == 1
+        running = iter(eng.submit(conversation(eng, "lanterns"), {"temperature": 0, "num_predict": 200}))
+        got = len(next(running).tokens)
+        ctx.cache_hold(True)
+        restoring = eng.submit(turn2, GREEDY)
+        while eng.stats()["disk_loading"] == 0:  # its sequence now waits for the read
+            got += len(next(running).tokens)
+        before = eng.stats()
+        while got < 40:  # the other stream goes on meanwhile
+            got += len(next(running).tokens)
+        during = eng.stats()
+        assert during["disk_loading"] == 1 and during["n_gen_tokens"] - before["n_gen_tokens"] >= 10
+        assert during["disk_hits"] == before["disk_hits"] == 0  # nothing restored yet
+        ctx.cache_hold(False)
+        second = restoring.result()
+        after = eng.stats()
+        assert after["disk_loading"] == 0 and after["disk_hits"] == 1
+        assert second.cached_tokens == len(turn1) + len(answer.tokens) - 1
+        assert after["disk_restored_tokens"] == second.cached_tokens
+        for _ in running:  # and it ends as it would have
+            pass
+    assert second.tokens == alone(tiny_model, turn2)
+
+
 def test_disk_tier_refuses_states_of_another_model_build_or_a_damaged_file(tiny_model: Path, eos_model: Path,
                                                                            tmp_path: Path) -> None:
     from power import native
