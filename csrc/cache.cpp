@@ -8,7 +8,8 @@
 //     past the prefix are then cut. A request whose prefix another sequence is still evaluating waits for
 //     it (SLOT_WAIT) instead of evaluating it a second time;
 //   - a sequence's state saved in host memory (llama_state_seq_get_data) before its cells were given to
-//     another prompt, in a byte-bounded LRU list; restored with llama_state_seq_set_data;
+//     another prompt, in a byte-bounded LRU list; restored with llama_state_seq_set_data (and so moved
+//     back into a sequence);
 //   - a state host memory let go, in a file of the disk tier (disk.cpp), when there is one.
 //
 // Sharing needs sequences whose cells can be cut at any position: not recurrent or hybrid models.
@@ -172,10 +173,18 @@ void reuse_prefix(pw_engine *e, slot &s) {
         start_prompt(e, s);
         return;
     }
-    slot *copy_src = nullptr, *wait_src = nullptr;
-    size_t copy_len = 0, wait_len = 0;
+    slot *copy_src = nullptr, *wait_src = nullptr, *load_src = nullptr;
+    size_t copy_len = 0, wait_len = 0, load_len = 0;
     for (auto &o : e->slots) {
-        if (&o == &s || o.state == SLOT_WAIT || o.state == SLOT_FOLLOW || o.state == SLOT_LOAD) continue;
+        if (&o == &s || o.state == SLOT_WAIT || o.state == SLOT_FOLLOW) continue;
+        if (o.state == SLOT_LOAD) {  // what it will hold once its state is read
+            size_t n = std::min(o.load->len, usable(o.prompt, s));
+            if (n > load_len) {
+                load_len = n;
+                load_src = &o;
+            }
+            continue;
+        }
         size_t n = usable(o.cache, s);
         if (n > copy_len) {
             copy_len = n;
@@ -202,7 +211,14 @@ void reuse_prefix(pw_engine *e, slot &s) {
     }
     const disk_hit disk = s.copying ? disk_hit{} : disk_find(e, s);
     const size_t best_now = std::max({own, copy_len, ram_len, disk.len});
-    const bool wait = wait_src && wait_len >= best_now + kMinWait;
+    // A sequence reading the state that gives this prefix is waited for and copied: a file is read once.
+    if (load_src && load_len >= std::max({own, copy_len, ram_len}) + kMinGain && load_len >= disk.len) {
+        wait_src = load_src;
+        wait_len = load_len;
+    } else {
+        load_src = nullptr;
+    }
+    const bool wait = load_src || (wait_src && wait_len >= best_now + kMinWait);
     const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= std::max(ram_len, disk.len);
     const bool from_ram = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain &&
                           ram_len >= disk.len;
@@ -231,8 +247,12 @@ void reuse_prefix(pw_engine *e, slot &s) {
     if (copy) {
         copy_prefix(e, s, *copy_src, copy_len);
     } else if (from_ram) {
-        e->ram.entries.splice(e->ram.entries.begin(), e->ram.entries, ram_it);
+        // The state moves into the sequence, as in llama-server's cache: its cells hold it from now on, and
+        // go back to host memory (with what the sequence adds) when another prompt takes them. Kept, it would
+        // stay beside that newer state whenever the conversation went on from inside it (a regenerated
+        // answer), holding the same prefix twice.
         if (restore(e, s, *ram_it, ram_len)) s.reused_ram = (int64_t)s.cache.size();
+        ram_drop(e, ram_it);
     } else if (from_disk) {
         restore_read(e, s, *disk_state, disk.len);
     } else {
@@ -271,8 +291,12 @@ void resolve_waits(pw_engine *e) {
         }
         if (s.state != SLOT_WAIT) continue;
         slot &src = e->slots[(size_t)s.wait_src];
-        if (src.state == SLOT_PROMPT && src.n_past < s.wait_len && !s.cancel) continue;
-        size_t len = src.state == SLOT_WAIT ? 0 : usable(src.cache, s);
+        if (!s.cancel && (src.state == SLOT_LOAD || (src.state == SLOT_PROMPT && src.n_past < s.wait_len))) continue;
+        size_t len = src.state == SLOT_WAIT || src.state == SLOT_LOAD ? 0 : usable(src.cache, s);
+        if (src.state == SLOT_IDLE && len < s.wait_len && !s.cancel) {  // it ended short of the prefix
+            reuse_prefix(e, s);
+            continue;
+        }
         if (len >= s.cache.size() + kMinGain) copy_prefix(e, s, src, len);
         start_prompt(e, s);
     }

@@ -62,7 +62,8 @@ struct chunk_deleter {
 };
 using chunk_ptr = std::unique_ptr<mtmd_input_chunk, chunk_deleter>;
 
-// SLOT_WAIT: the request waits for another sequence to evaluate the prefix they share, then copies it.
+// SLOT_WAIT: the request waits for another sequence to evaluate the prefix they share (or to read its state
+// from the disk tier), then copies it.
 // SLOT_FOLLOW: the request is another choice of a leader's prompt (OpenAI's `n`): it evaluates none of it,
 // but takes the leader's cells and the logits of its last prompt token in the step that decodes that token.
 // SLOT_LOAD: the request waits for its prefix's state to be read from a file of the disk tier (by the tier's
