@@ -448,6 +448,29 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_cache(result: dict[str, Any], path: Path) -> None:
+    """Mean time to first token per workload step (W1, W2, W3's rounds), one bar per side, log scale."""
+    plt = pyplot()
+    if plt is None or not result["sides"]:
+        return
+
+    def steps(data: dict[str, Any]) -> list[tuple[str, float]]:
+        out = [(w, data[w]["ttft_mean_s"]) for w in ("W1", "W2") if w in data]
+        return out + [(f"W3 r{i + 1}", r["ttft_mean_s"]) for i, r in enumerate(data.get("W3", ()))]
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sides = list(result["sides"].items())
+    for k, (side, data) in enumerate(sides):
+        names, values = zip(*steps(data)) if steps(data) else ((), ())
+        xs = [i + k / (len(sides) + 1) for i in range(len(names))]
+        ax.bar(xs, values, width=1 / (len(sides) + 1), label=side)
+        ax.set_xticks([i + (len(sides) - 1) / (2 * (len(sides) + 1)) for i in range(len(names))], names)
+    ax.set(ylabel="mean TTFT (s)", yscale="log", title=f"prompt cache workloads, {result['model']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def cache_main(args: argparse.Namespace) -> int:
     """W1-W3 over HTTP on both sides, W4 on ours; ``--tokens`` bounds each answer (16 is plenty for TTFT)."""
     n = min(args.tokens, 16)
@@ -482,6 +505,7 @@ def cache_main(args: argparse.Namespace) -> int:
             **{w: [a["ttft_mean_s"] / b["ttft_mean_s"] for a, b in zip(ours[w], theirs[w])]
                for w in ("W3", "W3_alone") if w in ours}}
     out.write_text(json.dumps(result, indent=2) + "\n")
+    plot_cache(result, out.with_suffix(".png"))
     log.info("%s", json.dumps(result, indent=2))
     return 0
 
