@@ -13,7 +13,8 @@ Writes ``benchmarks/results/serving.json`` and ``serving.png``. Targets on Gemma
 >= 0.95x llama-server at each concurrency, turn-2 TTFT <= 0.2x turn 1.
 
 With ``--cache`` (issue 15), the prompt-cache workloads instead, over HTTP streaming on both sides (llama-server
-with its defaults, its host-memory prompt cache included), writing ``serving-cache.json``:
+with its defaults, its host-memory prompt cache included; both servers up, taking turns within each workload
+and each W3 round, so that a noisy machine's drift falls on both), writing ``serving-cache.json``:
 
 * W1: 8 clients arriving together, each prompt one common ~1,000-token prefix plus its own short question;
 * W2: the same after the prefix has been served once;
@@ -340,12 +341,11 @@ def together(gen: Generate, prompts: list[str], n: int) -> dict[str, float]:
     return _ttfts(runs, time.perf_counter() - t0)
 
 
-def conversations(gen: Generate, topics: tuple[str, ...], rounds: int, n: int) -> list[dict[str, float]]:
+def conversation_rounds(gen: Generate, topics: tuple[str, ...], rounds: int, n: int) -> Iterator[dict[str, float]]:
     """Each conversation takes its turn in order, round after round; per round, its TTFTs and wall time."""
     history = {t: f"A conversation about {t}. " + " ".join(
         f"Fact {i} about {t}: {t} number {i} is remarkable in its own quiet way." for i in range(25))
         for t in topics}
-    out = []
     for r in range(rounds):
         runs = []
         t0 = time.perf_counter()
@@ -353,20 +353,33 @@ def conversations(gen: Generate, topics: tuple[str, ...], rounds: int, n: int) -
             history[t] += f" User: tell me more about {t}, part {r + 1}. Assistant:"
             runs.append(one_run(gen, history[t], n))
             history[t] += f" Here is part {r + 1} about {t}, told briefly."
-        out.append(_ttfts(runs, time.perf_counter() - t0))
-    return out
+        yield _ttfts(runs, time.perf_counter() - t0)
 
 
-def cache_workloads(gen: Generate, n: int, only: set[str]) -> dict[str, Any]:
-    one_run(gen, "warm up", 2)
-    out: dict[str, Any] = {}
+def cache_workloads(gens: dict[str, Generate], n: int, only: set[str]) -> dict[str, dict[str, Any]]:
+    """The workloads on every side (each its own server), one side after the other within each workload and,
+    for W3, within each round: both sides' figures of a step come from the same minutes of a noisy machine."""
+    out: dict[str, dict[str, Any]] = {side: {} for side in gens}
+    for gen in gens.values():
+        one_run(gen, "warm up", 2)
+    steps: list[tuple[str, Callable[[Generate], Any]]] = []
     if only & {"W1", "W2"}:  # W2 needs W1's prefix served
-        out["W1"] = together(gen, [f"{SHARED_PREFIX} Question: {q} Answer:" for q in QUESTIONS], n)
+        steps.append(("W1", lambda gen: together(
+            gen, [f"{SHARED_PREFIX} Question: {q} Answer:" for q in QUESTIONS], n)))
     if "W2" in only:
-        out["W2"] = together(gen, [f"{SHARED_PREFIX} Question (again): {q} Answer:" for q in QUESTIONS], n)
+        steps.append(("W2", lambda gen: together(
+            gen, [f"{SHARED_PREFIX} Question (again): {q} Answer:" for q in QUESTIONS], n)))
+    for name, work in steps:
+        for side, gen in gens.items():
+            out[side][name] = work(gen)
     if "W3" in only:
-        out["W3"] = conversations(gen, TOPICS, 3, n)
-        out["W3_alone"] = conversations(gen, ("a lone conversation on comets",), 3, n)
+        for name, topics in (("W3", TOPICS), ("W3_alone", ("a lone conversation on comets",))):
+            rounds = {side: conversation_rounds(gen, topics, 3, n) for side, gen in gens.items()}
+            for side in gens:
+                out[side][name] = []
+            for _ in range(3):
+                for side in gens:
+                    out[side][name].append(next(rounds[side]))
     return out
 
 
@@ -435,6 +448,29 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_cache(result: dict[str, Any], path: Path) -> None:
+    """Mean time to first token per workload step (W1, W2, W3's rounds), one bar per side, log scale."""
+    plt = pyplot()
+    if plt is None or not result["sides"]:
+        return
+
+    def steps(data: dict[str, Any]) -> list[tuple[str, float]]:
+        out = [(w, data[w]["ttft_mean_s"]) for w in ("W1", "W2") if w in data]
+        return out + [(f"W3 r{i + 1}", r["ttft_mean_s"]) for i, r in enumerate(data.get("W3", ()))]
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sides = list(result["sides"].items())
+    for k, (side, data) in enumerate(sides):
+        names, values = zip(*steps(data)) if steps(data) else ((), ())
+        xs = [i + k / (len(sides) + 1) for i in range(len(names))]
+        ax.bar(xs, values, width=1 / (len(sides) + 1), label=side)
+        ax.set_xticks([i + (len(sides) - 1) / (2 * (len(sides) + 1)) for i in range(len(names))], names)
+    ax.set(ylabel="mean TTFT (s)", yscale="log", title=f"prompt cache workloads, {result['model']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def cache_main(args: argparse.Namespace) -> int:
     """W1-W3 over HTTP on both sides, W4 on ours; ``--tokens`` bounds each answer (16 is plenty for TTFT)."""
     n = min(args.tokens, 16)
@@ -450,24 +486,26 @@ def cache_main(args: argparse.Namespace) -> int:
         log.info("%s", json.dumps(result, indent=2))
         return 0
     http = Http(args.model, args.threads, args.ctx, args.slots, args.sampling)
+    peer = None
     try:
-        result["sides"]["a3s-power"] = cache_workloads(http.generate, n, only)
+        gens: dict[str, Generate] = {"a3s-power": http.generate}
+        if not args.no_peer:
+            peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots,
+                        args.sampling)
+            gens["llama-server"] = peer.generate
+        result["sides"] = cache_workloads(gens, n, only)
     finally:
         http.close()
-    out.write_text(json.dumps(result, indent=2) + "\n")  # one side's figures survive an interrupted run
-    if not args.no_peer:
-        peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots,
-                    args.sampling)
-        try:
-            result["sides"]["llama-server"] = cache_workloads(peer.generate, n, only)
-        finally:
+        if peer is not None:
             peer.close()
+    if peer is not None:
         ours, theirs = result["sides"]["a3s-power"], result["sides"]["llama-server"]
         result["ratio_ttft_mean"] = {
             **{w: ours[w]["ttft_mean_s"] / theirs[w]["ttft_mean_s"] for w in ("W1", "W2") if w in ours},
-            **({"W3": [a["ttft_mean_s"] / b["ttft_mean_s"] for a, b in zip(ours["W3"], theirs["W3"])]}
-               if "W3" in ours else {})}
+            **{w: [a["ttft_mean_s"] / b["ttft_mean_s"] for a, b in zip(ours[w], theirs[w])]
+               for w in ("W3", "W3_alone") if w in ours}}
     out.write_text(json.dumps(result, indent=2) + "\n")
+    plot_cache(result, out.with_suffix(".png"))
     log.info("%s", json.dumps(result, indent=2))
     return 0
 

@@ -51,6 +51,7 @@ void slot_release(pw_engine *e, slot &s) {
     s.draft_model_max = 0;
     s.draft_by_model = false;
     s.wait_src = -1;
+    s.load.reset();
     s.t_last_used = ++e->tick;
 }
 
@@ -219,7 +220,7 @@ int32_t pw_submit_choice(pw_engine *e, int32_t leader, const pw_sampling *sp) {
     resolve_waits(e);  // the leader's state as the next step will see it
     slot *l = &e->slots[(size_t)leader];
     if (l->state == SLOT_FOLLOW) l = &e->slots[(size_t)l->wait_src];  // a choice of a choice: the same prompt
-    if (l->state != SLOT_PROMPT && l->state != SLOT_WAIT)
+    if (l->state != SLOT_PROMPT && l->state != SLOT_WAIT && l->state != SLOT_LOAD)
         return fail(PW_E_INVALID, "sequence %d has no prompt still to evaluate", leader);
     if (!e->can_share) {  // cells that cannot be copied: each choice evaluates the prompt
         std::vector<llama_token> prompt = l->prompt;
@@ -420,6 +421,18 @@ static void gate_drafts(pw_engine *e) {
     if (catch_up <= 2 * (int32_t)drafting.size()) gate_draft_measured(e->gate, llama_time_us() - t0);
 }
 
+// A step that has nothing to decode but sequences waiting for their state from the disk tier waits this long
+// for one before it returns (the caller steps again, submitting what came meanwhile).
+constexpr int64_t kLoadWaitUs = 20000;
+
+static bool only_loading(const pw_engine *e) {
+    bool loading = false;
+    for (const auto &s : e->slots) {
+        if (s.state == SLOT_PROMPT || s.state == SLOT_GEN) return false;
+        loading = loading || s.state == SLOT_LOAD;
+    }
+    return loading;
+}
 
 static int32_t step_done(pw_engine *e, pw_step_out *out, int32_t n_ev) {
     out->text = e->arena.data();
@@ -448,6 +461,10 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         }
     }
     resolve_waits(e);
+    if (only_loading(e)) {  // nothing to decode until a state is read: wait for it a while
+        disk_wait(e, kLoadWaitUs);
+        resolve_waits(e);
+    }
     // Generating sequences first: one token each, and the drafts of those that draft, as room allows
     // (in the batch, and in the event buffer: a token each).
     // Drafts: prompt lookup's where it finds one, else the draft model's (its sequences all together).

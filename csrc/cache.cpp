@@ -8,7 +8,8 @@
 //     past the prefix are then cut. A request whose prefix another sequence is still evaluating waits for
 //     it (SLOT_WAIT) instead of evaluating it a second time;
 //   - a sequence's state saved in host memory (llama_state_seq_get_data) before its cells were given to
-//     another prompt, in a byte-bounded LRU list; restored with llama_state_seq_set_data;
+//     another prompt, in a byte-bounded LRU list; restored with llama_state_seq_set_data (and so moved
+//     back into a sequence);
 //   - a state host memory let go, in a file of the disk tier (disk.cpp), when there is one.
 //
 // Sharing needs sequences whose cells can be cut at any position: not recurrent or hybrid models.
@@ -107,6 +108,11 @@ bool restore(pw_engine *e, slot &dst, const ram_entry &en, size_t len) {
     return true;
 }
 
+// Give `dst` the first `len` tokens of a state read from the disk tier (at most what its prompt can use).
+void restore_read(pw_engine *e, slot &dst, const ram_entry &en, size_t len) {
+    if (restore(e, dst, en, std::min(len, usable(en.tokens, dst)))) dst.reused_disk = (int64_t)dst.cache.size();
+}
+
 // What a sequence held is worth saving before it is overwritten when a good part of it goes (not the short
 // tail of an answer to a shared prefix).
 void save_if_lost(pw_engine *e, const slot &s, size_t lost, std::list<ram_entry>::iterator keep) {
@@ -167,10 +173,18 @@ void reuse_prefix(pw_engine *e, slot &s) {
         start_prompt(e, s);
         return;
     }
-    slot *copy_src = nullptr, *wait_src = nullptr;
-    size_t copy_len = 0, wait_len = 0;
+    slot *copy_src = nullptr, *wait_src = nullptr, *load_src = nullptr;
+    size_t copy_len = 0, wait_len = 0, load_len = 0;
     for (auto &o : e->slots) {
         if (&o == &s || o.state == SLOT_WAIT || o.state == SLOT_FOLLOW) continue;
+        if (o.state == SLOT_LOAD) {  // what it will hold once its state is read
+            size_t n = std::min(o.load->len, usable(o.prompt, s));
+            if (n > load_len) {
+                load_len = n;
+                load_src = &o;
+            }
+            continue;
+        }
         size_t n = usable(o.cache, s);
         if (n > copy_len) {
             copy_len = n;
@@ -197,17 +211,31 @@ void reuse_prefix(pw_engine *e, slot &s) {
     }
     const disk_hit disk = s.copying ? disk_hit{} : disk_find(e, s);
     const size_t best_now = std::max({own, copy_len, ram_len, disk.len});
-    const bool wait = wait_src && wait_len >= best_now + kMinWait;
+    // A sequence reading the state that gives this prefix is waited for and copied: a file is read once.
+    if (load_src && load_len >= std::max({own, copy_len, ram_len}) + kMinGain && load_len >= disk.len) {
+        wait_src = load_src;
+        wait_len = load_len;
+    } else {
+        load_src = nullptr;
+    }
+    const bool wait = load_src || (wait_src && wait_len >= best_now + kMinWait);
     const bool copy = !wait && copy_src && copy_len >= own + kMinGain && copy_len >= std::max(ram_len, disk.len);
     const bool from_ram = !wait && !copy && ram_it != e->ram.entries.end() && ram_len >= own + kMinGain &&
                           ram_len >= disk.len;
-    // Read before the sequence's own state is saved: saving it could push this one off the disk.
+    // A state still waiting for the writer is at hand; a file is read by the tier's reader thread while the
+    // other sequences go on (SLOT_LOAD). Its read starts before the sequence's own state is saved: that
+    // could push the file off the disk, but not while it is being read.
+    const bool from_disk = !wait && !copy && !from_ram && disk.len >= own + kMinGain;
     std::shared_ptr<const ram_entry> disk_state;
-    if (!wait && !copy && !from_ram && disk.len >= own + kMinGain) disk_state = disk_read(e, disk);
-    const bool from_disk = disk_state != nullptr;
+    if (from_disk && disk.pending) disk_state = disk_pending(e, disk);
+    else if (from_disk) s.load = disk_load_start(e, disk);
     const size_t lost = wait || copy || from_ram || from_disk ? s.cache.size()
                                                               : s.cache.size() - std::min(own, s.cache.size());
     save_if_lost(e, s, lost, from_ram ? ram_it : e->ram.entries.end());
+    if (s.load) {
+        s.state = SLOT_LOAD;
+        return;
+    }
     if (wait) {
         truncate(e, s, own);
         s.wait_src = wait_src->id;
@@ -219,11 +247,14 @@ void reuse_prefix(pw_engine *e, slot &s) {
     if (copy) {
         copy_prefix(e, s, *copy_src, copy_len);
     } else if (from_ram) {
-        e->ram.entries.splice(e->ram.entries.begin(), e->ram.entries, ram_it);
+        // The state moves into the sequence, as in llama-server's cache: its cells hold it from now on, and
+        // go back to host memory (with what the sequence adds) when another prompt takes them. Kept, it would
+        // stay beside that newer state whenever the conversation went on from inside it (a regenerated
+        // answer), holding the same prefix twice.
         if (restore(e, s, *ram_it, ram_len)) s.reused_ram = (int64_t)s.cache.size();
+        ram_drop(e, ram_it);
     } else if (from_disk) {
-        const size_t len = std::min(disk.len, usable(disk_state->tokens, s));
-        if (restore(e, s, *disk_state, len)) s.reused_disk = (int64_t)s.cache.size();
+        restore_read(e, s, *disk_state, disk.len);
     } else {
         truncate(e, s, own);
     }
@@ -240,16 +271,32 @@ void follow(pw_engine *e, slot &s, slot &leader) {
 
 void resolve_waits(pw_engine *e) {
     for (auto &s : e->slots) {
+        if (s.state == SLOT_LOAD) {
+            if (!disk_load_done(e, *s.load)) continue;
+            std::shared_ptr<disk_load> load = std::move(s.load);
+            if (load->state) {
+                restore_read(e, s, *load->state, load->len);
+                start_prompt(e, s);
+            } else {
+                reuse_prefix(e, s);  // the file was bad: the prefix from wherever else holds it
+            }
+        }
+    }
+    for (auto &s : e->slots) {
         if (s.state == SLOT_FOLLOW) {
             // A leader cancelled or failed before its prompt was in leaves its choices to evaluate it.
             const slot_state ls = e->slots[(size_t)s.wait_src].state;
-            if (ls != SLOT_PROMPT && ls != SLOT_WAIT) reuse_prefix(e, s);
+            if (ls != SLOT_PROMPT && ls != SLOT_WAIT && ls != SLOT_LOAD) reuse_prefix(e, s);
             continue;
         }
         if (s.state != SLOT_WAIT) continue;
         slot &src = e->slots[(size_t)s.wait_src];
-        if (src.state == SLOT_PROMPT && src.n_past < s.wait_len && !s.cancel) continue;
-        size_t len = src.state == SLOT_WAIT ? 0 : usable(src.cache, s);
+        if (!s.cancel && (src.state == SLOT_LOAD || (src.state == SLOT_PROMPT && src.n_past < s.wait_len))) continue;
+        size_t len = src.state == SLOT_WAIT || src.state == SLOT_LOAD ? 0 : usable(src.cache, s);
+        if (src.state == SLOT_IDLE && len < s.wait_len && !s.cancel) {  // it ended short of the prefix
+            reuse_prefix(e, s);
+            continue;
+        }
         if (len >= s.cache.size() + kMinGain) copy_prefix(e, s, src, len);
         start_prompt(e, s);
     }

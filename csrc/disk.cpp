@@ -163,11 +163,15 @@ void drop(disk_tier &d, std::list<disk_entry>::iterator it) {
     d.entries.erase(it);
 }
 
-// Past the bound, the least recently used written files go (under d.mu).
+bool being_read(const disk_tier &d, const std::string &name) {  // under d.mu
+    return std::find(d.reading.begin(), d.reading.end(), name) != d.reading.end();
+}
+
+// Past the bound, the least recently used written files go, but not those a restore is reading (under d.mu).
 void trim(disk_tier &d) {
     for (auto it = d.entries.end(); d.bytes > d.budget && it != d.entries.begin();) {
         auto victim = std::prev(it);
-        if (victim->pending) {
+        if (victim->pending || being_read(d, victim->name)) {
             it = victim;
             continue;
         }
@@ -206,7 +210,8 @@ void write_queued(disk_tier *d) {
             for (auto o = d->entries.begin(); o != d->entries.end();) {  // a state this one extends adds nothing
                 auto next = std::next(o);
                 const size_t n = o->tokens.size();
-                if (o != it && !o->pending && common_prefix(o->tokens, it->tokens.data(), it->tokens.size()) == n)
+                if (o != it && !o->pending && !being_read(*d, o->name) &&
+                    common_prefix(o->tokens, it->tokens.data(), it->tokens.size()) == n)
                     drop(*d, o);
                 o = next;
             }
@@ -220,12 +225,55 @@ std::list<disk_entry>::iterator entry_named(disk_tier &d, const std::string &nam
     return std::find_if(d.entries.begin(), d.entries.end(), [&name](const disk_entry &x) { return x.name == name; });
 }
 
-void forget(disk_tier &d, const std::string &name) {
-    std::lock_guard<std::mutex> lk(d.mu);
-    auto it = entry_named(d, name);
-    if (it != d.entries.end() && !it->pending) drop(d, it);
+// The state in a file, checked against the key, its length and its checksum; null when it does not match.
+std::shared_ptr<const ram_entry> read_state(const disk_tier &d, const std::string &name) {
+    const fs::path path = fs::path(d.dir) / name;
     std::error_code ec;
-    fs::remove(fs::path(d.dir) / name, ec);
+    const uint64_t size = fs::file_size(path, ec);
+    std::ifstream f(path, std::ios::binary);
+    head h;
+    auto en = std::make_shared<ram_entry>();
+    uint64_t sum = 0;
+    bool ok = !ec && f && read_head(f, d.key, size, h);
+    if (ok) {
+        en->state.resize((size_t)h.state_len);
+        ok = f.read(reinterpret_cast<char *>(en->state.data()), (std::streamsize)h.state_len) &&
+             f.read(reinterpret_cast<char *>(&sum), sizeof sum) &&
+             sum == checksum(checksum(kSeed, h.raw.data(), h.raw.size()), en->state.data(), en->state.size());
+    }
+    if (!ok) return nullptr;
+    en->tokens = std::move(h.tokens);
+    en->media = std::move(h.media);
+    return en;
+}
+
+// The reader thread: each queued load's file is read and checked; a bad one is removed (damaged since it was
+// indexed, or gone), a good one becomes the most recently used.
+void read_queued(disk_tier *d) {
+    std::unique_lock<std::mutex> lk(d->mu);
+    for (;;) {
+        d->read_cv.wait(lk, [d] { return d->stop || (!d->reads.empty() && !d->hold_reads); });
+        if (d->stop) return;
+        std::shared_ptr<disk_load> load = d->reads.front();
+        d->reads.pop_front();
+        lk.unlock();
+        std::shared_ptr<const ram_entry> state = read_state(*d, load->name);
+        lk.lock();
+        d->reading.erase(std::find(d->reading.begin(), d->reading.end(), load->name));
+        auto it = entry_named(*d, load->name);
+        if (!state) {
+            if (it != d->entries.end() && !it->pending) drop(*d, it);
+            std::error_code ec;
+            fs::remove(fs::path(d->dir) / load->name, ec);
+        } else if (it != d->entries.end()) {
+            d->entries.splice(d->entries.begin(), d->entries, it);
+            if (!it->pending) touch(*d, it->name);
+        }
+        trim(*d);  // what waited for this read to end
+        load->state = std::move(state);
+        load->done = true;
+        d->read_cv.notify_all();
+    }
 }
 
 }  // namespace
@@ -236,7 +284,9 @@ disk_tier::~disk_tier() {
         stop = true;
     }
     cv.notify_all();
+    read_cv.notify_all();
     if (writer.joinable()) writer.join();
+    if (reader.joinable()) reader.join();
 }
 
 void disk_put(pw_engine *e, ram_entry &&en) {
@@ -280,39 +330,40 @@ disk_hit disk_find(pw_engine *e, const slot &s) {
     return hit;
 }
 
-std::shared_ptr<const ram_entry> disk_read(pw_engine *e, const disk_hit &hit) {
+std::shared_ptr<const ram_entry> disk_pending(pw_engine *e, const disk_hit &hit) {
     disk_tier &d = *e->disk;
-    std::shared_ptr<const ram_entry> out = hit.pending;
-    if (!out) {
-        const fs::path path = fs::path(d.dir) / hit.name;
-        std::error_code ec;
-        const uint64_t size = fs::file_size(path, ec);
-        std::ifstream f(path, std::ios::binary);
-        head h;
-        auto en = std::make_shared<ram_entry>();
-        uint64_t sum = 0;
-        bool ok = !ec && f && read_head(f, d.key, size, h);
-        if (ok) {
-            en->state.resize((size_t)h.state_len);
-            ok = f.read(reinterpret_cast<char *>(en->state.data()), (std::streamsize)h.state_len) &&
-                 f.read(reinterpret_cast<char *>(&sum), sizeof sum) &&
-                 sum == checksum(checksum(kSeed, h.raw.data(), h.raw.size()), en->state.data(), en->state.size());
-        }
-        if (!ok) {  // damaged since it was indexed, or gone
-            forget(d, hit.name);
-            return nullptr;
-        }
-        en->tokens = std::move(h.tokens);
-        en->media = std::move(h.media);
-        out = std::move(en);
-    }
     std::lock_guard<std::mutex> lk(d.mu);
     auto it = entry_named(d, hit.name);
-    if (it != d.entries.end()) {
-        d.entries.splice(d.entries.begin(), d.entries, it);
-        if (!it->pending) touch(d, it->name);
-    }
-    return out;
+    if (it != d.entries.end()) d.entries.splice(d.entries.begin(), d.entries, it);
+    return hit.pending;
+}
+
+std::shared_ptr<disk_load> disk_load_start(pw_engine *e, const disk_hit &hit) {
+    disk_tier &d = *e->disk;
+    auto load = std::make_shared<disk_load>();
+    load->name = hit.name;
+    load->len = hit.len;
+    std::lock_guard<std::mutex> lk(d.mu);
+    d.reading.push_back(hit.name);
+    d.reads.push_back(load);
+    d.read_cv.notify_all();
+    return load;
+}
+
+bool disk_load_done(pw_engine *e, const disk_load &load) {
+    std::lock_guard<std::mutex> lk(e->disk->mu);
+    return load.done;
+}
+
+void disk_wait(pw_engine *e, int64_t us) {
+    if (!e->disk) return;
+    disk_tier &d = *e->disk;
+    std::unique_lock<std::mutex> lk(d.mu);
+    d.read_cv.wait_for(lk, std::chrono::microseconds(us), [e] {
+        for (const auto &s : e->slots)
+            if (s.state == SLOT_LOAD && s.load && s.load->done) return true;
+        return false;
+    });
 }
 
 void disk_clear(pw_engine *e) {
@@ -333,6 +384,7 @@ void disk_stats(const pw_engine *e, pw_stats &out) {
     out.disk_entries = (int64_t)d.entries.size();
     out.disk_saves = d.saves;
     out.disk_evictions = d.evictions;
+    for (const auto &s : e->slots) out.disk_loading += s.state == SLOT_LOAD;
 }
 
 }  // namespace shim
@@ -384,8 +436,20 @@ int32_t pw_cache_open(pw_engine *e, const char *dir, const char *key, uint64_t m
     const int32_t n = (int32_t)d->entries.size();
     e->stats.disk_loaded = n;
     d->writer = std::thread(write_queued, d.get());
+    d->reader = std::thread(read_queued, d.get());
     e->disk = std::move(d);
     return n;
+}
+
+int32_t pw_cache_hold(pw_engine *e, int32_t hold) {
+    if (!e) return fail(PW_E_INVALID, "null argument");
+    if (!e->disk) return fail(PW_E_INVALID, "the engine has no disk tier");
+    {
+        std::lock_guard<std::mutex> lk(e->disk->mu);
+        e->disk->hold_reads = hold != 0;
+    }
+    e->disk->read_cv.notify_all();
+    return PW_OK;
 }
 
 int32_t pw_cache_save(pw_engine *e) {

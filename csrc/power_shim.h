@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 14 };
+enum pw_abi { PW_ABI_VERSION = 15 };
 
 /* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
  * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -217,6 +217,7 @@ typedef struct pw_stats {
     int64_t disk_restored_tokens;
     int64_t disk_saves;
     int64_t disk_evictions;
+    int64_t disk_loading;    /* sequences waiting for a file's state to be read (off the engine's thread) */
     /* Speculative decoding: tokens drafted (verified in the batch) and accepted. */
     int64_t n_draft_tokens;
     int64_t n_draft_accepted;
@@ -346,11 +347,15 @@ PW_API int32_t pw_engine_clear(pw_engine *engine);
  * indexes the files by their heads, removing those of another key or of the wrong length; returns how
  * many it found. From then on a state that host memory lets go is written there (by a thread of the
  * engine's), and a request whose prompt a file's tokens begin restores it (a file whose key, tokens or
- * checksum does not match is removed, never loaded). pw_cache_save writes what the engine still holds (each
+ * checksum does not match is removed, never loaded): its file is read by another thread of the engine's
+ * while the other sequences go on decoding. pw_cache_save writes what the engine still holds (each
  * sequence's cells, host memory's states) that no file has yet, and waits for every write; returns how many
  * states it wrote. */
 PW_API int32_t pw_cache_open(pw_engine *engine, const char *dir, const char *key, uint64_t max_bytes);
 PW_API int32_t pw_cache_save(pw_engine *engine);
+/* A test hook: while `hold` is nonzero, the disk tier's reads wait (the sequences restoring from it stay
+ * waiting for their state, and the others go on). */
+PW_API int32_t pw_cache_hold(pw_engine *engine, int32_t hold);
 /* CDEF-END */
 
 #ifdef __cplusplus

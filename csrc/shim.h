@@ -62,10 +62,13 @@ struct chunk_deleter {
 };
 using chunk_ptr = std::unique_ptr<mtmd_input_chunk, chunk_deleter>;
 
-// SLOT_WAIT: the request waits for another sequence to evaluate the prefix they share, then copies it.
+// SLOT_WAIT: the request waits for another sequence to evaluate the prefix they share (or to read its state
+// from the disk tier), then copies it.
 // SLOT_FOLLOW: the request is another choice of a leader's prompt (OpenAI's `n`): it evaluates none of it,
 // but takes the leader's cells and the logits of its last prompt token in the step that decodes that token.
-enum slot_state { SLOT_IDLE, SLOT_WAIT, SLOT_FOLLOW, SLOT_PROMPT, SLOT_GEN };
+// SLOT_LOAD: the request waits for its prefix's state to be read from a file of the disk tier (by the tier's
+// reader thread, while the other sequences go on decoding), then restores it.
+enum slot_state { SLOT_IDLE, SLOT_WAIT, SLOT_FOLLOW, SLOT_LOAD, SLOT_PROMPT, SLOT_GEN };
 
 // A media chunk of a prompt: its placeholder run starts at `start`, holds
 // n_tokens KV cells and advances positions by n_pos (fewer with M-RoPE).
@@ -100,6 +103,8 @@ struct spec_gate {
     bool fixed = false;         // spec_gate 2: costs given, not measured
     double fix_step_us = 0.0, fix_row_us = 0.0, fix_draft_us = 0.0;
 };
+
+struct disk_load;
 
 struct slot {
     int32_t id = 0;
@@ -155,6 +160,7 @@ struct slot {
     int32_t wait_src = -1;            // SLOT_WAIT: the sequence evaluating our prefix (SLOT_FOLLOW: the leader),
     size_t wait_len = 0;              // and how many of our prompt's tokens it will hold
     bool copying = false;             // source or target of a stream copy that the next decode performs
+    std::shared_ptr<disk_load> load;       // SLOT_LOAD: the read of the state it restores
     int64_t reused_kv = 0;            // this request's reuse, by tier: cells it kept or copied,
     int64_t reused_ram = 0;           // cells restored from host memory,
     int64_t reused_disk = 0;          // and cells restored from the disk tier
@@ -187,8 +193,18 @@ struct disk_entry {
     std::shared_ptr<const ram_entry> pending;
 };
 
-// The disk tier (disk.cpp): its folder and key, its index, and the thread that writes the states host
-// memory lets go (a state of a long prompt is tens of MiB: the engine's thread only queues it).
+// A restore's read of a disk-tier file by the tier's reader thread: the file, the prompt tokens its state
+// gives, and once done (under the tier's mu) the state, null when the file was bad or gone.
+struct disk_load {
+    std::string name;
+    size_t len = 0;
+    bool done = false;
+    std::shared_ptr<const ram_entry> state;
+};
+
+// The disk tier (disk.cpp): its folder and key, its index, the thread that writes the states host memory
+// lets go (a state of a long prompt is tens of MiB: the engine's thread only queues it) and the thread that
+// reads the files restores need (the engine's goes on decoding meanwhile).
 struct disk_tier {
     std::string dir, key;
     uint64_t budget = 0;
@@ -200,10 +216,14 @@ struct disk_tier {
     size_t queued_bytes = 0;
     bool writing = false;
     bool stop = false;
+    std::condition_variable read_cv;  // reads queued (for the reader), a read done (for the engine)
+    std::deque<std::shared_ptr<disk_load>> reads;  // oldest first
+    std::vector<std::string> reading; // files of reads queued or under way: kept past the bound meanwhile
+    bool hold_reads = false;          // pw_cache_hold: reads wait (a test hook)
     int64_t saves = 0, evictions = 0;
     int64_t last_use = 0;             // the latest modification time given to a file (file clock ticks)
-    std::thread writer;
-    ~disk_tier();                     // writes what is queued, then ends the writer
+    std::thread writer, reader;
+    ~disk_tier();                     // writes what is queued, then ends both threads
 };
 
 }  // namespace shim
@@ -369,8 +389,14 @@ struct disk_hit {
     size_t len = 0;
 };
 disk_hit disk_find(pw_engine *e, const slot &s);
-// The state of a hit, read from its file (checking its key and checksum: a bad file is removed; null then).
-std::shared_ptr<const ram_entry> disk_read(pw_engine *e, const disk_hit &hit);
+// The state of a hit still waiting for the writer (no file read).
+std::shared_ptr<const ram_entry> disk_pending(pw_engine *e, const disk_hit &hit);
+// Have the reader thread read a hit's file (checking its key and checksum: a bad file is removed, and the
+// load's state is null); the file stays until then, whatever the bound.
+std::shared_ptr<disk_load> disk_load_start(pw_engine *e, const disk_hit &hit);
+bool disk_load_done(pw_engine *e, const disk_load &load);
+// Wait up to `us` microseconds for a sequence's load to be done.
+void disk_wait(pw_engine *e, int64_t us);
 // Forget the disk tier's states, files included.
 void disk_clear(pw_engine *e);
 // The disk tier's sizes and counts into `out`.

@@ -36,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 14
+ABI_VERSION = 15
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -394,7 +394,7 @@ _STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_d
           "n_gen_tokens", "n_reused_tokens", "kv_entries", "kv_hits", "kv_misses", "kv_shared_tokens", "kv_copies",
           "kv_waits", "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens",
           "ram_saves", "ram_evictions", "disk_loaded", "disk_bytes", "disk_entries", "disk_hits", "disk_misses",
-          "disk_restored_tokens", "disk_saves", "disk_evictions", "n_draft_tokens",
+          "disk_restored_tokens", "disk_saves", "disk_evictions", "disk_loading", "n_draft_tokens",
           "n_draft_accepted", "n_draft_skipped", "n_draft_caught_up", "n_draft_copies", "n_draft_copied_tokens")
 
 
@@ -557,6 +557,11 @@ class Context:
         """Write what the context still holds (sequences' cells, host memory's states) to its disk tier, and
         wait for every write; returns how many states it wrote."""
         return _check(_lib.pw_cache_save(self.handle))
+
+    def cache_hold(self, hold: bool) -> None:
+        """A test hook: while held, the disk tier's reads wait (its restores with them, not the other
+        sequences)."""
+        _check(_lib.pw_cache_hold(self.handle, 1 if hold else 0))
 
 
 def argmax_rows(rows: Sequence[Sequence[float]], n_threads: int = 1) -> list[int]:

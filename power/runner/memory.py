@@ -49,6 +49,7 @@ __all__ = [
     "parse_nvidia_smi",
     "place",
     "processor_split",
+    "disk_queue_bytes",
     "prompt_cache_bytes",
     "read_meminfo",
     "remote_share",
@@ -60,6 +61,9 @@ _KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 
              "q5_0": 22 / 32, "q5_1": 24 / 32, "iq4_nl": 18 / 32}
 _OVERHEAD = 64 << 20  # interpreter, llama.cpp's own tables, allocator slack
 _PROMPT_CACHE_MAX = 8 << 30  # llama-server's --cache-ram default
+# States leaving host memory for the disk tier wait for its writer in host memory, up to this many bytes
+# (csrc/disk.cpp's kMaxQueued: past it the engine waits for the writer).
+_DISK_QUEUE_MAX = 256 << 20
 
 
 class OutOfMemory(PowerError):
@@ -131,6 +135,7 @@ class MemoryEstimate:
     compute: int
     gpus: tuple[tuple[int, int], ...] = ()  # (GPU index, bytes) of the offloaded share, once placed
     prompt_cache: int = 0  # the bound of the prompt states kept in host memory (never offloaded)
+    disk_queue: int = 0  # the most the states waiting for the disk tier's writer hold (host memory too)
     remote: int = 0  # the share on llama.cpp RPC servers (other machines' memory)
 
     @property
@@ -140,8 +145,8 @@ class MemoryEstimate:
 
     @property
     def host(self) -> int:
-        """The most the runner holds in system memory, its prompt cache included."""
-        return self.total + self.prompt_cache - self.remote
+        """The most the runner holds in system memory, its prompt cache (and the disk tier's queue) included."""
+        return self.total + self.prompt_cache + self.disk_queue - self.remote
 
 
 def prompt_cache_bytes(mib: int, available: int) -> int:
@@ -152,8 +157,15 @@ def prompt_cache_bytes(mib: int, available: int) -> int:
     return min(_PROMPT_CACHE_MAX, max(0, available) // 8)
 
 
-def estimate(facts: ModelFacts, weights: int, load: LoadOptions, cache_ram: int = 0) -> MemoryEstimate:
-    """Estimate the resident size of a runner for ``load`` (bytes), with ``cache_ram`` for its prompt cache.
+def disk_queue_bytes(disk: int) -> int:
+    """The most a runner's states waiting for a disk tier of ``disk`` bytes (0: none) hold in host memory."""
+    return min(_DISK_QUEUE_MAX, max(0, disk))
+
+
+def estimate(facts: ModelFacts, weights: int, load: LoadOptions, cache_ram: int = 0,
+             cache_disk: int = 0) -> MemoryEstimate:
+    """Estimate the resident size of a runner for ``load`` (bytes), with ``cache_ram`` for its prompt cache
+    and a disk tier of ``cache_disk`` bytes (whose queue of states to write is in host memory).
 
     ``weights`` are the files' bytes (a draft model's included); a draft model's KV cache and compute buffers
     (its context has the model's sequences, contexts and batch) are added to the model's."""
@@ -171,7 +183,8 @@ def estimate(facts: ModelFacts, weights: int, load: LoadOptions, cache_ram: int 
         compute += 4 * ubatch * (f.n_vocab + 6 * f.n_embd)
         if load.flash_attn_mode != 1:
             compute += 4 * ubatch * f.n_head * n_ctx
-    return MemoryEstimate(weights, kv, compute + _OVERHEAD, prompt_cache=0 if facts.embedding else cache_ram)
+    return MemoryEstimate(weights, kv, compute + _OVERHEAD, prompt_cache=0 if facts.embedding else cache_ram,
+                          disk_queue=0 if facts.embedding else disk_queue_bytes(cache_disk))
 
 
 def read_meminfo(path: str = "/proc/meminfo") -> tuple[int, int]:

@@ -459,7 +459,8 @@ class Scheduler:
         est = estimate(facts, spec.files_size(), load)
         # The prompt cache's default bound is a share of the memory the model leaves free.
         est = estimate(facts, spec.files_size(), load,
-                       prompt_cache_bytes(self.settings.cache_ram, self._budget()[1] - est.total))
+                       prompt_cache_bytes(self.settings.cache_ram, self._budget()[1] - est.total),
+                       self.settings.cache_disk << 20)
         rpc, remote = await self._reach_rpc(spec, est, load, facts)
         est = replace(est, remote=remote)
         placement = await self._make_room(spec, est, load, facts)

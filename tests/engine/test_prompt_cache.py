@@ -98,6 +98,29 @@ def test_an_evicted_conversation_is_restored_from_ram(tiny_model: Path) -> None:
         assert second.tokens == alone(tiny_model, turn2)
 
 
+def test_a_restored_state_moves_back_into_its_sequence(tiny_model: Path) -> None:
+    """A state restored from host memory leaves it: when the conversation goes on from inside it (a new answer
+    to the same first turn), host memory then holds the newer state only, not the same prefix twice."""
+    with Engine(str(tiny_model), LoadOptions(num_ctx=512, num_parallel=1), cache_ram=64 << 20) as eng:
+        turn1 = conversation(eng, "rivers")
+        eng.submit(turn1, GREEDY).result()
+        eng.submit(conversation(eng, "deserts"), GREEDY).result()  # rivers goes to host memory
+        assert eng.stats()["ram_entries"] == 1
+        retry = turn1 + tokens(eng, " user: say it another way.")
+        before = eng.stats()
+        again = eng.submit(retry, GREEDY).result()  # restores rivers' first turn (deserts goes to host memory)
+        assert delta(eng, before, "ram_hits") == (1,) and again.cached_tokens == len(turn1)
+        assert eng.stats()["ram_entries"] == 1  # deserts; rivers' state is in the sequence now
+        eng.submit(conversation(eng, "volcanoes"), GREEDY).result()
+        st = eng.stats()
+        assert st["ram_entries"] == 2 and st["ram_saves"] == 3  # deserts, and rivers as the retry left it
+        later = retry + list(again.tokens) + tokens(eng, " user: thanks.")
+        before = eng.stats()
+        last = eng.submit(later, GREEDY).result()
+        assert delta(eng, before, "ram_hits") == (1,) and last.cached_tokens == len(retry) + len(again.tokens) - 1
+    assert last.tokens == alone(tiny_model, later)
+
+
 def test_ram_cache_keeps_its_bound_dropping_the_oldest_first(tiny_model: Path) -> None:
     topics = ("apples", "bridges", "castles", "dragons")
     with Engine(str(tiny_model), LoadOptions(num_ctx=512, num_parallel=1), cache_ram=64 << 20) as probe:
@@ -193,6 +216,69 @@ def test_disk_tier_keeps_a_conversation_across_an_engine_restart(tiny_model: Pat
         st = eng.stats()
         assert st["disk_hits"] == 1 and st["disk_restored_tokens"] == second.cached_tokens
     assert second.tokens == alone(tiny_model, turn2)
+
+
+def test_running_streams_go_on_while_a_restore_reads_its_file(tiny_model: Path, tmp_path: Path) -> None:
+    """A restore's file is read off the engine's thread: while the read is held back, the other sequence
+    keeps generating and the restoring one waits; released, it restores and answers as if never evicted."""
+    disk = (str(tmp_path / "states"), 64 << 20)
+    load = LoadOptions(num_ctx=512, num_parallel=2)
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        turn1 = conversation(eng, "harbours")
+        answer = eng.submit(turn1, GREEDY).result()
+        turn2 = turn1 + list(answer.tokens) + tokens(eng, " user: and at night?")
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        ctx = eng._ctx
+        assert ctx is not None and eng.stats()["disk_loaded"] == 1
+        running = iter(eng.submit(conversation(eng, "lanterns"), {"temperature": 0, "num_predict": 200}))
+        got = len(next(running).tokens)
+        ctx.cache_hold(True)
+        restoring = eng.submit(turn2, GREEDY)
+        while eng.stats()["disk_loading"] == 0:  # its sequence now waits for the read
+            got += len(next(running).tokens)
+        before = eng.stats()
+        while eng.stats()["n_gen_tokens"] - before["n_gen_tokens"] < 10:  # the other stream goes on meanwhile
+            got += len(next(running).tokens)
+        during = eng.stats()
+        assert during["disk_loading"] == 1 and got < 200
+        assert during["disk_hits"] == before["disk_hits"] == 0  # nothing restored yet
+        ctx.cache_hold(False)
+        second = restoring.result()
+        after = eng.stats()
+        assert after["disk_loading"] == 0 and after["disk_hits"] == 1
+        assert second.cached_tokens == len(turn1) + len(answer.tokens) - 1
+        assert after["disk_restored_tokens"] == second.cached_tokens
+        for _ in running:  # and it ends as it would have
+            pass
+    assert second.tokens == alone(tiny_model, turn2)
+
+
+def test_requests_needing_one_file_read_it_once(tiny_model: Path, tmp_path: Path) -> None:
+    """Two requests whose prompts a disk-tier file begins: one reads and restores it, the other waits for that
+    sequence and copies its cells."""
+    disk = (str(tmp_path / "states"), 64 << 20)
+    load = LoadOptions(num_ctx=512, num_parallel=2)
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        turn1 = conversation(eng, "harbours")
+        answer = eng.submit(turn1, GREEDY).result()
+        history = turn1 + list(answer.tokens)
+        prompts = [history + tokens(eng, q) for q in (" user: and at night?", " user: and in winter?")]
+    with Engine(str(tiny_model), load, cache_ram=64 << 20, cache_disk=disk) as eng:
+        ctx = eng._ctx
+        assert ctx is not None
+        ctx.cache_hold(True)
+        reqs = eng.submit_many(prompts, GREEDY)
+        deadline = time.monotonic() + 30
+        while (st := eng.stats())["kv_waits"] == 0:
+            assert time.monotonic() < deadline, st
+            time.sleep(0.01)
+        assert st["disk_loading"] == 1  # one sequence reads the file, the other waits for it
+        ctx.cache_hold(False)
+        results = [r.result() for r in reqs]
+        st = eng.stats()
+        assert st["disk_hits"] == 1 and st["kv_copies"] == 1 and st["kv_waits"] == 1
+        assert [r.cached_tokens for r in results] == [len(history) - 1] * 2
+    assert [r.tokens for r in results] == [alone(tiny_model, p) for p in prompts]
 
 
 def test_disk_tier_refuses_states_of_another_model_build_or_a_damaged_file(tiny_model: Path, eos_model: Path,

@@ -23,6 +23,17 @@ def test_prompt_cache_bound_from_the_setting_or_free_memory() -> None:
     assert estimate(ModelFacts(embedding=True), 1 << 20, LoadOptions(), 64 << 20).prompt_cache == 0
 
 
+def test_the_disk_tiers_queue_is_in_the_estimate() -> None:
+    """States waiting for the disk tier's writer are host memory too: up to 256 MiB (the engine waits past it)."""
+    facts = ModelFacts(n_layer=2, n_head=4, n_head_kv=4, n_embd=64, key_length=16, value_length=16, n_vocab=300)
+    load = LoadOptions(num_ctx=512)
+    assert estimate(facts, 1 << 20, load, 64 << 20).disk_queue == 0  # no disk tier
+    big = estimate(facts, 1 << 20, load, 64 << 20, 4 << 30)
+    assert big.disk_queue == 256 << 20 and big.host == big.total + (64 << 20) + (256 << 20)
+    assert estimate(facts, 1 << 20, load, 64 << 20, 32 << 20).disk_queue == 32 << 20  # a tier smaller than that
+    assert estimate(ModelFacts(embedding=True), 1 << 20, LoadOptions(), 64 << 20, 4 << 30).disk_queue == 0
+
+
 def test_a_conversation_comes_back_from_host_memory(make_scheduler: Callable[..., Scheduler]) -> None:
     sched = make_scheduler(cache_ram=64)  # MiB; two sequences (OLLAMA_NUM_PARALLEL=2)
     turn1 = "rivers are what we talk about today, in some detail, for a while. "
@@ -56,6 +67,8 @@ def test_a_conversation_stays_warm_across_a_runner_restart(make_scheduler: Calla
     assert list(sched.settings.prompt_cache_dir.glob("*/*.pwkv"))
     second = sched.generate("tiny", tokens, options=GREEDY).result()
     assert second["load_duration"] > 0  # a new runner
+    [loaded] = sched._models.values()
+    assert loaded.estimate.disk_queue == 64 << 20 and loaded.estimate.prompt_cache == 64 << 20
     assert second["cached_tokens"] == len(tokens) - len(new_part) - 1
     [row] = sched.stats()["models"]
     assert row["prompt_cache"]["disk"]["hits"] == 1
