@@ -209,6 +209,7 @@ def get_app() -> falcon.App:
         held: list[RealScheduler] = []  # GC spares the blobs runners hold open (P5)
         library = Library.from_settings(settings, in_use=lambda: held[0].blobs_in_use() if held else set())
         library.startup()
+        library.watch_listing()  # /api/tags: one read of the kernel's change events per poll (power/store/watch.py)
         scheduler = RealScheduler(settings, resolver_for(library))
         held.append(scheduler)
         usage = UsageStore(settings.usage_db, settings.prices)

@@ -42,6 +42,8 @@ _DECLINE = frozenset({b"origin", b"transfer-encoding", b"expect", b"upgrade", b"
 _SINGLE = frozenset({b"host", b"connection", b"x-request-id", b"content-length"})
 
 Body = Callable[[], tuple[bytes, str] | None]  # None: the app answers (e.g. a 503)
+Plan = tuple[str, str, Body, bool, "str | None"]  # method, route, its body, keep-alive, the client's request id
+_PLANS = 256  # request heads remembered (clients poll with the same few)
 GET_ONLY = frozenset({"/api/ps"})  # the app answers HEAD of these with 405
 
 
@@ -69,33 +71,28 @@ class FastLane:
             "/health": health,
         }
         self._date = (0, "")
+        self._plans: dict[bytes, Plan | bool] = {}
         # gunicorn's limit_request_fields and limit_request_field_size (the worker sets its own): past them
         # its parser refuses the request (431), so the fast lane must not answer it.
         self.max_fields, self.max_field_bytes = 100, 8190
 
+    def set_limits(self, fields: int, field_bytes: int) -> None:
+        """gunicorn's header limits as the worker has them (heads planned under others are planned again)."""
+        self.max_fields, self.max_field_bytes = fields, field_bytes
+        self._plans.clear()
+
     def answer(self, head: bytes, client: str) -> tuple[bytes, bool] | None:
         """The answer to the request ``head`` and whether the connection stays open; None to decline."""
         start = time.monotonic()
-        m = _LINE.match(head)
-        if m is None:
+        plan = self._plans.get(head)
+        if plan is None:
+            plan = self._plan(head)
+            if len(self._plans) >= _PLANS:
+                self._plans.clear()
+            self._plans[head] = plan
+        if plan is False:
             return None
-        method, path = m.group(1).decode("ascii"), m.group(2).decode("latin-1")
-        path = path.rstrip("/") or "/"
-        body_of = self.bodies.get(path)
-        if body_of is None or len(head) > self.security.max_header_bytes or (method == "HEAD" and path in GET_ONLY):
-            return None
-        headers = _headers(head[m.end():], self.max_fields, self.max_field_bytes)
-        if headers is None or headers.get(b"content-length", b"0").strip() != b"0":
-            return None
-        if self.security.api_key is not None and path not in OPEN_ROUTES:
-            return None
-        host = headers.get(b"host")
-        if self.security.check_host and not host_allowed(None if host is None else host.decode("latin-1")):
-            return None
-        tokens = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",") if t.strip()}
-        if not tokens <= {b"close", b"keep-alive"}:
-            return None
-        keep = b"close" not in tokens
+        method, path, body_of, keep, given = plan
         try:
             made = body_of()
         except Exception:  # the usual path answers with the error, in the route's shape
@@ -103,8 +100,7 @@ class FastLane:
         if made is None:
             return None
         body, content_type = made
-        given = headers.get(b"x-request-id")
-        rid = request_id(given.decode("latin-1") if given is not None else None) or secrets.token_hex(8)
+        rid = given or secrets.token_hex(8)
         out = (f"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: {self._http_date()}\r\n"
                f"Connection: {'keep-alive' if keep else 'close'}\r\nx-request-id: {rid}\r\n"
                f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n").encode("latin-1")
@@ -114,6 +110,32 @@ class FastLane:
         self.record(path, method, "200", elapsed)
         access_log(rid, method, path, "200", elapsed * 1000, "", False, client)
         return out, keep
+
+    def _plan(self, head: bytes) -> Plan | bool:
+        """What ``answer`` does with this exact head (False: decline); it depends on nothing but the head and
+        the settings, so clients that send the same head each poll (most do) skip parsing it."""
+        m = _LINE.match(head)
+        if m is None:
+            return False
+        method, path = m.group(1).decode("ascii"), m.group(2).decode("latin-1")
+        path = path.rstrip("/") or "/"
+        body_of = self.bodies.get(path)
+        if body_of is None or len(head) > self.security.max_header_bytes or (method == "HEAD" and path in GET_ONLY):
+            return False
+        headers = _headers(head[m.end():], self.max_fields, self.max_field_bytes)
+        if headers is None or headers.get(b"content-length", b"0").strip() != b"0":
+            return False
+        if self.security.api_key is not None and path not in OPEN_ROUTES:
+            return False
+        host = headers.get(b"host")
+        if self.security.check_host and not host_allowed(None if host is None else host.decode("latin-1")):
+            return False
+        tokens = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",") if t.strip()}
+        if not tokens <= {b"close", b"keep-alive"}:
+            return False
+        given = headers.get(b"x-request-id")
+        return method, path, body_of, b"close" not in tokens, request_id(
+            given.decode("latin-1") if given is not None else None)
 
     def _http_date(self) -> str:
         now = int(time.time())

@@ -248,6 +248,8 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         _raise_fd_limit(self.cfg.worker_connections + 256)
         limit_arenas(MALLOC_ARENAS)  # memory returns after a burst of threads (power/server/threads.py)
         self.keepalived_conns = KeptAlive()
+        self._tls = bool(self.cfg.is_ssl)  # read once: each read of a setting is a lookup chain
+        self._idle_s = self.cfg.keepalive or 5
         super().init_process()
 
     def notify(self) -> None:
@@ -259,11 +261,15 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
 
     # ---- the poller: one registration per connection, pointed at what reads it next ---------------------
     def _watch(self, sock: Any, events: int, callback: Any) -> None:
-        """Have ``callback`` hear ``events`` on ``sock``: no syscall when only the callback changes."""
+        """Have ``callback`` hear ``events`` on ``sock``: no syscall when only the callback changes, no work
+        at all when neither does (each connection keeps its callbacks, ``_callbacks``)."""
         try:
-            self.poller.modify(sock, events, callback)
+            key = self.poller.get_key(sock)
         except KeyError:
             self.poller.register(sock, events, callback)
+            return
+        if key.events != events or key.data is not callback:
+            self.poller.modify(sock, events, callback)
 
     def _unwatch(self, sock: Any) -> None:
         try:
@@ -271,15 +277,21 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         except (KeyError, ValueError, OSError):
             pass
 
+    def _callbacks(self, conn: Any) -> tuple[Any, Any]:
+        """``conn``'s poller callbacks: kept alive, and its request arriving (made once per connection)."""
+        made = getattr(conn, "power_callbacks", None)
+        if made is None:
+            made = conn.power_callbacks = (partial(self.on_client_socket_readable, conn),
+                                           partial(self._on_arrival_readable, conn))
+        return made
+
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
         """A kept-alive connection has bytes: read them now, as its arrival, without re-registering it."""
         self.keepalived_conns.discard(conn)
-        if self.cfg.is_ssl or getattr(conn, "is_http2", False):
+        if self._tls or getattr(conn, "is_http2", False):
             self._unwatch(client)
             return super().enqueue_req(conn)
-        self.enqueue_req(conn)
-        if conn in self._arrivals:
-            self._on_arrival_readable(conn, client)
+        self._arrive(conn, read_now=True)
 
     def get_thread_pool(self) -> ElasticPool:
         """Request threads that end after ``thread_idle`` seconds without work (power/server/threads.py)."""
@@ -288,10 +300,14 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
     # ---- requests arrive in the event loop ---------------------------------------------------------
     def enqueue_req(self, conn: Any) -> None:
         """Hand ``conn`` to a thread once its request is whole; until then read it from the event loop."""
-        if self.cfg.is_ssl or getattr(conn, "is_http2", False):
+        if self._tls or getattr(conn, "is_http2", False):
             self._unwatch(conn.sock)
             return super().enqueue_req(conn)
-        arrival = Arrival(self.cfg.keepalive or 5, self.limits.header_timeout, self.limits.body_min_rate,
+        self._arrive(conn, read_now=False)
+
+    def _arrive(self, conn: Any, read_now: bool) -> None:
+        """Collect ``conn``'s next request; ``read_now``: its socket is readable already."""
+        arrival = Arrival(self._idle_s, self.limits.header_timeout, self.limits.body_min_rate,
                           self.limits.body_grace)
         if conn.parser is not None:  # read ahead by the last request on this connection
             arrival.add(conn.parser.unreader.take_buffered())
@@ -299,26 +315,31 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return self._dispatch(conn, arrival)
         _nonblocking(conn.sock)
         self._arrivals[conn] = arrival
-        self._watch(conn.sock, selectors.EVENT_READ, partial(self._on_arrival_readable, conn))
+        if read_now and self._read(conn, arrival):
+            return
+        self._watch(conn.sock, selectors.EVENT_READ, self._callbacks(conn)[1])
 
     def _on_arrival_readable(self, conn: Any, _sock: Any) -> None:
-        arrival = self._arrivals[conn]
+        self._read(conn, self._arrivals[conn])
+
+    def _read(self, conn: Any, arrival: Arrival) -> bool:
+        """Read what ``conn`` has sent; True once its request is whole (and dispatched) or it went away."""
         while True:
             try:
                 data = conn.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError:
                 data = b""
             if not data:  # the client went away before its request was whole
                 self._forget(conn)
                 self._close(conn)
-                return
+                return True
             arrival.add(data)
             if arrival.complete:
                 self._forget(conn)
                 self._dispatch(conn, arrival)
-                return
+                return True
 
     def _forget(self, conn: Any) -> None:
         """``conn``'s request is no longer arriving; its socket stays registered for whatever comes next."""
@@ -351,8 +372,8 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             self._lane = fast_lane_of(self.wsgi)
             if self._lane is not None:
                 fields, size = self.cfg.limit_request_fields, self.cfg.limit_request_field_size
-                self._lane.max_fields = fields if 0 < fields <= 32768 else 32768  # as gunicorn reads them
-                self._lane.max_field_bytes = size if size > 0 else 8190
+                self._lane.set_limits(fields if 0 < fields <= 32768 else 32768,  # as gunicorn reads them
+                                      size if size > 0 else 8190)
         if self._lane is None or not self.alive or len(arrival.buf) != arrival.head_len:
             return False  # pipelined bytes or a body: the thread's parser reads them
         client = conn.client[0] if isinstance(conn.client, tuple) and conn.client else ""
@@ -381,7 +402,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return
         conn.set_timeout()  # kept alive exactly as gthread keeps a connection after a request
         self.keepalived_conns.append(conn)
-        self._watch(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        self._watch(conn.sock, selectors.EVENT_READ, self._callbacks(conn)[0])
 
     def murder_pending(self) -> None:
         super().murder_pending()
