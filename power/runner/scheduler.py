@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 GiB = 1 << 30
 
 
+SCRAPE_WAIT_S = 0.02  # how long a metrics scrape waits for busy runners' counters (``scrape_stats``)
 RPC_TIMEOUT = 3.0  # seconds an RPC server has to answer the handshake before a load goes without it
 
 
@@ -96,6 +99,9 @@ class Scheduler:
         self._vocab_lock = asyncio.Lock()
         self._gpu_sampler = GpuSampler(bool(self._gpus))
         self._view = SchedulerView()
+        self._stats_lock = threading.Lock()
+        self._stats_asked: concurrent.futures.Future[tuple[list[dict[str, Any]], int]] | None = None
+        self._stats_last: tuple[list[dict[str, Any]], int] | None = None  # the runners' last answer to a scrape
 
     @property
     def max_loaded(self) -> int:
@@ -229,6 +235,36 @@ class Scheduler:
             rows, pending = self._lt.call(self._engine_stats(timeout), timeout=timeout + 5)
         return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
                          gpus=self._gpu_sampler.sample())
+
+    def scrape_stats(self, busy_wait: float = SCRAPE_WAIT_S, timeout: float = 2.0) -> dict[str, Any]:
+        """``stats()`` for a metrics scrape, which must answer at once however busy the runners are.
+
+        With nothing running or queued the runners answer at once and the scrape waits for them (so the
+        counters include every finished request). While requests run, a runner answers between its
+        decode steps, behind its streams, so the scrape waits ``busy_wait`` seconds at most and otherwise
+        gets the counters of the last scrape (and the answer it waited for lands in time for the next).
+        """
+        rows: list[dict[str, Any]] = []
+        pending = 0
+        if not self._closing:
+            view = self._view
+            busy = view.waiting > 0 or any(m.refs for m in view.models)
+            with self._stats_lock:
+                asked = self._stats_asked
+                if not busy or asked is None or asked.done():  # idle: a fresh answer, after every request's end
+                    asked = self._stats_asked = self._lt.submit(self._engine_stats(timeout))
+                    asked.add_done_callback(self._stats_landed)
+                last = self._stats_last
+            try:
+                rows, pending = asked.result(busy_wait if busy and last is not None else timeout + 5)
+            except concurrent.futures.TimeoutError:
+                rows, pending = last if last is not None else ([], 0)
+        return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
+                         gpus=self._gpu_sampler.sample())
+
+    def _stats_landed(self, fut: concurrent.futures.Future[tuple[list[dict[str, Any]], int]]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._stats_last = fut.result()
 
     @property
     def closing(self) -> bool:

@@ -189,7 +189,8 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
     for route in ROUTES:
         app.add_route(route.path, route.resource(services))
     app.fast_lane = FastLane(security, metrics.http, tags_body=store.tags_body,  # see power/server/worker.py
-                             ps_body=lambda: ps_body(scheduler), health_body=lambda: health_body(services))
+                             ps_body=lambda: ps_body(scheduler), health_body=lambda: health_body(services),
+                             metrics_body=metrics.render)
     return app
 
 

@@ -29,6 +29,7 @@ import time
 from email.utils import formatdate
 from typing import Any, Callable
 
+from power.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from power.server.ollama.models import HEARTBEAT, TEXT, version_body
 from power.server.security import OPEN_ROUTES, SecurityMiddleware, access_log, host_allowed, request_id
 from power.server.streaming import JSON, dumps
@@ -44,7 +45,8 @@ _SINGLE = frozenset({b"host", b"connection", b"x-request-id", b"content-length"}
 Body = Callable[[], tuple[bytes, str] | None]  # None: the app answers (e.g. a 503)
 Plan = tuple[str, str, Body, bool, "str | None"]  # method, route, its body, keep-alive, the client's request id
 _PLANS = 256  # request heads remembered (clients poll with the same few)
-GET_ONLY = frozenset({"/api/ps"})  # the app answers HEAD of these with 405
+GET_ONLY = frozenset({"/api/ps", "/metrics"})  # the app answers HEAD of these
+THREADED = frozenset({"/metrics"})  # answered on the worker's metrics thread, not in its event loop
 
 
 class FastLane:
@@ -52,8 +54,10 @@ class FastLane:
 
     def __init__(self, security: SecurityMiddleware, record: Callable[[str, str, str, float], None], *,
                  tags_body: Callable[[], bytes], ps_body: Callable[[], Any],
-                 health_body: Callable[[], dict[str, Any]]) -> None:
-        """``*_body``: what the app's routes answer, from calls that never block (this runs in the loop)."""
+                 health_body: Callable[[], dict[str, Any]], metrics_body: Callable[[], bytes] | None = None) -> None:
+        """``*_body``: what the app's routes answer, from calls that never block (this runs in the loop), but
+        for ``metrics_body``, which waits a moment for busy runners (``THREADED``: the worker calls it from
+        a thread of its own)."""
         self.security = security
         self.record = record  # metrics: route, method, status, seconds
         version = dumps(version_body()).encode("utf-8")
@@ -70,6 +74,8 @@ class FastLane:
             "/api/ps": lambda: (dumps(ps_body()).encode("utf-8"), JSON),
             "/health": health,
         }
+        if metrics_body is not None:
+            self.bodies["/metrics"] = lambda: (metrics_body(), METRICS_TYPE)
         self._date = (0, "")
         self._plans: dict[bytes, Plan | bool] = {}
         # gunicorn's limit_request_fields and limit_request_field_size (the worker sets its own): past them
@@ -84,12 +90,7 @@ class FastLane:
     def answer(self, head: bytes, client: str) -> tuple[bytes, bool] | None:
         """The answer to the request ``head`` and whether the connection stays open; None to decline."""
         start = time.monotonic()
-        plan = self._plans.get(head)
-        if plan is None:
-            plan = self._plan(head)
-            if len(self._plans) >= _PLANS:
-                self._plans.clear()
-            self._plans[head] = plan
+        plan = self._plan_of(head)
         if plan is False:
             return None
         method, path, body_of, keep, given = plan
@@ -110,6 +111,20 @@ class FastLane:
         self.record(path, method, "200", elapsed)
         access_log(rid, method, path, "200", elapsed * 1000, "", False, client)
         return out, keep
+
+    def threaded(self, head: bytes) -> bool:
+        """Whether ``answer`` for this head must run off the event loop (it may wait: ``THREADED``)."""
+        plan = self._plan_of(head)
+        return plan is not False and plan[1] in THREADED
+
+    def _plan_of(self, head: bytes) -> Plan | bool:
+        plan = self._plans.get(head)
+        if plan is None:
+            plan = self._plan(head)
+            if len(self._plans) >= _PLANS:
+                self._plans.clear()
+            self._plans[head] = plan
+        return plan
 
     def _plan(self, head: bytes) -> Plan | bool:
         """What ``answer`` does with this exact head (False: decline); it depends on nothing but the head and

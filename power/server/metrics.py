@@ -180,7 +180,7 @@ class Metrics:
         self.v_accepted = Counter("vllm:spec_decode_num_accepted_tokens", "Accepted draft tokens", ["model_name"],
                                   registry=r)
         if scheduler is not None:
-            stats = getattr(scheduler, "stats", None)
+            stats = getattr(scheduler, "scrape_stats", None) or getattr(scheduler, "stats", None)
             r.register(_SchedulerCollector(stats if callable(stats) else dict, scheduler.ps, lambda: self._in_flight))
 
     # -- updates --------------------------------------------------------------

@@ -241,6 +241,8 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self._notified = 0.0
         self.control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
                                                        thread_name_prefix="power-control")
+        # /metrics waits a moment for busy runners' counters: on a thread of its own, never a request thread
+        self.metrics_pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="power-metrics")
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
         # The event loop answers polls and accepts connections; with many request threads runnable it waits
         # for the GIL up to a switch interval per thread ahead of it, so threads hand it over more often.
@@ -355,6 +357,9 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return self._refuse_stopping(conn, arrival)
         if arrival.control and self._answer_here(conn, arrival):
             return
+        self._to_thread(conn, arrival)
+
+    def _to_thread(self, conn: Any, arrival: Arrival) -> None:
         self._unwatch(conn.sock)  # its thread reads and writes it
         conn.data_ready = True
         conn.power_prefix = bytes(arrival.buf)
@@ -376,16 +381,39 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                                       size if size > 0 else 8190)
         if self._lane is None or not self.alive or len(arrival.buf) != arrival.head_len:
             return False  # pipelined bytes or a body: the thread's parser reads them
-        client = conn.client[0] if isinstance(conn.client, tuple) and conn.client else ""
-        answer = self._lane.answer(bytes(arrival.buf), str(client))
+        client = str(conn.client[0] if isinstance(conn.client, tuple) and conn.client else "")
+        head = bytes(arrival.buf)
+        if self._lane.threaded(head):  # /metrics: its thread answers, and this loop sends the answer
+            self._unwatch(conn.sock)
+            self.metrics_pool.submit(self._answer_on_thread, conn, arrival, head, client)
+            return True
+        answer = self._lane.answer(head, client)
         if answer is None:
             return False
+        self._send_answer(conn, answer)
+        return True
+
+    def _answer_on_thread(self, conn: Any, arrival: Arrival, head: bytes, client: str) -> None:
+        """The metrics thread: build the answer (it may wait a moment for the runners), send it from the loop."""
+        try:
+            answer = self._lane.answer(head, client)
+        except Exception:  # the app answers it, with the error in its shape
+            log.debug("fast metrics answer failed", exc_info=True)
+            answer = None
+        self.method_queue.defer(self._answered_on_thread, conn, arrival, answer)
+
+    def _answered_on_thread(self, conn: Any, arrival: Arrival, answer: tuple[bytes, bool] | None) -> None:
+        if answer is None:
+            self._to_thread(conn, arrival)
+        else:
+            self._send_answer(conn, answer)
+
+    def _send_answer(self, conn: Any, answer: tuple[bytes, bool]) -> None:
         self.nr += 1
         if self.max_requests and self.nr >= self.max_requests:
             self.alive = False  # gunicorn's max_requests restart, as its own handler does
         _nonblocking(conn.sock)
         self._send_rest(conn, memoryview(answer[0]), answer[1])
-        return True
 
     def _send_rest(self, conn: Any, data: memoryview, keep: bool, _sock: Any = None) -> None:
         try:

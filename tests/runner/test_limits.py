@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -117,3 +119,29 @@ def test_summarize_totals() -> None:
             {"name": "b", "running": 1, "waiting": 0, "kv_used": 0, "n_ctx": 100}]
     st = summarize(rows, pending_loads=2, queue_capacity=9)
     assert (st["running"], st["waiting"], st["kv_cache_usage"]) == (3, 3, 0.2)
+
+
+def test_a_scrape_waits_for_idle_runners_but_not_for_busy_ones(make_scheduler: Callable[..., Scheduler]) -> None:
+    """scrape_stats: idle, the runners' own answer (every finished request counted); busy, the last answer
+    once the wait is over, even from a runner that does not answer at all (stopped here), and a fresh
+    one again once it does."""
+    sched = make_scheduler(context_length=2048)
+    sched.generate("tiny", "warm up", options={"num_predict": 3}).result()
+    idle = sched.scrape_stats()
+    assert idle["models"] == sched.stats()["models"] and idle["running"] == 0
+    [row] = idle["models"]
+    assert row["prompt_cache"]["kv"]["misses"] >= 1
+    stream = sched.generate("tiny", "go on and on", options=LONG)
+    next(stream)
+    pid = sched._models["tiny"].runner.pid  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        busy = sched.scrape_stats(busy_wait=0.2)
+        assert time.monotonic() - start < 2 and busy["models"] == idle["models"]  # the last answer
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert wait_for(lambda: sched.scrape_stats(busy_wait=0.2)["running"] == 1, 10)  # fresh again
+    stream.cancel()
+    stream.result()
+    assert wait_for(lambda: sched.scrape_stats()["running"] == 0, 10)

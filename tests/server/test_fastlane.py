@@ -105,6 +105,33 @@ def test_fast_answers_equal_the_apps(server: LiveServer, path: str, method: str)
     same_answer(server, path, method)
 
 
+def _families(text: bytes) -> list[str]:
+    return sorted(line.split()[2] for line in text.decode().splitlines() if line.startswith("# TYPE "))
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_metrics_answered_by_the_worker_equal_the_apps(server: LiveServer, loaded: bool) -> None:
+    """/metrics from the worker's metrics thread: the app's headers and families, the counters up to date."""
+    if loaded:
+        status, _ = server.request("POST", "/api/generate", {"model": "tiny", "prompt": "hi", "stream": False,
+                                                            "options": {"num_predict": 2}})
+        assert status == 200
+    fast, slow = get(server, "/metrics"), get(server, "/metrics?via=app")
+    assert fast[0] == slow[0] == "HTTP/1.1 200 OK"
+    assert _families(fast[2]) == _families(slow[2]) and len(_families(fast[2])) > 30
+    assert (b'a3s_power_model_requests_running{model="tiny:latest"}' in fast[2]) is loaded
+    for headers in (fast[1], slow[1]):
+        headers.pop("date"), headers.pop("x-request-id"), headers.pop("content-length")
+    assert fast[1] == slow[1]
+    with server.connect(10) as s:  # kept alive after a metrics answer, and pipelined requests behind one
+        s.sendall(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode() * 2 +
+                  f"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode())
+        answers = read_all(s)
+    assert answers.count(b"HTTP/1.1 200 OK") == 3 and answers.endswith(b"}")
+    if loaded:
+        server.request("POST", "/api/generate", {"model": "tiny", "keep_alive": 0})
+
+
 def test_ps_and_health_fast_answers_follow_the_scheduler(server: LiveServer) -> None:
     """A generation loads the model: both lanes show it, with the same expiry, and nothing running after."""
     status, body = server.request("POST", "/api/generate", {"model": "tiny", "prompt": "hi", "stream": False,
@@ -217,8 +244,9 @@ def test_lane_answers_plain_polls(make_client) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize("head", [
     PLAIN.replace(b"/api/tags", b"/api/tags?x=1"),
-    PLAIN.replace(b"/api/tags", b"/metrics"),
+    PLAIN.replace(b"/api/tags", b"/v1/models"),
     PLAIN.replace(b"GET /api/tags", b"HEAD /api/ps"),
+    PLAIN.replace(b"GET /api/tags", b"HEAD /metrics"),
     PLAIN.replace(b"GET", b"POST"),
     PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
     PLAIN.replace(b"127.0.0.1:11434", b"evil.example"),
@@ -231,10 +259,21 @@ def test_lane_answers_plain_polls(make_client) -> None:  # type: ignore[no-untyp
     PLAIN.replace(b"Accept: */*", b"X-Big: " + b"a" * (40 << 10)),
     PLAIN.replace(b"Accept: */*", b"X-Long: " + b"a" * 8200),
     PLAIN.replace(b"Accept: */*", b"\r\n".join(b"X-H%d: v" % i for i in range(100))),
-], ids=["query", "other-route", "head-ps", "post", "http10", "foreign-host", "two-hosts", "origin", "body", "chunked",
+], ids=["query", "other-route", "head-ps", "head-metrics", "post", "http10", "foreign-host", "two-hosts", "origin", "body", "chunked",
         "upgrade", "folded", "huge-head", "long-field", "many-fields"])
 def test_lane_declines_what_the_app_must_answer(make_client, head: bytes) -> None:  # type: ignore[no-untyped-def]
     assert _lane(make_client).answer(head, "127.0.0.1") is None
+
+
+def test_lane_answers_metrics_off_the_loop(make_client) -> None:  # type: ignore[no-untyped-def]
+    lane = _lane(make_client)
+    head = PLAIN.replace(b"/api/tags", b"/metrics")
+    assert lane.threaded(head) and not lane.threaded(PLAIN) and not lane.threaded(head.replace(b"GET", b"POST"))
+    answer = lane.answer(head, "127.0.0.1")
+    assert answer is not None
+    _, headers, body = split(answer[0])
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"\nvllm:num_requests_waiting " in body and int(headers["content-length"]) == len(body)
 
 
 def test_lane_answers_ps_and_ready_health_only(make_client, scheduler) -> None:  # type: ignore[no-untyped-def]
