@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 GiB = 1 << 30
 
 
-SCRAPE_WAIT_S = 0.02  # how long a metrics scrape waits for busy runners' counters (``scrape_stats``)
+SCRAPE_WAIT_S = 0.0  # how long a metrics scrape waits for busy runners' counters (``scrape_stats``)
 RPC_TIMEOUT = 3.0  # seconds an RPC server has to answer the handshake before a load goes without it
 
 
@@ -241,14 +241,14 @@ class Scheduler:
 
         With nothing running or queued the runners answer at once and the scrape waits for them (so the
         counters include every finished request). While requests run, a runner answers between its
-        decode steps, behind its streams, so the scrape waits ``busy_wait`` seconds at most and otherwise
-        gets the counters of the last scrape (and the answer it waited for lands in time for the next).
+        decode steps, behind its streams, so the scrape waits ``busy_wait`` seconds at most (none by
+        default) and otherwise gets the runners' last answer, asking them again for the next scrape; the
+        GPUs' figures are then the last ones too (``GpuSampler.sample(block=False)``).
         """
         rows: list[dict[str, Any]] = []
         pending = 0
+        busy = self._busy()
         if not self._closing:
-            view = self._view
-            busy = view.waiting > 0 or any(m.refs for m in view.models)
             with self._stats_lock:
                 asked = self._stats_asked
                 if not busy or asked is None or asked.done():  # idle: a fresh answer, after every request's end
@@ -260,7 +260,16 @@ class Scheduler:
             except concurrent.futures.TimeoutError:
                 rows, pending = last if last is not None else ([], 0)
         return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
-                         gpus=self._gpu_sampler.sample())
+                         gpus=self._gpu_sampler.sample(block=not busy))
+
+    def scrape_waits(self) -> bool:
+        """Whether ``scrape_stats`` would wait now (for idle runners, or for a first answer to fall back on);
+        if not, it returns at once (with ``busy_wait`` 0), so the HTTP worker's event loop may call it."""
+        return self._stats_last is None or not self._busy()
+
+    def _busy(self) -> bool:
+        view = self._view
+        return view.waiting > 0 or any(m.refs for m in view.models)
 
     def _stats_landed(self, fut: concurrent.futures.Future[tuple[list[dict[str, Any]], int]]) -> None:
         if not fut.cancelled() and fut.exception() is None:

@@ -190,7 +190,8 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
         app.add_route(route.path, route.resource(services))
     app.fast_lane = FastLane(security, metrics.http, tags_body=store.tags_body,  # see power/server/worker.py
                              ps_body=lambda: ps_body(scheduler), health_body=lambda: health_body(services),
-                             metrics_body=metrics.render)
+                             metrics_body=metrics.render,
+                             metrics_wait=getattr(scheduler, "scrape_waits", lambda: True))
     return app
 
 

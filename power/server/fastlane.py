@@ -23,15 +23,19 @@ depends on which path answered.
 
 from __future__ import annotations
 
+import logging
+import random
 import re
-import secrets
+import threading
 import time
+from queue import SimpleQueue
 from email.utils import formatdate
 from typing import Any, Callable
 
 from power.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from power.server.ollama.models import HEARTBEAT, TEXT, version_body
-from power.server.security import OPEN_ROUTES, SecurityMiddleware, access_log, host_allowed, request_id
+from power.server.security import (ACCESS_LINE, OPEN_ROUTES, SecurityMiddleware, access_logger, host_allowed,
+                                   request_id)
 from power.server.streaming import JSON, dumps
 
 __all__ = ["FastLane", "fast_lane_of"]
@@ -54,10 +58,12 @@ class FastLane:
 
     def __init__(self, security: SecurityMiddleware, record: Callable[[str, str, str, float], None], *,
                  tags_body: Callable[[], bytes], ps_body: Callable[[], Any],
-                 health_body: Callable[[], dict[str, Any]], metrics_body: Callable[[], bytes] | None = None) -> None:
+                 health_body: Callable[[], dict[str, Any]], metrics_body: Callable[[], bytes] | None = None,
+                 metrics_wait: Callable[[], bool] = lambda: True) -> None:
         """``*_body``: what the app's routes answer, from calls that never block (this runs in the loop), but
-        for ``metrics_body``, which waits a moment for busy runners (``THREADED``: the worker calls it from
-        a thread of its own)."""
+        for ``metrics_body``, which waits for idle runners' counters while ``metrics_wait()`` (``THREADED``:
+        the worker then calls it from a thread of its own)."""
+        self.metrics_wait = metrics_wait
         self.security = security
         self.record = record  # metrics: route, method, status, seconds
         version = dumps(version_body()).encode("utf-8")
@@ -78,6 +84,7 @@ class FastLane:
             self.bodies["/metrics"] = lambda: (metrics_body(), METRICS_TYPE)
         self._date = (0, "")
         self._plans: dict[bytes, Plan | bool] = {}
+        self._log = QueuedLog(access_logger, ACCESS_LINE)
         # gunicorn's limit_request_fields and limit_request_field_size (the worker sets its own): past them
         # its parser refuses the request (431), so the fast lane must not answer it.
         self.max_fields, self.max_field_bytes = 100, 8190
@@ -101,7 +108,7 @@ class FastLane:
         if made is None:
             return None
         body, content_type = made
-        rid = given or secrets.token_hex(8)
+        rid = given or f"{random.getrandbits(64):016x}"  # os.urandom is a system call (it gives up the GIL)
         out = (f"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: {self._http_date()}\r\n"
                f"Connection: {'keep-alive' if keep else 'close'}\r\nx-request-id: {rid}\r\n"
                f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n").encode("latin-1")
@@ -109,13 +116,13 @@ class FastLane:
             out += body
         elapsed = time.monotonic() - start
         self.record(path, method, "200", elapsed)
-        access_log(rid, method, path, "200", elapsed * 1000, "", False, client)
+        self._log(rid, method, path, "200", elapsed * 1000, "", 0, client)
         return out, keep
 
     def threaded(self, head: bytes) -> bool:
-        """Whether ``answer`` for this head must run off the event loop (it may wait: ``THREADED``)."""
+        """Whether ``answer`` for this head must run off the event loop now (it would wait: ``THREADED``)."""
         plan = self._plan_of(head)
-        return plan is not False and plan[1] in THREADED
+        return plan is not False and plan[1] in THREADED and self.metrics_wait()
 
     def _plan_of(self, head: bytes) -> Plan | bool:
         plan = self._plans.get(head)
@@ -158,6 +165,34 @@ class FastLane:
             self._date = (now, formatdate(now, usegmt=True))
         return self._date[1]
 
+
+
+class QueuedLog:
+    """Log lines made in the event loop and written by a thread of their own.
+
+    Writing a line is a system call, which gives up the GIL; on a busy worker the loop then waits to
+    take it back behind every runnable thread. The record (its time, its text) is made at once and
+    the thread hands it to the logger's handlers as ``logger.info`` would, a moment later.
+    """
+
+    def __init__(self, logger: logging.Logger, line: str) -> None:
+        self.logger = logger
+        self.line = line
+        self._records: SimpleQueue[logging.LogRecord] = SimpleQueue()
+        self._writer: threading.Thread | None = None
+
+    def __call__(self, *args: Any) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        self._records.put(logger.makeRecord(logger.name, logging.INFO, __file__, 0, self.line, args, None))
+        if self._writer is None:  # in the process that answers (the worker), on first use
+            self._writer = threading.Thread(target=self._write, name="power-access-log", daemon=True)
+            self._writer.start()
+
+    def _write(self) -> None:
+        while True:
+            self.logger.handle(self._records.get())
 
 
 def _headers(block: bytes, max_fields: int, max_field_bytes: int) -> dict[bytes, bytes] | None:

@@ -7,7 +7,11 @@ thread that has waited ``idle`` seconds for work ends, and when the pool shrinks
 the C heap is trimmed (glibc ``malloc_trim``), so memory returns after a load.
 
 Threads start on demand: a task starts one when there are more queued tasks than
-idle threads and fewer than ``max_workers`` threads.
+idle threads and fewer than ``max_workers`` threads. The pool's own spawner thread
+starts them, not the submitter: ``Thread.start`` waits until the new thread runs,
+which on a busy worker means waiting for the GIL behind every other runnable
+thread, and the submitter is the worker's event loop (a burst of 100 streams
+would stall every other connection for as many hand-overs).
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class ElasticPool:
         self._made = 0
         self._trimming = threading.Lock()
         self._trim_again = False
+        self._spawns = 0  # threads counted in ``_threads`` that the spawner has yet to start
+        self._spawn_cond = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]  # the same lock
+        threading.Thread(target=self._spawner, name=f"{name}-spawner", daemon=True).start()
 
     @property
     def threads(self) -> int:
@@ -86,17 +93,42 @@ class ElasticPool:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._tasks.append((future, fn, args, kwargs))
-            if len(self._tasks) > self._waiting and self._threads < self.max_workers:
+            if len(self._tasks) > self._waiting + self._spawns and self._threads < self.max_workers:
                 self._threads += 1
-                self._made += 1
-                threading.Thread(target=self._work, name=f"{self.name}_{self._made}", daemon=True).start()
+                self._spawns += 1
+                self._spawn_cond.notify()
             else:
                 self._cond.notify()
         return future
 
+    def _spawner(self) -> None:
+        """Start the threads ``submit`` asked for (ends with the pool, once every one asked for has started)."""
+        with self._cond:
+            while True:
+                while not self._spawns and not self._closed:
+                    self._spawn_cond.wait()
+                if not self._spawns:
+                    return
+                self._spawns -= 1
+                self._made += 1
+                thread = threading.Thread(target=self._work, name=f"{self.name}_{self._made}", daemon=True)
+                self._cond.release()
+                started = False
+                try:
+                    thread.start()
+                    started = True
+                except RuntimeError as exc:  # out of threads: queued tasks wait for the threads there are
+                    log.warning("request thread not started error=%s", exc)
+                finally:
+                    self._cond.acquire()
+                if not started:
+                    self._threads -= 1
+                    self._cond.notify_all()
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
             self._closed = True
+            self._spawn_cond.notify()
             if cancel_futures:
                 while self._tasks:
                     self._tasks.popleft()[0].cancel()

@@ -53,6 +53,7 @@ from power.errors import RequestTimeout, ShuttingDown
 from power.server.errors import error_body
 from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
+from power.server.heldio import HeldIO, held_selector
 from power.server.threads import ElasticPool, limit_arenas
 
 __all__ = ["GuardedSocket", "KeptAlive", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
@@ -243,6 +244,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                                                        thread_name_prefix="power-control")
         # /metrics waits a moment for busy runners' counters: on a thread of its own, never a request thread
         self.metrics_pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="power-metrics")
+        self.metrics_pool.submit(int).result()  # its thread starts now, not in the middle of a load
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
         # The event loop answers polls and accepts connections; with many request threads runnable it waits
         # for the GIL up to a switch interval per thread ahead of it, so threads hand it over more often.
@@ -250,6 +252,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         _raise_fd_limit(self.cfg.worker_connections + 256)
         limit_arenas(MALLOC_ARENAS)  # memory returns after a burst of threads (power/server/threads.py)
         self.keepalived_conns = KeptAlive()
+        self._io = None if self.cfg.is_ssl else HeldIO.open()  # the loop's socket calls (power/server/heldio.py)
         self._tls = bool(self.cfg.is_ssl)  # read once: each read of a setting is a lookup chain
         self._idle_s = self.cfg.keepalive or 5
         super().init_process()
@@ -328,7 +331,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         """Read what ``conn`` has sent; True once its request is whole (and dispatched) or it went away."""
         while True:
             try:
-                data = conn.sock.recv(65536)
+                data = self._io.recv(conn.sock) if self._io is not None else conn.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
@@ -383,7 +386,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return False  # pipelined bytes or a body: the thread's parser reads them
         client = str(conn.client[0] if isinstance(conn.client, tuple) and conn.client else "")
         head = bytes(arrival.buf)
-        if self._lane.threaded(head):  # /metrics: its thread answers, and this loop sends the answer
+        if self._lane.threaded(head):  # /metrics that waits for the runners: its thread answers, this loop sends
             self._unwatch(conn.sock)
             self.metrics_pool.submit(self._answer_on_thread, conn, arrival, head, client)
             return True
@@ -413,14 +416,15 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         if self.max_requests and self.nr >= self.max_requests:
             self.alive = False  # gunicorn's max_requests restart, as its own handler does
         _nonblocking(conn.sock)
-        self._send_rest(conn, memoryview(answer[0]), answer[1])
+        self._send_rest(conn, answer[0], 0, answer[1])
 
-    def _send_rest(self, conn: Any, data: memoryview, keep: bool, _sock: Any = None) -> None:
+    def _send_rest(self, conn: Any, data: bytes, sent: int, keep: bool, _sock: Any = None) -> None:
+        io = self._io
         try:
-            while data:
-                data = data[conn.sock.send(data):]
+            while sent < len(data):
+                sent += io.send(conn.sock, data, sent) if io is not None else conn.sock.send(data[sent:])
         except (BlockingIOError, InterruptedError):
-            self._watch(conn.sock, selectors.EVENT_WRITE, partial(self._send_rest, conn, data, keep))
+            self._watch(conn.sock, selectors.EVENT_WRITE, partial(self._send_rest, conn, data, sent, keep))
             return
         except OSError:
             self._close(conn)
@@ -517,6 +521,10 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                 self._close(conn)
 
     def run(self) -> None:
+        held = held_selector()  # before gthread's run registers anything with its poller
+        if held is not None:
+            self.poller.close()
+            self.poller = held
         super().run()
         if self._closer is not None:  # runners end before the worker does
             self._closer.join(self.limits.shutdown_timeout + 20)
