@@ -102,3 +102,24 @@ def test_request_threads_end_after_a_burst(tmp_path: Path) -> None:
         generate()  # and the server still serves
     finally:
         assert server.stop() == 0
+
+
+def test_the_submitter_never_starts_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thread.start waits for the new thread to run: the pool's spawner does it, never the worker's loop."""
+    starters: list[str] = []
+    start = threading.Thread.start
+
+    def recording(self: threading.Thread) -> None:
+        starters.append(threading.current_thread().name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", recording)
+    pool = ElasticPool(8, idle=5, name="t-pool")
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 10) for _ in range(8)]
+    assert _wait(lambda: sum(f.running() for f in futures) == 8)
+    gate.set()
+    assert all(f.result(10) for f in futures)
+    pool.shutdown()
+    assert starters[0] == threading.current_thread().name  # the spawner itself, made with the pool
+    assert starters[1:] == ["t-pool-spawner"] * 8
