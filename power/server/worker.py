@@ -39,6 +39,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent import futures
 from functools import partial
@@ -176,6 +177,12 @@ class GuardedSocket:
         return getattr(self._sock, name)
 
 
+def _on_conn(ref: weakref.ref[Any], method: Any, sock: Any) -> None:
+    conn = ref()
+    if conn is not None:
+        method(conn, sock)
+
+
 def _nonblocking(sock: socket.socket) -> None:
     if sock.getblocking():  # a syscall pair each time otherwise
         sock.setblocking(False)
@@ -285,9 +292,10 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
     def _callbacks(self, conn: Any) -> tuple[Any, Any]:
         """``conn``'s poller callbacks: kept alive, and its request arriving (made once per connection)."""
         made = getattr(conn, "power_callbacks", None)
-        if made is None:
-            made = conn.power_callbacks = (partial(self.on_client_socket_readable, conn),
-                                           partial(self._on_arrival_readable, conn))
+        if made is None:  # through a weak reference: conn -> callback -> conn would be a cycle per connection,
+            ref = weakref.ref(conn)  # left for the cyclic GC after a load instead of freed as it closes
+            made = conn.power_callbacks = (partial(_on_conn, ref, self.on_client_socket_readable),
+                                           partial(_on_conn, ref, self._on_arrival_readable))
         return made
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
