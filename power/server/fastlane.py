@@ -9,9 +9,13 @@ CPU, so 50 clients polling at once queue behind each other. For a plain request
 to one of these routes the worker asks ``FastLane.answer`` instead, which
 builds the same answer (the same body, status and headers, the same access-log
 line and metrics) from the request head alone, in tens of microseconds, with the
-app's own body builders over what never blocks: the store's listing and the
-scheduler's last view (``power.runner.scheduler.SchedulerView``). ``/metrics``
-stays with the app: its scrape asks every runner for its counters.
+app's own body builders over what never blocks: the store's listing (kept while
+the kernel reports no change, ``power.store.watch``) and the scheduler's last
+view (``power.runner.scheduler.SchedulerView``). A plain ``/metrics`` is answered
+here too while the runners are busy, from their last counters; while they are
+idle its scrape waits for their fresh ones, so the worker builds that answer on
+a metrics thread of its own (``threaded``) and sends it from the loop. The
+loop's access-log lines are written by a thread of their own (``QueuedLog``).
 
 Anything out of the ordinary is declined (``None``) and takes the usual path,
 which owns every refusal and every header that depends on the request: a query

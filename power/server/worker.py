@@ -7,6 +7,9 @@ event loop collects each request's head (and a small body) with non-blocking
 reads first (``power.server.frontdoor.Arrival``), and only a whole request
 takes a thread; control-plane routes get threads of their own
 (``CONTROL_THREADS``), so no number of streams can delay ``/api/tags`` (P14).
+The hottest of them are answered in the loop itself (``power.server.fastlane``),
+whose polls, reads and writes keep the GIL (``power.server.heldio``): with a burst
+of request threads runnable, each call that gives it up costs a wait behind them.
 Larger bodies (blob uploads) are read by their thread through
 ``GuardedSocket``, which gives every ``recv`` a timeout computed from the same
 deadlines (P6):
