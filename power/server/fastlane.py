@@ -53,6 +53,7 @@ _SINGLE = frozenset({b"host", b"connection", b"x-request-id", b"content-length"}
 Body = Callable[[], tuple[bytes, str] | None]  # None: the app answers (e.g. a 503)
 Plan = tuple[str, str, Body, bool, "str | None"]  # method, route, its body, keep-alive, the client's request id
 _PLANS = 256  # request heads remembered (clients poll with the same few)
+_LOG_BACKLOG = 10_000  # access-log records the writer thread may be behind by
 GET_ONLY = frozenset({"/api/ps", "/metrics"})  # the app answers HEAD of these
 THREADED = frozenset({"/metrics"})  # answered on the worker's metrics thread, not in its event loop
 
@@ -189,7 +190,11 @@ class QueuedLog:
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        self._records.put(logger.makeRecord(logger.name, logging.INFO, __file__, 0, self.line, args, None))
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, self.line, args, None)
+        if self._records.qsize() >= _LOG_BACKLOG:  # the writer is behind: write this one here (and wait)
+            logger.handle(record)
+            return
+        self._records.put(record)
         if self._writer is None:  # in the process that answers (the worker), on first use
             self._writer = threading.Thread(target=self._write, name="power-access-log", daemon=True)
             self._writer.start()

@@ -10,6 +10,7 @@ adding, replacing in place or removing a manifest file).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from power.store import ModelStore
-from power.server.fastlane import fast_lane_of
+from power.server.fastlane import QueuedLog, fast_lane_of
 from power.server.worker import KeptAlive
 from tests.server.conftest import add_model
 from tests.server.live import LiveServer, read_all
@@ -314,3 +315,25 @@ def test_kept_alive_connections_leave_in_any_order_and_expire_oldest_first() -> 
     assert [kept.popleft() for _ in range(4)] == ["b", "d", "e", "a"] and not kept
     with pytest.raises(KeyError):
         kept.remove("z")
+
+
+def test_queued_log_writes_every_line_in_order_through_the_loggers_handlers() -> None:
+    logger = logging.getLogger("tests.fastlane.queued")
+    logger.propagate = False
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger.addHandler(Keep())
+    logger.setLevel(logging.WARNING)
+    queued = QueuedLog(logger, "n=%d who=%s")
+    queued(0, "dropped")  # INFO is off: nothing made
+    logger.setLevel(logging.INFO)
+    for i in range(500):
+        queued(i, "x")
+    deadline = time.monotonic() + 10
+    while len(lines) < 500 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lines == [f"n={i} who=x" for i in range(500)]
