@@ -447,6 +447,26 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self.keepalived_conns.append(conn)
         self._watch(conn.sock, selectors.EVENT_READ, self._callbacks(conn)[0])
 
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """A thread's request is done: as gthread, but a connection that closes is closed without blocking.
+
+        gthread closes it gracefully in this loop (FIN, then a blocking ``recv`` of up to 2 s until the
+        client closes its side): every stream that ends with ``Connection: close`` stalled every other
+        connection until its client, busy with hundreds of others, got round to closing (up to a second
+        each, measured). Here the same drain waits in the poller (``_linger``)."""
+        try:
+            closing = not fs.cancelled() and fs.exception() is None and not fs.result()
+        except Exception:  # cancelled or failed: gthread's own handling
+            closing = False
+        if not closing or self._tls:
+            return super().finish_request(conn, fs)
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self._close(conn)
+        self._linger(conn)
+
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
