@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import logging
+import multiprocessing
 import os
 import resource
 import socket
@@ -244,6 +246,65 @@ class Conn:
             self.writer.close()
 
 
+def _read_answer(f: Any) -> int:
+    """Read one HTTP/1.1 answer from the file ``f``; its status."""
+    line = f.readline()
+    if not line:
+        raise ConnectionError("closed")
+    status = int(line.split()[1])
+    headers: dict[str, str] = {}
+    while (h := f.readline()) not in (b"\r\n", b""):
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while (size := int(f.readline().split(b";")[0].strip() or b"0", 16)):
+            f.read(size + 2)
+        f.readline()
+    else:
+        f.read(int(headers.get("content-length", "0")))
+    if headers.get("connection", "").lower() == "close":
+        raise ConnectionAbortedError(status)
+    return status
+
+
+def _poll_routes(port: int, routes: list[str], halt: Any, results: Any) -> None:
+    """The control-plane poller, in a process of its own: in the load's client, each answer waited behind
+    the stream chunks that client had to read first, which measured the client, not the server."""
+    polled: list[tuple[float, str, float]] = []
+    failures = {r: 0 for r in routes}
+    sock: socket.socket | None = None
+    f: Any = None
+    while not halt.is_set():
+        for route in routes:
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+                    f = sock.makefile("rb")
+                t = time.perf_counter()
+                sock.sendall(f"GET {route} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                try:
+                    status = _read_answer(f)
+                except ConnectionAbortedError as closed:
+                    status = int(closed.args[0])
+                    sock.close()
+                    sock = None
+                took = time.perf_counter() - t
+            except (OSError, ValueError, IndexError):
+                failures[route] += 1
+                if sock is not None:
+                    sock.close()
+                sock = None
+                continue
+            if status == 200:
+                polled.append((t, route, took))
+            else:
+                failures[route] += 1
+        time.sleep(0.05)
+    if sock is not None:
+        sock.close()
+    results.put((polled, failures))
+
+
 async def stream_once(port: int, path: str, body: bytes, timeout: float) -> tuple[str, int]:
     """One streaming generation on its own connection: ("done"|"refused"|"failed", pieces received)."""
     try:
@@ -364,27 +425,12 @@ async def load_phase(side: Side, idle: int, streams: int, tokens: int, wave: int
     peak_rss = rss_before
     stop = asyncio.Event()
 
-    async def poll() -> None:
+    async def sample() -> None:  # RSS and the open streams, for the poller's timeline
         nonlocal peak_rss
-        c = Conn(side.port)
         while not stop.is_set():
-            for route in side.control:
-                try:
-                    status, took = await asyncio.wait_for(c.get(route), 60)
-                except (OSError, ConnectionError, asyncio.TimeoutError, ValueError, IndexError):
-                    failures[route] += 1
-                    c.close()
-                    c = Conn(side.port)
-                    continue
-                if status == 200:
-                    per_route[route].append(took)
-                    timeline.append({"t": time.perf_counter() - t0, "route": route, "ms": took * 1000,
-                                     "streams": open_streams})
-                else:
-                    failures[route] += 1
             peak_rss = max(peak_rss, _rss_kib(pid))
-            await asyncio.sleep(0.05)
-        c.close()
+            counts.append((time.perf_counter() - t0, open_streams))
+            await asyncio.sleep(0.1)
 
     async def one(i: int) -> tuple[str, int]:
         nonlocal open_streams
@@ -394,16 +440,32 @@ async def load_phase(side: Side, idle: int, streams: int, tokens: int, wave: int
         finally:
             open_streams -= 1
 
+    counts: list[tuple[float, int]] = []
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    halt = ctx.Event()
+    poller = ctx.Process(target=_poll_routes, args=(side.port, side.control, halt, results), daemon=True)
+    poller.start()
     t0 = time.perf_counter()
-    poller = asyncio.create_task(poll())
+    poll_offset = t0  # the poller stamps its points with the same monotonic clock (another process)
+    sampler = asyncio.create_task(sample())
     tasks = []
     for start in range(0, streams, wave):
         tasks += [asyncio.create_task(one(i)) for i in range(start, min(streams, start + wave))]
         await asyncio.sleep(0.5)
-    results = await asyncio.gather(*tasks)
+    outcomes = await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     stop.set()
-    await poller
+    await sampler
+    halt.set()
+    polled, failures = await asyncio.get_running_loop().run_in_executor(None, results.get)
+    poller.join(10)
+    times = [t for t, _ in counts]
+    for at, route, took in polled:
+        per_route[route].append(took)
+        i = bisect.bisect_right(times, at - poll_offset) - 1
+        timeline.append({"t": at - poll_offset, "route": route, "ms": took * 1000,
+                         "streams": counts[i][1] if i >= 0 else 0})
     alive_idle = 0
     for w in held:
         alive_idle += not w.is_closing()
@@ -411,8 +473,8 @@ async def load_phase(side: Side, idle: int, streams: int, tokens: int, wave: int
     await asyncio.sleep(2)
     rss_after = _rss_kib(pid)
     rss_settled, settle_s = await _settled_rss_kib(pid, threads_before)
-    outcome = {k: sum(1 for r, _ in results if r == k) for k in ("done", "refused", "failed")}
-    pieces = sum(n for r, n in results if r == "done")
+    outcome = {k: sum(1 for r, _ in outcomes if r == k) for k in ("done", "refused", "failed")}
+    pieces = sum(n for r, n in outcomes if r == "done")
     return {"idle_opened": len(held), "streams": streams, **outcome, "wall_s": wall,
             "pieces_per_s": pieces / wall if wall else 0.0,
             "control": {r: {**_summary(v), "failures": failures[r]} for r, v in per_route.items()},
