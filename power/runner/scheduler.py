@@ -236,7 +236,8 @@ class Scheduler:
         return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
                          gpus=self._gpu_sampler.sample())
 
-    def scrape_stats(self, busy_wait: float = SCRAPE_WAIT_S, timeout: float = 2.0) -> dict[str, Any]:
+    def scrape_stats(self, busy_wait: float = SCRAPE_WAIT_S, timeout: float = 2.0,
+                     block: bool = True) -> dict[str, Any]:
         """``stats()`` for a metrics scrape, which must answer at once however busy the runners are.
 
         With nothing running or queued the runners answer at once and the scrape waits for them (so the
@@ -255,12 +256,13 @@ class Scheduler:
                     asked = self._stats_asked = self._lt.submit(self._engine_stats(timeout))
                     asked.add_done_callback(self._stats_landed)
                 last = self._stats_last
+            wait = busy_wait if busy and last is not None else timeout + 5
             try:
-                rows, pending = asked.result(busy_wait if busy and last is not None else timeout + 5)
+                rows, pending = asked.result(wait if block else 0)  # block=False: never wait (the caller can't)
             except concurrent.futures.TimeoutError:
                 rows, pending = last if last is not None else ([], 0)
         return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
-                         gpus=self._gpu_sampler.sample(block=not busy))
+                         gpus=self._gpu_sampler.sample(block=block and not busy))
 
     def scrape_waits(self) -> bool:
         """Whether ``scrape_stats`` would wait now (for idle runners, or for a first answer to fall back on);

@@ -63,7 +63,7 @@ class FastLane:
 
     def __init__(self, security: SecurityMiddleware, record: Callable[[str, str, str, float], None], *,
                  tags_body: Callable[[], bytes], ps_body: Callable[[], Any],
-                 health_body: Callable[[], dict[str, Any]], metrics_body: Callable[[], bytes] | None = None,
+                 health_body: Callable[[], dict[str, Any]], metrics_body: Callable[[bool], bytes] | None = None,
                  metrics_wait: Callable[[], bool] = lambda: True) -> None:
         """``*_body``: what the app's routes answer, from calls that never block (this runs in the loop), but
         for ``metrics_body``, which waits for idle runners' counters while ``metrics_wait()`` (``THREADED``:
@@ -85,8 +85,9 @@ class FastLane:
             "/api/ps": lambda: (dumps(ps_body()).encode("utf-8"), JSON),
             "/health": health,
         }
+        self._waiting = threading.local()  # set on the metrics thread: its scrape may wait for the runners
         if metrics_body is not None:
-            self.bodies["/metrics"] = lambda: (metrics_body(), METRICS_TYPE)
+            self.bodies["/metrics"] = lambda: (metrics_body(getattr(self._waiting, "on", False)), METRICS_TYPE)
         self._date = (0, "")
         self._plans: dict[bytes, Plan | bool] = {}
         self._log = QueuedLog(access_logger, ACCESS_LINE)
@@ -99,8 +100,11 @@ class FastLane:
         self.max_fields, self.max_field_bytes = fields, field_bytes
         self._plans.clear()
 
-    def answer(self, head: bytes, client: str) -> tuple[bytes, bool] | None:
-        """The answer to the request ``head`` and whether the connection stays open; None to decline."""
+    def answer(self, head: bytes, client: str, *, wait: bool = False) -> tuple[bytes, bool] | None:
+        """The answer to the request ``head`` and whether the connection stays open; None to decline.
+
+        ``wait``: called off the event loop (``threaded``), so ``/metrics`` may wait for the runners."""
+        self._waiting.on = wait
         start = time.monotonic()
         plan = self._plan_of(head)
         if plan is False:

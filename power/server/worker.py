@@ -410,7 +410,7 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
     def _answer_on_thread(self, conn: Any, arrival: Arrival, head: bytes, client: str) -> None:
         """The metrics thread: build the answer (it may wait a moment for the runners), send it from the loop."""
         try:
-            answer = self._lane.answer(head, client)
+            answer = self._lane.answer(head, client, wait=True)
         except Exception:  # the app answers it, with the error in its shape
             log.debug("fast metrics answer failed", exc_info=True)
             answer = None

@@ -167,3 +167,9 @@ def test_a_scrape_waits_for_idle_runners_but_not_for_busy_ones(make_scheduler: C
     stream.result()
     assert wait_for(lambda: sched.scrape_stats()["running"] == 0, 10)
     assert sched.scrape_waits()  # idle: a scrape waits for the runners' own answer
+    os.kill(pid, signal.SIGSTOP)  # ... unless it must not (the HTTP worker's event loop): then the last one
+    try:
+        start = time.monotonic()
+        assert sched.scrape_stats(block=False)["running"] == 0 and time.monotonic() - start < 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
