@@ -26,9 +26,12 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
-__all__ = ["ElasticPool", "limit_arenas", "trim_heap"]
+__all__ = ["ElasticPool", "TRIM_BUSY_S", "TRIM_EVERY_S", "limit_arenas", "trim_heap"]
 
 log = logging.getLogger(__name__)
+
+TRIM_EVERY_S = 1.0  # the heap is trimmed at most this often as threads end while no task runs
+TRIM_BUSY_S = 30.0  # ... and while some do
 
 
 def _glibc() -> Any:
@@ -78,7 +81,8 @@ class ElasticPool:
         self._closed = False
         self._made = 0
         self._trimming = threading.Lock()
-        self._trim_again = False
+        self._trimmed_at = float("-inf")
+        self._trim_later = False  # a trim is due once TRIM_EVERY_S has passed
         self._spawns = 0  # threads counted in ``_threads`` that the spawner has yet to start
         self._spawn_cond = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]  # the same lock
         threading.Thread(target=self._spawner, name=f"{name}-spawner", daemon=True).start()
@@ -143,6 +147,7 @@ class ElasticPool:
                     if self._closed or not self._wait_for_work():
                         self._threads -= 1
                         self._cond.notify_all()  # a shutdown(wait=True) counts threads
+                        quiet = not self._tasks and self._threads - self._spawns == self._waiting
                         break
                     continue
                 future, fn, args, kwargs = self._tasks.popleft()
@@ -152,18 +157,31 @@ class ElasticPool:
                 finally:
                     del future, fn, args, kwargs
                     self._cond.acquire()
-        self._trim()
+        self._trim(quiet)
 
-    def _trim(self) -> None:
-        """Trim the heap after threads end: once per burst of endings, and once more after the last of it."""
-        self._trim_again = True
-        while self._trim_again and self._trimming.acquire(blocking=False):
-            try:
-                self._trim_again = False
-                gc.collect()  # what the burst's requests left in reference cycles goes first
-                trim_heap()
-            finally:
-                self._trimming.release()
+    def _trim(self, quiet: bool) -> None:
+        """Trim the heap after threads end: a full collection and ``malloc_trim`` stop every thread, the
+        event loop's included, for tens of milliseconds, which a load's tail (its first threads ending
+        while the last streams run) felt at every ending. While tasks run, at most once ``TRIM_BUSY_S``;
+        once none does, at most once ``TRIM_EVERY_S``, and once more after the last ending of a burst
+        (by the ending thread that finds a trim due, before it goes)."""
+        every = TRIM_EVERY_S if quiet else TRIM_BUSY_S
+        with self._cond:  # claim the trim, so endings at the same moment do not each make one
+            wait = self._trimmed_at + every - time.monotonic()
+            if wait <= 0:
+                self._trimmed_at = time.monotonic()
+            elif quiet and not self._trim_later:
+                self._trim_later = True
+            else:
+                return  # a trim is recent (or due already, by another ending)
+        if wait > 0:
+            time.sleep(wait)
+            with self._cond:
+                self._trim_later = False
+                self._trimmed_at = time.monotonic()
+        with self._trimming:
+            gc.collect()  # what the burst's requests left in reference cycles goes first
+            trim_heap()
 
     def _wait_for_work(self) -> bool:
         """Wait (holding the condition) until a task comes; False once ``idle`` seconds passed without one."""
