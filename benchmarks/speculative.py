@@ -6,11 +6,15 @@ Tasks on Qwen2.5-Coder 0.5B (the chat template written out, greedy):
 * json: a JSON record to return with one field changed;
 * free: a free-form answer (little to look up: drafting must not cost much).
 
-Single-stream generation tokens/s with drafting off and with prompt lookup at draft_num_predict 4 and 8,
+Single-stream generation tokens/s with drafting off and with prompt lookup at draft_num_predict 4 and 8 (16
+with ``--configs``),
 taken as interleaved rounds (off and on back to back, alternating order) and judged by the median of the
 rounds' ratios with a bootstrap 95% interval; the acceptance rate (accepted / drafted); and aggregate
 tokens/s of 4 sequences (rewrite tasks; ``--width 4 8`` for 4 and 8) with lookup off and on. Each run checks that the answer is the
-same as without drafting. Writes benchmarks/results/speculative.json and speculative.png.
+same as without drafting. Side by side in the same rounds (unless ``--no-peer``): llama-server off and with its
+own prompt lookup (``--spec-type ngram-simple``, llama.cpp's defaults unless ``--peer-ngram N M``: a lookup
+n-gram of N tokens, drafts of up to M). ``--tasks`` and ``--configs`` pick a subset. Writes
+benchmarks/results/speculative.json and speculative.png.
 
 With ``--draft-model TYPE`` (e.g. Q2_K), the draft-model arm instead: the draft is ``create --quantize TYPE`` of
 the model itself (requantizing its Q4 mix, into a scratch store), and each task runs single-stream with
@@ -19,6 +23,7 @@ llama-server (``-md``, ``--spec-draft-n-max``; built by benchmarks/peer.py) in t
 Writes benchmarks/results/speculative-draft.json.
 
     python benchmarks/speculative.py [--model PATH] [--threads N] [--rounds 3] [--tokens 160] [--width 4 8]
+                                     [--tasks free rewrite] [--configs lookup8] [--no-peer] [--peer-ngram 3 8]
     python benchmarks/speculative.py --draft-model Q2_K [--draft-max 4] [--rounds 2] [--tokens 96]
 """
 
@@ -67,7 +72,8 @@ TASKS = {
     "free": "Explain in a few paragraphs why the sky is blue, for a ten-year-old.",
 }
 CONFIGS = {"off": {}, "lookup4": {"draft_lookup": True, "draft_num_predict": 4},
-           "lookup8": {"draft_lookup": True, "draft_num_predict": 8}}
+           "lookup8": {"draft_lookup": True, "draft_num_predict": 8},
+           "lookup16": {"draft_lookup": True, "draft_num_predict": 16}}
 
 
 def chat(text: str) -> str:
@@ -75,10 +81,21 @@ def chat(text: str) -> str:
 
 
 def run_single(eng: Engine, task: str, config: str, tokens: int) -> dict[str, Any]:
+    """One greedy answer: generation tokens/s, and tokens per second of this process's CPU time (prompt
+    included; on a shared machine it counts only the time our threads ran, so it is steadier than the
+    clock when other work takes the cores)."""
     eng.clear_cache()  # each run evaluates its prompt afresh
+    cpu = time.process_time()
     c = eng.submit(chat(TASKS[task]), {"temperature": 0, "num_predict": tokens, **CONFIGS[config]}).result()
-    return {"tps": (c.eval_count - 1) / (c.eval_duration / 1e9), "tokens": c.tokens, "drafted": c.draft_count,
-            "accepted": c.draft_accepted, "n": c.eval_count}
+    cpu = time.process_time() - cpu
+    return {"tps": (c.eval_count - 1) / (c.eval_duration / 1e9), "cpu_tps": c.eval_count / cpu, "tokens": c.tokens,
+            "drafted": c.draft_count, "accepted": c.draft_accepted, "n": c.eval_count}
+
+
+def proc_cpu(pid: int) -> float:
+    """A process's CPU seconds (user and system) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_batched(model: Path, threads: int, width: int, config: str, tokens: int) -> dict[str, Any]:
@@ -103,6 +120,23 @@ def make_draft(model: Path, quantize: str, folder: Path) -> Path:
     return path
 
 
+def peer_lookup(exe: Path, args: argparse.Namespace) -> dict[str, Peer]:
+    """llama-server without speculation and with its prompt lookup (ngram-simple), single slot, greedy."""
+    spec = ["--spec-type", "ngram-simple"]
+    if args.peer_ngram:
+        spec += ["--spec-ngram-simple-size-n", str(args.peer_ngram[0]),
+                 "--spec-ngram-simple-size-m", str(args.peer_ngram[1])]
+    peers: dict[str, Peer] = {}
+    try:
+        peers["off"] = Peer(exe, args.model, args.threads, 1024, 1, "greedy")
+        peers["on"] = Peer(exe, args.model, args.threads, 1024, 1, "greedy", extra=spec)
+    except BaseException:
+        for p in peers.values():
+            p.close()
+        raise
+    return peers
+
+
 def peer_single(peer: Peer, task: str, tokens: int) -> dict[str, Any]:
     """One greedy llama-server completion: generation tokens/s (its own timings) and its draft counts."""
     import urllib.request
@@ -111,18 +145,22 @@ def peer_single(peer: Peer, task: str, tokens: int) -> dict[str, Any]:
                        "ignore_eos": False}).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{peer.port}/completion", body,
                                  {"Content-Type": "application/json"})
+    cpu = proc_cpu(peer.proc.pid)
     with urllib.request.urlopen(req, timeout=600) as resp:
         out = json.loads(resp.read())
+    cpu = proc_cpu(peer.proc.pid) - cpu
     t = out.get("timings", {})
-    return {"tps": float(t.get("predicted_per_second") or 0.0), "text": out.get("content", ""),
-            "drafted": int(t.get("draft_n") or 0), "accepted": int(t.get("draft_n_accepted") or 0)}
+    n = int(t.get("predicted_n") or 0)
+    return {"tps": float(t.get("predicted_per_second") or 0.0), "cpu_tps": n / cpu if cpu > 0 else 0.0,
+            "text": out.get("content", ""), "drafted": int(t.get("draft_n") or 0),
+            "accepted": int(t.get("draft_n_accepted") or 0)}
 
 
 def draft_arm(args: argparse.Namespace) -> int:
     """Speculation off and with a draft model, a3s-power and llama-server side by side."""
     import tempfile
 
-    t0 = time.time()
+    t0, load_before = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="a3s-draft-") as tmp:
         draft = make_draft(args.model, args.draft_model, Path(tmp))
         n = args.draft_max
@@ -133,12 +171,13 @@ def draft_arm(args: argparse.Namespace) -> int:
             for e in (off, on):
                 e.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
             for r in range(args.rounds):
-                for task in TASKS:
+                for task in args.tasks:
                     order = (off, on) if r % 2 == 0 else (on, off)
                     res = {id(e): run_single(e, task, "draft" if e is on else "off", args.tokens) for e in order}
                     a, b = res[id(off)], res[id(on)]
                     rows.setdefault(f"a3s-power {task}", []).append(
-                        {"off": a["tps"], "on": b["tps"], "drafted": b["drafted"], "accepted": b["accepted"],
+                        {"off": a["tps"], "on": b["tps"], "off_cpu": a["cpu_tps"], "on_cpu": b["cpu_tps"],
+                         "drafted": b["drafted"], "accepted": b["accepted"],
                          "same_output": a["tokens"] == b["tokens"]})
         spec = ["-md", str(draft), "--spec-type", "draft-simple", "--spec-draft-n-max", str(n),
                 "--spec-draft-ngl", "0"]
@@ -149,11 +188,12 @@ def draft_arm(args: argparse.Namespace) -> int:
                      "on": Peer(exe, args.model, args.threads, 1024, 1, "greedy", extra=spec)}
         try:
             for r in range(args.rounds if peers else 0):
-                for task in TASKS:
+                for task in args.tasks:
                     order = ("off", "on") if r % 2 == 0 else ("on", "off")
                     res = {k: peer_single(peers[k], task, args.tokens) for k in order}
                     rows.setdefault(f"llama-server {task}", []).append(
-                        {"off": res["off"]["tps"], "on": res["on"]["tps"], "drafted": res["on"]["drafted"],
+                        {"off": res["off"]["tps"], "on": res["on"]["tps"], "off_cpu": res["off"]["cpu_tps"],
+                         "on_cpu": res["on"]["cpu_tps"], "drafted": res["on"]["drafted"],
                          "accepted": res["on"]["accepted"], "same_output": res["off"]["text"] == res["on"]["text"]})
         finally:
             for p in peers.values():
@@ -162,6 +202,7 @@ def draft_arm(args: argparse.Namespace) -> int:
     summary = summarize(rows)
     result = {"model": args.model.name, "draft": f"{args.draft_model} of the model ({draft_size >> 20} MiB)",
               "draft_max": n, "threads": args.threads, "rounds": args.rounds, "tokens": args.tokens,
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "summary": summary, "rows": rows, "seconds": round(time.time() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speculative-draft.json").write_text(json.dumps(result, indent=2))
@@ -207,14 +248,21 @@ def summarize(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                          "on_median": statistics.median(x["on"] for x in rs), "speedup": statistics.median(ratios),
                          "ci95": [lo, hi], "acceptance": sum(x["accepted"] for x in rs) / drafted if drafted else 0.0,
                          "same_output": all(x["same_output"] for x in rs)}
+        cpu = [x["on_cpu"] / x["off_cpu"] for x in rs if x.get("off_cpu") and x.get("on_cpu")]
+        if cpu:  # the same by CPU time: steadier than the clock on a shared machine
+            summary[name]["cpu_speedup"] = statistics.median(cpu)
+            summary[name]["cpu_ci95"] = list(median_ci(cpu))
     return summary
 
 
 def report(summary: dict[str, Any], what: str) -> None:
-    print(f"{'measure (tokens/s)':<24}{'off':>9}{what:>9}{'speed-up':>10}{'95% CI':>16}{'accepted':>10}{'same':>6}")
+    print(f"{'measure (tokens/s)':<28}{'off':>7}{what:>9}{'speed-up':>10}{'95% CI':>12}{'by CPU':>8}{'95% CI':>12}"
+          f"{'accepted':>10}{'same':>6}")
     for name, s in summary.items():
-        print(f"{name:<24}{s['off_median']:>9.1f}{s['on_median']:>9.1f}{s['speedup']:>9.2f}x"
-              f"{s['ci95'][0]:>8.2f}-{s['ci95'][1]:<7.2f}{s['acceptance']:>9.0%}{str(s['same_output']):>6}")
+        cpu = (f"{s['cpu_speedup']:>7.2f}x{s['cpu_ci95'][0]:>6.2f}-{s['cpu_ci95'][1]:<5.2f}" if "cpu_speedup" in s
+               else " " * 20)
+        print(f"{name:<28}{s['off_median']:>7.1f}{s['on_median']:>9.1f}{s['speedup']:>9.2f}x"
+              f"{s['ci95'][0]:>6.2f}-{s['ci95'][1]:<5.2f}{cpu}{s['acceptance']:>9.0%}{str(s['same_output']):>6}")
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -253,7 +301,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--draft-model", default="", help="the draft-model arm, its draft quantized to this type")
     ap.add_argument("--draft-max", type=int, default=4, help="tokens a draft model drafts a step")
-    ap.add_argument("--no-peer", action="store_true", help="the draft-model arm without llama-server's side")
+    ap.add_argument("--no-peer", action="store_true", help="without llama-server's side")
+    ap.add_argument("--peer-ngram", type=int, nargs=2, metavar=("N", "M"),
+                    help="llama-server's ngram-simple lookup n-gram size and draft size (default llama.cpp's)")
+    ap.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    ap.add_argument("--configs", nargs="+", choices=[c for c in CONFIGS if c != "off"], default=["lookup4", "lookup8"])
     ap.add_argument("--divergence", action="store_true",
                     help="where lookup's greedy output first differs from without, and the top-2 gap there")
     args = ap.parse_args()
@@ -265,21 +317,35 @@ def main() -> int:
         return draft_arm(args)
     if args.divergence:
         return divergence(args)
-    t0 = time.time()
+    t0, load_before = time.time(), os.getloadavg()
     rows: dict[str, list[dict[str, Any]]] = {}
-    with Engine(str(args.model), LoadOptions(num_ctx=1024, num_thread=args.threads)) as eng:
-        eng.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
-        for r in range(args.rounds):
-            for task in TASKS:
-                for config in ("lookup4", "lookup8"):
-                    order = ("off", config) if r % 2 == 0 else (config, "off")
-                    res = {c: run_single(eng, task, c, args.tokens) for c in order}
-                    same = res["off"]["tokens"] == res[config]["tokens"]
-                    rows.setdefault(f"{task} {config}", []).append(
-                        {"off": res["off"]["tps"], "on": res[config]["tps"], "drafted": res[config]["drafted"],
-                         "accepted": res[config]["accepted"], "same_output": same})
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{k} {v[-1]['on'] / v[-1]['off']:.2f}x" for k, v in rows.items()), flush=True)
+    peers = {} if args.no_peer else peer_lookup(build_tools("llama-server")["llama-server"], args)
+    try:
+        with Engine(str(args.model), LoadOptions(num_ctx=1024, num_thread=args.threads)) as eng:
+            eng.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
+            for r in range(args.rounds):
+                for task in args.tasks:
+                    for config in args.configs:
+                        order = ("off", config) if r % 2 == 0 else (config, "off")
+                        res = {c: run_single(eng, task, c, args.tokens) for c in order}
+                        same = res["off"]["tokens"] == res[config]["tokens"]
+                        rows.setdefault(f"{task} {config}", []).append(
+                            {"off": res["off"]["tps"], "on": res[config]["tps"], "off_cpu": res["off"]["cpu_tps"],
+                             "on_cpu": res[config]["cpu_tps"], "drafted": res[config]["drafted"],
+                             "accepted": res[config]["accepted"], "same_output": same})
+                    if peers:  # llama-server's lookup on the same task, in the same round
+                        order = ("off", "on") if r % 2 == 0 else ("on", "off")
+                        pres = {k: peer_single(peers[k], task, args.tokens) for k in order}
+                        rows.setdefault(f"llama-server {task} ngram", []).append(
+                            {"off": pres["off"]["tps"], "on": pres["on"]["tps"], "off_cpu": pres["off"]["cpu_tps"],
+                             "on_cpu": pres["on"]["cpu_tps"], "drafted": pres["on"]["drafted"],
+                             "accepted": pres["on"]["accepted"],
+                             "same_output": pres["off"]["text"] == pres["on"]["text"]})
+                print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                    f"{k} {v[-1]['on'] / v[-1]['off']:.2f}x" for k, v in rows.items()), flush=True)
+    finally:
+        for p in peers.values():
+            p.close()
     for width in (w for w in args.width if w > 1):
         for r in range(args.rounds):
             order = ("off", "lookup8") if r % 2 == 0 else ("lookup8", "off")
@@ -289,6 +355,8 @@ def main() -> int:
                  "accepted": res["lookup8"]["accepted"], "same_output": True})
     summary = summarize(rows)
     result = {"model": args.model.name, "threads": args.threads, "rounds": args.rounds, "tokens": args.tokens,
+              "peer_ngram": args.peer_ngram or "llama.cpp defaults" if peers else None,
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "summary": summary, "rows": rows, "seconds": round(time.time() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speculative.json").write_text(json.dumps(result, indent=2))

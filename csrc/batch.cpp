@@ -75,9 +75,25 @@ void batch_add(llama_batch &b, llama_token tok, llama_pos pos, llama_seq_id seq,
     b.logits[i] = logits;
 }
 
+// The threads for a step's argmax scans and top-k passes over `n_logits` logits. Where the CPU computed the
+// logits, the decode threads: with OpenMP they are still spinning from ggml's graph, so the scans start at
+// once. Where a GPU or an RPC server computed them, the threads are cold: waking them costs about what they
+// save on one vocabulary, and the region leaves them spinning afterwards (libgomp's default wait policy)
+// through the next step's remote compute, where an RPC server on the same machine (or anything else) needs
+// the cores. Measured over one loopback rpc-server (Gemma 3 270M, 2 threads): 9-11 ms of CPU per token in
+// this process against llama-bench's 1.2-1.4. Then only a scan long enough to pay for the wake-up splits.
+int32_t scan_threads(const pw_model *pm, llama_context *ctx, size_t n_logits) {
+    const int32_t n = (int32_t)llama_n_threads(ctx);
+    return pm->output_offloaded && n_logits < ((size_t)1 << 22) ? 1 : n;
+}
+
 }  // namespace shim
 
 using namespace shim;
+
+// A request's first lookup draft is this short (free text's first draft is mostly rejected, and where rows
+// cost, as on a compute-bound CPU, eight of them cost as much as several steps); it grows while accepted.
+constexpr int32_t kDraftStart = 2;
 
 // The idle sequence a new prompt goes to: the one sharing its longest prefix when it keeps at least half
 // of what it holds (a conversation going on) or holds the whole prompt (asked again), else an empty one,
@@ -138,8 +154,9 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     s.n_drafted = s.n_accepted = 0;
     s.draft_model_max = e->can_share && e->dctx ? std::max(0, std::min(sp->draft_model_max, (int32_t)PW_DRAFT_MAX)) : 0;
     s.draft_p_min = sp->draft_p_min;
-    s.draft_len = s.draft_max;
+    s.draft_len = std::min(s.draft_max, kDraftStart);
     s.draft_skip = s.draft_backoff = 0;
+    gate_reset(s.est);
     s.draft.clear();
     // Top-k of at most 1024 candidates is found by the shim (top_k_logits), penalties then kept by the slot.
     // A3S_POWER_REFERENCE_SAMPLING=1 leaves all sampling to llama.cpp's chain, for comparisons.
@@ -357,45 +374,52 @@ static bool take_token(pw_engine *e, slot &s, llama_token tok, pw_event *ev) {
     return true;
 }
 
-// The speculation gate's say on this step's drafts (gate.cpp): prompt lookup's (already found, cheap to find)
-// stay when they are expected to win, then the draft model drafts for its sequences when that is expected to
-// win on top. A sequence whose draft is left out decodes its one token as without speculation.
+// The speculation gate's say on this step's drafts (gate.cpp), sequence by sequence: prompt lookup's drafts
+// (already found, cheap to find) stay where they are expected to win, then the draft model drafts for those
+// of its sequences where that is expected to win on top (the first of them paying for its step). A sequence
+// whose draft is left out decodes its one token as without speculation.
 static void gate_drafts(pw_engine *e) {
-    int32_t n_gen = 0, n_prompt = 0, n_lookup = 0, lookup_rows = 0, model_rows = 0, catch_up = 0;
+    int32_t n_gen = 0, n_prompt = 0;
     for (auto &s : e->slots) {
         if (s.state == SLOT_GEN) n_gen++;
         if (s.state == SLOT_PROMPT) n_prompt += (int32_t)(s.prompt.size() - s.n_past);
-        if (s.state != SLOT_GEN || s.draft_by_model || s.draft.empty()) continue;
-        n_lookup++;
-        lookup_rows += (int32_t)s.draft.size();
     }
-    const int32_t rows = n_gen + std::min(n_prompt, std::max(0, (int32_t)e->params.n_batch - n_gen));
+    int32_t rows = n_gen + std::min(n_prompt, std::max(0, (int32_t)e->params.n_batch - n_gen));
     double tokens = n_gen;
-    if (n_lookup > 0 && !gate_allows(e->gate, GATE_LOOKUP, rows, tokens, n_lookup, lookup_rows)) {
-        for (auto &s : e->slots)
-            if (s.state == SLOT_GEN && !s.draft_by_model) s.draft.clear();
-        e->stats.n_draft_skipped += n_lookup;
-        lookup_rows = 0;
-    } else {
-        tokens += gate_expected(e->gate, GATE_LOOKUP, n_lookup);
+    for (auto &s : e->slots) {
+        if (s.state != SLOT_GEN || s.draft_by_model || s.draft.empty()) continue;
+        const int32_t n = (int32_t)s.draft.size();
+        if (gate_allows(e->gate, s.est[GATE_LOOKUP], GATE_LOOKUP, rows, tokens, n, false)) {
+            rows += n;
+            tokens += gate_expected(s.est[GATE_LOOKUP], n);
+        } else {
+            s.draft.clear();
+            e->stats.n_draft_skipped++;
+        }
     }
     if (e->model_slots.empty()) return;
+    std::vector<slot *> drafting;
+    int32_t catch_up = 0;
     for (slot *s : e->model_slots) {
-        model_rows += std::min(s->draft_model_max, s->draft_room);
+        const int32_t n = std::min(s->draft_model_max, s->draft_room);
+        if (!gate_allows(e->gate, s->est[GATE_MODEL], GATE_MODEL, rows, tokens, n, drafting.empty())) {
+            s->draft_by_model = false;
+            e->stats.n_draft_skipped++;
+            continue;
+        }
+        rows += n;
+        tokens += gate_expected(s->est[GATE_MODEL], n);
         catch_up += std::max(0, (int32_t)s->cache.size() + 1 - (int32_t)e->dcache[(size_t)s->id].size());
+        drafting.push_back(s);
     }
-    const int32_t n_model = (int32_t)e->model_slots.size();
-    if (!gate_allows(e->gate, GATE_MODEL, rows + lookup_rows, tokens, n_model, model_rows)) {
-        for (slot *s : e->model_slots) s->draft_by_model = false;
-        e->stats.n_draft_skipped += n_model;
-        return;
-    }
+    if (drafting.empty()) return;
     int64_t t0 = llama_time_us();
-    model_drafts(e, e->model_slots);
+    model_drafts(e, drafting);
     // A draft context catching up on many tokens (after steps without drafting, a new prompt) is no
     // measure of a drafting step.
-    if (catch_up <= 2 * n_model) gate_draft_measured(e->gate, llama_time_us() - t0);
+    if (catch_up <= 2 * (int32_t)drafting.size()) gate_draft_measured(e->gate, llama_time_us() - t0);
 }
+
 
 static int32_t step_done(pw_engine *e, pw_step_out *out, int32_t n_ev) {
     out->text = e->arena.data();
@@ -521,13 +545,13 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             e->topk_slots.push_back(&s);
         }
     }
-    const int32_t n_threads = (int32_t)llama_n_threads(e->ctx);
     if (!e->greedy_rows.empty()) {
         e->greedy_toks.resize(e->greedy_rows.size());
         argmax_rows(e->greedy_rows.data(), (int32_t)e->greedy_rows.size(), e->n_vocab, e->greedy_toks.data(),
-                    n_threads);
+                    scan_threads(e->pm, e->ctx, e->greedy_rows.size() * (size_t)e->n_vocab));
     }
     const int32_t n_topk = (int32_t)e->topk_slots.size();
+    const int32_t n_threads = scan_threads(e->pm, e->ctx, (size_t)n_topk * (size_t)e->n_vocab);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (n_topk > 1 && n_threads > 1)
 #endif
@@ -540,7 +564,6 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
     }
     // Sample for every sequence that produced logits; a drafting sequence goes on along its draft while
     // its samples equal the drafted tokens (so its output is what decoding one token a step would give).
-    int32_t n_lookup = 0, ok_lookup = 0, n_model = 0, ok_model = 0;  // drafting sequences, accepted drafts
     for (auto &s : e->slots) {
         if (s.state == SLOT_IDLE || s.i_batch < 0) continue;
         s.i_batch = -1;
@@ -577,13 +600,10 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
             s.last = tok;
             break;
         }
-        if (s.draft_by_model) {
-            n_model++;
-            ok_model += s.n_accepted - n_ok_before;
-        } else if (!s.draft.empty()) {
-            n_lookup++;
-            ok_lookup += s.n_accepted - n_ok_before;
-        }
+        // The gate learns from each draft made (a model's empty draft still cost its step).
+        const int32_t n_draft = (int32_t)s.draft.size(), n_ok = s.n_accepted - n_ok_before;
+        if (s.draft_by_model) gate_accepted(s.est[GATE_MODEL], n_draft, n_ok);
+        else if (n_draft > 0) gate_accepted(s.est[GATE_LOOKUP], n_draft, n_ok);
         if (s.state != SLOT_IDLE && !s.draft_by_model)
             adapt_draft(s, (int32_t)s.draft.size(), s.n_accepted - n_ok_before);
         // The cells of rejected drafts (and of an accepted one that ended the sequence) go.
@@ -595,8 +615,6 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         s.rows.clear();
     }
     gate_step_measured(e->gate, out->n_decoded, llama_time_us() - t_step);
-    gate_accepted(e->gate, GATE_LOOKUP, n_lookup, ok_lookup);
-    gate_accepted(e->gate, GATE_MODEL, n_model, ok_model);
     return step_done(e, out, n_ev);
 }
 

@@ -4,7 +4,9 @@
 // all of them), then the draft proposes its greedy tokens, one draft batch per token for all sequences
 // together. The target verifies them in its own batch as it does prompt lookup's drafts (batch.cpp).
 // The draft's cells are kept right by comparing tokens: where its sequence and the target's differ (a
-// rejected draft, a prefix the prompt cache copied or restored, a new request), they are cut and re-evaluated.
+// rejected draft, a prefix the prompt cache copied or restored, a new request), they are cut and re-evaluated,
+// or copied from another sequence whose draft cells hold more of them (the prompt cache copied the target's
+// cells from there, or the choices of one prompt all catching up: one evaluates it, the others copy).
 
 #include "shim.h"
 
@@ -36,7 +38,66 @@ struct drafting {
     size_t n_want;      // tokens the target has (cells and last) that the draft must hold before drafting
     int32_t max;        // tokens to draft
     int32_t i_row = -1; // the draft batch row of its latest token, when that row has logits
+    int32_t copy_from = -1;  // a sequence catching up in this call whose draft cells it copies afterwards
+    size_t copy_len = 0;
 };
+
+// A draft stream copy (the whole stream, at the draft context's next decode) beats evaluating this many
+// tokens or fewer.
+constexpr size_t kMinCopy = 8;
+
+// Give draft sequence `dst` the draft cells of `src`'s first `len` tokens.
+void copy_draft(pw_engine *e, int32_t dst, int32_t src, size_t len) {
+    auto &d = e->dcache[(size_t)dst];
+    llama_memory_seq_rm(e->dmem, dst, -1, -1);
+    llama_memory_seq_cp(e->dmem, src, dst, -1, -1);
+    d.assign(e->dcache[(size_t)src].begin(), e->dcache[(size_t)src].begin() + (long)len);
+    if (!llama_memory_seq_rm(e->dmem, dst, (llama_pos)len, -1)) {
+        llama_memory_seq_rm(e->dmem, dst, -1, -1);
+        d.clear();
+        return;
+    }
+    e->stats.n_draft_copies++;
+    e->stats.n_draft_copied_tokens += (int64_t)len;
+}
+
+// Where a drafting sequence's draft cells lack much of the target's prefix that another sequence's draft
+// cells hold (or will hold once this call's catch-up is done): copy them rather than evaluate them again.
+void share_prefixes(pw_engine *e, std::vector<drafting> &ds) {
+    for (size_t i = 0; i < ds.size(); i++) {
+        drafting &x = ds[i];
+        const std::vector<llama_token> &want = x.s->cache;  // last is always evaluated: its logits
+        const size_t have = e->dcache[(size_t)x.s->id].size();
+        size_t best = have + kMinCopy;
+        int32_t now = -1, later = -1;
+        for (size_t j = 0; j < e->slots.size(); j++) {
+            const auto &o = e->dcache[j];
+            if ((int32_t)j == x.s->id) continue;
+            size_t n = common_prefix(o, want.data(), want.size());
+            if (n > best) {
+                best = n;
+                now = (int32_t)j;
+                later = -1;
+            }
+        }
+        for (size_t j = 0; j < i; j++) {  // earlier ones catch up first, in full
+            const drafting &y = ds[j];
+            if (y.copy_from >= 0) continue;
+            size_t n = std::min(common_prefix(y.s->cache, want.data(), want.size()), y.n_want - 1);
+            if (n > best) {
+                best = n;
+                later = (int32_t)j;
+                now = -1;
+            }
+        }
+        if (now >= 0) {
+            copy_draft(e, x.s->id, now, best);
+        } else if (later >= 0) {
+            x.copy_from = later;
+            x.copy_len = best;
+        }
+    }
+}
 
 }  // namespace
 
@@ -78,7 +139,8 @@ void model_drafts(pw_engine *e, const std::vector<slot *> &want) {
             x.i_row = -1;
         }
         toks.resize(rows.size());
-        argmax_rows(rows.data(), (int32_t)rows.size(), e->d_n_vocab, toks.data(), (int32_t)llama_n_threads(e->dctx));
+        argmax_rows(rows.data(), (int32_t)rows.size(), e->d_n_vocab, toks.data(),
+                    scan_threads(e->draft, e->dctx, rows.size() * (size_t)e->d_n_vocab));
         for (size_t i = 0; i < ready.size(); i++) {
             drafting &x = *ready[i];
             llama_token t = toks[i];
@@ -98,12 +160,14 @@ void model_drafts(pw_engine *e, const std::vector<slot *> &want) {
             e->dcache[(size_t)x.s->id].clear();
         }
     };
-    // Catch up: every sequence's missing tokens, its last one (the target's `last`) with logits.
+    // Catch up: every sequence's missing tokens, its last one (the target's `last`) with logits; those that
+    // copy another's cells once it has caught up, after it.
+    share_prefixes(e, ds);
     b.n_tokens = 0;
-    for (auto &x : ds) {
+    auto catch_up = [&](drafting &x) -> bool {
         auto &d = e->dcache[(size_t)x.s->id];
         while (d.size() < x.n_want) {
-            if (b.n_tokens >= n_batch && !decode()) return fail_all();
+            if (b.n_tokens >= n_batch && !decode()) return false;
             llama_token t = d.size() < x.s->cache.size() ? x.s->cache[d.size()] : x.s->last;
             if (t >= e->d_n_vocab) {  // a token the draft has no id for: this sequence does not draft
                 x.max = 0;
@@ -113,9 +177,27 @@ void model_drafts(pw_engine *e, const std::vector<slot *> &want) {
             if (is_last) x.i_row = b.n_tokens;
             batch_add(b, t, (llama_pos)d.size(), x.s->id, is_last);
             d.push_back(t);
+            e->stats.n_draft_caught_up++;
         }
+        return true;
+    };
+    bool deferred = false;
+    for (auto &x : ds) {
+        if (x.copy_from >= 0) deferred = true;
+        else if (!catch_up(x)) return fail_all();
     }
     if (!decode()) return fail_all();
+    if (deferred) {  // the copies are made by the next decode, before it writes any cell
+        for (auto &x : ds) {
+            if (x.copy_from < 0) continue;
+            const drafting &src = ds[(size_t)x.copy_from];
+            // The source's cells past copy_len may be its own tokens: only the shared prefix is kept.
+            if (e->dcache[(size_t)src.s->id].size() >= x.copy_len)
+                copy_draft(e, x.s->id, src.s->id, x.copy_len);
+            if (!catch_up(x)) return fail_all();
+        }
+        if (!decode()) return fail_all();
+    }
     // Then one token a batch: each drafting sequence's latest draft, whose logits give the next.
     for (;;) {
         for (auto &x : ds) {

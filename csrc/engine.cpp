@@ -55,6 +55,7 @@ pw_engine_params pw_engine_default_params(void) {
     p.type_k = GGML_TYPE_F16;
     p.type_v = GGML_TYPE_F16;
     p.pooling = -1;
+    p.spec_gate = 1;
     return p;
 }
 
@@ -91,7 +92,7 @@ int32_t pw_engine_create(pw_model *pm, const pw_engine_params *params, pw_engine
     e->stats.n_seq = (int32_t)p.n_seq;
     e->stats.n_ctx = llama_n_ctx(ctx);
     e->stats.n_ctx_seq = e->n_ctx_seq;
-    gate_init(e->gate);
+    gate_init(e->gate, p);
     *out = e;
     return PW_OK;
 }

@@ -1,21 +1,21 @@
 // The speculation gate: speculative decoding only where it wins. The engine keeps running estimates (EWMA) of
 // what a target step (its decode, then sampling each row) costs as a function of its rows (buckets of powers of two: the extra rows of drafts are
 // nearly free while decoding is memory-bound, few sequences, and cost real time when it is compute-bound), of
-// what the draft model's drafting costs a step, and of how many tokens each kind of draft gets accepted per
-// sequence. Before a step's drafts are verified, each kind (prompt lookup's, then the draft model's) drafts
-// only when the tokens expected per unit of time beat the step without it; with hysteresis, and a re-probe
-// now and then (its interval doubling while probes lose) so that a change of phase is noticed. The gate only
-// decides whether to draft: what a sequence outputs is the same either way.
+// what the draft model's drafting costs a step (both per engine: they are the machine's), and, per sequence
+// and kind of draft, of what share of its draft gets accepted (per request: a free-form answer's
+// acceptance says nothing about the code rewrite that follows it). Before a step's drafts are verified, each
+// sequence's draft of each kind (prompt lookup's, then the draft model's) is kept only when the tokens
+// expected per unit of time beat the step without it; with hysteresis, and a re-probe now and then (its
+// interval doubling while probes lose) so that a change of phase is noticed. The gate only decides whether
+// to draft: what a sequence outputs is the same either way.
 //
-// A3S_POWER_SPEC_COSTS=off drafts whenever a sequence asks (no gate); =STEP,ROW,DRAFT fixes the costs (target
-// step: STEP + ROW per row, microseconds; DRAFT a step of the draft model) instead of measuring them, for tests.
+// pw_engine_params.spec_gate 0 drafts whenever a sequence asks (no gate); 2 fixes the costs (target step:
+// spec_step_us + spec_row_us per row; spec_draft_us a step of the draft model) instead of measuring them, for
+// tests (a3s-power's setting spec_costs, A3S_POWER_SPEC_COSTS).
 
 #include "shim.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 
 namespace shim {
 
@@ -25,9 +25,10 @@ constexpr double kAlpha = 0.25;       // EWMA weight of a new sample
 constexpr double kHysteresis = 0.05;  // an off kind turns on only when it wins by this much
 constexpr int32_t kProbeMin = 16, kProbeMax = 512;
 constexpr int32_t kRefresh = 256;  // while drafting, a step without drafts this often keeps that cost measured
-// Accepted tokens per drafting sequence and step start at kPrior (one rejected draft does not end drafting)
-// and must be at least kMinGain to be worth a draft at all.
-constexpr double kPrior = 0.5, kMinGain = 0.05;
+// The share of a sequence's draft that gets accepted starts at kPrior (one rejected draft does not end
+// drafting); a draft is worth its rows only where that share is at least kMinShare and it is expected to add
+// at least kMinGain tokens.
+constexpr double kPrior = 0.5, kMinShare = 0.05, kMinGain = 0.05;
 
 void ewma(double &v, int32_t &n, double x) {
     v = n == 0 ? x : v + kAlpha * (x - v);
@@ -43,67 +44,88 @@ int32_t bucket(int32_t rows) {
 // The expected cost of a target decode of `rows` rows, or < 0 when nothing is known yet.
 double step_cost(const spec_gate &g, int32_t rows) {
     if (g.fixed) return g.fix_step_us + g.fix_row_us * rows;
-    int32_t b = bucket(rows);
-    if (g.n_step[b] > 0) return g.t_step[b];
-    // Unmeasured: as the nearest smaller measured size (optimistic, so that a probe measures it).
-    for (int32_t i = b - 1; i >= 0; i--)
-        if (g.n_step[i] > 0) return g.t_step[i];
-    return -1.0;
+    const int32_t b = bucket(rows);
+    double t = -1.0;
+    if (g.n_step[b] > 0) {
+        t = g.t_step[b];
+    } else {
+        // Unmeasured: as the nearest smaller measured size (optimistic, so that a probe measures it).
+        for (int32_t i = b - 1; i >= 0 && t < 0.0; i--)
+            if (g.n_step[i] > 0) t = g.t_step[i];
+    }
+    // A decode costs at most in proportion to its rows: an estimate above that is noise (a busy machine),
+    // and would make drafts accepted in full look as if they could not pay.
+    for (int32_t i = 0; i < b && t >= 0.0; i++)
+        if (g.n_step[i] > 0) t = std::min(t, g.t_step[i] * rows / g.rows_step[i]);
+    return t;
 }
 
 }  // namespace
 
-void gate_init(spec_gate &g) {
+void gate_init(spec_gate &g, const pw_engine_params &p) {
     g = spec_gate{};
-    for (auto &k : g.kind) k.probe_every = kProbeMin;
-    const char *v = std::getenv("A3S_POWER_SPEC_COSTS");
-    if (!v || !*v) return;
-    if (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0) {
-        g.off = true;
-        return;
-    }
-    double step = 0, row = 0, draft = 0;
-    if (std::sscanf(v, "%lf,%lf,%lf", &step, &row, &draft) == 3) {
-        g.fixed = true;
-        g.fix_step_us = step;
-        g.fix_row_us = row;
-        g.fix_draft_us = draft;
+    g.off = p.spec_gate == 0;
+    g.fixed = p.spec_gate == 2;
+    g.fix_step_us = p.spec_step_us;
+    g.fix_row_us = p.spec_row_us;
+    g.fix_draft_us = p.spec_draft_us;
+}
+
+void gate_reset(spec_est (&est)[2]) {
+    for (auto &k : est) {
+        k = spec_est{};
+        k.probe_every = kProbeMin;
     }
 }
 
 void gate_step_measured(spec_gate &g, int32_t rows, int64_t us) {
     if (rows <= 0) return;
-    int32_t b = bucket(rows);
-    ewma(g.t_step[b], g.n_step[b], (double)us);
+    const int32_t b = bucket(rows);
+    double x = (double)us;
+    // One step slowed down (or sped up) by something else on the machine moves the estimate a bounded step.
+    if (g.n_step[b] > 0) x = std::min(std::max(x, 0.5 * g.t_step[b]), 2.0 * g.t_step[b]);
+    int32_t n = g.n_step[b];
+    ewma(g.rows_step[b], n, (double)rows);
+    ewma(g.t_step[b], g.n_step[b], x);
 }
 
 void gate_draft_measured(spec_gate &g, int64_t us) { ewma(g.t_draft, g.n_draft, (double)us); }
 
-void gate_accepted(spec_gate &g, int kind, int32_t n_seqs, int32_t n_accepted) {
-    if (n_seqs == 0) return;
-    spec_gate::per_kind &k = g.kind[kind];
+void gate_accepted(spec_est &k, int32_t n_draft, int32_t n_accepted) {
     if (k.n_acc == 0) k.acc = kPrior;  // the first sample moves it from kPrior, as every later one
-    k.acc += kAlpha * ((double)n_accepted / n_seqs - k.acc);
+    k.acc += kAlpha * ((n_draft > 0 ? (double)n_accepted / n_draft : 0.0) - k.acc);
     if (k.n_acc < 1 << 30) k.n_acc++;
 }
 
-bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_seqs, int32_t draft_rows) {
-    if (g.off || n_seqs == 0) return true;
-    spec_gate::per_kind &k = g.kind[kind];
+bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double tokens, int32_t draft_rows,
+                 bool pays_draft) {
+    if (g.off || draft_rows == 0) return true;
     const double t0 = step_cost(g, rows), t1 = step_cost(g, rows + draft_rows);
     double td = 0.0;
-    if (kind == GATE_MODEL) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
-    bool win;
+    if (kind == GATE_MODEL && pays_draft) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
     if (t0 < 0.0 || (k.on && !g.fixed && ++k.since >= kRefresh)) {
         // The step without drafts unmeasured (or measured long ago, when drafting all along): one such step.
         k.since = 0;
         return false;
-    } else if (k.n_acc == 0 || t1 < 0.0 || td < 0.0) {
+    }
+    // Where even a draft accepted in full would lose (a draft model as dear as the target, a compute-bound
+    // batch), acceptance cannot change that: probes only seldom, and a new request does not start with one
+    // (the draft model would first catch up on the whole prompt). Measured costs must say so clearly: at
+    // break-even they may be an artefact of a busy machine (the cost without drafts measured at a quiet
+    // moment, with them at a busy one), and a draft accepted in full must get its probes to show otherwise.
+    const bool costs_known = t1 >= 0.0 && td >= 0.0;
+    const double full = costs_known ? (tokens + draft_rows) / (t1 + td) : 0.0, without = tokens / t0;
+    const bool hopeless = costs_known && (g.fixed ? full <= without : full * (1.0 + kHysteresis) < without);
+    bool win;
+    if (!costs_known || (k.n_acc == 0 && full * (1.0 + kHysteresis) >= without)) {
         win = true;  // nothing measured yet: drafting is how it gets measured
+    } else if (k.n_acc == 0) {
+        win = false;
     } else {
-        // Tokens a microsecond with the drafts (their expected acceptances, the draft model's time) and without.
-        const double with = (tokens + n_seqs * k.acc) / (t1 + td), without = tokens / t0;
-        win = k.acc >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
+        // Tokens a microsecond with the draft (its expected acceptances, the draft model's time) and without.
+        const double gain = gate_expected(k, draft_rows);
+        const double with = (tokens + gain) / (t1 + td);
+        win = k.acc >= kMinShare && gain >= kMinGain && with > without * (k.on ? 1.0 : 1.0 + kHysteresis);
     }
     if (win) {
         if (!k.on) k.since = 0;
@@ -116,11 +138,8 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
         k.since = 0;
         return false;
     }
-    // A re-probe: draft this step, and wait longer for the next. Where even drafts accepted in full would
-    // lose (a draft model as dear as the target, a compute-bound batch), only the longest wait: acceptance
-    // cannot change that, and a probe costs (the draft model catching up on what it missed).
-    const bool hopeless = t0 >= 0.0 && t1 >= 0.0 && td >= 0.0 &&
-                          (tokens + draft_rows) / (t1 + td) <= tokens / t0;
+    // A re-probe: draft this step, and wait longer for the next (hopeless: only the longest wait, as a probe
+    // costs, the draft model catching up on what it missed).
     if (++k.since >= (hopeless ? kProbeMax : k.probe_every)) {
         k.since = 0;
         k.probe_every = std::min(kProbeMax, 2 * k.probe_every);
@@ -129,8 +148,6 @@ bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_
     return false;
 }
 
-double gate_expected(const spec_gate &g, int kind, int32_t n_seqs) {
-    return g.kind[kind].n_acc > 0 ? n_seqs * g.kind[kind].acc : 0.0;
-}
+double gate_expected(const spec_est &k, int32_t draft_rows) { return k.n_acc > 0 ? k.acc * draft_rows : 0.0; }
 
 }  // namespace shim

@@ -20,6 +20,17 @@ static int32_t model_pooling(const llama_model *m) {
     return (int32_t)strtol(val, nullptr, 10);
 }
 
+// Whether llama.cpp puts the output layer on a device: layers are offloaded from the last (the output layer)
+// down, to the GPUs and RPC servers (both GPU-type devices; integrated GPUs too), when there is one.
+static bool output_offloaded(int32_t n_gpu_layers) {
+    if (n_gpu_layers == 0) return false;
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        enum ggml_backend_dev_type t = ggml_backend_dev_type(ggml_backend_dev_get(i));
+        if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) return true;
+    }
+    return false;
+}
+
 extern "C" {
 
 pw_model_params pw_model_default_params(void) {
@@ -62,6 +73,7 @@ int32_t pw_model_load(const char *path, const pw_model_params *params, pw_model 
     }
     pm->model = m;
     pm->vocab = llama_model_get_vocab(m);
+    pm->output_offloaded = output_offloaded(p.n_gpu_layers);
     *out = pm;
     return PW_OK;
 }

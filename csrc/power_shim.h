@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 13 };
+enum pw_abi { PW_ABI_VERSION = 14 };
 
 /* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
  * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -118,6 +118,11 @@ typedef struct pw_engine_params {
     bool embeddings;       /* an embedding engine (pw_embed only) */
     int32_t pooling;       /* -1 model default, 0 none, 1 mean, 2 cls, 3 last, 4 rank */
     uint64_t cache_ram;    /* bytes of host memory for saved prompt states; 0 = none */
+    /* The speculation gate: 1 measures the costs (the default), 0 drafts whenever a request asks, 2 takes
+     * them as given, for tests (microseconds: a target step spec_step_us + spec_row_us a row, a step of
+     * the draft model spec_draft_us). */
+    int32_t spec_gate;
+    float spec_step_us, spec_row_us, spec_draft_us;
 } pw_engine_params;
 
 typedef struct pw_sampling {
@@ -217,6 +222,11 @@ typedef struct pw_stats {
     int64_t n_draft_accepted;
     /* Sequence steps whose draft the speculation gate left out (it would have cost more than it gains). */
     int64_t n_draft_skipped;
+    /* The draft model: tokens its context evaluated to catch up with its sequences (prompts, rejected
+     * drafts re-fed), and its cells copied from another sequence instead (stream copies, tokens they held). */
+    int64_t n_draft_caught_up;
+    int64_t n_draft_copies;
+    int64_t n_draft_copied_tokens;
 } pw_stats;
 
 typedef struct pw_mtmd_info {

@@ -76,6 +76,31 @@ struct media_span {
     const mtmd_input_chunk *chunk = nullptr;  // owned by the prompt or the slot
 };
 
+// The speculation gate's estimates (gate.cpp): a target decode's cost by rows (buckets of powers of two) and
+// the draft model's cost a step, per engine; per sequence and kind of draft, its accepted tokens a step and
+// its state (reset for each request: what one text accepts says little about the next).
+enum gate_kind { GATE_LOOKUP = 0, GATE_MODEL = 1 };
+
+struct spec_est {
+    double acc = 0.0;           // the share of a draft accepted
+    int32_t n_acc = 0;
+    bool on = false;            // it won last time (hysteresis)
+    int32_t since = 0;          // steps since the last probe (off), since the last step without drafts (on)
+    int32_t probe_every = 0;
+};
+
+struct spec_gate {
+    static constexpr int32_t kBuckets = 14;  // 1, 2, 3-4, ... up to 8192 rows
+    double t_step[kBuckets] = {};
+    double rows_step[kBuckets] = {};  // the rows of the steps measured, on average
+    int32_t n_step[kBuckets] = {};
+    double t_draft = 0.0;
+    int32_t n_draft = 0;
+    bool off = false;           // pw_engine_params.spec_gate 0: no gate
+    bool fixed = false;         // spec_gate 2: costs given, not measured
+    double fix_step_us = 0.0, fix_row_us = 0.0, fix_draft_us = 0.0;
+};
+
 struct slot {
     int32_t id = 0;
     slot_state state = SLOT_IDLE;
@@ -107,9 +132,10 @@ struct slot {
     std::vector<const float *> rows;
     int32_t n_drafted = 0, n_accepted = 0;
     // Drafting adapts, so that text with little to look up costs little: a draft is at most draft_len
-    // tokens (one more than the last one accepted, doubling while all are), and after a draft with nothing
+    // tokens (two at first, one more than the last one accepted, doubling while all are), and after a draft with nothing
     // accepted the sequence drafts nothing for draft_skip steps (doubling up to kSkipMax while none are).
     int32_t draft_len = 0, draft_skip = 0, draft_backoff = 0;
+    spec_est est[2];                  // the gate's estimates for this request, by gate_kind
     // The draft model (draft_model_max > 0): its drafts stop at a token below draft_p_min; draft_by_model
     // says this step's draft is the model's (lookup's adaptivity does not apply to it).
     // draft_room: this step's bound on a draft (the context's room, num_predict's).
@@ -143,28 +169,6 @@ struct ram_entry {
     std::vector<media_span> media;  // chunk pointers are null: only the spans matter for positions
     std::vector<uint8_t> state;
     size_t bytes() const { return state.size() + tokens.size() * sizeof(llama_token); }
-};
-
-// The speculation gate's estimates (gate.cpp): a target decode's cost by rows (buckets of powers of two), the
-// draft model's cost a step, and per kind of draft its accepted tokens per drafting sequence and its state.
-enum gate_kind { GATE_LOOKUP = 0, GATE_MODEL = 1 };
-
-struct spec_gate {
-    static constexpr int32_t kBuckets = 14;  // 1, 2, 3-4, ... up to 8192 rows
-    double t_step[kBuckets] = {};
-    int32_t n_step[kBuckets] = {};
-    double t_draft = 0.0;
-    int32_t n_draft = 0;
-    struct per_kind {
-        double acc = 0.0;       // accepted tokens per drafting sequence and step
-        int32_t n_acc = 0;
-        bool on = false;        // it won last time (hysteresis)
-        int32_t since = 0;      // steps since the last probe (off), since the last step without drafts (on)
-        int32_t probe_every = 0;
-    } kind[2];
-    bool off = false;           // A3S_POWER_SPEC_COSTS=off: no gate
-    bool fixed = false;         // A3S_POWER_SPEC_COSTS=STEP,ROW,DRAFT: costs given, not measured
-    double fix_step_us = 0.0, fix_row_us = 0.0, fix_draft_us = 0.0;
 };
 
 struct ram_cache {
@@ -207,6 +211,7 @@ struct disk_tier {
 struct pw_model {
     llama_model *model = nullptr;
     const llama_vocab *vocab = nullptr;
+    bool output_offloaded = false;  // the output layer (the logits) is computed on a GPU or an RPC server
     ~pw_model() {
         if (model) llama_model_free(model);
     }
@@ -287,6 +292,9 @@ int32_t penalty_window(const pw_engine *e, const pw_sampling &sp);
 bool penalizes(const pw_engine *e, const pw_sampling &sp);
 sampler_ptr build_chain(const pw_engine *e, const pw_sampling &sp, bool with_penalties);
 void argmax_rows(const float *const *rows, int32_t n_rows, int32_t n, llama_token *out, int32_t n_threads);
+// The threads for a step's scans over n_logits logits of `pm` in `ctx` (one where the logits came from a GPU
+// or an RPC server: batch.cpp).
+int32_t scan_threads(const pw_model *pm, llama_context *ctx, size_t n_logits);
 void top_k_logits(const float *x, int32_t n, int32_t k, std::vector<llama_token_data> &out);
 void pen_accept(slot &s, llama_token tok);
 void top_k_penalized(const float *x, int32_t n, const slot &s, std::vector<llama_token_data> &out,
@@ -313,17 +321,21 @@ void slot_clear(pw_engine *e, slot &s);
 void model_drafts(pw_engine *e, const std::vector<slot *> &want);
 
 // ---- the speculation gate (gate.cpp) ----
-void gate_init(spec_gate &g);
+void gate_init(spec_gate &g, const pw_engine_params &p);
+// A new request's estimates: nothing accepted yet.
+void gate_reset(spec_est (&est)[2]);
 // A target decode of `rows` rows took `us`; the draft model's drafting for a step took `us`.
 void gate_step_measured(spec_gate &g, int32_t rows, int64_t us);
 void gate_draft_measured(spec_gate &g, int64_t us);
-// n_seqs sequences drafted with `kind` in a step and got n_accepted of their drafts accepted.
-void gate_accepted(spec_gate &g, int kind, int32_t n_seqs, int32_t n_accepted);
-// Whether n_seqs sequences draft with `kind` (draft_rows rows in all) in a step of `rows` rows that yields
-// `tokens` tokens without them; it also keeps the kind's hysteresis and re-probes.
-bool gate_allows(spec_gate &g, int kind, int32_t rows, double tokens, int32_t n_seqs, int32_t draft_rows);
-// The tokens a step's drafts of `kind` are expected to add (for the decision on the next kind).
-double gate_expected(const spec_gate &g, int kind, int32_t n_seqs);
+// A sequence drafted n_draft tokens with the kind of `k` in a step and got n_accepted of them accepted.
+void gate_accepted(spec_est &k, int32_t n_draft, int32_t n_accepted);
+// Whether a sequence drafts with `kind` (draft_rows rows) in a step of `rows` rows that yields `tokens`
+// tokens without its draft; `pays_draft`: its draft would cost a draft model step (no other sequence's
+// draft pays it in this step). It also keeps the sequence's hysteresis and re-probes.
+bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double tokens, int32_t draft_rows,
+                 bool pays_draft);
+// The tokens a sequence's draft of draft_rows tokens of the kind of `k` is expected to add.
+double gate_expected(const spec_est &k, int32_t draft_rows);
 
 // ---- the prompt cache (cache.cpp) ----
 // How many of the prompt's first tokens `held` gives the request of `s` (all but its last, media whole).

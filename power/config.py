@@ -73,6 +73,8 @@ class Settings:
     # MiB of disk per model for the prompt states a runner holds when it ends, read by the model's next
     # runner (0: none); under <home>/prompt-cache.
     cache_disk: int = 0
+    # The speculation gate's costs, for tests (A3S_POWER_SPEC_COSTS, LoadOptions.spec_costs): "" measured.
+    spec_costs: str = ""
     noprune: bool = False
     debug: int = 0
     load_timeout: float = 300.0
@@ -196,6 +198,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kv_cache_type=(env.get("OLLAMA_KV_CACHE_TYPE") or str(cfg.get("kv_cache_type", "f16"))).lower(),
         cache_ram=max(-1, _int(env, "A3S_POWER_CACHE_RAM", int(cfg.get("cache_ram", -1)))),
         cache_disk=max(0, _int(env, "A3S_POWER_CACHE_DISK", int(cfg.get("cache_disk", 0)))),
+        spec_costs=(env.get("A3S_POWER_SPEC_COSTS") or str(cfg.get("spec_costs", ""))).strip(),
         noprune=parse_bool(env["OLLAMA_NOPRUNE"]) if "OLLAMA_NOPRUNE" in env else False,
         debug=_int(env, "OLLAMA_DEBUG", 0),
         load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),

@@ -36,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 13
+ABI_VERSION = 14
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -395,7 +395,7 @@ _STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_d
           "kv_waits", "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens",
           "ram_saves", "ram_evictions", "disk_loaded", "disk_bytes", "disk_entries", "disk_hits", "disk_misses",
           "disk_restored_tokens", "disk_saves", "disk_evictions", "n_draft_tokens",
-          "n_draft_accepted", "n_draft_skipped")
+          "n_draft_accepted", "n_draft_skipped", "n_draft_caught_up", "n_draft_copies", "n_draft_copied_tokens")
 
 
 class Context:
@@ -404,7 +404,8 @@ class Context:
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_seq: int = 1, n_batch: int = 512,
                  n_ubatch: int = 512, n_threads: int = 0, n_threads_batch: int = 0, flash_attn: int = -1,
                  type_k: str = "f16", type_v: str = "f16", embeddings: bool = False, pooling: int = -1,
-                 cache_ram: int = 0) -> None:
+                 cache_ram: int = 0, spec_gate: tuple[int, float, float, float] = (1, 0.0, 0.0, 0.0)) -> None:
+        """``spec_gate``: the speculation gate, as LoadOptions.spec_gate gives it (mode, then fixed costs)."""
         self.model = model
         p = _lib.pw_engine_default_params()
         p.n_ctx = n_ctx
@@ -422,6 +423,7 @@ class Context:
         p.embeddings = embeddings
         p.pooling = pooling
         p.cache_ram = max(0, cache_ram)  # bytes of host memory for prompt states of evicted sequences
+        p.spec_gate, p.spec_step_us, p.spec_row_us, p.spec_draft_us = spec_gate
         out = _ffi.new("pw_engine **")
         _check(_lib.pw_engine_create(model.handle, _ffi.new("pw_engine_params *", p), out))
         self._h = _ffi.gc(out[0], _lib.pw_engine_free)

@@ -49,8 +49,13 @@ export TMPDIR=$work/tmp CCACHE_BASEDIR=$work/tmp CCACHE_NOHASHDIR=true
     || { grep -m1 '^a3s-power: ' "$work/wheel.log" || tail -40 "$work/wheel.log"; exit 1; }
 say "wheel built from the sdist, offline"
 
-# The GPU driver (a CUDA wheel's libcuda.so.1) belongs to the machine, never to the wheel.
-PATH="$tools/bin:$PATH" "$tools/bin/auditwheel" repair --exclude libcuda.so.1 -w "$work/repaired" \
+# The GPU driver (a CUDA wheel's libcuda.so.1) belongs to the machine, never to the wheel; the CUDA
+# runtime and cuBLAS are carried, found in the toolkit (CUDAToolkit_ROOT or CUDA_HOME, else /usr/local/cuda).
+cuda=${CUDAToolkit_ROOT:-${CUDA_HOME:-/usr/local/cuda}}
+libpath=${LD_LIBRARY_PATH:-}
+for d in "$cuda/lib64" "$cuda/lib"; do [ -d "$d" ] && libpath="$libpath:$d"; done
+LD_LIBRARY_PATH="${libpath#:}" PATH="$tools/bin:$PATH" \
+    "$tools/bin/auditwheel" repair --exclude libcuda.so.1 -w "$work/repaired" \
     "$work"/raw/*.whl >"$work/repair.log" 2>&1 \
     || { tail -20 "$work/repair.log"; exit 1; }
 rm -f "$out"/*.whl "$out"/*.tar.gz

@@ -348,7 +348,7 @@ class Engine:
                               flash_attn=lo.flash_attn_mode, type_k=kv, type_v=kv if kv == "f16" or
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
                               pooling=1 if embeddings and not self.embedding_only else -1,
-                              cache_ram=0 if embeddings else self.cache_ram)
+                              cache_ram=0 if embeddings else self.cache_ram, spec_gate=lo.spec_gate)
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:

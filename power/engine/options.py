@@ -202,11 +202,15 @@ class LoadOptions:
     num_parallel: int = 1
     flash_attention: str = "auto"
     kv_cache_type: str = "f16"
+    # The speculation gate (Settings.spec_costs): "" measures the costs, "off" drafts whenever a request asks,
+    # "STEP,ROW,DRAFT" takes them as given in microseconds (a target step STEP + ROW a row, a draft model
+    # step DRAFT), for tests.
+    spec_costs: str = ""
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], *, default_ctx: int = 4096, num_parallel: int = 1,
                      flash_attention: str = "auto", kv_cache_type: str = "f16",
-                     default_gpu: int = -1) -> "LoadOptions":
+                     default_gpu: int = -1, spec_costs: str = "") -> "LoadOptions":
         """Fit options (already in their ranges, see ``parse_options``) to what the engine can run."""
         return cls(
             num_ctx=max(4, min(int(opts.get("num_ctx", default_ctx) or default_ctx), MAX_CTX)),
@@ -218,11 +222,24 @@ class LoadOptions:
             num_parallel=max(1, num_parallel),
             flash_attention=flash_attention,
             kv_cache_type=kv_cache_type,
+            spec_costs=spec_costs,
         )
 
     @property
     def threads(self) -> int:
         return self.num_thread or default_threads()
+
+    @property
+    def spec_gate(self) -> tuple[int, float, float, float]:
+        """pw_engine_params' spec_gate (1 measured, 0 off, 2 fixed) and fixed costs, from ``spec_costs``."""
+        v = self.spec_costs.strip().lower()
+        if v in ("off", "0"):
+            return 0, 0.0, 0.0, 0.0
+        try:
+            step, row, draft = (float(x) for x in v.split(","))
+        except ValueError:
+            return 1, 0.0, 0.0, 0.0
+        return 2, step, row, draft
 
     @property
     def flash_attn_mode(self) -> int:

@@ -396,12 +396,15 @@ def remote_share(est: MemoryEstimate, load: LoadOptions, facts: ModelFacts, remo
     return min(remote_free, offloaded * remote_free // (remote_free + max(0, local_free)))
 
 
-def fit_layers(est: MemoryEstimate, facts: ModelFacts, gpus: Sequence[GPU]) -> int:
-    """Layers to offload by default: -1 (all) when the whole model fits the GPUs' free memory, else those that do."""
-    room = sum(g.free for g in gpus)
+def fit_layers(est: MemoryEstimate, facts: ModelFacts, gpus: Sequence[GPU], remote_free: int = 0) -> int:
+    """Layers to offload by default: -1 (all) when the whole model fits the free memory of the GPUs and of the
+    RPC servers (``remote_free``: llama.cpp splits the offloaded layers over both), else those that do."""
+    room = sum(g.free for g in gpus) + max(0, remote_free)
     layers = facts.n_layer + 1
-    if not gpus or facts.n_layer <= 0 or est.total <= room:
-        return -1 if gpus else 0
+    if not gpus and remote_free <= 0:
+        return 0
+    if facts.n_layer <= 0 or est.total <= room:
+        return -1
     return max(0, min(layers - 1, room * layers // est.total))
 
 

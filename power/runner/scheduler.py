@@ -26,7 +26,7 @@ from typing import Any
 
 from power.config import Settings
 from power.engine.options import LoadOptions, parse_options
-from power.engine.rpc import parse_endpoints, probe_all
+from power.engine.rpc import RpcServer, parse_endpoints, probe_all
 from power.errors import Busy, InvalidRequest, PowerError, ShuttingDown
 from power.runner.client import LoopThread, RunnerProcess, VocabProcess, gather_quietly
 from power.runner.keepalive import parse_keep_alive
@@ -60,6 +60,7 @@ GiB = 1 << 30
 
 SCRAPE_WAIT_S = 0.0  # how long a metrics scrape waits for busy runners' counters (``scrape_stats``)
 RPC_TIMEOUT = 3.0  # seconds an RPC server has to answer the handshake before a load goes without it
+RPC_REASK = 30.0  # seconds before a server that has not answered yet is asked again for the default placement
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class Scheduler:
         self._stats_lock = threading.Lock()
         self._stats_asked: concurrent.futures.Future[tuple[list[dict[str, Any]], int]] | None = None
         self._stats_last: tuple[list[dict[str, Any]], int] | None = None  # the runners' last answer to a scrape
+        self._rpc_lock = threading.Lock()
+        self._rpc_offers: dict[str, int] = {}  # free bytes each RPC server reported when it first answered
+        self._rpc_asked: dict[str, float] = {}  # when each server that has not answered yet was last asked
 
     @property
     def max_loaded(self) -> int:
@@ -337,15 +341,41 @@ class Scheduler:
         load = LoadOptions.from_options(opts, default_ctx=s.context_length,
                                         num_parallel=1 if facts.embedding else s.num_parallel,
                                         flash_attention=s.flash_attention, kv_cache_type=s.kv_cache_type,
-                                        default_gpu=default_gpu)
+                                        default_gpu=default_gpu, spec_costs=s.spec_costs)
         if facts.n_ctx_train and load.num_ctx > facts.n_ctx_train:
             load = replace(load, num_ctx=facts.n_ctx_train)  # the engine clamps too; equal options, no reload
-        if self._gpus and s.num_gpu is None and "num_gpu" not in opts:
-            # Offload what the GPUs can hold, judged against what was free at start: the same answer for
-            # every request, so equal requests keep equal load options and never reload.
-            layers = fit_layers(estimate(facts, spec.files_size(), load), facts, self._gpus)
+        remote = self._rpc_offered() if s.rpc_servers and s.num_gpu is None and "num_gpu" not in opts else 0
+        if (self._gpus or remote) and s.num_gpu is None and "num_gpu" not in opts:
+            # Offload what the GPUs and the RPC servers can hold, judged against what was free at start: the
+            # same answer for every request, so equal requests keep equal load options and never reload.
+            layers = fit_layers(estimate(facts, spec.files_size(), load), facts, self._gpus, remote)
             load = replace(load, num_gpu=layers)
         return spec, opts, load, facts
+
+    def _rpc_offered(self) -> int:
+        """The free bytes the RPC servers reported when each first answered, before any model of ours was on
+        them (as the GPUs' free memory at start, so that the default placement does not move once a model is
+        loaded there). A server that has not answered yet is asked with the load's deadline, at most once
+        every RPC_REASK seconds; until it answers it offers nothing (without GPUs the default stays every
+        layer, and the load itself reaches the servers)."""
+        try:
+            endpoints = parse_endpoints(self.settings.rpc_servers)
+        except ValueError:
+            return 0  # the load names the bad entry
+        now = time.monotonic()
+        with self._rpc_lock:
+            ask = [e for e in endpoints if e not in self._rpc_offers
+                   and (e not in self._rpc_asked or now - self._rpc_asked[e] >= RPC_REASK)]
+            self._rpc_asked.update((e, now) for e in ask)
+        if ask:
+            self._remember_offers(probe_all(ask, RPC_TIMEOUT)[0])
+        with self._rpc_lock:
+            return sum(self._rpc_offers.get(e, 0) for e in endpoints)
+
+    def _remember_offers(self, up: Sequence[RpcServer]) -> None:
+        with self._rpc_lock:
+            for server in up:
+                self._rpc_offers.setdefault(server.endpoint, server.free)
 
     def _call(self, name: str, options: Mapping[str, Any] | None, keep_alive: Any, op: str,
               fields: dict[str, Any]) -> tuple[Any, int]:
@@ -527,6 +557,7 @@ class Scheduler:
         except ValueError as exc:
             raise PowerError(f"A3S_POWER_RPC_SERVERS: {exc}") from None
         up, down = await asyncio.get_running_loop().run_in_executor(None, probe_all, endpoints, RPC_TIMEOUT)
+        self._remember_offers(up)
         local_free = sum(g.free for g in self._gpus_free())
         remote = remote_share(est, load, facts, sum(s.free for s in up), local_free) if up else 0
         if down:

@@ -26,14 +26,6 @@ def embed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ungated():
-    """No speculation gate in the module's engines (A3S_POWER_SPEC_COSTS=off): every draft asked for is made."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("A3S_POWER_SPEC_COSTS", "off")
-        yield
-
-
-@pytest.fixture(scope="module")
 def engine(tiny_model: Path):
     from power.engine import Engine, LoadOptions
 

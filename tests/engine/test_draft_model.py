@@ -8,6 +8,7 @@ weights is often wrong. Either way the output must be what decoding one token a 
 from __future__ import annotations
 
 import math
+import time
 import re
 from pathlib import Path
 
@@ -15,13 +16,14 @@ import pytest
 
 from power.engine import Engine, LoadOptions
 
-# These tests are about verifying drafts: every draft asked for is made (test_spec_gate.py covers the gate).
-pytestmark = pytest.mark.usefixtures("ungated")
+# These tests are about verifying drafts: every draft asked for is made, no speculation gate
+# (test_spec_gate.py covers the gate).
+UNGATED = "off"
 
 PROMPT = "abcde abcde cdcd abcde"
 GREEDY = {"temperature": 0, "num_predict": 60}
 DRAFT = {"draft_num_predict": 6}
-LOAD = LoadOptions(num_ctx=512, num_parallel=4, num_batch=64)
+LOAD = LoadOptions(num_ctx=512, num_parallel=4, num_batch=64, spec_costs=UNGATED)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,63 @@ def test_the_draft_follows_the_prompt_cache(same: Engine, models: tuple[Path, Pa
     for out in outs:
         assert out.tokens == ref.tokens and out.draft_accepted >= 0.9 * out.draft_count > 0
     assert max(o.cached_tokens for o in outs) >= len(prompt) - 8
+
+
+LONG = " ".join(["abcde cdcd"] * 24)  # a prompt worth sharing: about 240 tokens
+
+
+def test_choices_of_one_prompt_copy_the_draft_cells_instead_of_evaluating_them_each(
+        models: tuple[Path, Path]) -> None:
+    """OpenAI's n: the choices take the first one's target cells; their draft cells follow, copied from the
+    one that caught up on the prompt, instead of the draft model evaluating the prompt once for each."""
+    n_prompt = len(plain_tokens(models[0], LONG))
+    with Engine(str(models[0]), LOAD, draft=str(models[0])) as e:
+        outs = [r.result() for r in e.submit_choices(LONG, 3, {**GREEDY, **DRAFT, "num_predict": 30})]
+        st = e.stats()
+    ref = plain(models[0], LONG, {**GREEDY, "num_predict": 30})
+    for out in outs:
+        assert out.tokens == ref.tokens and out.draft_accepted >= 0.9 * out.draft_count > 0
+    assert st["n_draft_copies"] >= 2 and st["n_draft_copied_tokens"] >= 2 * (n_prompt - 8)
+    # The prompt once, then each sequence's own tokens (its first token, rejected drafts re-fed).
+    assert st["n_draft_caught_up"] < n_prompt + 3 * 40
+
+
+def test_a_prefix_copied_by_the_prompt_cache_takes_the_draft_cells_with_it(models: tuple[Path, Path]) -> None:
+    """A request whose prefix another sequence holds copies the target's cells from there; the draft's
+    cells come from there too, so the draft does not evaluate that prefix again. Stepped by hand, so that
+    the second request comes while the first is generating."""
+    from power import native
+
+    model = native.Model(str(models[0]))
+    ctx = native.Context(model, n_ctx=512, n_seq=4, n_batch=64, spec_gate=(0, 0.0, 0.0, 0.0))
+    ctx.set_draft(model)
+    prefix = plain_tokens(models[0], LONG)
+    second_prompt = prefix + plain_tokens(models[0], " cdcd")[1:]  # without BOS
+    sampling = native.Sampling(temperature=0, num_predict=30, draft_model=6)
+    try:
+        first = ctx.submit(prefix + plain_tokens(models[0], " abcde")[1:], sampling)
+        while ctx.stats()["n_draft_tokens"] == 0:  # the first one drafts: its draft cells hold the prefix
+            ctx.step()
+        before = ctx.stats()
+        second = ctx.submit(second_prompt, sampling)
+        assert second != first
+        tokens: list[int] = []
+        while ctx.stats()["n_active"]:
+            tokens += [ev.token for ev in ctx.step().events if ev.seq == second and ev.token >= 0 and not ev.finish]
+        st = ctx.stats()
+    finally:
+        ctx.close()
+        model.close()
+    ref = plain(models[0], second_prompt, {**GREEDY, "num_predict": 30})
+    assert tokens == list(ref.tokens)[:len(tokens)] and len(tokens) >= 29
+    assert st["kv_copies"] > before["kv_copies"]  # the target's cells came from the first sequence
+    assert st["n_draft_copies"] == before["n_draft_copies"] + 1
+    assert st["n_draft_copied_tokens"] - before["n_draft_copied_tokens"] >= len(prefix) - 8
+    # What the draft evaluated since: the second's few own prompt tokens and both sequences' rejected drafts
+    # re-fed, never the shared prefix again.
+    assert st["n_draft_caught_up"] - before["n_draft_caught_up"] < len(prefix) // 2
+
+
+def plain_tokens(model: Path, text: str) -> list[int]:
+    with Engine(str(model), LoadOptions(num_ctx=512, num_parallel=1)) as e:
+        return e.tokenize(text)

@@ -15,8 +15,9 @@ import pytest
 
 from power.engine import Engine, LoadOptions
 
-# These tests are about verifying drafts: every draft asked for is made (test_spec_gate.py covers the gate).
-pytestmark = pytest.mark.usefixtures("ungated")
+# These tests are about verifying drafts: every draft asked for is made, no speculation gate
+# (test_spec_gate.py covers the gate).
+UNGATED = "off"
 
 PROMPT = "abcde abcde cdcd abcde"
 GREEDY = {"temperature": 0, "num_predict": 80}
@@ -33,7 +34,7 @@ def letters_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def eng(letters_model: Path):
-    with Engine(str(letters_model), LoadOptions(num_ctx=512, num_parallel=4, num_batch=64)) as e:
+    with Engine(str(letters_model), LoadOptions(num_ctx=512, num_parallel=4, num_batch=64, spec_costs=UNGATED)) as e:
         yield e
 
 
@@ -128,3 +129,32 @@ def test_rejected_cells_are_gone_when_the_conversation_goes_on(eng: Engine, lett
     again = eng.submit(prompt, {**GREEDY, "num_predict": 30}).result()
     assert again.cached_tokens >= len(prompt) - 8  # the cells of the first answer were reused
     assert again.tokens == plain(letters_model, prompt, {**GREEDY, "num_predict": 30}).tokens
+
+
+def test_a_requests_first_draft_is_short_and_drafts_grow_while_accepted(letters_model: Path) -> None:
+    """Free text's first draft is mostly rejected (and costs its rows): each request starts at two tokens,
+    whatever draft_num_predict allows, and drafts grow while they are accepted in full."""
+    from power import native
+    from power.engine.vocab import Vocab
+
+    model = native.Model(str(letters_model))
+    ctx = native.Context(model, n_ctx=512, n_seq=1, n_batch=64, spec_gate=(0, 0.0, 0.0, 0.0))
+    prompt = Vocab(model).tokenize("ecd ecd ecd ecd")
+    try:
+        for _ in range(2):  # the second request starts short again
+            seq = ctx.submit(prompt, native.Sampling(temperature=0, num_predict=80, draft=16))
+            steps: list[tuple[int, int]] = []  # (drafted, accepted) in each step
+            done = False
+            while not done:
+                evs = [e for e in ctx.step().events if e.seq == seq]
+                if evs:
+                    before = (sum(d for d, _ in steps), sum(a for _, a in steps))
+                    steps.append((evs[-1].n_drafted - before[0], evs[-1].n_accepted - before[1]))
+                    done = any(e.finish for e in evs)
+            drafts = [s for s in steps if s[0] > 0]
+            assert drafts[0][0] == 2
+            after_full = [b[0] for a, b in zip(drafts, drafts[1:]) if a[0] == a[1]]
+            assert max(after_full) > 2 and max(d for d, _ in drafts) <= 16
+    finally:
+        ctx.close()
+        model.close()

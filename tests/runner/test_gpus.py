@@ -138,6 +138,10 @@ def test_default_layers_fit_free_vram_and_ps_text() -> None:
     layers = fit_layers(EST, FACTS, [GPU(0, "a", 4 * GiB, 3 * GiB)])
     assert 0 < layers < 32 and EST.total * layers // 32 <= 3 * GiB
     assert fit_layers(EST, FACTS, []) == 0
+    # RPC servers' free memory counts beside the GPUs' (llama.cpp splits the offloaded layers over both).
+    assert fit_layers(EST, FACTS, [GPU(0, "a", 4 * GiB, 3 * GiB)], 8 * GiB) == -1
+    assert fit_layers(EST, FACTS, [], 8 * GiB) == -1
+    assert fit_layers(EST, FACTS, [], 3 * GiB) == layers
     assert processor_split(100, 100, ((0, 50), (1, 50))) == "100% GPU (50%/50% GPU 0/1)"
     assert processor_split(100, 40, ((0, 10), (3, 30))) == "60%/40% CPU/GPU (25%/75% GPU 0/3)"
     assert processor_split(100, 100, ((0, 100),)) == "100% GPU"
@@ -204,5 +208,39 @@ def test_a_model_split_over_a_local_gpu_and_an_rpc_server_counts_each_share_once
         (row,) = sched.ps()
         # Offloaded whole, its bytes counted once: the GPU holds the rest of what the server does not.
         assert row["size_vram"] == row["size"] and row["processor"] == "100% GPU", row
+    finally:
+        server.stop()
+
+
+def test_default_layers_count_the_rpc_servers_free_memory_beside_the_local_gpus(
+        gpu_scheduler: Callable[..., Scheduler], models: dict[str, Path], settings: Settings,
+        tmp_path: Path) -> None:
+    tiny = sizes(models, "tiny", settings)
+    layers = model_facts(models["tiny"]).n_layer + 1
+    offer = 64 << 20
+    # A real rpc-server that reports 64 MiB free: with it, the default num_gpu counts the GPU's and its memory.
+    server = RpcServerProcess(free_port(), tmp_path / "rpc.log", mem_mib=offer >> 20)
+    try:
+        assert server.info.free == offer
+        # The GPU alone holds a third of the model, the GPU and the server all of it: every layer offloaded.
+        gpu_free = 32 << 20
+        assert gpu_free * layers // tiny < layers - 1 and gpu_free + offer >= tiny
+        sched = gpu_scheduler([GPU(0, "a", GiB, gpu_free)], rpc_servers=(server.endpoint,))
+        sched.load("tiny")
+        (row,) = sched.ps()
+        assert row["size"] == tiny and row["size_vram"] == tiny and row["processor"] == "100% GPU", row
+        sched.close(deadline=2.0)  # the server serves one client at a time
+        # Neither holds it whole: the layers both hold (3 of 5), where the GPU alone would take none.
+        gpu_free = 8 << 20
+        want = (gpu_free + offer) * layers // tiny
+        assert gpu_free * layers // tiny == 0 and 0 < want < layers
+        sched = gpu_scheduler([GPU(0, "a", GiB, gpu_free)], rpc_servers=(server.endpoint,))
+        sched.load("tiny")
+        (row,) = sched.ps()
+        assert row["size_vram"] == tiny * want // layers, (row, want)
+        # An explicit num_gpu still wins over the default.
+        sched.load("tiny", {"num_gpu": 1})
+        (row,) = sched.ps()
+        assert row["size_vram"] == tiny // layers, row
     finally:
         server.stop()
