@@ -11,6 +11,7 @@ fails with ``RunnerCrashed`` unless the server itself asked it to stop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -65,6 +66,10 @@ class LoopThread:
         except TimeoutError:
             fut.cancel()
             raise
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the loop; its future, to wait for as long as the caller likes."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], on_error: Callable[[BaseException], None]) -> None:
         """Run ``coro`` on the loop without waiting for it; ``on_error`` gets what it raises (in the loop)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 GiB = 1 << 30
 
 
+SCRAPE_WAIT_S = 0.0  # how long a metrics scrape waits for busy runners' counters (``scrape_stats``)
 RPC_TIMEOUT = 3.0  # seconds an RPC server has to answer the handshake before a load goes without it
 RPC_REASK = 30.0  # seconds before a server that has not answered yet is asked again for the default placement
 
@@ -98,6 +100,9 @@ class Scheduler:
         self._vocab_lock = asyncio.Lock()
         self._gpu_sampler = GpuSampler(bool(self._gpus))
         self._view = SchedulerView()
+        self._stats_lock = threading.Lock()
+        self._stats_asked: concurrent.futures.Future[tuple[list[dict[str, Any]], int]] | None = None
+        self._stats_last: tuple[list[dict[str, Any]], int] | None = None  # the runners' last answer to a scrape
         self._rpc_lock = threading.Lock()
         self._rpc_offers: dict[str, int] = {}  # free bytes each RPC server reported when it first answered
         self._rpc_asked: dict[str, float] = {}  # when each server that has not answered yet was last asked
@@ -234,6 +239,47 @@ class Scheduler:
             rows, pending = self._lt.call(self._engine_stats(timeout), timeout=timeout + 5)
         return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
                          gpus=self._gpu_sampler.sample())
+
+    def scrape_stats(self, busy_wait: float = SCRAPE_WAIT_S, timeout: float = 2.0,
+                     block: bool = True) -> dict[str, Any]:
+        """``stats()`` for a metrics scrape, which must answer at once however busy the runners are.
+
+        With nothing running or queued the runners answer at once and the scrape waits for them (so the
+        counters include every finished request). While requests run, a runner answers between its
+        decode steps, behind its streams, so the scrape waits ``busy_wait`` seconds at most (none by
+        default) and otherwise gets the runners' last answer, asking them again for the next scrape; the
+        GPUs' figures are then the last ones too (``GpuSampler.sample(block=False)``).
+        """
+        rows: list[dict[str, Any]] = []
+        pending = 0
+        busy = self._busy()
+        if not self._closing:
+            with self._stats_lock:
+                asked = self._stats_asked
+                if not busy or asked is None or asked.done():  # idle: a fresh answer, after every request's end
+                    asked = self._stats_asked = self._lt.submit(self._engine_stats(timeout))
+                    asked.add_done_callback(self._stats_landed)
+                last = self._stats_last
+            wait = busy_wait if busy and last is not None else timeout + 5
+            try:
+                rows, pending = asked.result(wait if block else 0)  # block=False: never wait (the caller can't)
+            except concurrent.futures.TimeoutError:
+                rows, pending = last if last is not None else ([], 0)
+        return summarize(rows, pending_loads=pending, queue_capacity=self.settings.max_queue,
+                         gpus=self._gpu_sampler.sample(block=block and not busy))
+
+    def scrape_waits(self) -> bool:
+        """Whether ``scrape_stats`` would wait now (for idle runners, or for a first answer to fall back on);
+        if not, it returns at once (with ``busy_wait`` 0), so the HTTP worker's event loop may call it."""
+        return self._stats_last is None or not self._busy()
+
+    def _busy(self) -> bool:
+        view = self._view
+        return view.waiting > 0 or any(m.refs for m in view.models)
+
+    def _stats_landed(self, fut: concurrent.futures.Future[tuple[list[dict[str, Any]], int]]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._stats_last = fut.result()
 
     @property
     def closing(self) -> bool:

@@ -50,16 +50,38 @@ class GpuSampler:
         self._lock = threading.Lock()
         self._at = float("-inf")
         self._last: list[dict[str, Any]] = []
+        self._refreshing = False
 
-    def sample(self) -> list[dict[str, Any]]:
+    def sample(self, block: bool = True) -> list[dict[str, Any]]:
+        """The GPUs' figures; ``block=False``: the last ones at once, refreshed on a thread of its own when
+        stale (for a caller that must not wait for nvidia-smi, e.g. the HTTP worker's event loop)."""
         if not self.enabled:
             return []
+        if not block:
+            if not self._lock.acquire(blocking=False):  # a query is running
+                return list(self._last)
+            try:
+                stale = time.monotonic() - self._at >= self.ttl and not self._refreshing
+                self._refreshing |= stale
+                last = list(self._last)
+            finally:
+                self._lock.release()
+            if stale:
+                threading.Thread(target=self._refresh, name="power-gpu-sample", daemon=True).start()
+            return last
         with self._lock:
             if time.monotonic() - self._at < self.ttl:
                 return list(self._last)
             self._at = time.monotonic()
             self._last = self._query()
             return list(self._last)
+
+    def _refresh(self) -> None:
+        try:
+            self.sample()
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def _query(self) -> list[dict[str, Any]]:
         run = self._run

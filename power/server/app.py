@@ -189,7 +189,9 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler, *, m
     for route in ROUTES:
         app.add_route(route.path, route.resource(services))
     app.fast_lane = FastLane(security, metrics.http, tags_body=store.tags_body,  # see power/server/worker.py
-                             ps_body=lambda: ps_body(scheduler), health_body=lambda: health_body(services))
+                             ps_body=lambda: ps_body(scheduler), health_body=lambda: health_body(services),
+                             metrics_body=metrics.render,
+                             metrics_wait=getattr(scheduler, "scrape_waits", lambda: True))
     return app
 
 
@@ -209,6 +211,7 @@ def get_app() -> falcon.App:
         held: list[RealScheduler] = []  # GC spares the blobs runners hold open (P5)
         library = Library.from_settings(settings, in_use=lambda: held[0].blobs_in_use() if held else set())
         library.startup()
+        library.watch_listing()  # /api/tags: one read of the kernel's change events per poll (power/store/watch.py)
         scheduler = RealScheduler(settings, resolver_for(library))
         held.append(scheduler)
         usage = UsageStore(settings.usage_db, settings.prices)

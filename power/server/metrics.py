@@ -29,14 +29,17 @@ class _SchedulerCollector(Collector):
     """Gauges read from the scheduler when Prometheus scrapes."""
 
     def __init__(self, stats: Callable[[], dict[str, Any]], ps: Callable[[], list[dict[str, Any]]],
-                 in_flight: Callable[[], int]) -> None:
+                 in_flight: Callable[[], int], quick: Callable[[], dict[str, Any]] | None = None) -> None:
         self.stats = stats
+        self.quick = quick  # stats that never wait (for a scrape answered in the HTTP worker's event loop)
         self.ps = ps
         self.in_flight = in_flight
+        self.local = threading.local()
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         try:
-            stats = self.stats() or {}
+            quick = self.quick if getattr(self.local, "quick", False) else None
+            stats = (quick or self.stats)() or {}
         except Exception:  # a scrape must never fail because the scheduler is busy
             log.debug("scheduler stats unavailable", exc_info=True)
             stats = {}
@@ -180,8 +183,11 @@ class Metrics:
         self.v_accepted = Counter("vllm:spec_decode_num_accepted_tokens", "Accepted draft tokens", ["model_name"],
                                   registry=r)
         if scheduler is not None:
-            stats = getattr(scheduler, "stats", None)
-            r.register(_SchedulerCollector(stats if callable(stats) else dict, scheduler.ps, lambda: self._in_flight))
+            stats = getattr(scheduler, "scrape_stats", None) or getattr(scheduler, "stats", None)
+            quick = (lambda: scheduler.scrape_stats(block=False)) if hasattr(scheduler, "scrape_stats") else None
+            self._collector = _SchedulerCollector(stats if callable(stats) else dict, scheduler.ps,
+                                                  lambda: self._in_flight, quick)
+            r.register(self._collector)
 
     # -- updates --------------------------------------------------------------
     def started(self) -> None:
@@ -246,5 +252,13 @@ class Metrics:
             self.lc_prompt_rate.set(t[0] / t[1] if t[1] else 0.0)
             self.lc_predicted_rate.set(t[2] / t[3] if t[3] else 0.0)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, wait: bool = True) -> bytes:
+        """The scrape's text; ``wait=False``: with whatever the scheduler has at once (the worker's loop)."""
+        collector = getattr(self, "_collector", None)
+        if wait or collector is None:
+            return generate_latest(self.registry)
+        collector.local.quick = True
+        try:
+            return generate_latest(self.registry)
+        finally:
+            collector.local.quick = False

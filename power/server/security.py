@@ -70,11 +70,14 @@ def request_id(given: str | None) -> str | None:
     return given if given and _RID.fullmatch(given) else None
 
 
+ACCESS_LINE = "rid=%s method=%s path=%s status=%s ms=%.1f model=%s stream=%d client=%s"
+access_logger = log  # the worker's fast lane writes the same lines (power/server/fastlane.py)
+
+
 def access_log(rid: Any, method: str, path: str, status: Any, ms: float, model: str, stream: bool,
                client: Any) -> None:
-    """One line per request, without bodies (also written by the worker's fast lane)."""
-    log.info("rid=%s method=%s path=%s status=%s ms=%.1f model=%s stream=%d client=%s",
-             rid, method, path, status, ms, model, int(stream), client)
+    """One line per request, without bodies."""
+    log.info(ACCESS_LINE, rid, method, path, status, ms, model, int(stream), client)
 
 
 def _split_host(header: str) -> str | None:

@@ -7,7 +7,11 @@ thread that has waited ``idle`` seconds for work ends, and when the pool shrinks
 the C heap is trimmed (glibc ``malloc_trim``), so memory returns after a load.
 
 Threads start on demand: a task starts one when there are more queued tasks than
-idle threads and fewer than ``max_workers`` threads.
+idle threads and fewer than ``max_workers`` threads. The pool's own spawner thread
+starts them, not the submitter: ``Thread.start`` waits until the new thread runs,
+which on a busy worker means waiting for the GIL behind every other runnable
+thread, and the submitter is the worker's event loop (a burst of 100 streams
+would stall every other connection for as many hand-overs).
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
-__all__ = ["ElasticPool", "limit_arenas", "trim_heap"]
+__all__ = ["ElasticPool", "TRIM_BUSY_S", "TRIM_EVERY_S", "limit_arenas", "trim_heap"]
 
 log = logging.getLogger(__name__)
+
+TRIM_EVERY_S = 1.0  # the heap is trimmed at most this often as threads end while no task runs
+TRIM_BUSY_S = 30.0  # ... and while some do
 
 
 def _glibc() -> Any:
@@ -74,7 +81,11 @@ class ElasticPool:
         self._closed = False
         self._made = 0
         self._trimming = threading.Lock()
-        self._trim_again = False
+        self._trimmed_at = float("-inf")
+        self._trim_later = False  # a trim is due once TRIM_EVERY_S has passed
+        self._spawns = 0  # threads counted in ``_threads`` that the spawner has yet to start
+        self._spawn_cond = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]  # the same lock
+        threading.Thread(target=self._spawner, name=f"{name}-spawner", daemon=True).start()
 
     @property
     def threads(self) -> int:
@@ -86,17 +97,42 @@ class ElasticPool:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._tasks.append((future, fn, args, kwargs))
-            if len(self._tasks) > self._waiting and self._threads < self.max_workers:
+            if len(self._tasks) > self._waiting + self._spawns and self._threads < self.max_workers:
                 self._threads += 1
-                self._made += 1
-                threading.Thread(target=self._work, name=f"{self.name}_{self._made}", daemon=True).start()
+                self._spawns += 1
+                self._spawn_cond.notify()
             else:
                 self._cond.notify()
         return future
 
+    def _spawner(self) -> None:
+        """Start the threads ``submit`` asked for (ends with the pool, once every one asked for has started)."""
+        with self._cond:
+            while True:
+                while not self._spawns and not self._closed:
+                    self._spawn_cond.wait()
+                if not self._spawns:
+                    return
+                self._spawns -= 1
+                self._made += 1
+                thread = threading.Thread(target=self._work, name=f"{self.name}_{self._made}", daemon=True)
+                self._cond.release()
+                started = False
+                try:
+                    thread.start()
+                    started = True
+                except RuntimeError as exc:  # out of threads: queued tasks wait for the threads there are
+                    log.warning("request thread not started error=%s", exc)
+                finally:
+                    self._cond.acquire()
+                if not started:
+                    self._threads -= 1
+                    self._cond.notify_all()
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
             self._closed = True
+            self._spawn_cond.notify()
             if cancel_futures:
                 while self._tasks:
                     self._tasks.popleft()[0].cancel()
@@ -111,6 +147,7 @@ class ElasticPool:
                     if self._closed or not self._wait_for_work():
                         self._threads -= 1
                         self._cond.notify_all()  # a shutdown(wait=True) counts threads
+                        quiet = not self._tasks and self._threads - self._spawns == self._waiting
                         break
                     continue
                 future, fn, args, kwargs = self._tasks.popleft()
@@ -120,18 +157,31 @@ class ElasticPool:
                 finally:
                     del future, fn, args, kwargs
                     self._cond.acquire()
-        self._trim()
+        self._trim(quiet)
 
-    def _trim(self) -> None:
-        """Trim the heap after threads end: once per burst of endings, and once more after the last of it."""
-        self._trim_again = True
-        while self._trim_again and self._trimming.acquire(blocking=False):
-            try:
-                self._trim_again = False
-                gc.collect()  # what the burst's requests left in reference cycles goes first
-                trim_heap()
-            finally:
-                self._trimming.release()
+    def _trim(self, quiet: bool) -> None:
+        """Trim the heap after threads end: a full collection and ``malloc_trim`` stop every thread, the
+        event loop's included, for tens of milliseconds, which a load's tail (its first threads ending
+        while the last streams run) felt at every ending. While tasks run, at most once ``TRIM_BUSY_S``;
+        once none does, at most once ``TRIM_EVERY_S``, and once more after the last ending of a burst
+        (by the ending thread that finds a trim due, before it goes)."""
+        every = TRIM_EVERY_S if quiet else TRIM_BUSY_S
+        with self._cond:  # claim the trim, so endings at the same moment do not each make one
+            wait = self._trimmed_at + every - time.monotonic()
+            if wait <= 0:
+                self._trimmed_at = time.monotonic()
+            elif quiet and not self._trim_later:
+                self._trim_later = True
+            else:
+                return  # a trim is recent (or due already, by another ending)
+        if wait > 0:
+            time.sleep(wait)
+            with self._cond:
+                self._trim_later = False
+                self._trimmed_at = time.monotonic()
+        with self._trimming:
+            gc.collect()  # what the burst's requests left in reference cycles goes first
+            trim_heap()
 
     def _wait_for_work(self) -> bool:
         """Wait (holding the condition) until a task comes; False once ``idle`` seconds passed without one."""

@@ -7,6 +7,9 @@ event loop collects each request's head (and a small body) with non-blocking
 reads first (``power.server.frontdoor.Arrival``), and only a whole request
 takes a thread; control-plane routes get threads of their own
 (``CONTROL_THREADS``), so no number of streams can delay ``/api/tags`` (P14).
+The hottest of them are answered in the loop itself (``power.server.fastlane``),
+whose polls, reads and writes keep the GIL (``power.server.heldio``): with a burst
+of request threads runnable, each call that gives it up costs a wait behind them.
 Larger bodies (blob uploads) are read by their thread through
 ``GuardedSocket``, which gives every ``recv`` a timeout computed from the same
 deadlines (P6):
@@ -39,6 +42,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent import futures
 from functools import partial
@@ -53,6 +57,7 @@ from power.errors import RequestTimeout, ShuttingDown
 from power.server.errors import error_body
 from power.server.fastlane import fast_lane_of
 from power.server.frontdoor import HEAD_TIMEOUT_ANSWER, Arrival, error_response
+from power.server.heldio import HeldIO, held_selector
 from power.server.threads import ElasticPool, limit_arenas
 
 __all__ = ["GuardedSocket", "KeptAlive", "PowerWorker", "ReceiveGuard", "shut_down", "CONTROL_THREADS"]
@@ -175,6 +180,12 @@ class GuardedSocket:
         return getattr(self._sock, name)
 
 
+def _on_conn(ref: weakref.ref[Any], method: Any, sock: Any) -> None:
+    conn = ref()
+    if conn is not None:
+        method(conn, sock)
+
+
 def _nonblocking(sock: socket.socket) -> None:
     if sock.getblocking():  # a syscall pair each time otherwise
         sock.setblocking(False)
@@ -241,6 +252,9 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         self._notified = 0.0
         self.control_pool = futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
                                                        thread_name_prefix="power-control")
+        # /metrics waits a moment for busy runners' counters: on a thread of its own, never a request thread
+        self.metrics_pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="power-metrics")
+        self.metrics_pool.submit(int).result()  # its thread starts now, not in the middle of a load
         gunicorn_util.write_error = _json_error  # this process only serves a3s-power
         # The event loop answers polls and accepts connections; with many request threads runnable it waits
         # for the GIL up to a switch interval per thread ahead of it, so threads hand it over more often.
@@ -248,6 +262,9 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         _raise_fd_limit(self.cfg.worker_connections + 256)
         limit_arenas(MALLOC_ARENAS)  # memory returns after a burst of threads (power/server/threads.py)
         self.keepalived_conns = KeptAlive()
+        self._io = None if self.cfg.is_ssl else HeldIO.open()  # the loop's socket calls (power/server/heldio.py)
+        self._tls = bool(self.cfg.is_ssl)  # read once: each read of a setting is a lookup chain
+        self._idle_s = self.cfg.keepalive or 5
         super().init_process()
 
     def notify(self) -> None:
@@ -259,11 +276,15 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
 
     # ---- the poller: one registration per connection, pointed at what reads it next ---------------------
     def _watch(self, sock: Any, events: int, callback: Any) -> None:
-        """Have ``callback`` hear ``events`` on ``sock``: no syscall when only the callback changes."""
+        """Have ``callback`` hear ``events`` on ``sock``: no syscall when only the callback changes, no work
+        at all when neither does (each connection keeps its callbacks, ``_callbacks``)."""
         try:
-            self.poller.modify(sock, events, callback)
+            key = self.poller.get_key(sock)
         except KeyError:
             self.poller.register(sock, events, callback)
+            return
+        if key.events != events or key.data is not callback:
+            self.poller.modify(sock, events, callback)
 
     def _unwatch(self, sock: Any) -> None:
         try:
@@ -271,15 +292,22 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
         except (KeyError, ValueError, OSError):
             pass
 
+    def _callbacks(self, conn: Any) -> tuple[Any, Any]:
+        """``conn``'s poller callbacks: kept alive, and its request arriving (made once per connection)."""
+        made = getattr(conn, "power_callbacks", None)
+        if made is None:  # through a weak reference: conn -> callback -> conn would be a cycle per connection,
+            ref = weakref.ref(conn)  # left for the cyclic GC after a load instead of freed as it closes
+            made = conn.power_callbacks = (partial(_on_conn, ref, self.on_client_socket_readable),
+                                           partial(_on_conn, ref, self._on_arrival_readable))
+        return made
+
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
         """A kept-alive connection has bytes: read them now, as its arrival, without re-registering it."""
         self.keepalived_conns.discard(conn)
-        if self.cfg.is_ssl or getattr(conn, "is_http2", False):
+        if self._tls or getattr(conn, "is_http2", False):
             self._unwatch(client)
             return super().enqueue_req(conn)
-        self.enqueue_req(conn)
-        if conn in self._arrivals:
-            self._on_arrival_readable(conn, client)
+        self._arrive(conn, read_now=True)
 
     def get_thread_pool(self) -> ElasticPool:
         """Request threads that end after ``thread_idle`` seconds without work (power/server/threads.py)."""
@@ -288,10 +316,14 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
     # ---- requests arrive in the event loop ---------------------------------------------------------
     def enqueue_req(self, conn: Any) -> None:
         """Hand ``conn`` to a thread once its request is whole; until then read it from the event loop."""
-        if self.cfg.is_ssl or getattr(conn, "is_http2", False):
+        if self._tls or getattr(conn, "is_http2", False):
             self._unwatch(conn.sock)
             return super().enqueue_req(conn)
-        arrival = Arrival(self.cfg.keepalive or 5, self.limits.header_timeout, self.limits.body_min_rate,
+        self._arrive(conn, read_now=False)
+
+    def _arrive(self, conn: Any, read_now: bool) -> None:
+        """Collect ``conn``'s next request; ``read_now``: its socket is readable already."""
+        arrival = Arrival(self._idle_s, self.limits.header_timeout, self.limits.body_min_rate,
                           self.limits.body_grace)
         if conn.parser is not None:  # read ahead by the last request on this connection
             arrival.add(conn.parser.unreader.take_buffered())
@@ -299,26 +331,31 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return self._dispatch(conn, arrival)
         _nonblocking(conn.sock)
         self._arrivals[conn] = arrival
-        self._watch(conn.sock, selectors.EVENT_READ, partial(self._on_arrival_readable, conn))
+        if read_now and self._read(conn, arrival):
+            return
+        self._watch(conn.sock, selectors.EVENT_READ, self._callbacks(conn)[1])
 
     def _on_arrival_readable(self, conn: Any, _sock: Any) -> None:
-        arrival = self._arrivals[conn]
+        self._read(conn, self._arrivals[conn])
+
+    def _read(self, conn: Any, arrival: Arrival) -> bool:
+        """Read what ``conn`` has sent; True once its request is whole (and dispatched) or it went away."""
         while True:
             try:
-                data = conn.sock.recv(65536)
+                data = self._io.recv(conn.sock) if self._io is not None else conn.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError:
                 data = b""
             if not data:  # the client went away before its request was whole
                 self._forget(conn)
                 self._close(conn)
-                return
+                return True
             arrival.add(data)
             if arrival.complete:
                 self._forget(conn)
                 self._dispatch(conn, arrival)
-                return
+                return True
 
     def _forget(self, conn: Any) -> None:
         """``conn``'s request is no longer arriving; its socket stays registered for whatever comes next."""
@@ -334,6 +371,9 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return self._refuse_stopping(conn, arrival)
         if arrival.control and self._answer_here(conn, arrival):
             return
+        self._to_thread(conn, arrival)
+
+    def _to_thread(self, conn: Any, arrival: Arrival) -> None:
         self._unwatch(conn.sock)  # its thread reads and writes it
         conn.data_ready = True
         conn.power_prefix = bytes(arrival.buf)
@@ -351,27 +391,51 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             self._lane = fast_lane_of(self.wsgi)
             if self._lane is not None:
                 fields, size = self.cfg.limit_request_fields, self.cfg.limit_request_field_size
-                self._lane.max_fields = fields if 0 < fields <= 32768 else 32768  # as gunicorn reads them
-                self._lane.max_field_bytes = size if size > 0 else 8190
+                self._lane.set_limits(fields if 0 < fields <= 32768 else 32768,  # as gunicorn reads them
+                                      size if size > 0 else 8190)
         if self._lane is None or not self.alive or len(arrival.buf) != arrival.head_len:
             return False  # pipelined bytes or a body: the thread's parser reads them
-        client = conn.client[0] if isinstance(conn.client, tuple) and conn.client else ""
-        answer = self._lane.answer(bytes(arrival.buf), str(client))
+        client = str(conn.client[0] if isinstance(conn.client, tuple) and conn.client else "")
+        head = bytes(arrival.buf)
+        if self._lane.threaded(head):  # /metrics that waits for the runners: its thread answers, this loop sends
+            self._unwatch(conn.sock)
+            self.metrics_pool.submit(self._answer_on_thread, conn, arrival, head, client)
+            return True
+        answer = self._lane.answer(head, client)
         if answer is None:
             return False
+        self._send_answer(conn, answer)
+        return True
+
+    def _answer_on_thread(self, conn: Any, arrival: Arrival, head: bytes, client: str) -> None:
+        """The metrics thread: build the answer (it may wait a moment for the runners), send it from the loop."""
+        try:
+            answer = self._lane.answer(head, client, wait=True)
+        except Exception:  # the app answers it, with the error in its shape
+            log.debug("fast metrics answer failed", exc_info=True)
+            answer = None
+        self.method_queue.defer(self._answered_on_thread, conn, arrival, answer)
+
+    def _answered_on_thread(self, conn: Any, arrival: Arrival, answer: tuple[bytes, bool] | None) -> None:
+        if answer is None:
+            self._to_thread(conn, arrival)
+        else:
+            self._send_answer(conn, answer)
+
+    def _send_answer(self, conn: Any, answer: tuple[bytes, bool]) -> None:
         self.nr += 1
         if self.max_requests and self.nr >= self.max_requests:
             self.alive = False  # gunicorn's max_requests restart, as its own handler does
         _nonblocking(conn.sock)
-        self._send_rest(conn, memoryview(answer[0]), answer[1])
-        return True
+        self._send_rest(conn, answer[0], 0, answer[1])
 
-    def _send_rest(self, conn: Any, data: memoryview, keep: bool, _sock: Any = None) -> None:
+    def _send_rest(self, conn: Any, data: bytes, sent: int, keep: bool, _sock: Any = None) -> None:
+        io = self._io
         try:
-            while data:
-                data = data[conn.sock.send(data):]
+            while sent < len(data):
+                sent += io.send(conn.sock, data, sent) if io is not None else conn.sock.send(data[sent:])
         except (BlockingIOError, InterruptedError):
-            self._watch(conn.sock, selectors.EVENT_WRITE, partial(self._send_rest, conn, data, keep))
+            self._watch(conn.sock, selectors.EVENT_WRITE, partial(self._send_rest, conn, data, sent, keep))
             return
         except OSError:
             self._close(conn)
@@ -381,7 +445,27 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
             return
         conn.set_timeout()  # kept alive exactly as gthread keeps a connection after a request
         self.keepalived_conns.append(conn)
-        self._watch(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        self._watch(conn.sock, selectors.EVENT_READ, self._callbacks(conn)[0])
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """A thread's request is done: as gthread, but a connection that closes is closed without blocking.
+
+        gthread closes it gracefully in this loop (FIN, then a blocking ``recv`` of up to 2 s until the
+        client closes its side): every stream that ends with ``Connection: close`` stalled every other
+        connection until its client, busy with hundreds of others, got round to closing (up to a second
+        each, measured). Here the same drain waits in the poller (``_linger``)."""
+        try:
+            closing = not fs.cancelled() and fs.exception() is None and not fs.result()
+        except Exception:  # cancelled or failed: gthread's own handling
+            closing = False
+        if not closing or self._tls:
+            return super().finish_request(conn, fs)
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self._close(conn)
+        self._linger(conn)
 
     def murder_pending(self) -> None:
         super().murder_pending()
@@ -468,6 +552,10 @@ class PowerWorker(ThreadWorker):  # type: ignore[misc]
                 self._close(conn)
 
     def run(self) -> None:
+        held = held_selector()  # before gthread's run registers anything with its poller
+        if held is not None:
+            self.poller.close()
+            self.poller = held
         super().run()
         if self._closer is not None:  # runners end before the worker does
             self._closer.join(self.limits.shutdown_timeout + 20)

@@ -173,20 +173,26 @@ class Layout:
         removing an entry changes its folder's mtime, rewriting a manifest (atomically or in place,
         as other tools do) changes its file's, so comparing stats finds any change without reading.
         """
-        entries: list[tuple[str, tuple[int, ...] | None]] = [(str(self.manifests_dir),
-                                                              _identity(self.manifests_dir))]
+        return tuple((path, _identity(path)) for path, _ in self._tree())
+
+    def folders(self) -> list[str]:
+        """The models folder and every folder of the manifests tree (what a ``TreeWatch`` watches)."""
+        return [str(self.root)] + [path for path, folder in self._tree() if folder]
+
+    def _tree(self) -> Iterator[tuple[str, bool]]:
+        """Each entry of the manifests tree, host/namespace/model folders then tag files, and if it is a folder."""
+        yield str(self.manifests_dir), True
         for host in _subdirs(self.manifests_dir):
-            entries.append((str(host), _identity(host)))
+            yield str(host), True
             for ns in _subdirs(host):
-                entries.append((str(ns), _identity(ns)))
+                yield str(ns), True
                 for model in _subdirs(ns):
-                    entries.append((str(model), _identity(model)))
+                    yield str(model), True
                     try:
                         tags = list(os.scandir(model))
                     except OSError:
                         continue
-                    entries += [(t.path, _identity(t.path)) for t in tags if not t.is_dir()]
-        return tuple(entries)
+                    yield from ((t.path, False) for t in tags if not t.is_dir())
 
     @staticmethod
     def unchanged(state: TreeState) -> bool:

@@ -6,6 +6,7 @@ import builtins
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from power.store.ops import (
 )
 from power.store.record import ModelRecord, load_record
 from power.store.request import CreateRequest, request_from_modelfile
+from power.store.watch import RECHECK_S, TreeWatch
 
 __all__ = ["PRUNE_GRACE", "ModelStore"]
 
@@ -65,7 +67,10 @@ class ModelStore:
         prune_grace: float = PRUNE_GRACE,
     ) -> None:
         self.layout = Layout(Path(root), BlobStore(Path(root) / "blobs", max_size=max_blob_size))
-        self._listing: tuple[TreeState | None, tuple[ModelSummary, ...]] = (None, ())
+        self._listing: tuple[TreeState | None, tuple[ModelSummary, ...], int] = (None, (), 0)
+        self._watch: TreeWatch | None = None  # see ``watch_listing``
+        self._changes = 0  # changes the watch has reported
+        self._compared = 0.0  # when the listing's tree was last compared by stats
         self.ctx = StoreContext(self.layout, threading.RLock(), {}, noprune,
                                 quantizer or _native_quantize, 0, template_detector)
         self._in_use = in_use
@@ -124,8 +129,11 @@ class ModelStore:
         return removed
 
     def close(self) -> None:
-        """Stop the sweep that ``startup`` started."""
+        """Stop the sweep that ``startup`` started (and the listing's watch)."""
         self._stop.set()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._sweeper is not None:
             self._sweeper.join(5)
             self._sweeper = None
@@ -164,15 +172,43 @@ class ModelStore:
     def listing(self) -> tuple[ModelSummary, ...]:
         """Every readable model, newest first: the same tuple until something in the manifests folder changes.
 
-        Clients poll ``/api/tags``; an unchanged library costs a stat per folder and manifest, not a read.
+        Clients poll ``/api/tags``; an unchanged library costs a stat per folder and manifest, not a read,
+        or with ``watch_listing`` one read of the kernel's change events (and the stats once a ``RECHECK_S``).
         """
-        state, listing = self._listing
-        if state is not None and self.layout.unchanged(state):
-            return listing
+        state, listing, seen = self._listing
+        watch = self._watch
+        if state is not None:
+            if watch is None or not watch.watching(str(self.layout.manifests_dir)):  # none yet: stats see it made
+                if self.layout.unchanged(state):
+                    return listing
+            else:
+                if watch.changed():
+                    self._changes += 1  # every caller from now on relists until one listing started after this
+                now = time.monotonic()
+                if seen == self._changes:
+                    if now - self._compared < RECHECK_S:
+                        return listing
+                    if self.layout.unchanged(state):  # what inotify cannot see: another host's writes (NFS)
+                        self._compared = now
+                        return listing
+        seen = self._changes
+        if watch is not None:
+            watch.changed()  # a change from here on is seen next time
+            watch.forget()
+            while watch.watch(self.layout.folders()):  # until no new folder appeared while watching
+                pass
         state = self.layout.tree_state()  # taken first: a change made while listing shows next time
         listing = tuple(list_models(self.layout))
-        self._listing = (state, listing)
+        self._listing = (state, listing, seen)
+        self._compared = time.monotonic()
         return listing
+
+    def watch_listing(self) -> bool:
+        """Have the kernel tell ``listing`` of changes (inotify, ``power.store.watch``); False where it cannot."""
+        if self._watch is None:
+            self._watch = TreeWatch.open()
+            self._listing = (None, (), 0)
+        return self._watch is not None
 
     def show(self, name: str | ModelName, *, verbose: bool = False, system: str | None = None,
              options: Mapping[str, Any] | None = None) -> dict[str, Any]:

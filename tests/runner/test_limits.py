@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -112,8 +114,62 @@ def test_gpu_usage_parsing_and_sampler_cache() -> None:
     assert GpuSampler(False, run=run).sample() == []
 
 
+def test_gpu_sampler_without_blocking_answers_the_last_figures_and_refreshes_behind() -> None:
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def slow(cmd: list[str]) -> str:
+        calls.append(1)
+        gate.wait(10)  # nvidia-smi taking its time
+        return "0, 2048, 81920, 50\n"
+
+    sampler = GpuSampler(True, ttl=60, run=slow)
+    start = time.monotonic()
+    assert sampler.sample(block=False) == [] and sampler.sample(block=False) == []  # nothing yet, no wait
+    assert time.monotonic() - start < 1
+    gate.set()
+    assert wait_for(lambda: sampler.sample(block=False) == [
+        {"index": 0, "used": 2048 << 20, "total": 81920 << 20, "utilization": 0.5}], 5)
+    assert len(calls) == 1  # one refresh for both calls, and none while the figures are fresh
+
+
 def test_summarize_totals() -> None:
     rows = [{"name": "a", "running": 2, "waiting": 1, "kv_used": 100, "n_ctx": 400},
             {"name": "b", "running": 1, "waiting": 0, "kv_used": 0, "n_ctx": 100}]
     st = summarize(rows, pending_loads=2, queue_capacity=9)
     assert (st["running"], st["waiting"], st["kv_cache_usage"]) == (3, 3, 0.2)
+
+
+def test_a_scrape_waits_for_idle_runners_but_not_for_busy_ones(make_scheduler: Callable[..., Scheduler]) -> None:
+    """scrape_stats: idle, the runners' own answer (every finished request counted); busy, the last answer
+    once the wait is over, even from a runner that does not answer at all (stopped here), and a fresh
+    one again once it does."""
+    sched = make_scheduler(context_length=2048)
+    sched.generate("tiny", "warm up", options={"num_predict": 3}).result()
+    assert sched.scrape_waits()  # no answer yet to fall back on
+    idle = sched.scrape_stats()
+    assert idle["models"] == sched.stats()["models"] and idle["running"] == 0
+    [row] = idle["models"]
+    assert row["prompt_cache"]["kv"]["misses"] >= 1
+    stream = sched.generate("tiny", "go on and on", options=LONG)
+    next(stream)
+    pid = sched._models["tiny"].runner.pid  # type: ignore[union-attr]
+    assert not sched.scrape_waits()  # busy, with an answer to fall back on: the worker's loop may scrape
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        busy = sched.scrape_stats(busy_wait=0.2)
+        assert time.monotonic() - start < 2 and busy["models"] == idle["models"]  # the last answer
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert wait_for(lambda: sched.scrape_stats(busy_wait=0.2)["running"] == 1, 10)  # fresh again
+    stream.cancel()
+    stream.result()
+    assert wait_for(lambda: sched.scrape_stats()["running"] == 0, 10)
+    assert sched.scrape_waits()  # idle: a scrape waits for the runners' own answer
+    os.kill(pid, signal.SIGSTOP)  # ... unless it must not (the HTTP worker's event loop): then the last one
+    try:
+        start = time.monotonic()
+        assert sched.scrape_stats(block=False)["running"] == 0 and time.monotonic() - start < 1
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -10,8 +10,10 @@ adding, replacing in place or removing a manifest file).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 from power.store import ModelStore
-from power.server.fastlane import fast_lane_of
+from power.server.fastlane import QueuedLog, fast_lane_of
 from power.server.worker import KeptAlive
 from tests.server.conftest import add_model
 from tests.server.live import LiveServer, read_all
@@ -105,6 +107,33 @@ def test_fast_answers_equal_the_apps(server: LiveServer, path: str, method: str)
     same_answer(server, path, method)
 
 
+def _families(text: bytes) -> list[str]:
+    return sorted(line.split()[2] for line in text.decode().splitlines() if line.startswith("# TYPE "))
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_metrics_answered_by_the_worker_equal_the_apps(server: LiveServer, loaded: bool) -> None:
+    """/metrics from the worker's metrics thread: the app's headers and families, the counters up to date."""
+    if loaded:
+        status, _ = server.request("POST", "/api/generate", {"model": "tiny", "prompt": "hi", "stream": False,
+                                                            "options": {"num_predict": 2}})
+        assert status == 200
+    fast, slow = get(server, "/metrics"), get(server, "/metrics?via=app")
+    assert fast[0] == slow[0] == "HTTP/1.1 200 OK"
+    assert _families(fast[2]) == _families(slow[2]) and len(_families(fast[2])) > 30
+    assert (b'a3s_power_model_requests_running{model="tiny:latest"}' in fast[2]) is loaded
+    for headers in (fast[1], slow[1]):
+        headers.pop("date"), headers.pop("x-request-id"), headers.pop("content-length")
+    assert fast[1] == slow[1]
+    with server.connect(10) as s:  # kept alive after a metrics answer, and pipelined requests behind one
+        s.sendall(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode() * 2 +
+                  f"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode())
+        answers = read_all(s)
+    assert answers.count(b"HTTP/1.1 200 OK") == 3 and answers.endswith(b"}")
+    if loaded:
+        server.request("POST", "/api/generate", {"model": "tiny", "keep_alive": 0})
+
+
 def test_ps_and_health_fast_answers_follow_the_scheduler(server: LiveServer) -> None:
     """A generation loads the model: both lanes show it, with the same expiry, and nothing running after."""
     status, body = server.request("POST", "/api/generate", {"model": "tiny", "prompt": "hi", "stream": False,
@@ -158,7 +187,11 @@ def test_fast_answers_are_counted_and_logged(server: LiveServer) -> None:
     for _ in range(5):
         get(server, "/api/version", extra="X-Request-ID: counted-5\r\n")
     assert counted() == before + 5
-    assert server.log.read_text().count("rid=counted-5 method=GET path=/api/version status=200") == 5
+    line = "rid=counted-5 method=GET path=/api/version status=200 ms="
+    deadline = time.monotonic() + 10  # the lane's lines are written by a thread of their own, a moment later
+    while server.log.read_text().count(line) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.log.read_text().count(line) == 5
 
 
 def test_listing_follows_every_change(server: LiveServer, home: Path) -> None:
@@ -217,8 +250,9 @@ def test_lane_answers_plain_polls(make_client) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize("head", [
     PLAIN.replace(b"/api/tags", b"/api/tags?x=1"),
-    PLAIN.replace(b"/api/tags", b"/metrics"),
+    PLAIN.replace(b"/api/tags", b"/v1/models"),
     PLAIN.replace(b"GET /api/tags", b"HEAD /api/ps"),
+    PLAIN.replace(b"GET /api/tags", b"HEAD /metrics"),
     PLAIN.replace(b"GET", b"POST"),
     PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
     PLAIN.replace(b"127.0.0.1:11434", b"evil.example"),
@@ -231,10 +265,23 @@ def test_lane_answers_plain_polls(make_client) -> None:  # type: ignore[no-untyp
     PLAIN.replace(b"Accept: */*", b"X-Big: " + b"a" * (40 << 10)),
     PLAIN.replace(b"Accept: */*", b"X-Long: " + b"a" * 8200),
     PLAIN.replace(b"Accept: */*", b"\r\n".join(b"X-H%d: v" % i for i in range(100))),
-], ids=["query", "other-route", "head-ps", "post", "http10", "foreign-host", "two-hosts", "origin", "body", "chunked",
+], ids=["query", "other-route", "head-ps", "head-metrics", "post", "http10", "foreign-host", "two-hosts", "origin", "body", "chunked",
         "upgrade", "folded", "huge-head", "long-field", "many-fields"])
 def test_lane_declines_what_the_app_must_answer(make_client, head: bytes) -> None:  # type: ignore[no-untyped-def]
     assert _lane(make_client).answer(head, "127.0.0.1") is None
+
+
+def test_lane_answers_metrics_off_the_loop(make_client) -> None:  # type: ignore[no-untyped-def]
+    lane = _lane(make_client)
+    head = PLAIN.replace(b"/api/tags", b"/metrics")
+    assert lane.threaded(head) and not lane.threaded(PLAIN) and not lane.threaded(head.replace(b"GET", b"POST"))
+    answer = lane.answer(head, "127.0.0.1")
+    assert answer is not None
+    _, headers, body = split(answer[0])
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"\nvllm:num_requests_waiting " in body and int(headers["content-length"]) == len(body)
+    lane.metrics_wait = lambda: False  # the scheduler would answer at once: the loop itself answers
+    assert not lane.threaded(head) and lane.answer(head, "127.0.0.1") is not None
 
 
 def test_lane_answers_ps_and_ready_health_only(make_client, scheduler) -> None:  # type: ignore[no-untyped-def]
@@ -268,3 +315,25 @@ def test_kept_alive_connections_leave_in_any_order_and_expire_oldest_first() -> 
     assert [kept.popleft() for _ in range(4)] == ["b", "d", "e", "a"] and not kept
     with pytest.raises(KeyError):
         kept.remove("z")
+
+
+def test_queued_log_writes_every_line_in_order_through_the_loggers_handlers() -> None:
+    logger = logging.getLogger("tests.fastlane.queued")
+    logger.propagate = False
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger.addHandler(Keep())
+    logger.setLevel(logging.WARNING)
+    queued = QueuedLog(logger, "n=%d who=%s")
+    queued(0, "dropped")  # INFO is off: nothing made
+    logger.setLevel(logging.INFO)
+    for i in range(500):
+        queued(i, "x")
+    deadline = time.monotonic() + 10
+    while len(lines) < 500 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lines == [f"n={i} who=x" for i in range(500)]

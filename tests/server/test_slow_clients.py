@@ -113,3 +113,25 @@ def test_oversized_headers_get_431(server: LiveServer, headers: str) -> None:
                   "Connection: close\r\n\r\n".encode())
         raw = read_all(s)
     assert parse_status(raw) == 431
+
+
+def test_clients_that_never_close_after_a_closing_answer_stall_nobody(server: LiveServer) -> None:
+    """A thread's answer with ``Connection: close`` ends with our FIN; gthread then waited up to 2 s in its
+    event loop for the client's (each), so 4 clients that read their answer and keep the socket open held
+    every other connection for 8 s. Now the drain waits in the poller, and the connection is closed after it."""
+    held = []
+    for _ in range(4):
+        s = server.connect()
+        s.sendall(f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode())
+        held.append(s)
+    try:
+        time.sleep(0.5)  # answered, and their drains begin
+        with server.connect(timeout=3) as other:  # would wait for 4 x 2 s behind the graceful closes
+            other.sendall(f"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                          "Connection: close\r\n\r\n".encode())
+            assert parse_status(read_all(other)) == 200
+        for s in held:  # the answer, then the server's FIN: b"" while our side stays open
+            assert parse_status(read_all(s)) == 200
+    finally:
+        for s in held:
+            s.close()

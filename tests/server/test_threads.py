@@ -102,3 +102,52 @@ def test_request_threads_end_after_a_burst(tmp_path: Path) -> None:
         generate()  # and the server still serves
     finally:
         assert server.stop() == 0
+
+
+def test_the_submitter_never_starts_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thread.start waits for the new thread to run: the pool's spawner does it, never the worker's loop."""
+    starters: list[str] = []
+    start = threading.Thread.start
+
+    def recording(self: threading.Thread) -> None:
+        if self.name.startswith("t-pool"):  # the pool's threads (not, say, a trim's timer)
+            starters.append(threading.current_thread().name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", recording)
+    pool = ElasticPool(8, idle=5, name="t-pool")
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 10) for _ in range(8)]
+    assert _wait(lambda: sum(f.running() for f in futures) == 8)
+    gate.set()
+    assert all(f.result(10) for f in futures)
+    pool.shutdown()
+    assert starters[0] == threading.current_thread().name  # the spawner itself, made with the pool
+    assert starters[1:] == ["t-pool-spawner"] * 8
+
+
+def test_the_heap_is_trimmed_once_while_tasks_run_and_once_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trim stops every thread for a moment: ten threads ending beside a running task trim once (not ten
+    times), and the endings once no task runs trim again (once a second at most)."""
+    from power.server import threads as threads_module
+
+    trims: list[float] = []
+    def trim() -> None:
+        if threading.current_thread().name.startswith("t-trim"):  # this pool's (other tests' pools may end now)
+            trims.append(time.monotonic())
+
+    monkeypatch.setattr(threads_module, "trim_heap", trim)
+    pool = ElasticPool(16, idle=0.2, name="t-trim")
+    gate = threading.Event()
+    long = pool.submit(gate.wait, 30)
+    shorts = [pool.submit(time.sleep, 0.05) for _ in range(10)]
+    assert all(f.result(10) is None for f in shorts)
+    assert _wait(lambda: pool.threads == 1)  # the ten ended beside the running task
+    time.sleep(0.3)
+    assert len(trims) == 1
+    gate.set()
+    assert long.result(10) is True
+    assert _wait(lambda: len(trims) == 2, 5)  # its thread ended with nothing running: trimmed again
+    time.sleep(1.5)
+    assert len(trims) == 2
+    pool.shutdown()
