@@ -175,6 +175,8 @@ class Loaded:
                 "n_ctx": n_ctx, "kv_cache_usage": kv_used / n_ctx if n_ctx else 0.0,
                 "num_parallel": self.load.num_parallel, "in_flight": self.refs,
                 "draft_skipped": int(engine.get("n_draft_skipped") or 0),
+                "draft_caught_up": int(engine.get("n_draft_caught_up") or 0),
+                "draft_copied": int(engine.get("n_draft_copied_tokens") or 0),
                 "prompt_cache": self._prompt_cache(engine, kv_used, n_ctx)}
 
     def _prompt_cache(self, engine: Mapping[str, Any], kv_used: int, n_ctx: int) -> dict[str, dict[str, int]]:

@@ -81,13 +81,20 @@ class _SchedulerCollector(Collector):
                                labels=["model"])
         skipped = CounterMetricFamily("a3s_power_draft_skipped_steps", "Sequence steps the speculation gate "
                                       "left undrafted (drafting would have cost more than it gains)", labels=["model"])
+        caught_up = CounterMetricFamily("a3s_power_draft_evaluated_tokens", "Tokens the draft model's context "
+                                        "evaluated to catch up with its sequences (prompts, rejected drafts)",
+                                        labels=["model"])
+        copied = CounterMetricFamily("a3s_power_draft_copied_tokens", "Draft-model cells copied from another "
+                                     "sequence holding the prefix instead of evaluated", labels=["model"])
         for u in usage:
             name = str(u.get("name", ""))
             run.add_metric([name], float(u.get("running", 0)))
             wait.add_metric([name], float(u.get("waiting", 0)))
             kv.add_metric([name], float(u.get("kv_cache_usage", 0.0)))
             skipped.add_metric([name], float(u.get("draft_skipped", 0)))
-        yield from (mem, vram, run, wait, kv, skipped)
+            caught_up.add_metric([name], float(u.get("draft_caught_up", 0)))
+            copied.add_metric([name], float(u.get("draft_copied", 0)))
+        yield from (mem, vram, run, wait, kv, skipped, caught_up, copied)
 
     @staticmethod
     def _prompt_cache(usage: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:

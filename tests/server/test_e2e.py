@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -180,6 +181,11 @@ def test_create_with_a_draft_model_over_http(server: str, tmp_path: Path) -> Non
         assert out.status_code == 200, out.text
         answers[name] = out.json()
         sizes[name] = next(m.size for m in client.ps().models if m.model == f"{name}:latest")
+        if name == "speccy":  # /metrics counts what the draft model's context evaluated to keep up
+            metrics = httpx.get(f"{server}/metrics").text
+            found = re.search(r'^a3s_power_draft_evaluated_tokens_total\{model="speccy:latest"\} (\S+)$', metrics, re.M)
+            assert found and float(found.group(1)) >= 2, metrics[-2000:]
+            assert re.search(r'^a3s_power_draft_copied_tokens_total\{model="speccy:latest"\} 0\.0$', metrics, re.M)
     assert answers["speccy"]["response"] == answers["nospec"]["response"]
     assert answers["speccy"]["eval_count"] == 24 and answers["speccy"]["draft_count"] > 0
     assert "draft_count" not in answers["nospec"]
