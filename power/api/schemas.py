@@ -209,12 +209,13 @@ OA_RESPONSE = {
     "properties": {
         "model": _MODEL,
         "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": _OBJ}],
-                  "description": "a string (one user message) or input items: message, function_call, "
-                                 "function_call_output, reasoning"},
+                  "description": "a string (one user message) or input items: message, reasoning, "
+                                 "function_call, custom_tool_call, local_shell_call and their outputs"},
         "instructions": {"type": ["string", "null"]},
         "tools": {"type": ["array", "null"], "items": {"type": "object", "properties": {"type": _S, "name": _S},
                                                        "required": ["type"]},
-                  "description": "function tools, flat: {\"type\": \"function\", \"name\": ..., \"parameters\": ...}"},
+                  "description": "function tools, flat ({\"type\": \"function\", \"name\": ..., \"parameters\": "
+                                 "...}), namespace, custom and local_shell tools; hosted tools are left out"},
         "tool_choice": {"anyOf": [{"enum": ["none", "auto", "required"]}, {"type": "object"}, {"type": "null"}],
                         "description": "none, auto, required, {\"type\": \"function\", \"name\": ...} or "
                                        "{\"type\": \"allowed_tools\", \"mode\": ..., \"tools\": [...]}"},
@@ -399,7 +400,11 @@ _RS_ITEM = {"anyOf": [
     _object({"id": _S, "type": {"const": "reasoning"}, "summary": {"type": "array"},
              "content": {"type": "array", "items": _RS_TEXT}}, {"status": _S}),
     _object({"id": _S, "type": {"const": "function_call"}, "status": _S, "call_id": _S, "name": _S,
-             "arguments": _S})]}
+             "arguments": _S}, {"namespace": _S}),
+    _object({"id": _S, "type": {"const": "custom_tool_call"}, "status": _S, "call_id": _S, "name": _S,
+             "input": _S}, {"namespace": _S}),
+    _object({"id": _S, "type": {"const": "local_shell_call"}, "status": _S, "call_id": _S,
+             "action": _object({"type": {"const": "exec"}, "command": {"type": "array", "items": _S}})})]}
 _RS_USAGE = _object({"input_tokens": _COUNT, "output_tokens": _COUNT, "total_tokens": _COUNT,
                      "input_tokens_details": _object({"cached_tokens": _COUNT}),
                      "output_tokens_details": _object({"reasoning_tokens": _COUNT})})
@@ -416,11 +421,12 @@ RESPONSE_EVENT = _object(  # one server-sent event of a streamed response (the d
                        "response.content_part.added", "response.output_text.delta", "response.output_text.done",
                        "response.reasoning_text.delta", "response.reasoning_text.done",
                        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                       "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
                        "response.content_part.done", "response.output_item.done", "response.completed",
                        "response.failed", "error"]},
      "sequence_number": _COUNT},
     {"response": RESPONSE, "output_index": _COUNT, "content_index": _COUNT, "item_id": _S, "item": _RS_ITEM,
-     "part": _RS_TEXT, "delta": _S, "text": _S, "arguments": _S, "message": _S})
+     "part": _RS_TEXT, "delta": _S, "text": _S, "arguments": _S, "input": _S, "message": _S})
 RESPONSE_DELETED = _object({"id": _S, "object": {"const": "response"}, "deleted": {"const": True}})
 
 _AN_USAGE = _object({"input_tokens": _COUNT, "output_tokens": _COUNT, "cache_creation_input_tokens": _COUNT,

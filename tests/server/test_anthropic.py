@@ -181,6 +181,40 @@ def test_messages_tools_and_results_reach_the_prompt(client: testing.TestClient,
     assert "Error: service down" in prompt and prompt.index("Error: service down") < prompt.index("Try again?")
 
 
+def test_documents_search_results_and_server_tools_reach_the_prompt(client: testing.TestClient,
+                                                                    scheduler: FakeScheduler) -> None:
+    """What Claude Code and the Anthropic SDK send beyond text: plain-text documents and search results become
+    text, earlier server-tool turns (web search) a call and its result; PDFs and uploads are left out."""
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+    r = post(client, tools=[WEATHER], messages=[
+        {"role": "user", "content": [
+            {"type": "document", "title": "Notes", "source": {"type": "text", "media_type": "text/plain",
+                                                              "data": "The sky is green."}},
+            {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "Page two."}]}},
+            pdf, {"type": "container_upload", "file_id": "file_1"},
+            {"type": "search_result", "source": "https://a.example", "title": "A",
+             "content": [{"type": "text", "text": "Result text."}]},
+            {"type": "text", "text": "What colour?"}]},
+        {"role": "assistant", "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "sky"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                {"type": "web_search_result", "title": "Sky facts", "url": "https://sky.example",
+                 "encrypted_content": "zz"}]},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": [
+                {"type": "text", "text": "Cold."}, pdf, {"type": "tool_reference", "tool_name": "get_weather"},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Report."}}]},
+            {"type": "text", "text": "And now?"}]}])
+    assert r.status_code == 200, r.text
+    prompt = generated(scheduler)[-1]["prompt"]
+    order = ["Notes\n\nThe sky is green.", "Page two.", "A - https://a.example\nResult text.", "What colour?",
+             "- Sky facts: https://sky.example", "Cold.\n\nReport.", "And now?"]
+    assert all(p in prompt for p in order), prompt
+    assert [prompt.index(p) for p in order] == sorted(prompt.index(p) for p in order)
+    assert "JVBERi0" not in prompt and "file_1" not in prompt
+
+
 def test_structured_output_and_forced_tools_are_grammars(client: testing.TestClient, scheduler: FakeScheduler) -> None:
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     post(client, output_config={"format": {"type": "json_schema", "schema": schema}})
@@ -201,6 +235,12 @@ def test_structured_output_and_forced_tools_are_grammars(client: testing.TestCli
     ({"max_tokens": None}, "max_tokens"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "hologram"}]}]}, "unknown content block type"),
+    ({"messages": [{"role": "user", "content": [{"type": "document", "source": "x"}]}]}, "document needs a source"),
+    ({"messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": 3}}]}]},
+     "content.0.source.data"),
+    ({"messages": [{"role": "user", "content": [{"type": "search_result", "content": "x"}]}]}, "content.0.content"),
+    ({"messages": [{"role": "user", "content": [{"type": "server_tool_use", "id": "s", "name": "web_search",
+                                                 "input": {}}]}]}, "belong in assistant messages"),
     ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x",
                                                  "content": "4"}]}]}, "names no earlier tool_use"),
     ({"messages": [{"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "x"}]}]},

@@ -3,11 +3,16 @@
 Pure functions over the validated body; every malformed block is a 400 naming
 its place (``messages.2.content.1``), never a 500. Each Anthropic message
 becomes one native message, its tool results native ``tool`` messages in front
-of it (as Ollama does): they answer the previous assistant turn.
+of it (as Ollama does): they answer the previous assistant turn. Documents in
+plain text and search results become text; the calls of server tools (web
+search, code execution, remote MCP) in an earlier assistant turn become calls,
+their results ``tool`` messages after that turn. Blocks of Anthropic's that no
+model here can use (redacted thinking, PDF documents) are left out.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,8 +25,15 @@ __all__ = ["native_messages", "native_tools", "native_tool_choice", "thinking_of
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-# Blocks a model cannot use but clients echo back (redacted thinking): accepted and left out of the prompt.
-_IGNORED = frozenset({"redacted_thinking"})
+# Blocks of Anthropic's that a model here cannot use but clients send or echo back (redacted thinking, uploads to
+# a code container, tool search references): accepted and left out of the prompt, as Ollama leaves them out.
+_IGNORED = frozenset({"redacted_thinking", "container_upload", "tool_reference"})
+# Calls of server tools (web search, code execution, remote MCP) in earlier assistant turns, and their results
+_SERVER_CALLS = frozenset({"server_tool_use", "mcp_tool_use"})
+_SERVER_RESULTS = frozenset({"web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+                             "bash_code_execution_tool_result", "text_editor_code_execution_tool_result",
+                             "tool_search_tool_result", "mcp_tool_result"})
+_RESULT_CHARS = 8000  # of a server tool's result shown to the model
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "max", "max": "max"}
 
 
@@ -58,6 +70,55 @@ def _image(block: Mapping[str, Any], where: str) -> str:
     return _text(source.get("data"), f"{where}.source.data")
 
 
+def _document(block: Mapping[str, Any], where: str) -> str | None:
+    """A document's text (a plain-text or content source), titled; None for one that cannot be read here (a PDF
+    or a URL: left out, as Ollama leaves it out)."""
+    source = block.get("source")
+    if not isinstance(source, Mapping):
+        raise InvalidRequest(f"{where}.source: a document needs a source object")
+    kind = source.get("type")
+    if kind == "text":
+        text = _text(source.get("data"), f"{where}.source.data")
+    elif kind == "content":
+        content = source.get("content")
+        text = content if isinstance(content, str) else _texts(content, f"{where}.source.content")
+    else:
+        log.info("anthropic document left out: source type %s cannot be read here", str(kind)[:20])
+        return None
+    title = block.get("title")
+    return f"{title}\n\n{text}" if isinstance(title, str) and title else text
+
+
+def _texts(blocks: Any, where: str) -> str:
+    """The texts of a list of text blocks, joined by blank lines."""
+    if not isinstance(blocks, list):
+        raise InvalidRequest(f"{where}: expected a list of text blocks")
+    return "\n\n".join(_text(b.get("text") if isinstance(b, Mapping) else None, f"{where}.{k}.text")
+                        for k, b in enumerate(blocks))
+
+
+def _search_result(block: Mapping[str, Any], where: str) -> str:
+    """A search result as text: its title and source, then its content."""
+    head = " - ".join(str(block[k]) for k in ("title", "source") if isinstance(block.get(k), str) and block[k])
+    body = _texts(block.get("content"), f"{where}.content")
+    return f"{head}\n{body}" if head else body
+
+
+def _server_result(block: Mapping[str, Any]) -> str:
+    """A server tool's result as text: a search's titles and URLs, an error's code, else its content as JSON."""
+    content = block.get("content")
+    if isinstance(content, str):
+        return content[:_RESULT_CHARS]
+    if isinstance(content, Mapping) and str(content.get("type", "")).endswith("error"):
+        return f"error: {content.get('error_code') or 'unknown'}"
+    if isinstance(content, list) and all(isinstance(c, Mapping) for c in content):
+        if all("url" in c for c in content):
+            return "\n".join(f"- {c.get('title') or ''}: {c['url']}" for c in content)
+        if all(c.get("type") == "text" for c in content):
+            return "\n\n".join(str(c.get("text") or "") for c in content)[:_RESULT_CHARS]
+    return json.dumps(content, ensure_ascii=False)[:_RESULT_CHARS]
+
+
 def _result_content(content: Any, where: str) -> tuple[str, list[str]]:
     """A tool_result's content: a string, or text and image blocks."""
     if content is None or isinstance(content, str):
@@ -73,7 +134,12 @@ def _result_content(content: Any, where: str) -> tuple[str, list[str]]:
             texts.append(_text(block.get("text"), f"{at}.text"))
         elif kind == "image":
             images.append(_image(block, at))
-        else:
+        elif kind == "document":
+            if (text := _document(block, at)) is not None:
+                texts.append(text)
+        elif kind == "search_result":
+            texts.append(_search_result(block, at))
+        elif kind not in _IGNORED:
             raise InvalidRequest(f"{at}: unknown block type {str(kind)[:40]!r} in tool_result content")
     return "\n\n".join(texts), images
 
@@ -94,7 +160,8 @@ def native_messages(system: Any, messages: Sequence[Mapping[str, Any]]) -> list[
         thinking: list[str] = []
         images: list[str] = []
         calls: list[dict[str, Any]] = []
-        results: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []  # tool results of a user turn: before it
+        answers: list[dict[str, Any]] = []  # server tools' results in an assistant turn: after it
         for j, block in enumerate(content):
             where = f"messages.{i}.content.{j}"
             kind = block.get("type")
@@ -102,11 +169,16 @@ def native_messages(system: Any, messages: Sequence[Mapping[str, Any]]) -> list[
                 texts.append(_text(block.get("text"), f"{where}.text"))
             elif kind == "image":
                 images.append(_image(block, where))
+            elif kind == "document":
+                if (text := _document(block, where)) is not None:
+                    texts.append(text)
+            elif kind == "search_result":
+                texts.append(_search_result(block, where))
             elif kind == "thinking":
                 thinking.append(_text(block.get("thinking", ""), f"{where}.thinking"))
-            elif kind == "tool_use":
+            elif kind == "tool_use" or kind in _SERVER_CALLS:
                 if role != "assistant":
-                    raise InvalidRequest(f"{where}: tool_use blocks belong in assistant messages")
+                    raise InvalidRequest(f"{where}: {kind} blocks belong in assistant messages")
                 ident = _text(block.get("id"), f"{where}.id")
                 name = _text(block.get("name"), f"{where}.name")
                 args = block.get("input", {})
@@ -114,6 +186,10 @@ def native_messages(system: Any, messages: Sequence[Mapping[str, Any]]) -> list[
                     raise InvalidRequest(f"{where}: a tool_use needs an id, a name and an input object")
                 names[ident] = name
                 calls.append({"id": ident, "function": {"index": len(calls), "name": name, "arguments": dict(args)}})
+            elif kind in _SERVER_RESULTS:  # in the assistant turn that called it: its result follows that turn
+                ident = _text(block.get("tool_use_id"), f"{where}.tool_use_id")
+                answers.append({"role": "tool", "content": _server_result(block), "tool_name": names.get(ident, ""),
+                                "tool_call_id": ident})
             elif kind == "tool_result":
                 if role != "user":
                     raise InvalidRequest(f"{where}: tool_result blocks belong in user messages")
@@ -142,6 +218,7 @@ def native_messages(system: Any, messages: Sequence[Mapping[str, Any]]) -> list[
             if calls:
                 native["tool_calls"] = calls
             out.append(native)
+        out += answers
     return out
 
 

@@ -1,10 +1,12 @@
-"""Translate a Responses request into chat terms: input items, flat tools, ``tool_choice``, ``text.format``.
+"""Translate a Responses request into chat terms: input items and ``text.format`` (tools: ``response_tools``).
 
 Input items become OpenAI chat messages, which ``native_messages`` then turns
 into native ones exactly as ``/v1/chat/completions`` does, so the same
 conversation renders the same prompt on every API. A ``reasoning`` item rides
-on the assistant turn that follows it; a ``function_call`` joins the assistant
-turn before it; a ``function_call_output`` must answer an earlier call.
+on the assistant turn that follows it; a call (``function_call``,
+``custom_tool_call``, ``local_shell_call``) joins the assistant turn before it
+under the name the model saw for its tool (``response_tools``); its output must
+answer an earlier call. Calls of hosted tools are left out, as those tools are.
 """
 
 from __future__ import annotations
@@ -15,11 +17,18 @@ from typing import Any
 
 from power.api import jsonsafe
 from power.errors import InvalidRequest
+from power.server.openai.response_tools import SHELL, custom_arguments, qualified, shell_arguments
 
-__all__ = ["input_items", "chat_messages", "chat_tools", "chat_tool_choice", "text_format"]
+__all__ = ["input_items", "chat_messages", "text_format"]
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
-_KINDS = "message, function_call, function_call_output or reasoning"
+_KINDS = ("message, function_call, function_call_output, custom_tool_call, custom_tool_call_output, "
+          "local_shell_call, local_shell_call_output or reasoning")
+_CALLS = frozenset({"function_call", "custom_tool_call", "local_shell_call"})
+_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output", "local_shell_call_output"})
+_HOSTED_CALLS = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call",
+                           "computer_call", "computer_call_output", "mcp_call", "mcp_list_tools",
+                           "tool_search_call", "tool_search_output"})
 
 
 def input_items(value: Any) -> list[Any]:
@@ -89,6 +98,25 @@ def _arguments(item: Mapping[str, Any], where: str) -> str:
     return args
 
 
+def _call_of(kind: str, item: Mapping[str, Any], where: str) -> tuple[str, str, str]:
+    """A call item's call id, the name the model saw for its tool, and its arguments as a JSON string."""
+    call_id = item.get("call_id")
+    if call_id is None and kind == "local_shell_call":
+        call_id = item.get("id")
+    name = SHELL if kind == "local_shell_call" else item.get("name")
+    namespace = item.get("namespace")
+    if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name or \
+            not isinstance(namespace, (str, type(None))):
+        raise InvalidRequest(f"invalid {where}: a {kind} needs a call_id and a name")
+    if kind == "custom_tool_call":
+        arguments = json.dumps(custom_arguments(item.get("input"), where), ensure_ascii=False)
+    elif kind == "local_shell_call":
+        arguments = json.dumps(shell_arguments(item.get("action"), where), ensure_ascii=False)
+    else:
+        arguments = _arguments(item, where)
+    return call_id, qualified(name, namespace), arguments
+
+
 def chat_messages(items: Sequence[Any], instructions: Any = None) -> list[dict[str, Any]]:
     """OpenAI chat messages for ``instructions`` (a system message) and the conversation's items."""
     out: list[dict[str, Any]] = []
@@ -103,6 +131,8 @@ def chat_messages(items: Sequence[Any], instructions: Any = None) -> list[dict[s
         if not isinstance(item, Mapping):
             raise InvalidRequest(f"invalid {where}: expected an object")
         kind = item.get("type") or ("message" if "role" in item else None)
+        if not isinstance(kind, str):
+            raise InvalidRequest(f"invalid {where}.type {_short(kind)}: use {_KINDS}")
         if kind == "message":
             role = _ROLES.get(str(item.get("role")))
             if role is None:
@@ -113,13 +143,12 @@ def chat_messages(items: Sequence[Any], instructions: Any = None) -> list[dict[s
             if role == "assistant" and thinking:
                 msg["reasoning"], thinking = thinking, ""
             out.append(msg)
-        elif kind == "function_call":
-            call_id, name = item.get("call_id"), item.get("name")
-            if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name:
-                raise InvalidRequest(f"invalid {where}: a function_call needs a call_id and a name")
-            call = {"id": call_id, "type": "function", "function": {"name": name,
-                                                                    "arguments": _arguments(item, where)}}
+        elif kind in _CALLS:
+            call_id, name, arguments = _call_of(kind, item, where)
+            call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
             calls[call_id] = name
+            if kind == "local_shell_call" and isinstance(item.get("id"), str):
+                calls[item["id"]] = name  # its output may name the call by the item's id
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
@@ -129,14 +158,18 @@ def chat_messages(items: Sequence[Any], instructions: Any = None) -> list[dict[s
                 out.append({"role": "assistant", "content": None, "tool_calls": [call],
                             **({"reasoning": thinking} if thinking else {})})
                 thinking = ""
-        elif kind == "function_call_output":
+        elif kind in _OUTPUTS:
             call_id = item.get("call_id")
+            if call_id is None and kind == "local_shell_call_output":
+                call_id = item.get("id")
             if not isinstance(call_id, str) or call_id not in calls:
-                raise InvalidRequest(f"invalid {where}: no function_call with call_id {_short(call_id)} "
-                                     "comes before this function_call_output")
+                raise InvalidRequest(f"invalid {where}: no call with call_id {_short(call_id)} "
+                                     f"comes before this {kind}")
             output = item.get("output")
             out.append({"role": "tool", "tool_call_id": call_id, "name": calls[call_id],
                         "content": _parts(output, f"{where}.output") or None})
+        elif kind in _HOSTED_CALLS:
+            continue  # a hosted tool's call and result: nothing here ran it, the model never saw the tool
         elif kind == "reasoning":
             parts = _parts(item.get("content"), f"{where}.content", text_only=True) or \
                 _parts(item.get("summary"), f"{where}.summary", text_only=True)
@@ -145,56 +178,6 @@ def chat_messages(items: Sequence[Any], instructions: Any = None) -> list[dict[s
             raise InvalidRequest(f"invalid {where}.type {_short(kind)}: use {_KINDS}")
     # reasoning after the last assistant turn has no turn to ride on; it is dropped
     return out
-
-
-def chat_tools(tools: Any) -> list[dict[str, Any]] | None:
-    """Responses' flat function tools (``{"type": "function", "name": ...}``) in chat's nested shape."""
-    if not tools:
-        return None
-    if not isinstance(tools, list):
-        raise InvalidRequest("tools must be an array")
-    out = []
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, Mapping) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, Mapping) else None
-            raise InvalidRequest(f"invalid tools[{i}].type {_short(kind)}: only function tools are supported")
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"invalid tools[{i}]: a function tool needs a name")
-        fn: dict[str, Any] = {"name": name}
-        for key in ("description", "parameters"):
-            if tool.get(key) is not None:
-                fn[key] = tool[key]
-        out.append({"type": "function", "function": fn})
-    return out
-
-
-def chat_tool_choice(choice: Any, tools: list[dict[str, Any]] | None) -> tuple[Any, list[dict[str, Any]] | None]:
-    """Responses' ``tool_choice`` as chat's, with the tools it allows."""
-    if choice is None or isinstance(choice, str):
-        return choice, tools
-    if not isinstance(choice, Mapping):
-        raise InvalidRequest("invalid tool_choice: use none, auto, required or {\"type\": \"function\", "
-                             "\"name\": ...}")
-    kind = choice.get("type")
-    if kind == "function":
-        return {"type": "function", "function": {"name": choice.get("name")}}, tools
-    if kind == "allowed_tools":
-        allowed = choice.get("tools")
-        if not isinstance(allowed, list):
-            raise InvalidRequest("invalid tool_choice.tools: expected an array of tools")
-        listed = [t.get("name") if isinstance(t, Mapping) else None for t in allowed]
-        if not all(isinstance(n, str) for n in listed):
-            raise InvalidRequest("invalid tool_choice.tools: each allowed tool needs a name")
-        names = set(listed)
-        kept = [t for t in tools or () if t["function"]["name"] in names]
-        if len(kept) != len(names):
-            raise InvalidRequest("invalid tool_choice.tools: every allowed tool must be one of the request's tools")
-        mode = choice.get("mode", "auto")
-        if mode not in ("auto", "required"):
-            raise InvalidRequest(f"invalid tool_choice.mode {_short(mode)}: use auto or required")
-        return mode, kept or None
-    raise InvalidRequest(f"invalid tool_choice.type {_short(kind)}: use function or allowed_tools")
 
 
 def text_format(text: Any) -> Any:

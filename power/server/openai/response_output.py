@@ -3,11 +3,12 @@
 One builder serves both ways of answering: a streamed response sends the events
 it returns, a whole one ignores them and sends ``builder.response``, so both
 carry the same items. Thinking opens a ``reasoning`` item, visible text a
-``message`` item, and each parsed tool call is a ``function_call`` item; a
-change of kind closes the open item. Events follow the order the openai SDK's
+``message`` item, and each parsed tool call is a ``function_call``,
+``custom_tool_call`` or ``local_shell_call`` item, as its tool was declared
+(``response_tools``); a change of kind closes the open item. Events follow the order the openai SDK's
 stream helpers accumulate: ``response.created``, ``response.in_progress``, per
 item ``output_item.added``, ``content_part.added``, text or argument deltas and
-their ``.done``, ``content_part.done``, ``output_item.done``; then
+their ``.done`` (a custom tool's input: ``custom_tool_call_input``), ``content_part.done``, ``output_item.done``; then
 ``response.completed``. Each event carries its ``sequence_number``.
 
 A response cut off by ``max_output_tokens`` has status ``incomplete`` with
@@ -25,6 +26,7 @@ from typing import Any
 
 from power.prompt import ToolCall
 from power.server.inference import Piece
+from power.server.openai.response_tools import SHELL, ResponseTools, shell_action
 
 __all__ = ["ResponseBuilder", "new_id"]
 
@@ -47,8 +49,9 @@ def _text_event(kind: str) -> str:
 class ResponseBuilder:
     """The output of one response, built piece by piece; each step returns the events it caused."""
 
-    def __init__(self, head: dict[str, Any]) -> None:
+    def __init__(self, head: dict[str, Any], tools: ResponseTools | None = None) -> None:
         self.head = head
+        self.tools = tools or ResponseTools()
         self.sequence = 0
         self.output: list[dict[str, Any]] = []
         self.open: dict[str, Any] | None = None  # the reasoning or message item being written
@@ -157,15 +160,33 @@ class ResponseBuilder:
                 self._event("response.output_item.done", output_index=index, item=item)]
 
     def _call(self, call: ToolCall) -> list[dict[str, Any]]:
-        arguments = json.dumps(call.arguments, ensure_ascii=False)
-        item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call.id,
-                "name": call.name, "arguments": ""}
+        """The item of one tool call, of the kind its tool was declared as."""
+        spec = self.tools.spec(call.name)
         index = len(self.output)
+        deltas: list[tuple[str, dict[str, Any]]] = []  # the events between added and done, and their fields
+        final: dict[str, Any] = {}  # the item's fields once the deltas are sent
+        if spec.kind == SHELL:
+            item: dict[str, Any] = {"id": new_id("lsh"), "type": "local_shell_call", "status": "in_progress",
+                                    "call_id": call.id, "action": shell_action(call.arguments)}
+        elif spec.kind == "custom":
+            text = call.arguments.get("input")
+            text = text if isinstance(text, str) else json.dumps(call.arguments, ensure_ascii=False)
+            item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress", "call_id": call.id,
+                    "name": spec.name, "input": ""}
+            deltas = [("response.custom_tool_call_input.delta", {"delta": text}),
+                      ("response.custom_tool_call_input.done", {"input": text})]
+            final = {"input": text}
+        else:
+            arguments = json.dumps(call.arguments, ensure_ascii=False)
+            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call.id,
+                    "name": spec.name, "arguments": ""}
+            deltas = [("response.function_call_arguments.delta", {"delta": arguments}),
+                      ("response.function_call_arguments.done", {"arguments": arguments})]
+            final = {"arguments": arguments}
+        if spec.namespace is not None:
+            item["namespace"] = spec.namespace
         self.output.append(item)
-        events = [self._event("response.output_item.added", output_index=index, item=item),
-                  self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
-                              delta=arguments),
-                  self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                              arguments=arguments)]
-        item.update(arguments=arguments, status="completed")
+        events = [self._event("response.output_item.added", output_index=index, item=item)]
+        events += [self._event(kind, item_id=item["id"], output_index=index, **fields) for kind, fields in deltas]
+        item.update(final, status="completed")
         return events + [self._event("response.output_item.done", output_index=index, item=item)]

@@ -30,9 +30,10 @@ from power.server.inference import (
     resolve_think,
 )
 from power.server.openai.messages import effort_of, native_messages
-from power.server.openai.response_input import chat_messages, chat_tool_choice, chat_tools, input_items, text_format
+from power.server.openai.response_input import chat_messages, input_items, text_format
 from power.server.openai.response_output import ResponseBuilder, new_id
 from power.server.openai.response_store import ResponseStore
+from power.server.openai.response_tools import chat_tool_choice, response_tools
 from power.server.prompting import (
     chat_prompt,
     check_images,
@@ -111,10 +112,10 @@ class ResponsesResource:
         if not conversation:
             raise InvalidRequest("input is required")
         messages = native_messages(chat_messages(conversation, body.get("instructions")))
-        tools = chat_tools(body.get("tools"))
-        if tools:
+        declared = response_tools(body.get("tools"))
+        if declared.chat:
             require_capability(view, "tools")
-        choice, tools = chat_tool_choice(body.get("tool_choice"), tools)
+        choice, tools = chat_tool_choice(body.get("tool_choice"), declared)
         check_images(view, [image for m in messages for image in m.get("images") or ()])
         think = resolve_think(view, effort_of(body))
         source = source_of(view)
@@ -130,7 +131,7 @@ class ResponsesResource:
         job = Job("/v1/responses", view, prompt, options, None, parser, grammar=thinking_first(grammar, parser),
                   truncate=truncate, rid=req.context.rid, images=check_images(view, images))
         store = body.get("store") is not False
-        builder = ResponseBuilder(_head(body, view.name, previous, store))
+        builder = ResponseBuilder(_head(body, view.name, previous, store), declared)
         gen = Generation(self.services, job)
         keep = (lambda: self.store.put(builder.response, conversation + builder.output)) if store else None
         if body.get("stream"):
