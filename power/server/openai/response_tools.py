@@ -70,8 +70,13 @@ class ToolSpec:
 class ResponseTools:
     """The chat tools the model sees, and what each of their names stands for in the Responses API."""
 
-    chat: list[dict[str, Any]] = field(default_factory=list)
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by the name the model sees
     specs: dict[str, ToolSpec] = field(default_factory=dict)
+
+    @property
+    def chat(self) -> list[dict[str, Any]]:
+        """The chat tools, in the order declared (a name declared twice: its last declaration)."""
+        return [{"type": "function", "function": fn} for fn in self.functions.values()]
 
     def spec(self, called: str) -> ToolSpec:
         """The tool a call names; a name the request did not declare is a plain function."""
@@ -102,8 +107,8 @@ class ResponseTools:
             fn["description"] = description
         if parameters is not None:
             fn["parameters"] = parameters
-        self.chat = [t for t in self.chat if t["function"]["name"] != called]  # the last declaration wins
-        self.chat.append({"type": "function", "function": fn})
+        self.functions.pop(called, None)  # the last declaration wins, in its place
+        self.functions[called] = fn
         self.specs[called] = spec
 
 
