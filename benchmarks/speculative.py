@@ -71,7 +71,7 @@ TASKS = {
     "json": f"Return this JSON record with \"status\" set to \"done\". Answer with the JSON only.\n\n{RECORD}",
     "free": "Explain in a few paragraphs why the sky is blue, for a ten-year-old.",
 }
-CONFIGS = {"off": {}, "lookup4": {"draft_lookup": True, "draft_num_predict": 4},
+CONFIGS = {"off": {}, "lookup": {"draft_lookup": True}, "lookup4": {"draft_lookup": True, "draft_num_predict": 4},
            "lookup8": {"draft_lookup": True, "draft_num_predict": 8},
            "lookup16": {"draft_lookup": True, "draft_num_predict": 16}}
 
