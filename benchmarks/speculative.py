@@ -6,12 +6,13 @@ Tasks on Qwen2.5-Coder 0.5B (the chat template written out, greedy):
 * json: a JSON record to return with one field changed;
 * free: a free-form answer (little to look up: drafting must not cost much).
 
-Single-stream generation tokens/s with drafting off and with prompt lookup at draft_num_predict 4 and 8 (16
-with ``--configs``),
-taken as interleaved rounds (off and on back to back, alternating order) and judged by the median of the
-rounds' ratios with a bootstrap 95% interval; the acceptance rate (accepted / drafted); and aggregate
-tokens/s of 4 sequences (rewrite tasks; ``--width 4 8`` for 4 and 8) with lookup off and on. Each run checks that the answer is the
-same as without drafting. Side by side in the same rounds (unless ``--no-peer``): llama-server off and with its
+Single-stream generation tokens/s with drafting off and with prompt lookup (``lookup``: draft_num_predict
+unset, drafts as long as the gate finds pay, up to 64; ``lookup4`` ... ``lookup16``: that bound), taken as
+interleaved rounds (off and on back to back, alternating order) and judged by the median of the rounds'
+ratios with a bootstrap 95% interval; the acceptance rate (accepted / drafted); and aggregate tokens/s of 4
+sequences decoded together (``--width 4 8`` for 4 and 8; each task, distinct prompts) with lookup off and on
+(the first of ``--configs``), one engine per width. Each run checks that the answer is the same as without
+drafting. Side by side in the same rounds (unless ``--no-peer``): llama-server off and with its
 own prompt lookup (``--spec-type ngram-simple``, llama.cpp's defaults unless ``--peer-ngram N M``: a lookup
 n-gram of N tokens, drafts of up to M). ``--tasks`` and ``--configs`` pick a subset. Writes
 benchmarks/results/speculative.json and speculative.png.
@@ -71,7 +72,7 @@ TASKS = {
     "json": f"Return this JSON record with \"status\" set to \"done\". Answer with the JSON only.\n\n{RECORD}",
     "free": "Explain in a few paragraphs why the sky is blue, for a ten-year-old.",
 }
-CONFIGS = {"off": {}, "lookup4": {"draft_lookup": True, "draft_num_predict": 4},
+CONFIGS = {"off": {}, "lookup": {"draft_lookup": True}, "lookup4": {"draft_lookup": True, "draft_num_predict": 4},
            "lookup8": {"draft_lookup": True, "draft_num_predict": 8},
            "lookup16": {"draft_lookup": True, "draft_num_predict": 16}}
 
@@ -98,13 +99,28 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_batched(model: Path, threads: int, width: int, config: str, tokens: int) -> dict[str, Any]:
-    load = LoadOptions(num_ctx=1024, num_parallel=width, num_batch=512, num_thread=threads)
-    with Engine(str(model), load) as eng:
-        prompts = [chat(TASKS["rewrite"].replace("`per_customer`", f"`per_customer_{i}`")) for i in range(width)]
-        reqs = eng.submit_many(prompts, {"temperature": 0, "num_predict": tokens, **CONFIGS[config]})
-        chunks = [r.result() for r in reqs]
+def batch_prompts(task: str, width: int) -> list[str]:
+    """`width` prompts of a task that differ (so no sequence copies another's answer)."""
+    if task == "rewrite":
+        return [chat(TASKS["rewrite"].replace("`per_customer`", f"`per_customer_{i}`")) for i in range(width)]
+    if task == "json":
+        return [chat(TASKS["json"].replace('"done"', f'"done {i}"')) for i in range(width)]
+    topics = ("the sky is blue", "leaves change colour", "the sea is salty", "we have seasons", "ice floats",
+              "bread rises", "cats purr", "the moon has phases")
+    return [chat(f"Explain in a few paragraphs why {topics[i % len(topics)]}, for a ten-year-old.")
+            for i in range(width)]
+
+
+def run_batched(eng: Engine, width: int, task: str, config: str, tokens: int) -> dict[str, Any]:
+    """`width` greedy answers decoded together: aggregate generation tokens/s (every sequence's tokens after
+    its first, over the longest one's generation time) and this process's CPU time."""
+    eng.clear_cache()
+    cpu = time.process_time()
+    reqs = eng.submit_many(batch_prompts(task, width), {"temperature": 0, "num_predict": tokens, **CONFIGS[config]})
+    chunks = [r.result() for r in reqs]
+    cpu = time.process_time() - cpu
     return {"tps": sum(c.eval_count - 1 for c in chunks) / (max(c.eval_duration for c in chunks) / 1e9),
+            "cpu_tps": sum(c.eval_count for c in chunks) / cpu, "tokens": [c.tokens for c in chunks],
             "drafted": sum(c.draft_count for c in chunks), "accepted": sum(c.draft_accepted for c in chunks)}
 
 
@@ -305,7 +321,9 @@ def main() -> int:
     ap.add_argument("--peer-ngram", type=int, nargs=2, metavar=("N", "M"),
                     help="llama-server's ngram-simple lookup n-gram size and draft size (default llama.cpp's)")
     ap.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    ap.add_argument("--configs", nargs="+", choices=[c for c in CONFIGS if c != "off"], default=["lookup4", "lookup8"])
+    ap.add_argument("--configs", nargs="+", choices=[c for c in CONFIGS if c != "off"], default=["lookup", "lookup8"],
+                    help="lookup configurations of the single-stream measures; the first is the batched measures'")
+    ap.add_argument("--no-single", action="store_true", help="only the batched measures")
     ap.add_argument("--divergence", action="store_true",
                     help="where lookup's greedy output first differs from without, and the top-2 gap there")
     args = ap.parse_args()
@@ -319,11 +337,11 @@ def main() -> int:
         return divergence(args)
     t0, load_before = time.time(), os.getloadavg()
     rows: dict[str, list[dict[str, Any]]] = {}
-    peers = {} if args.no_peer else peer_lookup(build_tools("llama-server")["llama-server"], args)
+    peers = {} if args.no_peer or args.no_single else peer_lookup(build_tools("llama-server")["llama-server"], args)
     try:
         with Engine(str(args.model), LoadOptions(num_ctx=1024, num_thread=args.threads)) as eng:
             eng.submit(chat("hi"), {"temperature": 0, "num_predict": 4}).result()  # warm up
-            for r in range(args.rounds):
+            for r in range(0 if args.no_single else args.rounds):
                 for task in args.tasks:
                     for config in args.configs:
                         order = ("off", config) if r % 2 == 0 else (config, "off")
@@ -346,13 +364,24 @@ def main() -> int:
     finally:
         for p in peers.values():
             p.close()
+    config = args.configs[0]
     for width in (w for w in args.width if w > 1):
-        for r in range(args.rounds):
-            order = ("off", "lookup8") if r % 2 == 0 else ("lookup8", "off")
-            res = {c: run_batched(args.model, args.threads, width, c, args.tokens) for c in order}
-            rows.setdefault(f"x{width} rewrite lookup8", []).append(
-                {"off": res["off"]["tps"], "on": res["lookup8"]["tps"], "drafted": res["lookup8"]["drafted"],
-                 "accepted": res["lookup8"]["accepted"], "same_output": True})
+        # One engine per width, as a server with OLLAMA_NUM_PARALLEL=width: its gate's costs are the engine's.
+        load = LoadOptions(num_ctx=1024, num_parallel=width, num_batch=512, num_thread=args.threads)
+        with Engine(str(args.model), load) as eng:
+            eng.submit_many([chat("hi")] * width, {"temperature": 0, "num_predict": 4})[0].result()  # warm up
+            for r in range(args.rounds):
+                for task in args.tasks:
+                    order = ("off", config) if r % 2 == 0 else (config, "off")
+                    res = {c: run_batched(eng, width, task, c, args.tokens) for c in order}
+                    rows.setdefault(f"x{width} {task} {config}", []).append(
+                        {"off": res["off"]["tps"], "on": res[config]["tps"], "off_cpu": res["off"]["cpu_tps"],
+                         "on_cpu": res[config]["cpu_tps"], "drafted": res[config]["drafted"],
+                         "accepted": res[config]["accepted"],
+                         "same_output": res["off"]["tokens"] == res[config]["tokens"]})
+                print(f"x{width} round {r + 1}/{args.rounds}: " + ", ".join(
+                    f"{k} {v[-1]['on'] / v[-1]['off']:.2f}x" for k, v in rows.items() if k.startswith(f"x{width} ")),
+                    flush=True)
     summary = summarize(rows)
     result = {"model": args.model.name, "threads": args.threads, "rounds": args.rounds, "tokens": args.tokens,
               "peer_ngram": args.peer_ngram or "llama.cpp defaults" if peers else None,

@@ -6,8 +6,6 @@
 #include "shim.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 namespace shim {
 
@@ -160,9 +158,8 @@ static int32_t submit(pw_engine *e, const int32_t *tokens, int32_t n, const std:
     gate_reset(s.est);
     s.draft.clear();
     // Top-k of at most 1024 candidates is found by the shim (top_k_logits), penalties then kept by the slot.
-    // A3S_POWER_REFERENCE_SAMPLING=1 leaves all sampling to llama.cpp's chain, for comparisons.
-    const char *reference = std::getenv("A3S_POWER_REFERENCE_SAMPLING");
-    const bool shortcuts = !(reference && *reference && std::strcmp(reference, "0") != 0);
+    // reference_sampling leaves all sampling to llama.cpp's chain, for comparisons.
+    const bool shortcuts = !e->params.reference_sampling;
     s.top_k = shortcuts && sp->temperature > 0.0f && sp->top_k > 0 && sp->top_k <= 1024 ? sp->top_k : 0;
     s.pen_n = s.top_k > 0 && penalizes(e, *sp) ? penalty_window(e, *sp) : 0;
     s.pen_repeat = sp->repeat_penalty;
@@ -274,7 +271,8 @@ static void adapt_draft(slot &s, int32_t n_draft, int32_t n_ok) {
 }
 
 // Up to `max` tokens that followed the latest earlier occurrence of the sequence's last tokens (its cells,
-// then `last`), into s.draft.
+// then `last`), into s.draft. Where that occurrence is fewer than `max` tokens back (a repeating line, a
+// list), the draft goes on past the history's end with its own tokens: the text repeating as it did.
 static void lookup_draft(slot &s, int32_t max) {
     s.draft.clear();
     const std::vector<llama_token> &h = s.cache;
@@ -293,8 +291,8 @@ static void lookup_draft(slot &s, int32_t max) {
         }
     }
     if (best < kNgramMin) return;
-    for (int64_t i = best_end + 1; i < n && (int32_t)s.draft.size() < max; i++) {
-        llama_token t = at(i);
+    for (int64_t i = best_end + 1; (int32_t)s.draft.size() < max; i++) {
+        llama_token t = i < n ? at(i) : s.draft[(size_t)(i - n)];
         if (t < 0) break;  // a media placeholder is not a token to decode
         s.draft.push_back(t);
     }
@@ -389,7 +387,8 @@ static void gate_drafts(pw_engine *e) {
     double tokens = n_gen;
     for (auto &s : e->slots) {
         if (s.state != SLOT_GEN || s.draft_by_model || s.draft.empty()) continue;
-        const int32_t n = (int32_t)s.draft.size();
+        const int32_t n = gate_length(e->gate, s.est[GATE_LOOKUP], rows, tokens, (int32_t)s.draft.size());
+        s.draft.resize((size_t)n);
         if (gate_allows(e->gate, s.est[GATE_LOOKUP], GATE_LOOKUP, rows, tokens, n, false)) {
             rows += n;
             tokens += gate_expected(s.est[GATE_LOOKUP], n);

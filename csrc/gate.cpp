@@ -2,8 +2,9 @@
 // what a target step (its decode, then sampling each row) costs as a function of its rows (buckets of powers of two: the extra rows of drafts are
 // nearly free while decoding is memory-bound, few sequences, and cost real time when it is compute-bound), of
 // what the draft model's drafting costs a step (both per engine: they are the machine's), and, per sequence
-// and kind of draft, of what share of its draft gets accepted (per request: a free-form answer's
-// acceptance says nothing about the code rewrite that follows it). Before a step's drafts are verified, each
+// and kind of draft, of the chance that a drafted token is accepted (per request: a free-form answer's
+// acceptance says nothing about the code rewrite that follows it). A lookup draft is cut to the length that
+// is expected to give the most tokens per unit of time. Before a step's drafts are verified, each
 // sequence's draft of each kind (prompt lookup's, then the draft model's) is kept only when the tokens
 // expected per unit of time beat the step without it; with hysteresis, and a re-probe now and then (its
 // interval doubling while probes lose) so that a change of phase is noticed. The gate only decides whether
@@ -16,6 +17,7 @@
 #include "shim.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace shim {
 
@@ -25,10 +27,11 @@ constexpr double kAlpha = 0.25;       // EWMA weight of a new sample
 constexpr double kHysteresis = 0.05;  // an off kind turns on only when it wins by this much
 constexpr int32_t kProbeMin = 16, kProbeMax = 512;
 constexpr int32_t kRefresh = 256;  // while drafting, a step without drafts this often keeps that cost measured
-// The share of a sequence's draft that gets accepted starts at kPrior (one rejected draft does not end
-// drafting); a draft is worth its rows only where that share is at least kMinShare and it is expected to add
-// at least kMinGain tokens.
-constexpr double kPrior = 0.5, kMinShare = 0.05, kMinGain = 0.05;
+// The chance that a drafted token is accepted starts at kPrior (one rejected draft does not end drafting),
+// its counts decaying by kDecay a draft (a rewrite's copied stretches and its edits come in phases); a draft
+// is worth its rows only where that chance is at least kMinShare and it is expected to add at least kMinGain
+// tokens.
+constexpr double kPrior = 0.5, kDecay = 0.75, kMinShare = 0.05, kMinGain = 0.05;
 
 void ewma(double &v, int32_t &n, double x) {
     v = n == 0 ? x : v + kAlpha * (x - v);
@@ -92,8 +95,13 @@ void gate_step_measured(spec_gate &g, int32_t rows, int64_t us) {
 void gate_draft_measured(spec_gate &g, int64_t us) { ewma(g.t_draft, g.n_draft, (double)us); }
 
 void gate_accepted(spec_est &k, int32_t n_draft, int32_t n_accepted) {
-    if (k.n_acc == 0) k.acc = kPrior;  // the first sample moves it from kPrior, as every later one
-    k.acc += kAlpha * ((n_draft > 0 ? (double)n_accepted / n_draft : 0.0) - k.acc);
+    if (k.n_acc == 0) {  // the first draft moves it from kPrior, as every later one
+        k.n_ok = kPrior;
+        k.n_miss = 1.0 - kPrior;
+    }
+    k.n_ok = kDecay * k.n_ok + n_accepted;
+    k.n_miss = kDecay * k.n_miss + (n_accepted < n_draft || n_draft == 0 ? 1.0 : 0.0);
+    k.acc = k.n_ok / (k.n_ok + k.n_miss);
     if (k.n_acc < 1 << 30) k.n_acc++;
 }
 
@@ -148,6 +156,34 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
     return false;
 }
 
-double gate_expected(const spec_est &k, int32_t draft_rows) { return k.n_acc > 0 ? k.acc * draft_rows : 0.0; }
+double gate_expected(const spec_est &k, int32_t draft_rows) {
+    if (k.n_acc == 0) return 0.0;
+    // A draft's tokens are accepted up to the first rejected one: p + p^2 + ... + p^n.
+    const double p = std::min(k.acc, 1.0 - 1e-9);
+    return p * (1.0 - std::pow(p, draft_rows)) / (1.0 - p);
+}
+
+int32_t gate_length(const spec_gate &g, const spec_est &k, int32_t rows, double tokens, int32_t n) {
+    if (g.off || n <= 1 || k.n_acc == 0) return n;
+    auto rate = [&](int32_t len) {
+        const double t = step_cost(g, rows + len);
+        return t > 0.0 ? (tokens + gate_expected(k, len)) / t : -1.0;
+    };
+    // A bucket's rows cost alike: within one, its longest draft is the best; so the candidates are n and
+    // the lengths that fill a smaller bucket.
+    int32_t best = n;
+    double best_rate = rate(n);
+    if (best_rate < 0.0) return n;
+    for (int32_t b = 0; b < spec_gate::kBuckets && (1 << b) - rows < n; b++) {
+        const int32_t len = (1 << b) - rows;
+        if (len <= 0) continue;
+        const double r = rate(len);
+        if (r > best_rate) {
+            best = len;
+            best_rate = r;
+        }
+    }
+    return best;
+}
 
 }  // namespace shim

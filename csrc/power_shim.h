@@ -32,11 +32,11 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 15 };
+enum pw_abi { PW_ABI_VERSION = 16 };
 
-/* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
- * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
-enum pw_limits { PW_DRAFT_MAX = 16 };
+/* The most tokens a sequence drafts per step (prompt lookup, the draft model); pw_step's event buffer needs
+ * room for n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
+enum pw_limits { PW_DRAFT_MAX = 64 };
 
 enum pw_status {
     PW_OK = 0,
@@ -123,6 +123,9 @@ typedef struct pw_engine_params {
      * the draft model spec_draft_us). */
     int32_t spec_gate;
     float spec_step_us, spec_row_us, spec_draft_us;
+    /* Sample through llama.cpp's whole sampler chain, without the engine's shortcuts (greedy argmax, its own
+     * top-k and penalties pass), to compare against. */
+    bool reference_sampling;
 } pw_engine_params;
 
 typedef struct pw_sampling {

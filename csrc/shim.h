@@ -85,8 +85,11 @@ struct media_span {
 enum gate_kind { GATE_LOOKUP = 0, GATE_MODEL = 1 };
 
 struct spec_est {
-    double acc = 0.0;           // the share of a draft accepted
-    int32_t n_acc = 0;
+    // The chance that a drafted token is accepted where the ones before it were: from decayed counts of
+    // the tokens accepted and of the drafts that ended in a rejected one (a geometric run's estimate).
+    double acc = 0.0;
+    double n_ok = 0.0, n_miss = 0.0;
+    int32_t n_acc = 0;          // drafts judged
     bool on = false;            // it won last time (hysteresis)
     int32_t since = 0;          // steps since the last probe (off), since the last step without drafts (on)
     int32_t probe_every = 0;
@@ -356,6 +359,9 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
                  bool pays_draft);
 // The tokens a sequence's draft of draft_rows tokens of the kind of `k` is expected to add.
 double gate_expected(const spec_est &k, int32_t draft_rows);
+// How many of a lookup draft's n tokens to verify in a step of `rows` rows that yields `tokens` tokens without
+// it: the length whose expected tokens per unit of time are highest (rows cost more as the batch grows).
+int32_t gate_length(const spec_gate &g, const spec_est &k, int32_t rows, double tokens, int32_t n);
 
 // ---- the prompt cache (cache.cpp) ----
 // How many of the prompt's first tokens `held` gives the request of `s` (all but its last, media whole).

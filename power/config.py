@@ -75,6 +75,8 @@ class Settings:
     cache_disk: int = 0
     # The speculation gate's costs, for tests (A3S_POWER_SPEC_COSTS, LoadOptions.spec_costs): "" measured.
     spec_costs: str = ""
+    # Sampling through llama.cpp's whole sampler chain, to compare against (A3S_POWER_REFERENCE_SAMPLING).
+    reference_sampling: bool = False
     noprune: bool = False
     debug: int = 0
     load_timeout: float = 300.0
@@ -199,6 +201,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache_ram=max(-1, _int(env, "A3S_POWER_CACHE_RAM", int(cfg.get("cache_ram", -1)))),
         cache_disk=max(0, _int(env, "A3S_POWER_CACHE_DISK", int(cfg.get("cache_disk", 0)))),
         spec_costs=(env.get("A3S_POWER_SPEC_COSTS") or str(cfg.get("spec_costs", ""))).strip(),
+        reference_sampling=(parse_bool(env["A3S_POWER_REFERENCE_SAMPLING"]) if env.get("A3S_POWER_REFERENCE_SAMPLING")
+                            else bool(cfg.get("reference_sampling", False))),
         noprune=parse_bool(env["OLLAMA_NOPRUNE"]) if "OLLAMA_NOPRUNE" in env else False,
         debug=_int(env, "OLLAMA_DEBUG", 0),
         load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),

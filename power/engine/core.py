@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from power import native
-from power.engine.options import INT32_MAX, LoadOptions, RequestOptions, parse_options
+from power.engine.options import DRAFT_MODEL_PREDICT, INT32_MAX, LoadOptions, RequestOptions, parse_options
 from power.engine.rpc import probe as probe_rpc
 from power.engine.statefiles import state_folder, state_key
 from power.engine.stops import StopMatcher
@@ -348,7 +348,8 @@ class Engine:
                               flash_attn=lo.flash_attn_mode, type_k=kv, type_v=kv if kv == "f16" or
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
                               pooling=1 if embeddings and not self.embedding_only else -1,
-                              cache_ram=0 if embeddings else self.cache_ram, spec_gate=lo.spec_gate)
+                              cache_ram=0 if embeddings else self.cache_ram, spec_gate=lo.spec_gate,
+                              reference_sampling=lo.reference_sampling)
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
@@ -469,6 +470,7 @@ class Engine:
             tokens, truncated = self._fit(tokens, opts, truncate)
         # Counts past the vocabulary or the context mean "all of it": fit them to int32 for llama.cpp, and
         # keep the penalty window (a buffer llama.cpp allocates) no larger than the context.
+        n_draft = opts.draft_num_predict
         sampling = native.Sampling(
             seed=opts.seed, top_k=max(0, min(opts.top_k, self.info.n_vocab)), top_p=opts.top_p, min_p=opts.min_p,
             typical_p=opts.typical_p, temperature=opts.temperature,
@@ -476,8 +478,9 @@ class Engine:
             repeat_penalty=opts.repeat_penalty, presence_penalty=opts.presence_penalty,
             frequency_penalty=opts.frequency_penalty, num_predict=max(-2, min(opts.num_predict, INT32_MAX)),
             logprobs=max(-1, min(logprobs, 20)), grammar=grammar, ignore_eos=ignore_eos,
-            draft=min(opts.draft_num_predict, native.DRAFT_MAX) if opts.draft_lookup else 0,
-            draft_model=min(opts.draft_num_predict, native.DRAFT_MAX) if self.draft is not None else 0,
+            draft=min(native.DRAFT_MAX if n_draft is None else n_draft, native.DRAFT_MAX) if opts.draft_lookup else 0,
+            draft_model=min(DRAFT_MODEL_PREDICT if n_draft is None else n_draft, native.DRAFT_MAX)
+            if self.draft is not None else 0,
             draft_p_min=opts.draft_p_min)
         return Request(self, tokens, opts, sampling, truncated, 0, media)
 

@@ -25,7 +25,8 @@ num_predict        -2 .. 2^31-1             -1 = until the end, -2 = fill the co
 top_k              -1 .. 2^31-1             0 or -1 = off; at most the vocabulary
 repeat_last_n      -1 .. 2^31-1             -1 = the whole context; at most the context
 draft_num_predict  0 .. 2^31-1              tokens drafted a step with draft_lookup or the model's
-                                            DRAFT model; at most 16
+                                            DRAFT model; at most 64; unset: the DRAFT model's
+                                            4, lookup's drafts as long as the gate finds pay
 draft_p_min        0 .. 1                   a draft model's draft stops at a token it gives less
                                             probability (llama-server's --draft-p-min; 0 default)
 top_p, min_p,      0 .. 1                   probabilities
@@ -98,6 +99,9 @@ def _int(lo: int = INT32_MIN, hi: int = INT32_MAX, **kw: Any) -> Option:
 def _float(lo: float = -F32_MAX, hi: float = F32_MAX, **kw: Any) -> Option:
     return Option(float, lo, hi, **kw)
 
+
+# Ollama's default draft_num_predict: what a draft model drafts a step when a request does not say.
+DRAFT_MODEL_PREDICT = 4
 
 # The ranges and what is done with a value in range are described in the module docstring.
 OPTIONS: dict[str, Option] = {
@@ -206,11 +210,13 @@ class LoadOptions:
     # "STEP,ROW,DRAFT" takes them as given in microseconds (a target step STEP + ROW a row, a draft model
     # step DRAFT), for tests.
     spec_costs: str = ""
+    # Sampling through llama.cpp's whole chain, without the engine's shortcuts (Settings.reference_sampling).
+    reference_sampling: bool = False
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], *, default_ctx: int = 4096, num_parallel: int = 1,
                      flash_attention: str = "auto", kv_cache_type: str = "f16",
-                     default_gpu: int = -1, spec_costs: str = "") -> "LoadOptions":
+                     default_gpu: int = -1, spec_costs: str = "", reference_sampling: bool = False) -> "LoadOptions":
         """Fit options (already in their ranges, see ``parse_options``) to what the engine can run."""
         return cls(
             num_ctx=max(4, min(int(opts.get("num_ctx", default_ctx) or default_ctx), MAX_CTX)),
@@ -223,6 +229,7 @@ class LoadOptions:
             flash_attention=flash_attention,
             kv_cache_type=kv_cache_type,
             spec_costs=spec_costs,
+            reference_sampling=reference_sampling,
         )
 
     @property
@@ -269,7 +276,7 @@ class RequestOptions:
     frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     draft_lookup: bool = False
-    draft_num_predict: int = 4
+    draft_num_predict: int | None = None  # unset: DRAFT_MODEL_PREDICT for a draft model, lookup up to DRAFT_MAX
     draft_p_min: float = 0.0
 
     @classmethod

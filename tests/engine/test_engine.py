@@ -62,13 +62,20 @@ SAMPLING_CASES = (
 )
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_model: Path):
+    """The same model sampling through llama.cpp's whole chain (the setting reference_sampling)."""
+    with Engine(str(tiny_model), LoadOptions(num_ctx=256, num_parallel=8, num_batch=128,
+                                             reference_sampling=True)) as eng:
+        yield eng
+
+
 @pytest.mark.parametrize("opts", SAMPLING_CASES)
-def test_shortcut_sampling_matches_llama_cpp_chain(engine: Engine, opts: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The shim finds the top k (and applies penalties to them) itself; A3S_POWER_REFERENCE_SAMPLING=1 leaves
-    # everything to llama.cpp's chain (full candidate array, penalties over it, partial sort). Same tokens.
+def test_shortcut_sampling_matches_llama_cpp_chain(engine: Engine, reference: Engine, opts: dict) -> None:
+    # The shim finds the top k (and applies penalties to them) itself; reference_sampling leaves everything
+    # to llama.cpp's chain (full candidate array, penalties over it, partial sort). Same tokens.
     fast = [run(engine, "sampling check", seed=seed, num_predict=24, **opts).tokens for seed in range(4)]
-    monkeypatch.setenv("A3S_POWER_REFERENCE_SAMPLING", "1")
-    chain = [run(engine, "sampling check", seed=seed, num_predict=24, **opts).tokens for seed in range(4)]
+    chain = [run(reference, "sampling check", seed=seed, num_predict=24, **opts).tokens for seed in range(4)]
     assert fast == chain
     if any(k.endswith("penalty") for k in opts):
         plain = {k: v for k, v in opts.items() if not k.endswith("penalty")}

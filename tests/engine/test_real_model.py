@@ -37,16 +37,18 @@ def test_greedy_scan_agrees_with_the_sampler_chain(gemma: Engine) -> None:
 
 
 @pytest.mark.parametrize("extra", [{}, {"repeat_penalty": 1.1}, {"presence_penalty": 0.6, "frequency_penalty": 0.3}])
-def test_top_k_sampling_agrees_with_the_sampler_chain(gemma: Engine, extra: dict,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_top_k_sampling_agrees_with_the_sampler_chain(gemma: Engine, extra: dict) -> None:
     # Ollama's defaults (top_k 40, top_p 0.9, temperature 0.8) over 262k logits, with and without penalties:
-    # the shim's own top-k against llama.cpp's whole chain (A3S_POWER_REFERENCE_SAMPLING=1)
+    # the shim's own top-k against llama.cpp's whole chain (the setting reference_sampling)
+    from tests.realmodels import gemma3_270m
+
     prompts = [f"Tell me a story about a {animal}." for animal in ("cat", "dog", "fox", "owl")]
     fast = gemma.submit_many(prompts, {"seed": 11, "num_predict": 16, **extra})
     fast_tokens = [r.result().tokens for r in fast]
-    monkeypatch.setenv("A3S_POWER_REFERENCE_SAMPLING", "1")
-    chain = gemma.submit_many(prompts, {"seed": 11, "num_predict": 16, **extra})
-    assert fast_tokens == [r.result().tokens for r in chain]
+    with Engine(str(gemma3_270m()), LoadOptions(num_ctx=1024, num_parallel=4, num_thread=2,
+                                                reference_sampling=True)) as reference:
+        chain = reference.submit_many(prompts, {"seed": 11, "num_predict": 16, **extra})
+        assert fast_tokens == [r.result().tokens for r in chain]
 
 
 def test_stop_string_and_concurrency(gemma: Engine) -> None:

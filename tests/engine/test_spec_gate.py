@@ -119,7 +119,7 @@ def test_acceptance_is_per_request_so_free_text_does_not_turn_lookup_off_for_the
     # its decisions are the same), not the few re-probes of an estimate the free text left low.
     assert after.tokens == alone.tokens
     assert (after.draft_count, after.draft_accepted) == (alone.draft_count, alone.draft_accepted)
-    assert alone.draft_count >= 40 and alone.draft_accepted >= 0.7 * alone.draft_count
+    assert alone.draft_count >= 40 and alone.draft_accepted >= 0.6 * alone.draft_count
 
 
 def test_a_draft_models_acceptance_is_per_request_too(models) -> None:
@@ -148,3 +148,16 @@ def test_requests_do_not_start_with_a_draft_that_could_not_pay_even_accepted_in_
     for out in outs:
         assert out.tokens == plain.tokens and out.draft_count == 0
     assert st["n_draft_skipped"] >= 2 * (N - 2) and st["n_draft_caught_up"] == 0
+
+
+def test_where_rows_cost_the_gate_cuts_lookup_drafts_to_the_length_that_pays(models) -> None:
+    """Rows free: a draft accepted in full grows to tens of tokens. A row a fifth of a step: the expected tokens
+    a unit of time peak at a shorter length (each further token is less likely to be accepted and costs as
+    much), so the drafts are cut there, but drafting goes on and the output is the same."""
+    from tests.engine.test_speculative import draft_steps
+
+    free = draft_steps(models["target"], REWRITE, 64, (2, 1000.0, 0.0, 0.0), 160)[0]
+    dear = draft_steps(models["target"], REWRITE, 64, (2, 1000.0, 200.0, 0.0), 160)[0]
+    longest = {name: max(d for d, _ in steps) for name, steps in (("free", free), ("dear", dear))}
+    assert longest["free"] > 16 and 2 < longest["dear"] < longest["free"]
+    assert sum(a for _, a in dear) >= 40

@@ -131,19 +131,20 @@ def test_rejected_cells_are_gone_when_the_conversation_goes_on(eng: Engine, lett
     assert again.tokens == plain(letters_model, prompt, {**GREEDY, "num_predict": 30}).tokens
 
 
-def test_a_requests_first_draft_is_short_and_drafts_grow_while_accepted(letters_model: Path) -> None:
-    """Free text's first draft is mostly rejected (and costs its rows): each request starts at two tokens,
-    whatever draft_num_predict allows, and drafts grow while they are accepted in full."""
+def draft_steps(path: Path, prompt: str, draft: int, spec_gate: tuple[int, float, float, float],
+                num_predict: int = 80, requests: int = 1) -> list[list[tuple[int, int]]]:
+    """Each request's steps, stepped by hand on a fresh one-sequence context: (drafted, accepted) in each."""
     from power import native
     from power.engine.vocab import Vocab
 
-    model = native.Model(str(letters_model))
-    ctx = native.Context(model, n_ctx=512, n_seq=1, n_batch=64, spec_gate=(0, 0.0, 0.0, 0.0))
-    prompt = Vocab(model).tokenize("ecd ecd ecd ecd")
+    model = native.Model(str(path))
+    ctx = native.Context(model, n_ctx=512, n_seq=1, n_batch=128, spec_gate=spec_gate)
+    tokens = Vocab(model).tokenize(prompt)
+    out = []
     try:
-        for _ in range(2):  # the second request starts short again
-            seq = ctx.submit(prompt, native.Sampling(temperature=0, num_predict=80, draft=16))
-            steps: list[tuple[int, int]] = []  # (drafted, accepted) in each step
+        for _ in range(requests):
+            seq = ctx.submit(tokens, native.Sampling(temperature=0, num_predict=num_predict, draft=draft))
+            steps: list[tuple[int, int]] = []
             done = False
             while not done:
                 evs = [e for e in ctx.step().events if e.seq == seq]
@@ -151,10 +152,38 @@ def test_a_requests_first_draft_is_short_and_drafts_grow_while_accepted(letters_
                     before = (sum(d for d, _ in steps), sum(a for _, a in steps))
                     steps.append((evs[-1].n_drafted - before[0], evs[-1].n_accepted - before[1]))
                     done = any(e.finish for e in evs)
-            drafts = [s for s in steps if s[0] > 0]
-            assert drafts[0][0] == 2
-            after_full = [b[0] for a, b in zip(drafts, drafts[1:]) if a[0] == a[1]]
-            assert max(after_full) > 2 and max(d for d, _ in drafts) <= 16
+            out.append(steps)
     finally:
         ctx.close()
         model.close()
+    return out
+
+
+@pytest.mark.parametrize("cap", [16, 64])
+def test_a_requests_first_draft_is_short_and_drafts_grow_while_accepted(letters_model: Path, cap: int) -> None:
+    """Free text's first draft is mostly rejected (and costs its rows): each request starts at two tokens,
+    whatever draft_num_predict allows, and drafts grow while they are accepted in full, up to the bound
+    (PW_DRAFT_MAX, 64, the most)."""
+    from power import native
+
+    assert native.DRAFT_MAX == 64
+    for steps in draft_steps(letters_model, "ecd ecd ecd ecd", cap, (0, 0.0, 0.0, 0.0), 160, requests=2):
+        drafts = [s for s in steps if s[0] > 0]  # the second request starts short again
+        assert drafts[0][0] == 2
+        after_full = [b[0] for a, b in zip(drafts, drafts[1:]) if a[0] == a[1]]
+        assert max(after_full) > 2 and max(d for d, _ in drafts) <= cap
+        if cap > 16:
+            assert max(d for d, _ in drafts) > 16
+
+
+def test_lookup_without_draft_num_predict_drafts_up_to_the_most(eng: Engine, letters_model: Path) -> None:
+    """draft_num_predict unset: lookup's drafts grow as long as they are accepted (and the gate finds they pay),
+    up to 64, not to the draft model's 4."""
+    prompt, opts = "ecd ecd ecd ecd", {"temperature": 0, "num_predict": 200}
+    decodes = {}
+    for name, extra in (("unset", {"draft_lookup": True}), ("16", {"draft_lookup": True, "draft_num_predict": 16})):
+        before = eng.stats()["n_decode"]
+        out = eng.submit(prompt, {**opts, **extra}).result()
+        decodes[name] = eng.stats()["n_decode"] - before
+        assert out.tokens == plain(letters_model, prompt, opts).tokens and out.draft_accepted > 100
+    assert decodes["unset"] < decodes["16"]

@@ -244,3 +244,22 @@ def test_close_deadline_ends_long_streams_with_an_error(make_scheduler: Callable
     assert wait_for(lambda: not pid_alive(pid), 5)
     with pytest.raises(ShuttingDown):  # and no new work is taken
         sched.generate("tiny", "hi", options=LONG)
+
+
+def test_reference_sampling_is_a_setting_that_reaches_the_runner(make_scheduler: Callable[..., Scheduler],
+                                                                  tmp_path) -> None:
+    """A3S_POWER_REFERENCE_SAMPLING (TOML reference_sampling) goes through the load options to the runner's
+    engine (LoadOptions, sent to the runner whole), not through the environment; a runner sampling with it
+    gives the seeded tokens a runner without it gives."""
+    from power.config import load_settings
+
+    assert load_settings({"A3S_POWER_HOME": str(tmp_path), "A3S_POWER_REFERENCE_SAMPLING": "1"}).reference_sampling
+    assert not load_settings({"A3S_POWER_HOME": str(tmp_path), "A3S_POWER_REFERENCE_SAMPLING": "0"}).reference_sampling
+    opts = {"num_predict": 12, "seed": 5, "temperature": 1.0, "top_k": 8, "repeat_penalty": 1.3}
+    outs = []
+    for reference in (False, True):
+        sched = make_scheduler(reference_sampling=reference)
+        outs.append(sched.generate("tiny", "hello there", options=opts).result()["tokens"])
+        _, _, load, _ = sched._prepare("tiny", opts)
+        assert load.reference_sampling is reference
+    assert outs[0] == outs[1]
