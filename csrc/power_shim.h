@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 15 };
+enum pw_abi { PW_ABI_VERSION = 16 };
 
 /* The most tokens a sequence drafts per step (prompt lookup); pw_step's event buffer needs room for
  * n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -228,6 +228,8 @@ typedef struct pw_stats {
     int64_t n_draft_caught_up;
     int64_t n_draft_copies;
     int64_t n_draft_copied_tokens;
+    /* Tokens decoded again (cut, then the same cells) so that a step's batch splits into fewer ubatches. */
+    int64_t n_level_tokens;
 } pw_stats;
 
 typedef struct pw_mtmd_info {
