@@ -35,9 +35,11 @@ turns after a restart within 1.5x of a warm turn (time to first token, the new r
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -61,8 +63,9 @@ from plots import pyplot  # noqa: E402
 
 log = logging.getLogger("benchmarks.serving")
 
-# One generation: yields (seconds since start, tokens in this piece) as output arrives.
-Generate = Callable[[str, int], Iterator[int]]
+# One generation of (prompt, tokens[, info]): yields the tokens of each piece as output arrives; given an
+# ``info`` dict, fills it with the server's own figures of the request (prompt evaluation, reused tokens).
+Generate = Callable[..., Iterator[int]]
 
 TURN1 = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog near river number {i}." for i in range(60))
 
@@ -97,7 +100,7 @@ class Peer:
         self.close()
         raise RuntimeError("llama-server did not become healthy")
 
-    def generate(self, prompt: str, n: int) -> Iterator[int]:
+    def generate(self, prompt: str, n: int, info: dict[str, Any] | None = None) -> Iterator[int]:
         body = json.dumps({"prompt": prompt, "n_predict": n, "stream": True, **self.sampling,
                            "ignore_eos": True, "cache_prompt": True}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/completion", body,
@@ -108,6 +111,10 @@ class Peer:
                     continue
                 msg = json.loads(line[6:])
                 if msg.get("stop"):
+                    if info is not None:  # prompt_ms: from its slot taking the prompt to the first token
+                        t = msg.get("timings") or {}
+                        info.update(prompt_ms=t.get("prompt_ms"), evaluated=t.get("prompt_n"),
+                                    cached=t.get("cache_n"), slot=msg.get("id_slot"))
                     return
                 yield max(1, len(msg.get("tokens") or ()))
 
@@ -163,6 +170,7 @@ class Http:
         self.url = f"http://127.0.0.1:{self.port}"
         self.options = {"num_thread": threads, "num_batch": 512, **SAMPLING[sampling]}
         self.load_s = 0.0  # the last answer's load_duration
+        self._rids = itertools.count()
         self._start()
         list(self.generate("warm up", 2))
 
@@ -181,16 +189,21 @@ class Http:
             self.close()
             raise RuntimeError("a3s-power serve did not start")
 
-    def generate(self, prompt: str, n: int) -> Iterator[int]:
+    def generate(self, prompt: str, n: int, info: dict[str, Any] | None = None) -> Iterator[int]:
         body = json.dumps({"model": "bench", "prompt": prompt, "raw": True, "stream": True,
                            "options": {**self.options, "num_predict": n}}).encode()
-        req = urllib.request.Request(self.url + "/api/generate", body, {"Content-Type": "application/json"})
+        rid = f"bench-{next(self._rids)}"
+        req = urllib.request.Request(self.url + "/api/generate", body,
+                                     {"Content-Type": "application/json", "X-Request-ID": rid})
         with urllib.request.urlopen(req, timeout=600) as resp:
             seen = 0
             for line in resp:
                 msg = json.loads(line)
                 if msg.get("done"):
                     self.load_s = int(msg.get("load_duration", 0)) / 1e9
+                    if info is not None:  # the reused tokens are in the server's log line (served_figures)
+                        info.update(rid=rid, prompt_ms=int(msg.get("prompt_eval_duration", 0)) / 1e6,
+                                    prompt_tokens=msg.get("prompt_eval_count"))
                     rest = int(msg.get("eval_count", seen)) - seen
                     if rest > 0:
                         yield rest
@@ -221,6 +234,21 @@ class Http:
         lat.sort()
         return {"clients": clients, "requests": len(lat), "median_ms": statistics.median(lat) * 1000,
                 "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000}
+
+    def served_figures(self, infos: list[dict[str, Any]]) -> None:
+        """Fill in each request's reused and evaluated tokens, and its server-side TTFT, from the server's
+        log lines (by request id)."""
+        pattern = re.compile(r"generation rid=(\S+) .*?prompt_tokens=(\d+) cached_tokens=(\d+) .*?ttft_ms=([\d.]+)")
+        lines = {}
+        for line in (self.home / "serve.log").read_text(errors="replace").splitlines():
+            m = pattern.search(line)
+            if m:
+                lines[m.group(1)] = m
+        for info in infos:
+            m = lines.get(info.get("rid", ""))
+            if m:
+                info.update(cached=int(m.group(3)), evaluated=int(m.group(2)) - int(m.group(3)),
+                            server_ttft_ms=float(m.group(4)))
 
     def unload(self) -> None:
         """End the model's runner (keep_alive 0) and wait until it is gone."""
@@ -267,11 +295,11 @@ def engine_single(model: Path, threads: int, ctx: int, n: int) -> float:
 SINGLE_PROMPT = "Client 0 writes a short story about a lighthouse keeper. Once upon a time"
 
 
-def one_run(gen: Generate, prompt: str, n: int) -> tuple[float, int, float]:
-    """Return (time to first token, tokens, total seconds) of one generation."""
+def one_run(gen: Generate, prompt: str, n: int, info: dict[str, Any] | None = None) -> tuple[float, int, float]:
+    """Return (time to first token, tokens, total seconds) of one generation; ``info``: see ``Generate``."""
     t0 = time.perf_counter()
     ttft, count = 0.0, 0
-    for k in gen(prompt, n):
+    for k in (gen(prompt, n) if info is None else gen(prompt, n, info)):
         if not count:
             ttft = time.perf_counter() - t0
         count += k
@@ -322,23 +350,33 @@ def _ttfts(runs: list[tuple[float, int, float]], wall: float) -> dict[str, float
     return {"requests": len(runs), "ttft_mean_s": statistics.mean(ttft), "ttft_max_s": max(ttft), "wall_s": wall}
 
 
-def together(gen: Generate, prompts: list[str], n: int) -> dict[str, float]:
-    """All prompts sent at once; their TTFTs and the wall time until the last answer ends."""
+def together(gen: Generate, prompts: list[str], n: int) -> dict[str, Any]:
+    """All prompts sent at once; their TTFTs and the wall time until the last answer ends, and per client
+    (in the order of their first tokens): when it was sent, its first token and its end (seconds from the
+    workload's start), and the server's figures: ``prompt_ms`` from its sequence (slot) taking the prompt to
+    the first token, so that ``wait_ms`` (TTFT less it) is the wait for a sequence and the way there, and
+    the prompt tokens it reused (``cached``) and evaluated."""
     runs: list[tuple[float, int, float]] = []
+    clients: list[dict[str, Any]] = []
     lock = threading.Lock()
+    t0 = time.perf_counter()
 
-    def client(p: str) -> None:
-        r = one_run(gen, p, n)
+    def client(i: int, p: str) -> None:
+        info: dict[str, Any] = {"client": i, "sent_s": time.perf_counter() - t0}
+        r = one_run(gen, p, n, info)
+        info.update(first_s=info["sent_s"] + r[0], end_s=info["sent_s"] + r[2], ttft_ms=r[0] * 1000)
         with lock:
             runs.append(r)
+            clients.append(info)
 
-    threads = [threading.Thread(target=client, args=(p,)) for p in prompts]
-    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i, p)) for i, p in enumerate(prompts)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return _ttfts(runs, time.perf_counter() - t0)
+    out: dict[str, Any] = _ttfts(runs, time.perf_counter() - t0)
+    out["clients"] = sorted(clients, key=lambda c: c["first_s"])
+    return out
 
 
 def conversation_rounds(gen: Generate, topics: tuple[str, ...], rounds: int, n: int) -> Iterator[dict[str, float]]:
@@ -356,9 +394,31 @@ def conversation_rounds(gen: Generate, topics: tuple[str, ...], rounds: int, n: 
         yield _ttfts(runs, time.perf_counter() - t0)
 
 
-def cache_workloads(gens: dict[str, Generate], n: int, only: set[str]) -> dict[str, dict[str, Any]]:
+def by_group(clients: list[dict[str, Any]], slots: int) -> list[dict[str, Any]]:
+    """Per group of ``slots`` clients in the order of their first tokens (the first ones to get a sequence,
+    then those that waited for one): mean TTFT, wait for a sequence and prompt evaluation (ms), reused and
+    evaluated prompt tokens."""
+    out = []
+    for k in range(0, len(clients), slots):
+        g = clients[k:k + slots]
+
+        def mean(key: str) -> float | None:
+            xs = [c[key] for c in g if c.get(key) is not None]
+            return statistics.mean(xs) if xs else None
+
+        out.append({"clients": len(g), "ttft_ms": mean("ttft_ms"), "wait_ms": mean("wait_ms"),
+                    "prompt_ms": mean("prompt_ms"), "cached": mean("cached"), "evaluated": mean("evaluated"),
+                    "first_s": (min(c["first_s"] for c in g), max(c["first_s"] for c in g)),
+                    "end_s": (min(c["end_s"] for c in g), max(c["end_s"] for c in g))})
+    return out
+
+
+def cache_workloads(gens: dict[str, Generate], n: int, only: set[str], slots: int = 4,
+                    figures: dict[str, Callable[[list[dict[str, Any]]], None]] | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """The workloads on every side (each its own server), one side after the other within each workload and,
-    for W3, within each round: both sides' figures of a step come from the same minutes of a noisy machine."""
+    for W3, within each round: both sides' figures of a step come from the same minutes of a noisy machine.
+    ``figures``: per side, what fills in a client's server-side figures after a workload (from a log)."""
     out: dict[str, dict[str, Any]] = {side: {} for side in gens}
     for gen in gens.values():
         one_run(gen, "warm up", 2)
@@ -372,6 +432,14 @@ def cache_workloads(gens: dict[str, Generate], n: int, only: set[str]) -> dict[s
     for name, work in steps:
         for side, gen in gens.items():
             out[side][name] = work(gen)
+    for side, data in out.items():
+        for name, _ in steps:
+            clients = data[name]["clients"]
+            if figures and side in figures:
+                figures[side](clients)
+            for c in clients:
+                c["wait_ms"] = c["ttft_ms"] - c["prompt_ms"] if c.get("prompt_ms") is not None else None
+            data[name]["groups"] = by_group(clients, slots)
     if "W3" in only:
         for name, topics in (("W3", TOPICS), ("W3_alone", ("a lone conversation on comets",))):
             rounds = {side: conversation_rounds(gen, topics, 3, n) for side, gen in gens.items()}
@@ -493,7 +561,9 @@ def cache_main(args: argparse.Namespace) -> int:
             peer = Peer(build_tools("llama-server")["llama-server"], args.model, args.threads, args.ctx, args.slots,
                         args.sampling)
             gens["llama-server"] = peer.generate
-        result["sides"] = cache_workloads(gens, n, only)
+        result["load_before"] = os.getloadavg()
+        result["sides"] = cache_workloads(gens, n, only, args.slots, {"a3s-power": http.served_figures})
+        result["load_after"] = os.getloadavg()
     finally:
         http.close()
         if peer is not None:

@@ -524,6 +524,7 @@ int32_t pw_step(pw_engine *e, pw_event *events, int32_t cap, pw_step_out *out) {
         }
         s.in_batch = b.n_tokens > n_before;
     }
+    level_batch(e);  // fewer ubatches: level.cpp
     out->n_decoded = b.n_tokens;
     if (b.n_tokens > 0) {
         int64_t t0 = llama_time_us();

@@ -231,6 +231,8 @@ typedef struct pw_stats {
     int64_t n_draft_caught_up;
     int64_t n_draft_copies;
     int64_t n_draft_copied_tokens;
+    /* Tokens decoded again (cut, then the same cells) so that a step's batch splits into fewer ubatches. */
+    int64_t n_level_tokens;
 } pw_stats;
 
 typedef struct pw_mtmd_info {

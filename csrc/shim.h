@@ -6,6 +6,7 @@
 //   sampling.cpp  sampler chains, the argmax and top-k shortcuts, penalties, log-probabilities, grammars
 //   engine.cpp    creating an engine (one llama_context), adapters, stats, embeddings
 //   batch.cpp     continuous batching: submitting requests, one decode step for every sequence
+//   level.cpp     a step's batch levelled for llama.cpp's split into ubatches (fewer passes)
 //   cache.cpp     the prompt cache: prefixes shared across sequences, prompt states kept in host memory
 //   disk.cpp      its disk tier: prompt states leaving host memory or left when an engine ends, in files
 //                 indexed by their tokens, restored by this engine or the next one of the same key
@@ -337,6 +338,9 @@ llama_pos next_pos(const slot &s);
 void slot_release(pw_engine *e, slot &s);
 // Forget what a sequence holds, cells included.
 void slot_clear(pw_engine *e, slot &s);
+// Before a step's decode: the batch in sequence order, the shorter runs levelled with tokens decoded again
+// where that makes fewer ubatches (level.cpp).
+void level_batch(pw_engine *e);
 
 // ---- the draft model (draft.cpp) ----
 // Draft up to draft_model_max tokens into s.draft for each generating sequence in `want`, all together: the

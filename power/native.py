@@ -395,7 +395,8 @@ _STATS = ("n_seq", "n_active", "n_ctx", "n_ctx_seq", "kv_used", "n_decode", "t_d
           "kv_waits", "ram_bytes", "ram_entries", "ram_budget", "ram_hits", "ram_misses", "ram_restored_tokens",
           "ram_saves", "ram_evictions", "disk_loaded", "disk_bytes", "disk_entries", "disk_hits", "disk_misses",
           "disk_restored_tokens", "disk_saves", "disk_evictions", "disk_loading", "n_draft_tokens",
-          "n_draft_accepted", "n_draft_skipped", "n_draft_caught_up", "n_draft_copies", "n_draft_copied_tokens")
+          "n_draft_accepted", "n_draft_skipped", "n_draft_caught_up", "n_draft_copies", "n_draft_copied_tokens",
+          "n_level_tokens")
 
 
 class Context:

@@ -221,10 +221,13 @@ class Generation:
         m.generation(model, final, ttft=self.ttft, e2e=e2e, output_tokens=self.output_tokens)
         prompt_n = int(final.get("prompt_eval_count") or 0)
         eval_n = int(final.get("eval_count") or self.output_tokens)
-        log.info("generation rid=%s model=%s endpoint=%s prompt_tokens=%d tokens=%d ttft_ms=%.1f "
-                 "tok_s=%.1f done_reason=%s", self.job.rid, model, self.job.endpoint, prompt_n, eval_n,
-                 (self.ttft or 0) * 1000, eval_n / ((final.get("eval_duration") or 0) / 1e9 or e2e or 1),
-                 final.get("done_reason"))
+        # prompt_ms: from the request's sequence being given to it to its first token (ttft_ms less it: the
+        # wait for a sequence, and the way there); cached_tokens: of prompt_tokens, those it did not evaluate.
+        log.info("generation rid=%s model=%s endpoint=%s prompt_tokens=%d cached_tokens=%d tokens=%d ttft_ms=%.1f "
+                 "prompt_ms=%.1f tok_s=%.1f done_reason=%s", self.job.rid, model, self.job.endpoint, prompt_n,
+                 int(final.get("cached_tokens") or 0), eval_n, (self.ttft or 0) * 1000,
+                 int(final.get("prompt_eval_duration") or 0) / 1e6,
+                 eval_n / ((final.get("eval_duration") or 0) / 1e9 or e2e or 1), final.get("done_reason"))
         if self.services.usage is not None:
             self.services.usage.record(UsageRecord(
                 endpoint=self.job.endpoint, model=model, prompt_tokens=prompt_n, completion_tokens=eval_n,
