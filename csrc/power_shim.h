@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 16 };
+enum pw_abi { PW_ABI_VERSION = 17 };
 
 /* The most tokens a sequence drafts per step (prompt lookup, the draft model); pw_step's event buffer needs
  * room for n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
