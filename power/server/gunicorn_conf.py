@@ -12,8 +12,10 @@ import logging
 from typing import Any
 
 from power.config import load_settings
-from power.server.serve import gunicorn_options
+from power.server.serve import gunicorn_options, use_allocator
 
+if __name__ == "__config__":  # gunicorn itself reads this file (``a3s-power serve`` has re-executed already)
+    use_allocator()
 _settings = load_settings()
 # bind, workers (one: a second would start a second scheduler), the worker class (gthread where only whole
 # requests take threads, power/server/worker.py), threads sized from the queue, connections, keep-alive

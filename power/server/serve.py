@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ from gunicorn.app.base import BaseApplication
 
 from power.config import Settings
 
-__all__ = ["serve", "gunicorn_options", "request_threads", "CONF_PATH"]
+__all__ = ["serve", "gunicorn_options", "request_threads", "use_allocator", "ALLOCATOR", "CONF_PATH"]
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,22 @@ CONF_PATH = Path(__file__).with_name("gunicorn_conf.py")
 WORKER_CONNECTIONS = 10000
 # Longer than the 60 s idle timeout of common load balancers, so they close first and never race us.
 KEEPALIVE_S = 65
+# Python's allocator for the server (PYTHONMALLOC). pymalloc keeps a 1 MiB arena while any object in it
+# lives: a burst of 500 queued streams left 13 more arenas, each pinned by a few long-lived objects made
+# during it (+10-12% RSS for good). With glibc malloc, ``malloc_trim`` after the burst gives back every
+# free page, and the same load settled at +4-5% (README, deploying).
+ALLOCATOR = "malloc"
+
+
+def use_allocator() -> None:
+    """Start this process again with ``PYTHONMALLOC=ALLOCATOR`` unless the variable is set (the same pid,
+    argv and descriptors; a setting of one's own, ``pymalloc`` included, is kept). Call before threads start."""
+    argv = getattr(sys, "orig_argv", None)
+    if os.environ.get("PYTHONMALLOC") or not argv or getattr(sys, "frozen", False):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, {**os.environ, "PYTHONMALLOC": ALLOCATOR})
 
 
 def request_threads(settings: Settings) -> int:
@@ -64,6 +82,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
 
 def serve(settings: Settings) -> int:
     """Serve until stopped; return the exit code."""
+    use_allocator()
     log.info("starting a3s-power on %s:%d", settings.host, settings.port)
     try:
         _Server(settings).run()
