@@ -320,7 +320,8 @@ class Engine:
     def _state_files(self) -> tuple[str, str]:
         """The disk tier's folder and key for this engine."""
         assert self.cache_disk is not None
-        key = state_key(self.model_path, self.adapters, self.projector_path, self.n_ctx_seq, self.load)
+        key = state_key(self.model_path, self.adapters, self.projector_path, self.n_ctx_seq, self.load,
+                        self.draft_path if self.draft is not None else None)
         return state_folder(self.cache_disk[0], key), key
 
     def _set_draft(self, path: str) -> None:
