@@ -350,7 +350,7 @@ class Engine:
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
                               pooling=1 if embeddings and not self.embedding_only else -1,
                               cache_ram=0 if embeddings else self.cache_ram, spec_gate=lo.spec_gate,
-                              reference_sampling=lo.reference_sampling)
+                              reference_sampling=lo.reference_sampling, level_batch=lo.level_batch)
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
