@@ -99,7 +99,7 @@ void copy_prefix(pw_engine *e, slot &dst, slot &src, size_t len) {
 // Give draft sequence `id` the draft cells a saved state holds, where it has them; else its draft cells stay
 // as they are, and the draft catches up on the tokens they lack (model_drafts compares them).
 void restore_draft(pw_engine *e, int32_t id, const ram_entry &en) {
-    if (!e->dctx || en.dstate.empty()) return;
+    if (!e->dctx || en.dstate.empty() || e->dcopy_pending) return;
     auto &d = e->dcache[(size_t)id];
     if (llama_state_seq_set_data(e->dctx, en.dstate.data(), en.dstate.size(), id) == 0) {
         llama_memory_seq_rm(e->dmem, id, -1, -1);
@@ -161,7 +161,7 @@ void start_prompt(pw_engine *e, slot &s) {
 // evaluating the prefix again. Its cells past what they share with the target's tokens (rejected drafts,
 // `last`, before a media span the draft never evaluated) are cut first: the draft would re-evaluate those.
 void snapshot_draft(pw_engine *e, const slot &s, ram_entry &out) {
-    if (!e->dctx) return;
+    if (!e->dctx || e->dcopy_pending) return;  // its cells may be a copy's, still to be made
     auto &d = e->dcache[(size_t)s.id];
     size_t n = common_prefix(d, s.cache.data(), s.cache.size());
     if (!s.cached_media.empty()) n = std::min(n, s.cached_media.front().start);

@@ -290,6 +290,9 @@ struct pw_engine {
     llama_batch dbatch{};
     int32_t d_n_vocab = 0;
     std::vector<std::vector<llama_token>> dcache;
+    // A draft stream copy is made by the draft context's next decode: until then a sequence's draft state is
+    // neither read nor written (cache.cpp).
+    bool dcopy_pending = false;
     std::unique_ptr<shim::disk_tier> disk;  // null: no disk tier
     int64_t tick = 0;
     shim::spec_gate gate;
