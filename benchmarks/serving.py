@@ -29,7 +29,7 @@ llama-server's; W3's later rounds <= 1.0x llama-server's and within 1.5x of one 
 turns after a restart within 1.5x of a warm turn (time to first token, the new runner's load aside).
 
     python benchmarks/serving.py [--model PATH] [--threads N] [--ctx 2048] [--slots 4] [--tokens 64]
-                                  [--sampling greedy|default] [--cache [--only W1,W4]]
+                                  [--sampling greedy|default] [--cache [--only W1,W4] [--levelling ROUNDS]]
 """
 
 from __future__ import annotations
@@ -494,6 +494,40 @@ def restart_workload(args: argparse.Namespace, n: int) -> dict[str, Any]:
     return out
 
 
+def levelling_abba(args: argparse.Namespace, n: int, rounds: int) -> dict[str, Any]:
+    """Batch levelling on and off (A3S_POWER_LEVEL_BATCH), both servers up, W1 then W2 on each in paired
+    rounds, in ABBA order (on, off, off, on, ...); each round's prefix its own, so that its W1 is cold. Per
+    round and side the mean TTFT and wall; per round the ratios off/on, and their medians."""
+    servers = {side: Http(args.model, args.threads, args.ctx, args.slots, args.sampling,
+                          {"A3S_POWER_LEVEL_BATCH": "1" if side == "on" else "0"}) for side in ("on", "off")}
+    out: dict[str, Any] = {"load_before": os.getloadavg(), "rounds": []}
+    try:
+        for r in range(rounds):
+            order = ("on", "off") if r % 4 in (0, 3) else ("off", "on")
+            prefix = f"Desk {r} of the library. {SHARED_PREFIX}"
+            row: dict[str, Any] = {"order": order}
+            for side in order:
+                gen = servers[side].generate
+                w1 = together(gen, [f"{prefix} Question: {q} Answer:" for q in QUESTIONS], n)
+                w2 = together(gen, [f"{prefix} Question (again): {q} Answer:" for q in QUESTIONS], n)
+                row[side] = {w: {k: d[k] for k in ("ttft_mean_s", "ttft_max_s", "wall_s")}
+                             for w, d in (("W1", w1), ("W2", w2))}
+            row["off/on"] = {w: {k: row["off"][w][k] / row["on"][w][k] for k in ("ttft_mean_s", "wall_s")}
+                             for w in ("W1", "W2")}
+            out["rounds"].append(row)
+            log.info("levelling round %d: %s", r + 1, json.dumps(row["off/on"]))
+    finally:
+        for h in servers.values():
+            h.close()
+    out["load_after"] = os.getloadavg()
+    out["median off/on"] = {w: {k: statistics.median(x["off/on"][w][k] for x in out["rounds"])
+                                for k in ("ttft_mean_s", "wall_s")} for w in ("W1", "W2")}
+    out["range off/on"] = {w: {k: (min(x["off/on"][w][k] for x in out["rounds"]),
+                                   max(x["off/on"][w][k] for x in out["rounds"]))
+                               for k in ("ttft_mean_s", "wall_s")} for w in ("W1", "W2")}
+    return out
+
+
 def bench(gen: Generate, levels: list[int], n: int) -> dict[str, Any]:
     concurrency(gen, 1, 8)  # warm up
     return {"concurrency": [concurrency(gen, c, n) for c in levels], "multi_turn": multi_turn(gen, n)}
@@ -547,6 +581,12 @@ def cache_main(args: argparse.Namespace) -> int:
     only = set(args.only.split(",")) if args.only else {"W1", "W2", "W3", "W4"}
     out = args.out / ("serving-cache.json" if not args.only else f"serving-cache-{'-'.join(sorted(only))}.json")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.levelling:
+        result["levelling"] = levelling_abba(args, n, args.levelling)
+        out = args.out / "serving-cache-levelling.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        log.info("%s", json.dumps(result["levelling"]["median off/on"]))
+        return 0
     if "W4" in only:
         result["W4"] = restart_workload(args, n)
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -593,6 +633,8 @@ def main() -> int:
     ap.add_argument("--no-peer", action="store_true", help="measure a3s-power only")
     ap.add_argument("--cache", action="store_true", help="the prompt-cache workloads W1-W4 only (issue 15)")
     ap.add_argument("--only", help="with --cache: the workloads to run, comma-separated (W4 has no peer side)")
+    ap.add_argument("--levelling", type=int, default=0, metavar="ROUNDS",
+                    help="with --cache: W1 and W2 with batch levelling on and off, ROUNDS paired rounds (ABBA)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

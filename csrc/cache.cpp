@@ -96,12 +96,26 @@ void copy_prefix(pw_engine *e, slot &dst, slot &src, size_t len) {
     e->stats.kv_shared_tokens += (int64_t)dst.cache.size();
 }
 
-// Give `dst` the cells of a saved state's first `len` tokens.
+// Give draft sequence `id` the draft cells a saved state holds, where it has them; else its draft cells stay
+// as they are, and the draft catches up on the tokens they lack (model_drafts compares them).
+void restore_draft(pw_engine *e, int32_t id, const ram_entry &en) {
+    if (!e->dctx || en.dstate.empty() || e->dcopy_pending) return;
+    auto &d = e->dcache[(size_t)id];
+    if (llama_state_seq_set_data(e->dctx, en.dstate.data(), en.dstate.size(), id) == 0) {
+        llama_memory_seq_rm(e->dmem, id, -1, -1);
+        d.clear();
+        return;
+    }
+    d.assign(en.tokens.begin(), en.tokens.begin() + (long)en.n_draft);
+}
+
+// Give `dst` the cells of a saved state's first `len` tokens, and its draft sequence the draft's.
 bool restore(pw_engine *e, slot &dst, const ram_entry &en, size_t len) {
     if (llama_state_seq_set_data(e->ctx, en.state.data(), en.state.size(), dst.id) == 0) {
         slot_clear(e, dst);
         return false;
     }
+    restore_draft(e, dst.id, en);
     dst.cache = en.tokens;
     dst.cached_media = en.media;
     truncate(e, dst, len);
@@ -143,6 +157,22 @@ void start_prompt(pw_engine *e, slot &s) {
     }
 }
 
+// The draft context's cells of the tokens `s` holds, beside its state: restored, they spare the draft from
+// evaluating the prefix again. Its cells past what they share with the target's tokens (rejected drafts,
+// `last`, before a media span the draft never evaluated) are cut first: the draft would re-evaluate those.
+void snapshot_draft(pw_engine *e, const slot &s, ram_entry &out) {
+    if (!e->dctx || e->dcopy_pending) return;  // its cells may be a copy's, still to be made
+    auto &d = e->dcache[(size_t)s.id];
+    size_t n = common_prefix(d, s.cache.data(), s.cache.size());
+    if (!s.cached_media.empty()) n = std::min(n, s.cached_media.front().start);
+    if (n < kMinSave || (n < d.size() && !llama_memory_seq_rm(e->dmem, s.id, (llama_pos)n, -1))) return;
+    d.resize(n);
+    out.dstate.resize(llama_state_seq_get_size(e->dctx, s.id));
+    const size_t got = llama_state_seq_get_data(e->dctx, out.dstate.data(), out.dstate.size(), s.id);
+    out.dstate.resize(got);
+    out.n_draft = got > 0 ? n : 0;
+}
+
 }  // namespace
 
 size_t usable(const std::vector<llama_token> &held, const slot &s) {
@@ -160,7 +190,9 @@ bool snapshot(pw_engine *e, const slot &s, ram_entry &out) {
     out.state.resize(llama_state_seq_get_size(e->ctx, s.id));
     size_t got = out.state.empty() ? 0 : llama_state_seq_get_data(e->ctx, out.state.data(), out.state.size(), s.id);
     out.state.resize(got);
-    return got > 0;
+    if (got == 0) return false;
+    snapshot_draft(e, s, out);
+    return true;
 }
 
 void reuse_prefix(pw_engine *e, slot &s) {

@@ -9,7 +9,8 @@
 // is removed, never loaded.
 //
 // File: "PWKV" u32 version | u32 key length, key | u64 n, n tokens (i32) | u64 m, m media spans
-// (u64 start, u64 cells, i32 positions) | u64 state length, state | u64 checksum of the head, then the state.
+// (u64 start, u64 cells, i32 positions) | u64 state length | u64 draft tokens d (the first d of the n),
+// u64 draft state length (both 0 without one) | state | draft state | u64 checksum of all before it.
 
 #include "shim.h"
 
@@ -28,7 +29,7 @@ namespace shim {
 namespace {
 
 constexpr char kMagic[4] = {'P', 'W', 'K', 'V'};
-constexpr uint32_t kVersion = 2;  // 2: the checksum takes 8 bytes at a time
+constexpr uint32_t kVersion = 3;  // 2: the checksum takes 8 bytes at a time; 3: the draft model's state
 constexpr const char *kSuffix = ".pwkv";
 constexpr uint64_t kSeed = 1469598103934665603ull;
 // States queued beyond this many bytes make the engine wait for the writer.
@@ -61,7 +62,7 @@ std::string file_name(const std::vector<llama_token> &tokens) {
 struct head {
     std::vector<llama_token> tokens;
     std::vector<media_span> media;
-    uint64_t state_len = 0;
+    uint64_t state_len = 0, n_draft = 0, dstate_len = 0;
     std::string raw;  // its bytes, for the checksum
 };
 
@@ -69,7 +70,8 @@ std::string encode_head(const std::string &key, const ram_entry &en) {
     std::string b;
     auto put = [&b](const void *p, size_t n) { b.append(static_cast<const char *>(p), n); };
     const uint32_t klen = (uint32_t)key.size();
-    const uint64_t n = en.tokens.size(), m = en.media.size(), slen = en.state.size();
+    const uint64_t n = en.tokens.size(), m = en.media.size(), slen = en.state.size(), nd = en.n_draft,
+                   dlen = en.dstate.size();
     put(kMagic, 4);
     put(&kVersion, 4);
     put(&klen, 4);
@@ -85,6 +87,8 @@ std::string encode_head(const std::string &key, const ram_entry &en) {
         put(&pos, 4);
     }
     put(&slen, 8);
+    put(&nd, 8);
+    put(&dlen, 8);
     return b;
 }
 
@@ -115,13 +119,16 @@ bool read_head(std::istream &f, const std::string &key, uint64_t file_size, head
         sp.n_pos = pos;
         h.media.push_back(sp);
     }
-    return get(&h.state_len, 8) && h.state_len > 0 && h.raw.size() + h.state_len + 8 == file_size;
+    return get(&h.state_len, 8) && h.state_len > 0 && get(&h.n_draft, 8) && get(&h.dstate_len, 8) &&
+           h.n_draft <= n && (h.n_draft == 0) == (h.dstate_len == 0) &&
+           h.raw.size() + h.state_len + h.dstate_len + 8 == file_size;
 }
 
 // Write a state under its name (a reader never sees half a file under it); its size, or 0 on failure.
 uint64_t write_file(const disk_tier &d, const ram_entry &en, const std::string &name) {
     const std::string hd = encode_head(d.key, en);
-    const uint64_t sum = checksum(checksum(kSeed, hd.data(), hd.size()), en.state.data(), en.state.size());
+    const uint64_t sum = checksum(checksum(checksum(kSeed, hd.data(), hd.size()), en.state.data(), en.state.size()),
+                                  en.dstate.data(), en.dstate.size());
     const fs::path path = fs::path(d.dir) / name;
     fs::path tmp = path;
     tmp += ".tmp";
@@ -130,6 +137,7 @@ uint64_t write_file(const disk_tier &d, const ram_entry &en, const std::string &
         std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
         f.write(hd.data(), (std::streamsize)hd.size());
         f.write(reinterpret_cast<const char *>(en.state.data()), (std::streamsize)en.state.size());
+        f.write(reinterpret_cast<const char *>(en.dstate.data()), (std::streamsize)en.dstate.size());
         f.write(reinterpret_cast<const char *>(&sum), sizeof sum);
         f.close();
         if (!f) {
@@ -142,7 +150,7 @@ uint64_t write_file(const disk_tier &d, const ram_entry &en, const std::string &
         fs::remove(tmp, ec);
         return 0;
     }
-    return hd.size() + en.state.size() + sizeof sum;
+    return hd.size() + en.state.size() + en.dstate.size() + sizeof sum;
 }
 
 // Mark a file the most recently used (under d.mu). The next engine orders files by modification time,
@@ -237,11 +245,15 @@ std::shared_ptr<const ram_entry> read_state(const disk_tier &d, const std::strin
     bool ok = !ec && f && read_head(f, d.key, size, h);
     if (ok) {
         en->state.resize((size_t)h.state_len);
+        en->dstate.resize((size_t)h.dstate_len);
         ok = f.read(reinterpret_cast<char *>(en->state.data()), (std::streamsize)h.state_len) &&
+             f.read(reinterpret_cast<char *>(en->dstate.data()), (std::streamsize)h.dstate_len) &&
              f.read(reinterpret_cast<char *>(&sum), sizeof sum) &&
-             sum == checksum(checksum(kSeed, h.raw.data(), h.raw.size()), en->state.data(), en->state.size());
+             sum == checksum(checksum(checksum(kSeed, h.raw.data(), h.raw.size()), en->state.data(),
+                                      en->state.size()), en->dstate.data(), en->dstate.size());
     }
     if (!ok) return nullptr;
+    en->n_draft = (size_t)h.n_draft;
     en->tokens = std::move(h.tokens);
     en->media = std::move(h.media);
     return en;

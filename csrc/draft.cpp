@@ -51,6 +51,7 @@ void copy_draft(pw_engine *e, int32_t dst, int32_t src, size_t len) {
     auto &d = e->dcache[(size_t)dst];
     llama_memory_seq_rm(e->dmem, dst, -1, -1);
     llama_memory_seq_cp(e->dmem, src, dst, -1, -1);
+    e->dcopy_pending = true;
     d.assign(e->dcache[(size_t)src].begin(), e->dcache[(size_t)src].begin() + (long)len);
     if (!llama_memory_seq_rm(e->dmem, dst, (llama_pos)len, -1)) {
         llama_memory_seq_rm(e->dmem, dst, -1, -1);
@@ -130,6 +131,7 @@ void model_drafts(pw_engine *e, const std::vector<slot *> &want) {
         int32_t rc = llama_decode(e->dctx, b);
         e->stats.t_decode_us += llama_time_us() - t0;
         if (rc != 0) return false;
+        e->dcopy_pending = false;
         rows.clear();
         ready.clear();
         for (auto &x : ds) {

@@ -56,6 +56,7 @@ pw_engine_params pw_engine_default_params(void) {
     p.type_v = GGML_TYPE_F16;
     p.pooling = -1;
     p.spec_gate = 1;
+    p.level_batch = true;
     return p;
 }
 

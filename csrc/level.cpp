@@ -52,7 +52,7 @@ int32_t room_before(const slot &s, llama_pos first) {
 void level_batch(pw_engine *e) {
     llama_batch &b = e->batch;
     const size_t n_seq = e->slots.size();
-    if (n_seq < 2 || b.n_tokens == 0 || !e->can_share) return;
+    if (n_seq < 2 || b.n_tokens == 0 || !e->can_share || !e->params.level_batch) return;
     std::vector<int32_t> count(n_seq, 0);
     std::vector<llama_pos> first(n_seq, -1);
     for (int32_t i = 0; i < b.n_tokens; i++) {

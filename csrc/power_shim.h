@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* CDEF-BEGIN */
-enum pw_abi { PW_ABI_VERSION = 17 };
+enum pw_abi { PW_ABI_VERSION = 19 };
 
 /* The most tokens a sequence drafts per step (prompt lookup, the draft model); pw_step's event buffer needs
  * room for n_seq * (1 + PW_DRAFT_MAX) events for every draft to be verified (fewer only limits drafting). */
@@ -126,6 +126,9 @@ typedef struct pw_engine_params {
     /* Sample through llama.cpp's whole sampler chain, without the engine's shortcuts (greedy argmax, its own
      * top-k and penalties pass), to compare against. */
     bool reference_sampling;
+    /* Level each step's batch for llama.cpp's split into ubatches (level.cpp; the default), or decode it as
+     * it is, to compare against. */
+    bool level_batch;
 } pw_engine_params;
 
 typedef struct pw_sampling {

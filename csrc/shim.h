@@ -178,7 +178,11 @@ struct ram_entry {
     std::vector<llama_token> tokens;
     std::vector<media_span> media;  // chunk pointers are null: only the spans matter for positions
     std::vector<uint8_t> state;
-    size_t bytes() const { return state.size() + tokens.size() * sizeof(llama_token); }
+    // The draft context's cells of the first n_draft tokens, where the engine drafts with a model and its
+    // draft sequence held them (else empty: the draft catches up on what it lacks, as for any prompt).
+    size_t n_draft = 0;
+    std::vector<uint8_t> dstate;
+    size_t bytes() const { return state.size() + dstate.size() + tokens.size() * sizeof(llama_token); }
 };
 
 struct ram_cache {
@@ -286,6 +290,9 @@ struct pw_engine {
     llama_batch dbatch{};
     int32_t d_n_vocab = 0;
     std::vector<std::vector<llama_token>> dcache;
+    // A draft stream copy is made by the draft context's next decode: until then a sequence's draft state is
+    // neither read nor written (cache.cpp).
+    bool dcopy_pending = false;
     std::unique_ptr<shim::disk_tier> disk;  // null: no disk tier
     int64_t tick = 0;
     shim::spec_gate gate;

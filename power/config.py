@@ -77,6 +77,8 @@ class Settings:
     spec_costs: str = ""
     # Sampling through llama.cpp's whole sampler chain, to compare against (A3S_POWER_REFERENCE_SAMPLING).
     reference_sampling: bool = False
+    # Each step's batch levelled for llama.cpp's ubatches (A3S_POWER_LEVEL_BATCH; off to compare against).
+    level_batch: bool = True
     noprune: bool = False
     debug: int = 0
     load_timeout: float = 300.0
@@ -203,6 +205,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         spec_costs=(env.get("A3S_POWER_SPEC_COSTS") or str(cfg.get("spec_costs", ""))).strip(),
         reference_sampling=(parse_bool(env["A3S_POWER_REFERENCE_SAMPLING"]) if env.get("A3S_POWER_REFERENCE_SAMPLING")
                             else bool(cfg.get("reference_sampling", False))),
+        level_batch=(parse_bool(env["A3S_POWER_LEVEL_BATCH"]) if env.get("A3S_POWER_LEVEL_BATCH")
+                     else bool(cfg.get("level_batch", True))),
         noprune=parse_bool(env["OLLAMA_NOPRUNE"]) if "OLLAMA_NOPRUNE" in env else False,
         debug=_int(env, "OLLAMA_DEBUG", 0),
         load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),

@@ -36,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger("power.llama")
 
-ABI_VERSION = 17
+ABI_VERSION = 19
 LIB_DIR = Path(os.environ.get("A3S_POWER_LIB_DIR") or Path(__file__).resolve().parent / "lib")
 
 # llama_ftype values for the quantization types `create --quantize` accepts.
@@ -406,9 +406,10 @@ class Context:
                  n_ubatch: int = 512, n_threads: int = 0, n_threads_batch: int = 0, flash_attn: int = -1,
                  type_k: str = "f16", type_v: str = "f16", embeddings: bool = False, pooling: int = -1,
                  cache_ram: int = 0, spec_gate: tuple[int, float, float, float] = (1, 0.0, 0.0, 0.0),
-                 reference_sampling: bool = False) -> None:
+                 reference_sampling: bool = False, level_batch: bool = True) -> None:
         """``spec_gate``: the speculation gate, as LoadOptions.spec_gate gives it (mode, then fixed costs);
-        ``reference_sampling``: every sequence samples through llama.cpp's whole chain (no shortcuts)."""
+        ``reference_sampling``: every sequence samples through llama.cpp's whole chain (no shortcuts);
+        ``level_batch``: each step's batch levelled for llama.cpp's ubatches (False decodes it as it is)."""
         self.model = model
         p = _lib.pw_engine_default_params()
         p.n_ctx = n_ctx
@@ -428,6 +429,7 @@ class Context:
         p.cache_ram = max(0, cache_ram)  # bytes of host memory for prompt states of evicted sequences
         p.spec_gate, p.spec_step_us, p.spec_row_us, p.spec_draft_us = spec_gate
         p.reference_sampling = reference_sampling
+        p.level_batch = level_batch
         out = _ffi.new("pw_engine **")
         _check(_lib.pw_engine_create(model.handle, _ffi.new("pw_engine_params *", p), out))
         self._h = _ffi.gc(out[0], _lib.pw_engine_free)

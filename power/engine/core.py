@@ -320,7 +320,8 @@ class Engine:
     def _state_files(self) -> tuple[str, str]:
         """The disk tier's folder and key for this engine."""
         assert self.cache_disk is not None
-        key = state_key(self.model_path, self.adapters, self.projector_path, self.n_ctx_seq, self.load)
+        key = state_key(self.model_path, self.adapters, self.projector_path, self.n_ctx_seq, self.load,
+                        self.draft_path if self.draft is not None else None)
         return state_folder(self.cache_disk[0], key), key
 
     def _set_draft(self, path: str) -> None:
@@ -349,7 +350,7 @@ class Engine:
                               lo.flash_attn_mode != 0 else "f16", embeddings=embeddings,
                               pooling=1 if embeddings and not self.embedding_only else -1,
                               cache_ram=0 if embeddings else self.cache_ram, spec_gate=lo.spec_gate,
-                              reference_sampling=lo.reference_sampling)
+                              reference_sampling=lo.reference_sampling, level_batch=lo.level_batch)
 
     # ---- tokens --------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:

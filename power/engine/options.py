@@ -212,11 +212,14 @@ class LoadOptions:
     spec_costs: str = ""
     # Sampling through llama.cpp's whole chain, without the engine's shortcuts (Settings.reference_sampling).
     reference_sampling: bool = False
+    # Each step's batch levelled for llama.cpp's ubatches (Settings.level_batch); off decodes it as it is.
+    level_batch: bool = True
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], *, default_ctx: int = 4096, num_parallel: int = 1,
                      flash_attention: str = "auto", kv_cache_type: str = "f16",
-                     default_gpu: int = -1, spec_costs: str = "", reference_sampling: bool = False) -> "LoadOptions":
+                     default_gpu: int = -1, spec_costs: str = "", reference_sampling: bool = False,
+                     level_batch: bool = True) -> "LoadOptions":
         """Fit options (already in their ranges, see ``parse_options``) to what the engine can run."""
         return cls(
             num_ctx=max(4, min(int(opts.get("num_ctx", default_ctx) or default_ctx), MAX_CTX)),
@@ -230,6 +233,7 @@ class LoadOptions:
             kv_cache_type=kv_cache_type,
             spec_costs=spec_costs,
             reference_sampling=reference_sampling,
+            level_batch=level_batch,
         )
 
     @property

@@ -342,7 +342,7 @@ class Scheduler:
                                         num_parallel=1 if facts.embedding else s.num_parallel,
                                         flash_attention=s.flash_attention, kv_cache_type=s.kv_cache_type,
                                         default_gpu=default_gpu, spec_costs=s.spec_costs,
-                                        reference_sampling=s.reference_sampling)
+                                        reference_sampling=s.reference_sampling, level_batch=s.level_batch)
         if facts.n_ctx_train and load.num_ctx > facts.n_ctx_train:
             load = replace(load, num_ctx=facts.n_ctx_train)  # the engine clamps too; equal options, no reload
         remote = self._rpc_offered() if s.rpc_servers and s.num_gpu is None and "num_gpu" not in opts else 0

@@ -196,3 +196,66 @@ def test_a_prefix_copied_by_the_prompt_cache_takes_the_draft_cells_with_it(model
 def plain_tokens(model: Path, text: str) -> list[int]:
     with Engine(str(model), LoadOptions(num_ctx=512, num_parallel=1)) as e:
         return e.tokenize(text)
+
+
+OTHER_LONG = " ".join(["edcba baba"] * 24)  # shares only BOS with LONG
+ONE_SEQ = LoadOptions(num_ctx=512, num_parallel=1, num_batch=64, spec_costs=UNGATED)
+
+
+def next_turn(model: Path, first: tuple[int, ...]) -> list[int]:
+    return plain_tokens(model, LONG) + list(first) + plain_tokens(model, " abcde")[1:]
+
+
+def test_a_state_restored_from_ram_brings_its_draft_cells(models: tuple[Path, Path]) -> None:
+    """A conversation whose cells went to host memory (one sequence, another prompt took it) comes back with
+    the draft context's cells of its prefix: the draft evaluates only the new tokens, and drafts from the
+    restored prefix, not from what the sequence held before (a draft equal to the target is then accepted)."""
+    with Engine(str(models[0]), ONE_SEQ, cache_ram=64 << 20, draft=str(models[0])) as e:
+        first = e.submit(LONG, {**GREEDY, **DRAFT, "num_predict": 20}).result()
+        e.submit(OTHER_LONG, {**GREEDY, **DRAFT, "num_predict": 20}).result()  # LONG's state goes to host memory
+        turn2 = next_turn(models[0], first.tokens)
+        before = e.stats()
+        second = e.submit(turn2, {**GREEDY, **DRAFT, "num_predict": 30}).result()
+        st = e.stats()
+    assert st["ram_hits"] - before["ram_hits"] == 1 and second.cached_tokens >= len(turn2) - 8
+    assert second.tokens == plain(models[0], turn2, {**GREEDY, "num_predict": 30}).tokens
+    assert second.draft_accepted >= 0.9 * second.draft_count > 0
+    # The new tokens and rejected drafts re-fed; the restored prefix (~260 tokens) is not evaluated again.
+    assert st["n_draft_caught_up"] - before["n_draft_caught_up"] < len(turn2) // 4
+
+
+def test_a_state_restored_from_disk_brings_its_draft_cells(models: tuple[Path, Path], tmp_path: Path) -> None:
+    """The disk tier keeps the draft's cells beside the target's across an engine restart; a draft with other
+    weights gives the same greedy output from them."""
+    disk = (str(tmp_path / "states"), 64 << 20)
+    for draft in models:
+        with Engine(str(models[0]), ONE_SEQ, cache_ram=64 << 20, cache_disk=disk, draft=str(draft)) as e:
+            first = e.submit(LONG, {**GREEDY, **DRAFT, "num_predict": 20}).result()
+        turn2 = next_turn(models[0], first.tokens)
+        with Engine(str(models[0]), ONE_SEQ, cache_ram=64 << 20, cache_disk=disk, draft=str(draft)) as e:
+            assert e.stats()["disk_loaded"] == 1
+            second = e.submit(turn2, {**GREEDY, **DRAFT, "num_predict": 30}).result()
+            st = e.stats()
+        assert st["disk_hits"] == 1 and second.cached_tokens >= len(turn2) - 8
+        assert second.tokens == plain(models[0], turn2, {**GREEDY, "num_predict": 30}).tokens
+        assert second.draft_count > 0 and st["n_draft_caught_up"] < len(turn2) // 4
+        if draft == models[0]:
+            assert second.draft_accepted >= 0.9 * second.draft_count
+    # Each draft model keys its own folder: a state's draft cells are never restored into another draft.
+    assert len(list((tmp_path / "states").iterdir())) == 2
+
+
+def test_a_disk_state_of_the_format_before_the_draft_cells_is_refused(models: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    """Version 2 files (no draft state) are removed on opening, never loaded."""
+    disk = (str(tmp_path / "states"), 64 << 20)
+    with Engine(str(models[0]), ONE_SEQ, cache_ram=64 << 20, cache_disk=disk, draft=str(models[0])) as e:
+        e.submit(LONG, {**GREEDY, "num_predict": 4}).result()
+    (path,) = (tmp_path / "states").glob("*/*.pwkv")
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"PWKV" and int.from_bytes(raw[4:8], "little") == 3
+    raw[4:8] = (2).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with Engine(str(models[0]), ONE_SEQ, cache_ram=64 << 20, cache_disk=disk, draft=str(models[0])) as e:
+        assert e.stats()["disk_loaded"] == 0
+    assert not path.exists()

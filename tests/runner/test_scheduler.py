@@ -263,3 +263,10 @@ def test_reference_sampling_is_a_setting_that_reaches_the_runner(make_scheduler:
         _, _, load, _ = sched._prepare("tiny", opts)
         assert load.reference_sampling is reference
     assert outs[0] == outs[1]
+
+
+def test_level_batch_is_a_setting_that_reaches_the_runner(make_scheduler: Callable[..., Scheduler]) -> None:
+    """A3S_POWER_LEVEL_BATCH (TOML level_batch) goes through the load options, as reference_sampling does."""
+    for level in (True, False):
+        _, _, load, _ = make_scheduler(level_batch=level)._prepare("tiny", {})
+        assert load.level_batch is level
