@@ -26,7 +26,10 @@ namespace {
 constexpr double kAlpha = 0.25;       // EWMA weight of a new sample
 constexpr double kHysteresis = 0.05;  // an off kind turns on only when it wins by this much
 constexpr int32_t kProbeMin = 16, kProbeMax = 512;
-constexpr int32_t kRefresh = 256;  // while drafting, a step without drafts this often keeps that cost measured
+// While drafting, a step without drafts keeps that cost measured: after 8 << n engine steps for a size measured n
+// times, at most kRefresh (engine-wide: a request shorter than that must not keep the size measured once, at
+// a cold start, for good).
+constexpr int32_t kRefresh = 256;
 // The chance that a drafted token is accepted starts at kPrior (one rejected draft does not end drafting),
 // its counts decaying by kDecay a draft (a rewrite's copied stretches and its edits come in phases); a draft
 // is worth its rows only where that chance is at least kMinShare and it is expected to add at least kMinGain
@@ -38,9 +41,11 @@ void ewma(double &v, int32_t &n, double x) {
     if (n < 1 << 30) n++;
 }
 
+constexpr int32_t kBuckets = spec_gate::kBuckets;
+
 int32_t bucket(int32_t rows) {
     int32_t b = 0;
-    while (b + 1 < spec_gate::kBuckets && (1 << b) < rows) b++;
+    while (b + 1 < kBuckets && (1 << b) < rows) b++;
     return b;
 }
 
@@ -56,11 +61,21 @@ double step_cost(const spec_gate &g, int32_t rows) {
         for (int32_t i = b - 1; i >= 0 && t < 0.0; i--)
             if (g.n_step[i] > 0) t = g.t_step[i];
     }
-    // A decode costs at most in proportion to its rows: an estimate above that is noise (a busy machine),
-    // and would make drafts accepted in full look as if they could not pay.
-    for (int32_t i = 0; i < b && t >= 0.0; i++)
-        if (g.n_step[i] > 0) t = std::min(t, g.t_step[i] * rows / g.rows_step[i]);
+    // A decode costs at most in proportion to its rows, and at most what a measured decode of more rows
+    // costs: an estimate above either is noise (a busy machine, a cold start), and would make drafts
+    // accepted in full look as if they could not pay, or a step without drafts look dearer than with them.
+    for (int32_t i = 0; i < kBuckets && t >= 0.0; i++) {
+        if (g.n_step[i] == 0 || i == b) continue;
+        t = std::min(t, i < b ? g.t_step[i] * rows / g.rows_step[i] : g.t_step[i]);
+    }
     return t;
+}
+
+// The cost of a step of `rows` rows (without this draft) measured long enough ago to measure again.
+bool stale(const spec_gate &g, int32_t rows) {
+    if (g.fixed) return false;
+    const int32_t b = bucket(rows), n = g.n_step[b];
+    return n > 0 && g.n_steps - g.at_step[b] >= (n >= 5 ? kRefresh : std::min(kRefresh, 8 << n));
 }
 
 }  // namespace
@@ -84,7 +99,17 @@ void gate_reset(spec_est (&est)[2]) {
 void gate_step_measured(spec_gate &g, int32_t rows, int64_t us) {
     if (rows <= 0) return;
     const int32_t b = bucket(rows);
+    g.n_steps++;
+    g.at_step[b] = g.n_steps;
     double x = (double)us;
+    if (g.n_step[b] == 1) {
+        // A size's first step (its graph new, the weights perhaps not yet in memory: the warm-up's first
+        // decode has measured twenty times the next) is no measure of the ones after it: the second replaces it.
+        g.t_step[b] = x;
+        g.rows_step[b] = (double)rows;
+        g.n_step[b] = 2;
+        return;
+    }
     // One step slowed down (or sped up) by something else on the machine moves the estimate a bounded step.
     if (g.n_step[b] > 0) x = std::min(std::max(x, 0.5 * g.t_step[b]), 2.0 * g.t_step[b]);
     int32_t n = g.n_step[b];
@@ -111,11 +136,7 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
     const double t0 = step_cost(g, rows), t1 = step_cost(g, rows + draft_rows);
     double td = 0.0;
     if (kind == GATE_MODEL && pays_draft) td = g.fixed ? g.fix_draft_us : g.n_draft > 0 ? g.t_draft : -1.0;
-    if (t0 < 0.0 || (k.on && !g.fixed && ++k.since >= kRefresh)) {
-        // The step without drafts unmeasured (or measured long ago, when drafting all along): one such step.
-        k.since = 0;
-        return false;
-    }
+    if (t0 < 0.0 || stale(g, rows)) return false;  // the step without drafts unmeasured or stale: one such step
     // Where even a draft accepted in full would lose (a draft model as dear as the target, a compute-bound
     // batch), acceptance cannot change that: probes only seldom, and a new request does not start with one
     // (the draft model would first catch up on the whole prompt). Measured costs must say so clearly: at
@@ -124,8 +145,12 @@ bool gate_allows(spec_gate &g, spec_est &k, int kind, int32_t rows, double token
     const bool costs_known = t1 >= 0.0 && td >= 0.0;
     const double full = costs_known ? (tokens + draft_rows) / (t1 + td) : 0.0, without = tokens / t0;
     const bool hopeless = costs_known && (g.fixed ? full <= without : full * (1.0 + kHysteresis) < without);
+    // A request starts with a draft that could win: lookup's even at break-even (its probe costs only the
+    // step's rows), the draft model's only where a draft accepted in full wins clearly (its probe first
+    // catches up on the whole prompt, which break-even drafts would never pay back).
+    const double start = kind == GATE_MODEL ? without * (1.0 + kHysteresis) : without / (1.0 + kHysteresis);
     bool win;
-    if (!costs_known || (k.n_acc == 0 && full * (1.0 + kHysteresis) >= without)) {
+    if (!costs_known || (k.n_acc == 0 && full >= start)) {
         win = true;  // nothing measured yet: drafting is how it gets measured
     } else if (k.n_acc == 0) {
         win = false;
@@ -174,7 +199,7 @@ int32_t gate_length(const spec_gate &g, const spec_est &k, int32_t rows, double 
     int32_t best = n;
     double best_rate = rate(n);
     if (best_rate < 0.0) return n;
-    for (int32_t b = 0; b < spec_gate::kBuckets && (1 << b) - rows < n; b++) {
+    for (int32_t b = 0; b < kBuckets && (1 << b) - rows < n; b++) {
         const int32_t len = (1 << b) - rows;
         if (len <= 0) continue;
         const double r = rate(len);

@@ -92,7 +92,7 @@ struct spec_est {
     double n_ok = 0.0, n_miss = 0.0;
     int32_t n_acc = 0;          // drafts judged
     bool on = false;            // it won last time (hysteresis)
-    int32_t since = 0;          // steps since the last probe (off), since the last step without drafts (on)
+    int32_t since = 0;          // steps since the last probe (off)
     int32_t probe_every = 0;
 };
 
@@ -101,6 +101,8 @@ struct spec_gate {
     double t_step[kBuckets] = {};
     double rows_step[kBuckets] = {};  // the rows of the steps measured, on average
     int32_t n_step[kBuckets] = {};
+    int64_t at_step[kBuckets] = {};   // n_steps when each bucket was last measured
+    int64_t n_steps = 0;              // steps measured
     double t_draft = 0.0;
     int32_t n_draft = 0;
     bool off = false;           // pw_engine_params.spec_gate 0: no gate

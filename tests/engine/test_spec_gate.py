@@ -161,3 +161,23 @@ def test_where_rows_cost_the_gate_cuts_lookup_drafts_to_the_length_that_pays(mod
     longest = {name: max(d for d, _ in steps) for name, steps in (("free", free), ("dear", dear))}
     assert longest["free"] > 16 and 2 < longest["dear"] < longest["free"]
     assert sum(a for _, a in dear) >= 40
+
+
+BREAK_EVEN_DRAFT = "1000,0,5800"  # a draft model step 5.8 target steps: 6 tokens accepted in full win 3%
+CLEAR_DRAFT = "1000,0,5000"       # 5 target steps: accepted in full, 6 tokens win 17%
+
+
+def test_requests_start_with_a_draft_model_only_where_a_draft_accepted_in_full_wins_clearly(models, plain) -> None:
+    """A draft model's probe first catches up on the whole prompt: a request does not start with one that,
+    accepted in full, would win less than the hysteresis (it could never pay that back), and does where it
+    wins clearly. Fewer steps than the first re-probe, so the start is all there is."""
+    short = {**GREEDY, **DRAFT, "num_predict": 12}
+    for costs, starts in ((BREAK_EVEN_DRAFT, False), (CLEAR_DRAFT, True)):
+        with Engine(str(models["target"]), replace(LOAD, spec_costs=costs), draft=str(models["target"])) as e:
+            out = e.submit(PROMPT, short).result()
+            st = e.stats()
+        assert out.tokens == plain.tokens[:12]
+        if starts:
+            assert out.draft_count >= DRAFT["draft_num_predict"] and st["n_draft_caught_up"] > 0
+        else:
+            assert out.draft_count == 0 and st["n_draft_caught_up"] == 0 and st["n_draft_skipped"] >= 10
