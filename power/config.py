@@ -141,6 +141,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return default
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean variable, or ``default`` (the TOML's value) where it is unset or empty."""
+    return parse_bool(env[name]) if env.get(name) else bool(default)
+
+
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = (env.get(name) or "").strip().strip("'\"")
     if not raw:
@@ -203,10 +208,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache_ram=max(-1, _int(env, "A3S_POWER_CACHE_RAM", int(cfg.get("cache_ram", -1)))),
         cache_disk=max(0, _int(env, "A3S_POWER_CACHE_DISK", int(cfg.get("cache_disk", 0)))),
         spec_costs=(env.get("A3S_POWER_SPEC_COSTS") or str(cfg.get("spec_costs", ""))).strip(),
-        reference_sampling=(parse_bool(env["A3S_POWER_REFERENCE_SAMPLING"]) if env.get("A3S_POWER_REFERENCE_SAMPLING")
-                            else bool(cfg.get("reference_sampling", False))),
-        level_batch=(parse_bool(env["A3S_POWER_LEVEL_BATCH"]) if env.get("A3S_POWER_LEVEL_BATCH")
-                     else bool(cfg.get("level_batch", True))),
+        reference_sampling=_bool(env, "A3S_POWER_REFERENCE_SAMPLING", cfg.get("reference_sampling", False)),
+        level_batch=_bool(env, "A3S_POWER_LEVEL_BATCH", cfg.get("level_batch", True)),
         noprune=parse_bool(env["OLLAMA_NOPRUNE"]) if "OLLAMA_NOPRUNE" in env else False,
         debug=_int(env, "OLLAMA_DEBUG", 0),
         load_timeout=float(_int(env, "OLLAMA_LOAD_TIMEOUT", 300)),
